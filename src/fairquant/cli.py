@@ -1,0 +1,235 @@
+"""The ``fairquant`` command: quickstart, train and audit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fairquant.audit import AuditResult, audit_model
+from fairquant.data import PAPER_RATIO, DataSpec, GroupedDataset, default_digits_spec, load_dataset
+from fairquant.errors import ConfigError, FairquantError
+from fairquant.models import ModelSpec
+from fairquant.quant import DEFAULT_PRECISIONS, parse_precisions
+from fairquant.report import accuracy_table, plot_group_accuracy
+from fairquant.train import TrainConfig, fit, load_checkpoint, save_checkpoint
+
+app = typer.Typer(
+    help="Audit who pays when a neural network is quantized: per-group accuracy, loss, "
+    "excess loss G(a) and the disparity phi(D).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+if not console.is_terminal:  # logs and pipes: rich would wrap wide tables at 80 columns
+    console.width = max(console.width, 120)
+err_console = Console(stderr=True)
+
+CHECKPOINT = "checkpoint.pt"
+RESULTS = "results.csv"
+FIGURE = "group_accuracy.png"
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Show fairquant's own errors as one clear line and exit with status 2, no traceback."""
+    try:
+        yield
+    except FairquantError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _parse_imbalance(text: str) -> tuple[float, ...] | None:
+    if text == "none":
+        return None
+    if text == "paper":
+        return PAPER_RATIO
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--imbalance {text!r}: expected 'paper', 'none' or comma-separated ratios "
+            "like '16,16,8,8,4,4,2,2,1,1'"
+        ) from None
+
+
+def _audit_and_report(
+    model, dataset: GroupedDataset, precisions: str, out: Path, *, quiet: bool, title: str
+) -> AuditResult:
+    result = audit_model(
+        model,
+        dataset.test,
+        dataset.group_names,
+        parse_precisions(precisions),
+        show_progress=not quiet,
+    )
+    train_counts = dataset.counts()["train"]
+    csv = result.to_csv(out / RESULTS)
+    png = plot_group_accuracy(result, out / FIGURE, train_counts=train_counts, title=title)
+    console.print(accuracy_table(result, train_counts=train_counts, title=title))
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(f"wrote {csv} and {png}")
+    return result
+
+
+@app.command()
+def quickstart(
+    out: Annotated[
+        Path, typer.Option(help="Folder for the checkpoint, results.csv and figure.")
+    ] = Path("fairquant-quickstart"),
+    model: Annotated[str, typer.Option(help="Registered model name.")] = "resnet18",
+    width: Annotated[int, typer.Option(help="Model width (channels of the first stage).")] = 8,
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    seed: Annotated[int, typer.Option()] = 0,
+    precisions: Annotated[str, typer.Option(help="Comma-separated precisions.")] = ",".join(
+        DEFAULT_PRECISIONS
+    ),
+    quiet: Quiet = False,
+) -> None:
+    """Train on the embedded imbalanced digits, quantize to every precision and audit the groups."""
+    with _user_errors():
+        start = time.perf_counter()
+        dataset = load_dataset(default_digits_spec(seed=seed))
+        counts = dataset.counts()
+        console.print(
+            f"[bold]digits[/] (scikit-learn, 8x8 upsampled to {dataset.image_size[0]}x"
+            f"{dataset.image_size[1]}), training split imbalanced 16:16:8:8:4:4:2:2:1:1 - "
+            f"train {sum(counts['train'])} images {counts['train']}, test {sum(counts['test'])}"
+        )
+        model_spec = ModelSpec(model, width)
+        config = TrainConfig(epochs=epochs, seed=seed)
+        net, history = fit(dataset, model_spec, config, show_progress=not quiet)
+        console.print(
+            f"trained {model} (width {width}) for {epochs} epochs in {history.seconds:.1f}s "
+            f"({history.images_per_second:.0f} img/s), final loss {history.epoch_loss[-1]:.3f}"
+        )
+        ckpt = save_checkpoint(
+            out / CHECKPOINT,
+            model=net,
+            model_spec=model_spec,
+            dataset=dataset,
+            train_config=config,
+            history=history,
+        )
+        console.print(f"wrote {ckpt}")
+        _audit_and_report(
+            net,
+            dataset,
+            precisions,
+            out,
+            quiet=quiet,
+            title=f"digits (imbalanced), {model} w{width}: test accuracy (%) per class",
+        )
+        console.print(f"done in {time.perf_counter() - start:.0f}s")
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Checkpoint file to write.")],
+    dataset: Annotated[str, typer.Option(help="Registered dataset name.")] = "digits",
+    root: Annotated[str | None, typer.Option(help="Dataset root folder or file.")] = None,
+    target: Annotated[str | None, typer.Option(help="Attribute to predict.")] = None,
+    group: Annotated[
+        str | None, typer.Option(help="Protected attribute (default: target).")
+    ] = None,
+    image_size: Annotated[int | None, typer.Option(min=4)] = None,
+    imbalance: Annotated[
+        str, typer.Option(help="'paper' (16:16:8:8:4:4:2:2:1:1), 'none' or ratios per class.")
+    ] = "none",
+    model: Annotated[str, typer.Option(help="Registered model name.")] = "resnet18",
+    width: Annotated[int | None, typer.Option(help="Model width.")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    batch_size: Annotated[int, typer.Option(min=2)] = 64,
+    optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "sgd",
+    lr: Annotated[float, typer.Option()] = 0.05,
+    weight_decay: Annotated[float, typer.Option()] = 5e-4,
+    schedule: Annotated[str, typer.Option(help="cosine, step or constant.")] = "cosine",
+    seed: Annotated[int, typer.Option()] = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Train a full-precision model; its checkpoint holds all `audit` needs to rebuild it."""
+    with _user_errors():
+        config = TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            lr=lr,  # type: ignore[arg-type]
+            weight_decay=weight_decay,
+            schedule=schedule,
+            seed=seed,  # type: ignore[arg-type]
+        )
+        spec = DataSpec(
+            name=dataset,
+            root=root,
+            target=target,
+            group=group,
+            image_size=image_size,
+            imbalance=_parse_imbalance(imbalance),
+            seed=seed,
+        )
+        model_spec = ModelSpec(model, width)
+        data = load_dataset(spec)
+        counts = data.counts()
+        console.print(
+            f"[bold]{dataset}[/]: target {data.target!r} ({data.num_classes} classes), group "
+            f"{data.group!r}; train {counts['train']}, test {counts['test']}"
+        )
+        net, history = fit(data, model_spec, config, show_progress=not quiet)
+        path = save_checkpoint(
+            out,
+            model=net,
+            model_spec=model_spec,
+            dataset=data,
+            train_config=config,
+            history=history,
+        )
+        console.print(
+            f"trained in {history.seconds:.1f}s ({history.images_per_second:.0f} img/s), final "
+            f"loss {history.epoch_loss[-1]:.3f}; wrote {path}"
+        )
+
+
+@app.command()
+def audit(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint written by `fairquant train`.")],
+    precisions: Annotated[str, typer.Option(help="Comma-separated precisions.")] = ",".join(
+        DEFAULT_PRECISIONS
+    ),
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for results (default: beside the checkpoint).")
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Quantize a trained model to each precision and compare its groups on the test split."""
+    with _user_errors():
+        ckpt = load_checkpoint(checkpoint)
+        dataset = load_dataset(ckpt.data_spec)
+        if dataset.classes != ckpt.classes or dataset.group_names != ckpt.group_names:
+            raise ConfigError(
+                f"the data rebuilt for {checkpoint} no longer matches it: classes "
+                f"{dataset.classes} vs {ckpt.classes}, groups {dataset.group_names} vs "
+                f"{ckpt.group_names}"
+            )
+        _audit_and_report(
+            ckpt.model,
+            dataset,
+            precisions,
+            out or checkpoint.parent,
+            quiet=quiet,
+            title=f"{ckpt.data_spec.name}, {ckpt.model_spec.name}: test accuracy (%) by "
+            f"{ckpt.group}",
+        )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,132 @@
+"""What a dataset is to fairquant: images, a target label and a protected-group label per sample."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fairquant.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Everything needed to rebuild a dataset exactly; stored in checkpoints.
+
+    ``target`` and ``group`` name attributes of the dataset (the group may be the target itself,
+    as in the papers, where A = Y). ``imbalance`` is a per-class ratio applied to the training
+    split only, e.g. the papers' ``(16, 16, 8, 8, 4, 4, 2, 2, 1, 1)``. ``options`` holds
+    dataset-specific settings as plain values.
+    """
+
+    name: str
+    root: str | None = None
+    target: str | None = None
+    group: str | None = None
+    image_size: int | None = None
+    imbalance: tuple[float, ...] | None = None
+    test_size: float | None = None
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["imbalance"] = list(self.imbalance) if self.imbalance is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataSpec:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown data-spec keys {sorted(unknown)}")
+        d = dict(d)
+        if d.get("imbalance") is not None:
+            d["imbalance"] = tuple(float(r) for r in d["imbalance"])
+        return cls(**d)
+
+
+@dataclass
+class Split:
+    """One split: images ``x`` (N, C, H, W) float32, model-ready; targets ``y``, groups ``g``."""
+
+    x: Tensor
+    y: Tensor
+    g: Tensor
+
+    def __post_init__(self) -> None:
+        n = len(self.x)
+        if self.x.ndim != 4:
+            raise DataError(f"images must be (N, C, H, W); got shape {tuple(self.x.shape)}")
+        if len(self.y) != n or len(self.g) != n:
+            raise DataError(
+                f"images, targets and groups differ in length: {n}, {len(self.y)}, {len(self.g)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def subset(self, index: Tensor) -> Split:
+        return Split(self.x[index], self.y[index], self.g[index])
+
+
+@dataclass
+class GroupedDataset:
+    """Train and test splits with class and group names.
+
+    ``mean`` and ``std`` are the per-channel statistics already applied to ``x`` (recorded so a
+    user can map images back to pixel values).
+    """
+
+    spec: DataSpec
+    train: Split
+    test: Split
+    classes: list[str]
+    group_names: list[str]
+    target: str
+    group: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        for name, split in (("train", self.train), ("test", self.test)):
+            _check_codes(name, "target", split.y, len(self.classes))
+            _check_codes(name, "group", split.g, len(self.group_names))
+
+    @property
+    def in_channels(self) -> int:
+        return self.train.x.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (self.train.x.shape[2], self.train.x.shape[3])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def counts(self) -> dict[str, list[int]]:
+        """Samples per group in each split."""
+        k = len(self.group_names)
+        return {
+            "train": torch.bincount(self.train.g, minlength=k).tolist(),
+            "test": torch.bincount(self.test.g, minlength=k).tolist(),
+        }
+
+
+def _check_codes(split: str, what: str, codes: Tensor, k: int) -> None:
+    if len(codes) and (codes.min() < 0 or codes.max() >= k):
+        raise DataError(
+            f"{split} {what} codes must lie in 0..{k - 1}; "
+            f"got {int(codes.min())}..{int(codes.max())}"
+        )
+
+
+def standardize(train_x: Tensor, test_x: Tensor) -> tuple[Tensor, Tensor, tuple, tuple]:
+    """Normalize both splits by the per-channel mean and std of the training split."""
+    mean = train_x.mean(dim=(0, 2, 3))
+    std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-8)
+    shape = (1, -1, 1, 1)
+    norm = [(x - mean.view(shape)) / std.view(shape) for x in (train_x, test_x)]
+    return norm[0], norm[1], tuple(mean.tolist()), tuple(std.tolist())

@@ -1,0 +1,17 @@
+"""Classifiers: the registry, the architectures and batched inference."""
+
+from fairquant.models.cnn import SmallCNN
+from fairquant.models.predict import model_dtype, predict_logits
+from fairquant.models.registry import MODELS, ModelSpec, build_model, register_model
+from fairquant.models.resnet import ResNet18
+
+__all__ = [
+    "MODELS",
+    "ModelSpec",
+    "ResNet18",
+    "SmallCNN",
+    "build_model",
+    "model_dtype",
+    "predict_logits",
+    "register_model",
+]

@@ -1,0 +1,23 @@
+"""Quantization: the papers' quantizer, named precisions and quantized model copies."""
+
+from fairquant.quant.functional import check_bits, quantize_symmetric, symmetric_scale
+from fairquant.quant.model import WEIGHT_LAYERS, quantize_model, quantized_layers
+from fairquant.quant.precision import (
+    DEFAULT_PRECISIONS,
+    Precision,
+    parse_precision,
+    parse_precisions,
+)
+
+__all__ = [
+    "DEFAULT_PRECISIONS",
+    "WEIGHT_LAYERS",
+    "Precision",
+    "check_bits",
+    "parse_precision",
+    "parse_precisions",
+    "quantize_model",
+    "quantize_symmetric",
+    "quantized_layers",
+    "symmetric_scale",
+]

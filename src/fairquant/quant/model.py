@@ -1,0 +1,38 @@
+"""Quantized copies of a model; the full-precision model is never changed."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from fairquant.quant.functional import quantize_symmetric
+from fairquant.quant.precision import Precision
+
+#: Layers whose weights the papers quantize: every convolution and fully connected layer.
+WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def quantized_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The (name, module) pairs whose weights weight-only quantization touches."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
+
+
+@torch.no_grad()
+def quantize_model(model: nn.Module, precision: Precision) -> nn.Module:
+    """A copy of ``model`` at ``precision``, in eval mode.
+
+    ``int<b>``: every Conv and Linear weight is quantize-dequantized per tensor with the papers'
+    symmetric quantizer; biases, BatchNorm and activations stay float32 (weights-only PTQ).
+    ``fp16``/``bf16``: all weights and the computation are cast to that dtype. Their copies are
+    also made channels-last: on CPUs without native half-precision units PyTorch's half
+    convolutions are ~4x faster in that layout (same values, only the memory order differs).
+    """
+    q = copy.deepcopy(model).eval()
+    if precision.kind == "float":
+        q = q.to(precision.dtype)
+        return q if precision.is_reference else q.to(memory_format=torch.channels_last)
+    for _, layer in quantized_layers(q):
+        layer.weight.copy_(quantize_symmetric(layer.weight, precision.bits))
+    return q

@@ -1,0 +1,61 @@
+"""Rich tables for the terminal: per-group accuracy by precision, with φ(D)."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.table import Table
+
+from fairquant.audit import AuditResult
+
+
+def _drop_style(drop: float) -> str:
+    if drop >= 10:
+        return "bold red"
+    if drop >= 3:
+        return "yellow"
+    return ""
+
+
+def accuracy_table(
+    result: AuditResult, *, train_counts: list[int] | None = None, title: str | None = None
+) -> Table:
+    """Groups x precisions of test accuracy (%), drops vs fp32 coloured; overall and φ(D) below."""
+    acc = result.by_group("accuracy")
+    drop = result.by_group("accuracy_drop")
+    n_test = result.by_group("n")
+    overall = result.overall()
+    table = Table(
+        title=title or "Per-group test accuracy (%) by precision",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        caption="train/test: samples per group; red: >=10 points below fp32, yellow: >=3",
+        caption_justify="left",
+    )
+    table.add_column("group", style="bold", no_wrap=True)
+    if train_counts is not None:
+        table.add_column("train", justify="right", no_wrap=True)
+    table.add_column("test", justify="right", no_wrap=True)
+    for name in acc.columns:
+        table.add_column(name, justify="right", no_wrap=True, min_width=5)
+    for group in result.group_names:
+        cells = [group]
+        if train_counts is not None:
+            cells.append(str(train_counts[result.group_names.index(group)]))
+        if group not in acc.index:
+            cells.append("0")
+            cells += ["no samples"] * len(acc.columns)
+            table.add_row(*cells, style="dim")
+            continue
+        cells.append(str(int(n_test.loc[group].iloc[0])))
+        for name in acc.columns:
+            d = drop.loc[group, name]
+            style = _drop_style(d)
+            text = f"{acc.loc[group, name]:.1f}"
+            cells.append(f"[{style}]{text}[/]" if style else text)
+        table.add_row(*cells)
+    pad = [""] * (2 if train_counts is not None else 1)
+    table.add_section()
+    table.add_row("all", *pad, *(f"{v:.1f}" for v in overall["accuracy"]), style="bold")
+    table.add_row("phi(D)", *pad, *(f"{v:.3f}" for v in overall["phi"]), style="bold magenta")
+    return table

@@ -1,0 +1,15 @@
+"""Training: the seeded loop and checkpoints that rebuild model and data."""
+
+from fairquant.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fairquant.train.fit import fit
+from fairquant.train.loop import TrainConfig, TrainHistory, train_model
+
+__all__ = [
+    "Checkpoint",
+    "TrainConfig",
+    "TrainHistory",
+    "fit",
+    "load_checkpoint",
+    "save_checkpoint",
+    "train_model",
+]

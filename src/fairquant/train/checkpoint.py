@@ -1,0 +1,117 @@
+"""Checkpoints that carry everything needed to rebuild the model and its data.
+
+A checkpoint is a plain dict of tensors and primitive values, so it loads with
+``torch.load(..., weights_only=True)``: nothing in the file is ever executed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fairquant import __version__
+from fairquant._io import atomic_write
+from fairquant.data.base import DataSpec, GroupedDataset
+from fairquant.errors import CheckpointError, FairquantError
+from fairquant.models.registry import ModelSpec, build_model
+from fairquant.train.loop import TrainConfig, TrainHistory
+
+FORMAT = "fairquant-checkpoint"
+VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """A trained model with the specs of its architecture, data and training."""
+
+    model: nn.Module
+    model_spec: ModelSpec
+    data_spec: DataSpec
+    train_config: TrainConfig | None
+    classes: list[str]
+    group_names: list[str]
+    target: str
+    group: str
+    history: dict[str, Any]
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    model_spec: ModelSpec,
+    dataset: GroupedDataset,
+    train_config: TrainConfig | None = None,
+    history: TrainHistory | None = None,
+) -> Path:
+    """Write the model's weights and its specs atomically to ``path``."""
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "fairquant_version": __version__,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": model_spec.to_dict(),
+        "data": dataset.spec.to_dict(),
+        "dataset": {
+            "classes": list(dataset.classes),
+            "group_names": list(dataset.group_names),
+            "target": dataset.target,
+            "group": dataset.group,
+            "in_channels": dataset.in_channels,
+        },
+        "train": train_config.to_dict() if train_config is not None else None,
+        "history": history.to_dict() if history is not None else {},
+    }
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` and rebuild its model."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises many types (UnpicklingError, KeyError, zip errors)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path} is not a checkpoint fairquant can read (torch.load with weights_only=True "
+            f"failed: {first}); expected a file written by `fairquant train`"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is a PyTorch file but not a fairquant checkpoint (no format={FORMAT!r} "
+            "entry); expected a file written by `fairquant train`"
+        )
+    if payload.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {payload.get('version')!r}; this fairquant reads "
+            f"version {VERSION}"
+        )
+    try:
+        model_spec = ModelSpec.from_dict(payload["model"])
+        data_spec = DataSpec.from_dict(payload["data"])
+        info = payload["dataset"]
+        model = build_model(
+            model_spec, in_channels=info["in_channels"], num_classes=len(info["classes"])
+        )
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, RuntimeError, FairquantError) as e:
+        raise CheckpointError(f"{path} is a damaged fairquant checkpoint: {e}") from None
+    model.eval()
+    train = payload.get("train")
+    return Checkpoint(
+        model=model,
+        model_spec=model_spec,
+        data_spec=data_spec,
+        train_config=TrainConfig.from_dict(train) if train else None,
+        classes=list(info["classes"]),
+        group_names=list(info["group_names"]),
+        target=info["target"],
+        group=info["group"],
+        history=dict(payload.get("history") or {}),
+    )

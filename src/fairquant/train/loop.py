@@ -1,0 +1,148 @@
+"""A seeded, deterministic training loop over in-memory tensors.
+
+The loop indexes the split's tensors directly instead of going through a ``DataLoader``: the data
+already sits in memory as model-ready tensors, so a loader would only add per-sample Python
+overhead (``bench/train_throughput.py`` compares this loop with a bare PyTorch loop).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fairquant._progress import progress_bar
+from fairquant.data.base import Split
+from fairquant.errors import ConfigError
+
+Optimizer = Literal["sgd", "adamw"]
+Schedule = Literal["cosine", "step", "constant"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser, schedule and seed of one training run."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: Optimizer = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Schedule = "cosine"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be at least 1; got {self.epochs}")
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size must be at least 2 (BatchNorm); got {self.batch_size}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ConfigError(f"optimizer must be 'sgd' or 'adamw'; got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise ConfigError(
+                f"schedule must be 'cosine', 'step' or 'constant'; got {self.schedule!r}"
+            )
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive; got {self.lr}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        return cls(**d)
+
+
+@dataclass
+class TrainHistory:
+    """Mean training loss per epoch and the measured throughput."""
+
+    epoch_loss: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def batch_bounds(n: int, batch_size: int) -> list[int]:
+    """Batch start offsets plus ``n``; a trailing batch of one joins the previous batch.
+
+    BatchNorm cannot normalise a batch of one sample, and dropping it would silently lose data.
+
+    >>> batch_bounds(10, 4)
+    [0, 4, 8, 10]
+    >>> batch_bounds(9, 4)
+    [0, 4, 9]
+    """
+    bounds = [*range(0, n, batch_size), n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
+    return bounds
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            nesterov=config.momentum > 0,
+        )
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-step schedule: cosine to zero, x0.1 at 50% and 75% of the steps, or constant."""
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    if config.schedule == "step":
+        milestones = [total_steps // 2, (3 * total_steps) // 4]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def train_model(
+    model: nn.Module, data: Split, config: TrainConfig, *, show_progress: bool = True
+) -> TrainHistory:
+    """Train ``model`` in place with cross-entropy; the same seed gives the same weights."""
+    n = len(data)
+    if n < 2:
+        raise ConfigError(f"training needs at least 2 samples; the split has {n}")
+    torch.manual_seed(config.seed)  # any randomness inside the model (dropout)
+    order = torch.Generator().manual_seed(config.seed)
+    bounds = batch_bounds(n, config.batch_size)
+    steps = len(bounds) - 1
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, steps * config.epochs)
+    history = TrainHistory()
+    model.train()
+    start = time.perf_counter()
+    with progress_bar("train", config.epochs * steps, enabled=show_progress) as advance:
+        for epoch in range(config.epochs):
+            perm = torch.randperm(n, generator=order)
+            total = torch.zeros(())
+            for lo, hi in itertools.pairwise(bounds):
+                idx = perm[lo:hi]
+                loss = F.cross_entropy(model(data.x[idx]), data.y[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total += loss.detach() * (hi - lo)
+                advance()
+            history.epoch_loss.append(float(total) / n)
+            advance(0, status=f"epoch {epoch + 1} loss {history.epoch_loss[-1]:.3f}")
+    history.seconds = time.perf_counter() - start
+    history.images_per_second = n * config.epochs / history.seconds
+    model.eval()
+    return history

@@ -1,0 +1,116 @@
+"""The command line end to end, on a tiny budget."""
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from fairquant.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_quickstart_end_to_end(tmp_path):
+    out = tmp_path / "qs"
+    r = invoke(
+        "quickstart",
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--width",
+        "4",
+        "--precisions",
+        "fp32,fp16,int8,int4,int2",
+        "--quiet",
+    )
+    assert r.exit_code == 0, r.output
+    assert "phi(D)" in r.output and "int4" in r.output
+    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "results.csv", "group_accuracy.png"}
+    table = pd.read_csv(out / "results.csv")
+    assert list(table.columns)[:6] == ["method", "precision", "bits", "group", "metric", "value"]
+    assert set(table.precision) == {"fp32", "fp16", "int8", "int4", "int2"}
+    assert set(table.group) == {*map(str, range(10)), "all"}
+    phi = table[(table.metric == "phi") & (table.group == "all")]
+    assert len(phi) == 5 and (phi.value >= 0).all()
+    assert not table.value.isna().any()
+    assert (out / "group_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_then_audit(tmp_path):
+    ck = tmp_path / "m.pt"
+    r = invoke(
+        "train",
+        "--out",
+        str(ck),
+        "--dataset",
+        "digits",
+        "--imbalance",
+        "paper",
+        "--model",
+        "cnn",
+        "--width",
+        "4",
+        "--epochs",
+        "1",
+        "--image-size",
+        "16",
+        "--quiet",
+    )
+    assert r.exit_code == 0, r.output
+    r = invoke("audit", "--checkpoint", str(ck), "--precisions", "fp32,int8,int3", "--quiet")
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert set(table.precision) == {"fp32", "int8", "int3"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--out", "x.pt", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["train", "--out", "x.pt", "--model", "vgg99"], "unknown model 'vgg99'"),
+        (["train", "--out", "x.pt", "--imbalance", "a,b"], "--imbalance 'a,b'"),
+        (["audit", "--checkpoint", "missing.pt"], "missing.pt does not exist"),
+    ],
+)
+def test_clear_errors(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2
+    assert message in " ".join(r.output.split())
+    assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("precision", ["int1", "int17"])
+def test_bits_outside_range(tmp_path, precision):
+    ck = tmp_path / "m.pt"
+    assert (
+        invoke(
+            "train",
+            "--out",
+            str(ck),
+            "--model",
+            "cnn",
+            "--width",
+            "2",
+            "--epochs",
+            "1",
+            "--image-size",
+            "8",
+            "--quiet",
+        ).exit_code
+        == 0
+    )
+    r = runner.invoke(app, ["audit", "--checkpoint", str(ck), "--precisions", precision])
+    assert r.exit_code == 2 and "integer bits must lie in 2..16" in r.output
+
+
+def test_foreign_checkpoint(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, path)
+    r = runner.invoke(app, ["audit", "--checkpoint", str(path)])
+    assert r.exit_code == 2 and "not a fairquant checkpoint" in " ".join(r.output.split())

@@ -1,0 +1,110 @@
+import itertools
+import pickle
+
+import pytest
+import torch
+
+from fairquant.errors import CheckpointError, ConfigError
+from fairquant.models import ModelSpec, predict_logits
+from fairquant.train import TrainConfig, fit, load_checkpoint, save_checkpoint
+from fairquant.train.loop import batch_bounds
+
+
+def test_training_is_deterministic(tiny_dataset):
+    config = TrainConfig(epochs=2, batch_size=8, seed=7)
+    a, ha = fit(tiny_dataset, ModelSpec("cnn", 4), config, show_progress=False)
+    b, hb = fit(tiny_dataset, ModelSpec("cnn", 4), config, show_progress=False)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+    assert ha.epoch_loss == hb.epoch_loss and len(ha.epoch_loss) == 2
+    c, _ = fit(
+        tiny_dataset,
+        ModelSpec("cnn", 4),
+        TrainConfig(epochs=2, batch_size=8, seed=8),
+        show_progress=False,
+    )
+    assert not torch.equal(a.fc.weight, c.fc.weight)
+
+
+def test_training_reduces_loss(tiny_dataset):
+    _, history = fit(
+        tiny_dataset,
+        ModelSpec("cnn", 8),
+        TrainConfig(epochs=15, batch_size=10, optimizer="adamw", lr=0.01),
+        show_progress=False,
+    )
+    assert history.epoch_loss[-1] < 0.5 * history.epoch_loss[0]
+    assert history.images_per_second > 0
+
+
+def test_batch_bounds_never_leave_a_single_sample():
+    for n in range(2, 40):
+        for bs in (2, 3, 8):
+            b = batch_bounds(n, bs)
+            sizes = [hi - lo for lo, hi in itertools.pairwise(b)]
+            assert sum(sizes) == n and min(sizes) >= 2
+
+
+def test_bad_train_config():
+    with pytest.raises(ConfigError, match="optimizer"):
+        TrainConfig(optimizer="lbfgs")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainConfig(batch_size=1)
+    with pytest.raises(ConfigError, match="epochs"):
+        TrainConfig(epochs=0)
+
+
+def test_checkpoint_round_trip(tiny_dataset, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=8)
+    model, history = fit(tiny_dataset, ModelSpec("resnet18", 4), config, show_progress=False)
+    path = save_checkpoint(
+        tmp_path / "sub" / "ck.pt",
+        model=model,
+        model_spec=ModelSpec("resnet18", 4),
+        dataset=tiny_dataset,
+        train_config=config,
+        history=history,
+    )
+    assert [p.name for p in path.parent.iterdir()] == ["ck.pt"]  # no temporary file left
+    ck = load_checkpoint(path)
+    assert ck.model_spec == ModelSpec("resnet18", 4)
+    assert ck.data_spec == tiny_dataset.spec and ck.train_config == config
+    assert ck.classes == ["a", "b", "c"] and ck.group_names == ["a", "b", "c"]
+    assert ck.history["epoch_loss"] == history.epoch_loss
+    x = tiny_dataset.test.x
+    assert torch.equal(predict_logits(ck.model, x), predict_logits(model, x))
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match=r"nope\.pt does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_foreign_checkpoints(tmp_path):
+    plain = tmp_path / "plain.pt"
+    torch.save({"state_dict": {}}, plain)
+    with pytest.raises(CheckpointError, match="not a fairquant checkpoint"):
+        load_checkpoint(plain)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a checkpoint fairquant can read"):
+        load_checkpoint(text)
+    # a pickled object is refused by weights_only loading: nothing in the file runs
+    evil = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), evil)
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        load_checkpoint(evil)
+    raw = tmp_path / "raw.pkl"
+    raw.write_bytes(pickle.dumps({"format": "fairquant-checkpoint"}))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(raw)
+
+
+def test_damaged_checkpoint(tmp_path):
+    path = tmp_path / "ck.pt"
+    torch.save({"format": "fairquant-checkpoint", "version": 1, "model": {"name": "cnn"}}, path)
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(path)
+    torch.save({"format": "fairquant-checkpoint", "version": 99}, path)
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_checkpoint(path)
