@@ -114,3 +114,43 @@ def test_foreign_checkpoint(tmp_path):
     torch.save({"weights": torch.zeros(2)}, path)
     r = runner.invoke(app, ["audit", "--checkpoint", str(path)])
     assert r.exit_code == 2 and "not a fairquant checkpoint" in " ".join(r.output.split())
+
+
+def test_audit_with_qat_and_mixed_precision(tmp_path):
+    ck = tmp_path / "m.pt"
+    assert (
+        invoke(
+            "train",
+            "--out",
+            str(ck),
+            "--model",
+            "cnn",
+            "--width",
+            "2",
+            "--epochs",
+            "1",
+            "--image-size",
+            "8",
+            "--quiet",
+        ).exit_code
+        == 0
+    )
+    r = invoke(
+        "audit",
+        "--checkpoint",
+        str(ck),
+        "--precisions",
+        "int8,int4-fl8",
+        "--method",
+        "qat",
+        "--qat-epochs",
+        "1",
+        "--quiet",
+    )
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert set(table[table.precision != "fp32"].method) == {"qat"}
+    r = runner.invoke(
+        app, ["audit", "--checkpoint", str(ck), "--precisions", "fp16", "--method", "qat"]
+    )
+    assert r.exit_code == 2 and "integer precisions" in r.output

@@ -109,3 +109,78 @@ def test_half_precision_copies():
         q = quantize_model(model, parse_precision(name))
         assert all(p.dtype == dtype for p in q.parameters())
         assert next(model.parameters()).dtype == torch.float32
+
+
+def test_per_channel_equals_per_tensor_on_one_channel():
+    w = torch.randn(1, 3, 3, 3, generator=torch.Generator().manual_seed(4))
+    for bits in (2, 4, 8):
+        assert torch.equal(
+            quantize_symmetric(w, bits, per_channel=True), quantize_symmetric(w, bits)
+        )
+
+
+def test_per_channel_scales_each_output_channel():
+    w = torch.tensor([[0.5, -1.0, 0.25], [10.0, 3.0, -7.0], [0.0, 0.0, 0.0]])
+    q = quantize_symmetric(w, 3, per_channel=True)  # q = 3 levels each side
+    torch.testing.assert_close(q[0], torch.tensor([2 / 3, -1.0, 1 / 3]))  # 1.5 rounds to 2
+    torch.testing.assert_close(q[1], torch.tensor([10.0, 10 / 3, -20 / 3]))
+    assert torch.equal(q[2], torch.zeros(3))
+    s = symmetric_scale(w, 3, per_channel=True)
+    assert s.shape == (3, 1) and s[1].item() == pytest.approx(10 / 3)
+
+
+def test_ste_gradient_is_one_inside_and_zero_outside_the_clamp():
+    w = torch.tensor([-1.0, -0.3, 0.0, 0.45, 1.0], requires_grad=True)
+    quantize_symmetric(w, 4, ste=True).sum().backward()
+    assert torch.equal(w.grad, torch.ones(5))  # max-abs scale: every weight is inside the range
+    # outside the clamp range the gradient is 0: scale fixed by the first entry, others beyond it
+    from fairquant.quant.functional import round_ste
+
+    z = torch.tensor([-9.0, -2.0, 0.4, 1.0, 7.5], requires_grad=True)
+    torch.clamp(round_ste(z), -2, 1).sum().backward()
+    assert z.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+    assert round_ste(torch.tensor([0.4, 0.6])).tolist() == [0.0, 1.0]
+
+
+def test_suffixes_parse_and_reject():
+    p = parse_precision("int3-pc-fl8")
+    assert (p.bits, p.per_channel, p.edge_bits) == (3, True, 8)
+    for bad, msg in (
+        ("int4-xx", "unknown or repeated suffix 'xx'"),
+        ("int4-pc-pc", "repeated"),
+        ("int4-fl1", "2..16"),
+        ("int4-fl", "2..16"),
+    ):
+        with pytest.raises(ConfigError, match=msg):
+            parse_precision(bad)
+
+
+def test_first_last_layers_keep_edge_bits():
+    from fairquant.quant import layer_bits, quantized_layers
+
+    model = build_model(ModelSpec("cnn", 4), in_channels=1, num_classes=3)
+    names = [n for n, _ in quantized_layers(model)]
+    bits = layer_bits(model, parse_precision("int2-fl8"))
+    assert bits[names[0]] == 8 and bits[names[-1]] == 8
+    assert all(bits[n] == 2 for n in names[1:-1])
+    q = quantize_model(model, parse_precision("int2-fl8")).state_dict()
+    first = q[f"{names[0]}.weight"]
+    assert len(first.unique()) > 3  # 8-bit grid, not ternary
+    middle = q[f"{names[1]}.weight"]
+    assert len(middle.unique()) <= 3
+
+
+def test_packed_size():
+    from fairquant.quant import packed_size_bytes
+
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
+    )
+    # conv 36 weights; BN 4+4 params + 4+4 running stats + 1 int64 counter; linear 432 + 3
+    bn = 16 * 4 + 8
+    assert packed_size_bytes(model, parse_precision("fp32")) == (36 + 432 + 3) * 4 + bn
+    assert packed_size_bytes(model, parse_precision("fp16")) == (36 + 432 + 3 + 16) * 2 + 8
+    int4 = (18 + 4) + (216 + 4) + 3 * 4 + bn
+    assert packed_size_bytes(model, parse_precision("int4")) == int4
+    int3_pc = (14 + 4 * 4) + (162 + 3 * 4) + 3 * 4 + bn  # ceil(36*3/8)=14, 432*3/8=162
+    assert packed_size_bytes(model, parse_precision("int3-pc")) == int3_pc

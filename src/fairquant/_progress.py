@@ -1,4 +1,8 @@
-"""Rich progress bars shared by training and evaluation, silent when disabled."""
+"""Rich progress bars shared by training and evaluation, silent when disabled.
+
+Rich allows one live display at a time, so a bar opened while another is showing (QAT training
+inside an audit's evaluation loop) becomes a second task of the display already on screen.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +20,22 @@ from rich.progress import (
 
 Advance = Callable[..., None]
 
+_active: list[Progress] = []
+
 
 @contextmanager
 def progress_bar(description: str, total: int, *, enabled: bool = True) -> Iterator[Advance]:
     """Yield ``advance(steps=1, **fields)``; ``fields`` fill the status column."""
     if not enabled:
         yield lambda steps=1, **fields: None
+        return
+    if _active:
+        progress = _active[-1]
+        task = progress.add_task(description, total=total, status="")
+        try:
+            yield lambda steps=1, **fields: progress.update(task, advance=steps, **fields)
+        finally:
+            progress.remove_task(task)
         return
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -32,9 +46,9 @@ def progress_bar(description: str, total: int, *, enabled: bool = True) -> Itera
         TextColumn("{task.fields[status]}"),
     )
     with Progress(*columns, transient=False) as progress:
+        _active.append(progress)
         task = progress.add_task(description, total=total, status="")
-
-        def advance(steps: int = 1, **fields: object) -> None:
-            progress.update(task, advance=steps, **fields)
-
-        yield advance
+        try:
+            yield lambda steps=1, **fields: progress.update(task, advance=steps, **fields)
+        finally:
+            _active.pop()

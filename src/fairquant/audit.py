@@ -8,6 +8,7 @@ with group labels go in; quantized copies are evaluated; per-group accuracy, los
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,11 +22,14 @@ from fairquant.metrics.functional import excess_loss, group_counts, group_mean, 
 from fairquant.models.predict import predict_logits
 from fairquant.quant.model import quantize_model
 from fairquant.quant.precision import Precision, parse_precision
+from fairquant.quant.size import packed_size_bytes
 
 #: Columns of :attr:`AuditResult.table` (and of ``results.csv``).
 COLUMNS = ["method", "precision", "bits", "group", "metric", "value"]
 #: The group label of rows that describe the whole test split.
 ALL = "all"
+
+Quantizer = Callable[[nn.Module, Precision], nn.Module]
 
 
 class EmptyGroupWarning(UserWarning):
@@ -38,7 +42,7 @@ class AuditResult:
 
     ``table`` is long and tidy, one row per (method, precision, group, metric): metrics ``n``,
     ``accuracy``, ``loss``, ``excess_loss`` (G(a)), ``accuracy_drop`` (fp32 accuracy minus this
-    precision's, in points) per group and for ``all``, and ``phi`` for ``all``.
+    precision's, in points) per group and for ``all``, and ``phi`` and ``size_bytes`` for ``all``.
     """
 
     table: pd.DataFrame
@@ -54,7 +58,8 @@ class AuditResult:
         return wide.reindex(index=[g for g in self.group_names if g in wide.index], columns=names)
 
     def overall(self) -> pd.DataFrame:
-        """Precisions x overall metrics (n, accuracy, loss, excess_loss, accuracy_drop, phi)."""
+        """Precisions x overall metrics (n, accuracy, loss, excess_loss, accuracy_drop, phi,
+        size_bytes)."""
         rows = self.table[self.table.group == ALL]
         wide = rows.pivot_table(index="precision", columns="metric", values="value", sort=False)
         return wide.reindex([p.name for p in self.precisions])
@@ -75,14 +80,18 @@ def audit_model(
     precisions: list[Precision],
     *,
     method: str = "ptq",
+    quantize: Quantizer = quantize_model,
     batch_size: int = 512,
     show_progress: bool = True,
 ) -> AuditResult:
     """Evaluate ``model`` at fp32 and every precision in ``precisions`` on ``test``.
 
+    ``quantize(model, precision)`` makes each quantized copy: PTQ by default, or e.g.
+    :func:`~fairquant.quant.qat.qat_finetune` bound to a training split, with ``method="qat"``.
     fp32 is always evaluated: it is the reference for excess loss and accuracy drop. Its rows have
-    method ``none``. A group with no test samples is reported (``n = 0``, an
-    :class:`EmptyGroupWarning`, a line in ``notes``) and left out of φ(D), never turned into NaN.
+    method ``none``. Each precision also gets its packed model size (metric ``size_bytes``).
+    A group with no test samples is reported (``n = 0``, an :class:`EmptyGroupWarning`, a line
+    in ``notes``) and left out of φ(D), never turned into NaN.
     """
     reference = parse_precision("fp32")
     order = [reference, *(p for p in precisions if p != reference)]
@@ -105,7 +114,8 @@ def audit_model(
     with progress_bar("evaluate", len(order), enabled=show_progress) as advance:
         for precision in order:
             advance(0, status=precision.name)
-            logits = predict_logits(quantize_model(model, precision), test.x, batch_size=batch_size)
+            make = quantize_model if precision.is_reference else quantize
+            logits = predict_logits(make(model, precision), test.x, batch_size=batch_size)
             loss = per_sample_loss(logits, test.y)
             correct = (logits.argmax(1) == test.y).double()
             acc = 100.0 * group_mean(correct, test.g, k)
@@ -132,6 +142,7 @@ def audit_model(
                 (*key, ALL, "excess_loss", all_loss - ref_all[1]),
                 (*key, ALL, "accuracy_drop", ref_all[0] - all_acc),
                 (*key, ALL, "phi", phi(g[present])),
+                (*key, ALL, "size_bytes", float(packed_size_bytes(model, precision))),
             ]
             advance(1)
     table = pd.DataFrame(rows, columns=COLUMNS)

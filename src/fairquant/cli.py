@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +16,8 @@ from fairquant.audit import AuditResult, audit_model
 from fairquant.data import PAPER_RATIO, DataSpec, GroupedDataset, default_digits_spec, load_dataset
 from fairquant.errors import ConfigError, FairquantError
 from fairquant.models import ModelSpec
-from fairquant.quant import DEFAULT_PRECISIONS, parse_precisions
+from fairquant.quant import DEFAULT_PRECISIONS, parse_precisions, quantize_model
+from fairquant.quant.qat import DEFAULT_QAT_CONFIG, qat_finetune
 from fairquant.report import accuracy_table, plot_group_accuracy
 from fairquant.train import TrainConfig, fit, load_checkpoint, save_checkpoint
 
@@ -63,13 +65,37 @@ def _parse_imbalance(text: str) -> tuple[float, ...] | None:
 
 
 def _audit_and_report(
-    model, dataset: GroupedDataset, precisions: str, out: Path, *, quiet: bool, title: str
+    model,
+    dataset: GroupedDataset,
+    precisions: str,
+    out: Path,
+    *,
+    quiet: bool,
+    title: str,
+    method: str = "ptq",
+    qat_config: TrainConfig = DEFAULT_QAT_CONFIG,
 ) -> AuditResult:
+    parsed = parse_precisions(precisions)
+    quantize = quantize_model
+    if method == "qat":
+        floats = [p.name for p in parsed if p.kind == "float" and not p.is_reference]
+        if floats:
+            raise ConfigError(
+                f"--method qat takes integer precisions (int8, int4, int4-fl8, ...); got {floats}"
+            )
+
+        def quantize(m, p):
+            return qat_finetune(m, dataset.train, p, qat_config, show_progress=not quiet)
+
+    elif method != "ptq":
+        raise ConfigError(f"--method must be 'ptq' or 'qat'; got {method!r}")
     result = audit_model(
         model,
         dataset.test,
         dataset.group_names,
-        parse_precisions(precisions),
+        parsed,
+        method=method,
+        quantize=quantize,
         show_progress=not quiet,
     )
     train_counts = dataset.counts()["train"]
@@ -208,6 +234,13 @@ def audit(
     out: Annotated[
         Path | None, typer.Option(help="Folder for results (default: beside the checkpoint).")
     ] = None,
+    method: Annotated[
+        str, typer.Option(help="ptq (post-training) or qat (fine-tune through fake quantization).")
+    ] = "ptq",
+    qat_epochs: Annotated[int, typer.Option(min=1, help="QAT fine-tuning epochs.")] = (
+        DEFAULT_QAT_CONFIG.epochs
+    ),
+    qat_lr: Annotated[float, typer.Option(help="QAT learning rate.")] = DEFAULT_QAT_CONFIG.lr,
     quiet: Quiet = False,
 ) -> None:
     """Quantize a trained model to each precision and compare its groups on the test split."""
@@ -226,6 +259,8 @@ def audit(
             precisions,
             out or checkpoint.parent,
             quiet=quiet,
+            method=method,
+            qat_config=replace(DEFAULT_QAT_CONFIG, epochs=qat_epochs, lr=qat_lr),
             title=f"{ckpt.data_spec.name}, {ckpt.model_spec.name}: test accuracy (%) by "
             f"{ckpt.group}",
         )
@@ -233,3 +268,7 @@ def audit(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,19 +1,22 @@
 """Quantization: the papers' quantizer, named precisions and quantized model copies."""
 
 from fairquant.quant.functional import check_bits, quantize_symmetric, symmetric_scale
-from fairquant.quant.model import WEIGHT_LAYERS, quantize_model, quantized_layers
+from fairquant.quant.model import WEIGHT_LAYERS, layer_bits, quantize_model, quantized_layers
 from fairquant.quant.precision import (
     DEFAULT_PRECISIONS,
     Precision,
     parse_precision,
     parse_precisions,
 )
+from fairquant.quant.size import packed_size_bytes
 
 __all__ = [
     "DEFAULT_PRECISIONS",
     "WEIGHT_LAYERS",
     "Precision",
     "check_bits",
+    "layer_bits",
+    "packed_size_bytes",
     "parse_precision",
     "parse_precisions",
     "quantize_model",

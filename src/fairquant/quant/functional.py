@@ -7,6 +7,11 @@ Bellam & Kim): with ``q = 2^(b-1) - 1``,
 
 Zero maps to zero, the largest-magnitude weight is represented exactly (no clipping error), and
 the grid has ``2^b - 1`` levels ``{-q, ..., q} * s``; ``b = 2`` gives ternary weights.
+Per-channel quantization uses one such scale per output channel (dimension 0).
+
+For quantization-aware training the rounding uses the straight-through estimator (Bengio et al.,
+2013): the forward pass rounds, the backward pass treats rounding as the identity, and the clamp
+passes gradient 1 inside ``[-2^(b-1), q]`` and 0 outside.
 """
 
 from __future__ import annotations
@@ -27,19 +32,32 @@ def check_bits(bits: int) -> int:
     return bits
 
 
-def symmetric_scale(w: Tensor, bits: int) -> Tensor:
-    """Per-tensor scale ``max|w| / (2^(b-1) - 1)``."""
-    return w.detach().abs().max() / (2 ** (check_bits(bits) - 1) - 1)
+def symmetric_scale(w: Tensor, bits: int, *, per_channel: bool = False) -> Tensor:
+    """Scale ``max|w| / (2^(b-1) - 1)``: a scalar, or ``(C, 1, ...)`` per output channel."""
+    q = 2 ** (check_bits(bits) - 1) - 1
+    a = w.detach().abs()
+    if per_channel and w.ndim > 1:
+        return a.amax(dim=tuple(range(1, w.ndim)), keepdim=True) / q
+    return a.max() / q
 
 
-def quantize_symmetric(w: Tensor, bits: int) -> Tensor:
-    """Quantize-dequantize ``w`` to ``bits`` with one symmetric scale (float in, float out).
+def round_ste(x: Tensor) -> Tensor:
+    """``round(x)`` forward, identity backward (the straight-through estimator)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def quantize_symmetric(
+    w: Tensor, bits: int, *, per_channel: bool = False, ste: bool = False
+) -> Tensor:
+    """Quantize-dequantize ``w`` to ``bits`` with symmetric scales (float in, float out).
+
+    ``ste=True`` makes it differentiable with the straight-through estimator.
 
     >>> quantize_symmetric(torch.tensor([-1.0, -0.4, 0.0, 0.2, 0.6]), 2).tolist()
     [-1.0, -0.0, 0.0, 0.0, 1.0]
     """
-    s = symmetric_scale(w, bits)
-    if s == 0:  # an all-zero tensor is already on every grid
-        return w.clone()
+    s = symmetric_scale(w, bits, per_channel=per_channel)
+    s = torch.where(s == 0, torch.ones_like(s), s)  # all-zero tensors/channels stay zero
     lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    return torch.clamp(torch.round(w / s), lo, hi) * s
+    z = w / s
+    return torch.clamp(round_ste(z) if ste else torch.round(z), lo, hi) * s

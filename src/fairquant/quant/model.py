@@ -15,16 +15,28 @@ WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 def quantized_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The (name, module) pairs whose weights weight-only quantization touches."""
+    """The (name, module) pairs whose weights weight-only quantization touches, in forward order
+    of registration."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
+
+
+def layer_bits(model: nn.Module, precision: Precision) -> dict[str, int]:
+    """Weight bits of each quantized layer: ``precision.bits``, or ``edge_bits`` for the first
+    and last layer (in registration order, which is forward order for the registered models)."""
+    names = [n for n, _ in quantized_layers(model)]
+    bits = dict.fromkeys(names, precision.bits)
+    if precision.edge_bits is not None and names:
+        bits[names[0]] = bits[names[-1]] = precision.edge_bits
+    return bits
 
 
 @torch.no_grad()
 def quantize_model(model: nn.Module, precision: Precision) -> nn.Module:
     """A copy of ``model`` at ``precision``, in eval mode.
 
-    ``int<b>``: every Conv and Linear weight is quantize-dequantized per tensor with the papers'
-    symmetric quantizer; biases, BatchNorm and activations stay float32 (weights-only PTQ).
+    ``int<b>``: every Conv and Linear weight is quantize-dequantized with the papers' symmetric
+    quantizer (per tensor, or per output channel for ``-pc``; ``-fl<k>`` layers at ``k`` bits);
+    biases, BatchNorm and activations stay float32 (weights-only PTQ).
     ``fp16``/``bf16``: all weights and the computation are cast to that dtype. Their copies are
     also made channels-last: on CPUs without native half-precision units PyTorch's half
     convolutions are ~4x faster in that layout (same values, only the memory order differs).
@@ -33,6 +45,8 @@ def quantize_model(model: nn.Module, precision: Precision) -> nn.Module:
     if precision.kind == "float":
         q = q.to(precision.dtype)
         return q if precision.is_reference else q.to(memory_format=torch.channels_last)
-    for _, layer in quantized_layers(q):
-        layer.weight.copy_(quantize_symmetric(layer.weight, precision.bits))
+    bits = layer_bits(q, precision)
+    for name, layer in quantized_layers(q):
+        w = quantize_symmetric(layer.weight, bits[name], per_channel=precision.per_channel)
+        layer.weight.copy_(w)
     return q

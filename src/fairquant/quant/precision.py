@@ -1,4 +1,10 @@
-"""Named precisions: ``fp32``, ``fp16``, ``bf16`` and ``int2`` ... ``int16`` (weights-only PTQ)."""
+"""Named precisions: ``fp32``, ``fp16``, ``bf16`` and weight-only integer formats.
+
+Integer names are ``int<b>`` (the papers' per-tensor symmetric weights, b in 2..16) with optional
+suffixes: ``-pc`` for one scale per output channel, and ``-fl<k>`` for mixed precision that keeps
+the first and last quantized layers at ``k`` bits (Bellam & Kim's FairQAT uses ``-fl8``).
+For example ``int4``, ``int4-pc``, ``int4-fl8``, ``int3-pc-fl8``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from typing import Literal
 import torch
 
 from fairquant.errors import ConfigError
-from fairquant.quant.functional import check_bits
+from fairquant.quant.functional import MAX_BITS, MIN_BITS
 
 _FLOATS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -16,13 +22,15 @@ _FLOATS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_PRECISIONS = ("fp32", "fp16", "bf16", "int16", "int8", "int4", "int3", "int2")
 
 
-@dataclass(frozen=True, order=False)
+@dataclass(frozen=True)
 class Precision:
     """A numeric format for a model: a float dtype, or b-bit integer weights in float32 compute."""
 
     name: str
     kind: Literal["float", "int"]
     bits: int
+    per_channel: bool = False
+    edge_bits: int | None = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -39,28 +47,44 @@ class Precision:
         return (0 if self.kind == "float" else 1, -self.bits)
 
 
+def _bits(text: str, value: str) -> int:
+    if not value.isdigit() or not MIN_BITS <= int(value) <= MAX_BITS:
+        raise ConfigError(
+            f"precision {text!r}: integer bits must lie in {MIN_BITS}..{MAX_BITS}; got {value!r}"
+        )
+    return int(value)
+
+
 def parse_precision(text: str) -> Precision:
-    """Parse ``fp32``, ``fp16``, ``bf16`` or ``int<b>`` with ``b`` in 2..16.
+    """Parse ``fp32``, ``fp16``, ``bf16`` or ``int<b>[-pc][-fl<k>]`` with ``b``, ``k`` in 2..16.
 
     >>> parse_precision("int4")
-    Precision(name='int4', kind='int', bits=4)
+    Precision(name='int4', kind='int', bits=4, per_channel=False, edge_bits=None)
+    >>> parse_precision("int4-pc-fl8").edge_bits
+    8
     """
     name = text.strip().lower()
     if name in _FLOATS:
         return Precision(name, "float", 32 if name == "fp32" else 16)
-    if name.startswith("int") and name[3:].isdigit():
-        bits = int(name[3:])
-        try:
-            check_bits(bits)
-        except ConfigError:
+    head, *suffixes = name.split("-")
+    if not head.startswith("int") or not head[3:]:
+        raise ConfigError(
+            f"unknown precision {text!r}; expected fp32, fp16, bf16, or int<b> with b in 2..16 "
+            "and optional suffixes -pc (per channel) and -fl<k> (first and last layers at k "
+            "bits), e.g. int8, int4, int4-pc, int4-fl8"
+        )
+    bits = _bits(text, head[3:])
+    per_channel, edge_bits = False, None
+    for suffix in suffixes:
+        if suffix == "pc" and not per_channel:
+            per_channel = True
+        elif suffix.startswith("fl") and edge_bits is None:
+            edge_bits = _bits(text, suffix[2:])
+        else:
             raise ConfigError(
-                f"precision {text!r}: integer bits must lie in 2..16; got {bits}"
-            ) from None
-        return Precision(name, "int", bits)
-    raise ConfigError(
-        f"unknown precision {text!r}; expected fp32, fp16, bf16, or int<b> with b in 2..16 "
-        "(e.g. int8, int4)"
-    )
+                f"precision {text!r}: unknown or repeated suffix {suffix!r}; expected -pc, -fl<k>"
+            )
+    return Precision(name, "int", bits, per_channel, edge_bits)
 
 
 def parse_precisions(text: str | list[str] | tuple[str, ...]) -> list[Precision]:

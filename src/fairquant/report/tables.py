@@ -58,4 +58,5 @@ def accuracy_table(
     table.add_section()
     table.add_row("all", *pad, *(f"{v:.1f}" for v in overall["accuracy"]), style="bold")
     table.add_row("phi(D)", *pad, *(f"{v:.3f}" for v in overall["phi"]), style="bold magenta")
+    table.add_row("size KiB", *pad, *(f"{v / 1024:.1f}" for v in overall["size_bytes"]))
     return table
