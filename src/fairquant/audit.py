@@ -29,8 +29,6 @@ COLUMNS = ["method", "precision", "bits", "group", "metric", "value"]
 #: The group label of rows that describe the whole test split.
 ALL = "all"
 
-Quantizer = Callable[[nn.Module, Precision], nn.Module]
-
 
 class EmptyGroupWarning(UserWarning):
     """A group has no test samples, so its metrics are undefined and it is left out of φ(D)."""
@@ -80,7 +78,7 @@ def audit_model(
     precisions: list[Precision],
     *,
     method: str = "ptq",
-    quantize: Quantizer = quantize_model,
+    quantize: Callable[[nn.Module, Precision], nn.Module] = quantize_model,
     batch_size: int = 512,
     show_progress: bool = True,
 ) -> AuditResult:

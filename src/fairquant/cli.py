@@ -16,8 +16,9 @@ from fairquant.audit import AuditResult, audit_model
 from fairquant.data import PAPER_RATIO, DataSpec, GroupedDataset, default_digits_spec, load_dataset
 from fairquant.errors import ConfigError, FairquantError
 from fairquant.models import ModelSpec
-from fairquant.quant import DEFAULT_PRECISIONS, parse_precisions, quantize_model
-from fairquant.quant.qat import DEFAULT_QAT_CONFIG, qat_finetune
+from fairquant.quant import DEFAULT_PRECISIONS, parse_precisions
+from fairquant.quant.methods import make_quantizer
+from fairquant.quant.qat import DEFAULT_QAT_CONFIG
 from fairquant.report import accuracy_table, plot_group_accuracy
 from fairquant.train import TrainConfig, fit, load_checkpoint, save_checkpoint
 
@@ -74,21 +75,22 @@ def _audit_and_report(
     title: str,
     method: str = "ptq",
     qat_config: TrainConfig = DEFAULT_QAT_CONFIG,
+    calibration: str = "minmax",
+    calib_size: int = 256,
+    calib_balanced: bool = False,
 ) -> AuditResult:
     parsed = parse_precisions(precisions)
-    quantize = quantize_model
-    if method == "qat":
-        floats = [p.name for p in parsed if p.kind == "float" and not p.is_reference]
-        if floats:
-            raise ConfigError(
-                f"--method qat takes integer precisions (int8, int4, int4-fl8, ...); got {floats}"
-            )
-
-        def quantize(m, p):
-            return qat_finetune(m, dataset.train, p, qat_config, show_progress=not quiet)
-
-    elif method != "ptq":
-        raise ConfigError(f"--method must be 'ptq' or 'qat'; got {method!r}")
+    quantize = make_quantizer(
+        method,
+        parsed,
+        dataset.train,
+        qat_config=qat_config,
+        calibration=calibration,
+        calib_size=calib_size,
+        calib_balanced=calib_balanced,
+        seed=dataset.spec.seed,
+        show_progress=not quiet,
+    )
     result = audit_model(
         model,
         dataset.test,
@@ -241,6 +243,16 @@ def audit(
         DEFAULT_QAT_CONFIG.epochs
     ),
     qat_lr: Annotated[float, typer.Option(help="QAT learning rate.")] = DEFAULT_QAT_CONFIG.lr,
+    calibration: Annotated[
+        str,
+        typer.Option(help="Activation range rule for -a<k> precisions: minmax, percentile, mse."),
+    ] = "minmax",
+    calib_size: Annotated[
+        int, typer.Option(min=1, help="Calibration images (training split).")
+    ] = 256,
+    calib_balanced: Annotated[
+        bool, typer.Option(help="Draw calibration images equally from every group.")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Quantize a trained model to each precision and compare its groups on the test split."""
@@ -261,6 +273,9 @@ def audit(
             quiet=quiet,
             method=method,
             qat_config=replace(DEFAULT_QAT_CONFIG, epochs=qat_epochs, lr=qat_lr),
+            calibration=calibration,
+            calib_size=calib_size,
+            calib_balanced=calib_balanced,
             title=f"{ckpt.data_spec.name}, {ckpt.model_spec.name}: test accuracy (%) by "
             f"{ckpt.group}",
         )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from fairquant.quant.activations import attach_activation_quantization
 from fairquant.quant.functional import quantize_symmetric
 from fairquant.quant.precision import Precision
 
@@ -31,12 +32,21 @@ def layer_bits(model: nn.Module, precision: Precision) -> dict[str, int]:
 
 
 @torch.no_grad()
-def quantize_model(model: nn.Module, precision: Precision) -> nn.Module:
+def quantize_model(
+    model: nn.Module,
+    precision: Precision,
+    *,
+    calibration: Tensor | None = None,
+    calibration_method: str = "minmax",
+) -> nn.Module:
     """A copy of ``model`` at ``precision``, in eval mode.
 
     ``int<b>``: every Conv and Linear weight is quantize-dequantized with the papers' symmetric
     quantizer (per tensor, or per output channel for ``-pc``; ``-fl<k>`` layers at ``k`` bits);
-    biases, BatchNorm and activations stay float32 (weights-only PTQ).
+    biases, BatchNorm and activations stay float32 (weights-only PTQ). With ``-a<k>`` the inputs
+    of those layers are quantized too, with ranges calibrated on ``calibration`` (model-ready
+    images) by ``calibration_method`` (see :mod:`fairquant.quant.activations`); ``-da<k>`` takes
+    them per batch.
     ``fp16``/``bf16``: all weights and the computation are cast to that dtype. Their copies are
     also made channels-last: on CPUs without native half-precision units PyTorch's half
     convolutions are ~4x faster in that layout (same values, only the memory order differs).
@@ -46,7 +56,17 @@ def quantize_model(model: nn.Module, precision: Precision) -> nn.Module:
         q = q.to(precision.dtype)
         return q if precision.is_reference else q.to(memory_format=torch.channels_last)
     bits = layer_bits(q, precision)
-    for name, layer in quantized_layers(q):
+    layers = quantized_layers(q)
+    for name, layer in layers:
         w = quantize_symmetric(layer.weight, bits[name], per_channel=precision.per_channel)
         layer.weight.copy_(w)
+    if precision.act_bits is not None:
+        attach_activation_quantization(
+            q,
+            layers,
+            precision.act_bits,
+            calibration=calibration,
+            method=calibration_method,
+            dynamic=precision.dynamic,
+        )
     return q

@@ -1,9 +1,11 @@
 """Named precisions: ``fp32``, ``fp16``, ``bf16`` and weight-only integer formats.
 
 Integer names are ``int<b>`` (the papers' per-tensor symmetric weights, b in 2..16) with optional
-suffixes: ``-pc`` for one scale per output channel, and ``-fl<k>`` for mixed precision that keeps
-the first and last quantized layers at ``k`` bits (Bellam & Kim's FairQAT uses ``-fl8``).
-For example ``int4``, ``int4-pc``, ``int4-fl8``, ``int3-pc-fl8``.
+suffixes: ``-pc`` for one scale per output channel; ``-fl<k>`` for mixed precision that keeps
+the first and last quantized layers at ``k`` bits (Bellam & Kim's FairQAT uses ``-fl8``);
+``-a<k>`` to also quantize the input activations of every quantized layer to ``k`` bits with
+ranges calibrated once (static), or ``-da<k>`` with ranges taken per batch (dynamic).
+For example ``int4``, ``int4-pc``, ``int4-fl8``, ``int8-a8``, ``int8-da8``, ``int3-pc-fl8``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Precision:
     bits: int
     per_channel: bool = False
     edge_bits: int | None = None
+    act_bits: int | None = None
+    dynamic: bool = False
 
     @property
     def dtype(self) -> torch.dtype:
@@ -56,12 +60,13 @@ def _bits(text: str, value: str) -> int:
 
 
 def parse_precision(text: str) -> Precision:
-    """Parse ``fp32``, ``fp16``, ``bf16`` or ``int<b>[-pc][-fl<k>]`` with ``b``, ``k`` in 2..16.
+    """Parse ``fp32``, ``fp16``, ``bf16`` or ``int<b>[-pc][-fl<k>][-a<k>|-da<k>]`` (2..16 bits).
 
-    >>> parse_precision("int4")
-    Precision(name='int4', kind='int', bits=4, per_channel=False, edge_bits=None)
-    >>> parse_precision("int4-pc-fl8").edge_bits
-    8
+    >>> p = parse_precision("int4-pc-fl8")
+    >>> p.bits, p.per_channel, p.edge_bits, p.act_bits
+    (4, True, 8, None)
+    >>> parse_precision("int8-da8").dynamic
+    True
     """
     name = text.strip().lower()
     if name in _FLOATS:
@@ -70,21 +75,25 @@ def parse_precision(text: str) -> Precision:
     if not head.startswith("int") or not head[3:]:
         raise ConfigError(
             f"unknown precision {text!r}; expected fp32, fp16, bf16, or int<b> with b in 2..16 "
-            "and optional suffixes -pc (per channel) and -fl<k> (first and last layers at k "
-            "bits), e.g. int8, int4, int4-pc, int4-fl8"
+            "and optional suffixes -pc (per channel), -fl<k> (first and last layers at k bits), "
+            "-a<k> / -da<k> (static / dynamic k-bit activations), e.g. int4, int4-fl8, int8-a8"
         )
     bits = _bits(text, head[3:])
-    per_channel, edge_bits = False, None
+    per_channel, edge_bits, act_bits, dynamic = False, None, None, False
     for suffix in suffixes:
         if suffix == "pc" and not per_channel:
             per_channel = True
         elif suffix.startswith("fl") and edge_bits is None:
             edge_bits = _bits(text, suffix[2:])
+        elif suffix.startswith(("a", "da")) and act_bits is None:
+            dynamic = suffix.startswith("da")
+            act_bits = _bits(text, suffix[2:] if dynamic else suffix[1:])
         else:
             raise ConfigError(
-                f"precision {text!r}: unknown or repeated suffix {suffix!r}; expected -pc, -fl<k>"
+                f"precision {text!r}: unknown or repeated suffix {suffix!r}; expected -pc, "
+                "-fl<k>, -a<k> or -da<k>"
             )
-    return Precision(name, "int", bits, per_channel, edge_bits)
+    return Precision(name, "int", bits, per_channel, edge_bits, act_bits, dynamic)
 
 
 def parse_precisions(text: str | list[str] | tuple[str, ...]) -> list[Precision]:

@@ -51,6 +51,11 @@ def qat_finetune(
         raise ConfigError(
             f"QAT applies to integer precisions (int8, int4, int4-fl8, ...); got {precision.name!r}"
         )
+    if precision.act_bits is not None:
+        raise ConfigError(
+            f"QAT here fake-quantizes weights only; {precision.name!r} also quantizes "
+            "activations: audit it with --method ptq"
+        )
     q = copy.deepcopy(model)
     bits = layer_bits(q, precision)
     layers = quantized_layers(q)

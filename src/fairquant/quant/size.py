@@ -1,7 +1,8 @@
 """The exact storage a model needs at a precision, in bytes.
 
 Integer layers pack ``bits x elements`` bits (rounded up to whole bytes per tensor) plus one
-float32 scale per tensor or per output channel (the symmetric quantizer has no zero point). Every
+float32 scale per tensor or per output channel (the symmetric quantizer has no zero point);
+static activation quantization adds a float32 scale and an int32 zero point per layer. Every
 other parameter and buffer (biases, BatchNorm) is counted at its stored size: float32 for integer
 precisions, the half dtype for fp16/bf16.
 """
@@ -35,6 +36,8 @@ def packed_size_bytes(model: nn.Module, precision: Precision) -> int:
             scales = w.shape[0] if precision.per_channel and w.ndim > 1 else 1
             packed[f"{name}.weight" if name else "weight"] = (bits[name], scales)
     total = 0
+    if precision.act_bits is not None and not precision.dynamic:
+        total += 2 * SCALE_BYTES * len(packed)
     for key, tensor in model.state_dict().items():
         if key in packed:
             b, scales = packed[key]

@@ -1,0 +1,55 @@
+"""PTQ or QAT as one function ``quantize(model, precision) -> quantized copy``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from fairquant.data.base import Split
+from fairquant.errors import ConfigError
+from fairquant.quant.calibrate import calibration_indices
+from fairquant.quant.model import quantize_model
+from fairquant.quant.precision import Precision
+from fairquant.quant.qat import DEFAULT_QAT_CONFIG, qat_finetune
+from fairquant.train.loop import TrainConfig
+
+Quantizer = Callable[[nn.Module, Precision], nn.Module]
+METHODS = ("ptq", "qat")
+
+
+def make_quantizer(
+    method: str,
+    precisions: list[Precision],
+    train: Split,
+    *,
+    qat_config: TrainConfig = DEFAULT_QAT_CONFIG,
+    calibration: str = "minmax",
+    calib_size: int = 256,
+    calib_balanced: bool = False,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> Quantizer:
+    """The quantizer an audit applies to each of ``precisions``, checked before any work starts.
+
+    ``ptq`` rounds the trained weights (and calibrates activation ranges on ``calib_size``
+    training images, random or balanced across groups, for ``-a<k>`` precisions); ``qat``
+    fine-tunes a copy per precision with ``qat_config``.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {METHODS}; got {method!r}")
+    if method == "qat":
+        bad = [p.name for p in precisions if not p.is_reference and p.kind != "int"]
+        bad += [p.name for p in precisions if p.act_bits is not None]
+        if bad:
+            raise ConfigError(
+                "QAT takes integer weight-only precisions (int8, int4, int4-fl8, int4-pc, ...); "
+                f"got {bad}"
+            )
+        return lambda m, p: qat_finetune(m, train, p, qat_config, show_progress=show_progress)
+    calib_x = None
+    if any(p.act_bits is not None and not p.dynamic for p in precisions):
+        calib_x = train.x[
+            calibration_indices(train, calib_size, balanced=calib_balanced, seed=seed)
+        ]
+    return lambda m, p: quantize_model(m, p, calibration=calib_x, calibration_method=calibration)
