@@ -93,3 +93,25 @@ def test_make_quantizer_checks_before_work(tiny_dataset):
         make_quantizer("qat", [parse_precision("int8-a8")], tiny_dataset.train)
     with pytest.raises(ConfigError, match="method must be one of"):
         make_quantizer("gptq", precisions, tiny_dataset.train)
+
+
+def test_real_int8_model_matches_the_simulation(tiny_dataset):
+    from fairquant.quant.real import latency_ms, real_kernel_layers, to_int8_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("resnet18", 4), in_channels=1, num_classes=3).eval()
+    calib = tiny_dataset.train.x
+    real = to_int8_model(model, calib)
+    kernels = real_kernel_layers(real)
+    assert kernels.get("ConvReLU2d", 0) + kernels.get("Conv2d", 0) == 20
+    assert kernels["Linear"] == 1 and kernels["add_relu"] == 8
+    x = tiny_dataset.test.x
+    ref = predict_logits(model, x)
+    sim = predict_logits(quantize_model(model, parse_precision("int8-a8"), calibration=calib), x)
+    with torch.inference_mode():
+        out = real(x)
+    scale = ref.abs().max()
+    assert (out - ref).abs().max() < 0.1 * scale and (sim - ref).abs().max() < 0.1 * scale
+    assert latency_ms(real, x[:2], repeats=2, warmup=1) > 0
+    with pytest.raises(ConfigError, match="backend 'tpu'"):
+        to_int8_model(model, calib, backend="tpu")

@@ -1,0 +1,90 @@
+"""Real int8 models on PyTorch's CPU kernels, to check the simulation and measure speed.
+
+fairquant's quantizers simulate quantization in float32 ("fake quantization"), which is what the
+papers measure. To show what a deployed int8 model does, :func:`to_int8_model` converts a model
+with PyTorch's FX graph-mode quantization (``torch.ao.quantization``) for the ``x86`` (fbgemm +
+oneDNN) backend: Conv2d with its BatchNorm folded in and ReLU fused, Linear, and the residual
+``add`` (+ReLU) run as int8 kernels (``quantized::conv2d_relu``, ``quantized::linear``,
+``quantized::add_relu``); pooling runs on quantized tensors; ``flatten`` and anything the FX
+tracer cannot quantize stay float32 between quantize/dequantize nodes. Weights are qint8
+per-tensor symmetric and activations quint8 per-tensor affine with min-max ranges, the
+real-kernel counterpart of the simulated ``int8-a8`` precision. One difference remains: real
+kernels quantize the BN-folded weights, the simulation the weights before BatchNorm, so the two
+agree closely but not bit for bit (``bench/int8_real.py`` reports by how much).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+import warnings
+from collections import Counter
+
+import torch
+from torch import Tensor, nn
+
+from fairquant.errors import ConfigError
+
+
+def to_int8_model(model: nn.Module, calibration: Tensor, *, backend: str = "x86") -> nn.Module:
+    """An int8 copy of ``model`` calibrated on ``calibration`` (model-ready images)."""
+    from torch.ao.quantization import MinMaxObserver, QConfig, QConfigMapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    if backend not in torch.backends.quantized.supported_engines:
+        raise ConfigError(
+            f"quantized backend {backend!r} is not available here; this PyTorch supports "
+            f"{torch.backends.quantized.supported_engines}"
+        )
+    if len(calibration) == 0:
+        raise ConfigError("a real int8 model needs at least one calibration image")
+    torch.backends.quantized.engine = backend
+    qconfig = QConfig(
+        activation=MinMaxObserver.with_args(dtype=torch.quint8, qscheme=torch.per_tensor_affine),
+        weight=MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric),
+    )
+    with warnings.catch_warnings():
+        # torch.ao.quantization announces its move to torchao; the FX flow still works here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", "torch.quantize_per_tensor", UserWarning)
+        prepared = prepare_fx(
+            copy.deepcopy(model).eval(),
+            QConfigMapping().set_global(qconfig),
+            example_inputs=(calibration[:1],),
+        )
+        with torch.inference_mode():
+            for i in range(0, len(calibration), 256):
+                prepared(calibration[i : i + 256])
+        return convert_fx(prepared)
+
+
+def real_kernel_layers(model: nn.Module) -> dict[str, int]:
+    """Counts of the module and function types in ``model`` that run quantized kernels."""
+    counts: Counter[str] = Counter()
+    for m in model.modules():
+        kind = type(m)
+        quantized = kind.__module__.startswith("torch.ao.nn") and ".quantized" in kind.__module__
+        # LinearPackedParams is the weight container inside a quantized Linear, not a layer
+        if quantized and not kind.__name__.endswith("PackedParams"):
+            counts[kind.__name__] += 1
+    graph = getattr(model, "graph", None)
+    for node in graph.nodes if graph is not None else ():
+        if node.op == "call_function" and "quantized" in str(node.target):
+            counts[str(node.target).removeprefix("quantized.")] += 1
+    return dict(sorted(counts.items()))
+
+
+@torch.inference_mode()
+def latency_ms(model: nn.Module, x: Tensor, *, repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall time of one forward pass on ``x``, in milliseconds."""
+    model.eval()
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
