@@ -154,3 +154,43 @@ def test_audit_with_qat_and_mixed_precision(tmp_path):
         app, ["audit", "--checkpoint", str(ck), "--precisions", "fp16", "--method", "qat"]
     )
     assert r.exit_code == 2 and "integer weight-only precisions" in " ".join(r.output.split())
+
+
+def test_allocate_then_audit_the_spec(tmp_path):
+    ck = tmp_path / "m.pt"
+    assert (
+        invoke(
+            "train",
+            "--out",
+            str(ck),
+            "--model",
+            "cnn",
+            "--width",
+            "2",
+            "--epochs",
+            "1",
+            "--image-size",
+            "8",
+            "--quiet",
+        ).exit_code
+        == 0
+    )
+    spec = tmp_path / "alloc.json"
+    r = invoke(
+        "allocate",
+        "--checkpoint",
+        str(ck),
+        "--out",
+        str(spec),
+        "--budget-bits",
+        "4",
+        "--samples",
+        "32",
+        "--bits",
+        "2,4,8",
+    )
+    assert r.exit_code == 0, r.output
+    r = invoke("audit", "--checkpoint", str(ck), "--precisions", f"int4,@{spec}", "--quiet")
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert set(table.precision) == {"fp32", "int4", "alloc"}

@@ -17,7 +17,9 @@ from fairquant.data import PAPER_RATIO, DataSpec, GroupedDataset, default_digits
 from fairquant.errors import ConfigError, FairquantError
 from fairquant.models import ModelSpec
 from fairquant.quant import DEFAULT_PRECISIONS, parse_precisions
+from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.methods import make_quantizer
+from fairquant.quant.mixed import layer_sensitivity, sensitivity_precision
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG
 from fairquant.report import accuracy_table, plot_group_accuracy
 from fairquant.train import TrainConfig, fit, load_checkpoint, save_checkpoint
@@ -279,6 +281,45 @@ def audit(
             title=f"{ckpt.data_spec.name}, {ckpt.model_spec.name}: test accuracy (%) by "
             f"{ckpt.group}",
         )
+
+
+@app.command()
+def allocate(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint written by `fairquant train`.")],
+    out: Annotated[Path, typer.Option(help="JSON spec to write; audit it as --precisions @FILE.")],
+    budget_bits: Annotated[
+        float, typer.Option(help="Average weight bits over the quantized layers, e.g. 4.")
+    ] = 4.0,
+    bits: Annotated[str, typer.Option(help="Bit widths a layer may take.")] = "2,3,4,8",
+    samples: Annotated[
+        int, typer.Option(min=1, help="Training images the sensitivity is measured on.")
+    ] = 256,
+    per_channel: Annotated[bool, typer.Option(help="Per-channel weight scales.")] = False,
+) -> None:
+    """Choose per-layer bits that minimise the loss increase at an average bit budget."""
+    with _user_errors():
+        try:
+            options = [int(b) for b in bits.split(",")]
+        except ValueError:
+            raise ConfigError(f"--bits {bits!r}: expected comma-separated integers") from None
+        ckpt = load_checkpoint(checkpoint)
+        dataset = load_dataset(ckpt.data_spec)
+        index = calibration_indices(dataset.train, samples, balanced=False, seed=0)
+        sensitivity = layer_sensitivity(
+            ckpt.model, dataset.train.subset(index), options, per_channel=per_channel
+        )
+        precision = sensitivity_precision(
+            sensitivity, budget_bits=budget_bits, name=out.stem, per_channel=per_channel
+        )
+        path = precision.save(out)
+        chosen = dict(precision.layers)
+        sizes = sensitivity.drop_duplicates("layer").set_index("layer")["numel"]
+        average = sum(chosen[n] * sizes[n] for n in chosen) / sizes.sum()
+        console.print(
+            f"{len(chosen)} layers, average {average:.2f} weight bits (budget {budget_bits:g}); "
+            f"bits per layer: {chosen}"
+        )
+        console.print(f"wrote {path}; audit it with --precisions @{path}")
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from fairquant.errors import ConfigError
 from fairquant.quant.activations import attach_activation_quantization
 from fairquant.quant.functional import quantize_symmetric
 from fairquant.quant.precision import Precision
@@ -22,12 +23,20 @@ def quantized_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def layer_bits(model: nn.Module, precision: Precision) -> dict[str, int]:
-    """Weight bits of each quantized layer: ``precision.bits``, or ``edge_bits`` for the first
-    and last layer (in registration order, which is forward order for the registered models)."""
+    """Weight bits of each quantized layer: ``precision.bits``, ``edge_bits`` for the first and
+    last layer (in registration order, which is forward order for the registered models), and
+    any per-layer bits of ``precision.layers``, which must name layers of ``model``."""
     names = [n for n, _ in quantized_layers(model)]
     bits = dict.fromkeys(names, precision.bits)
     if precision.edge_bits is not None and names:
         bits[names[0]] = bits[names[-1]] = precision.edge_bits
+    unknown = [layer for layer, _ in precision.layers if layer not in bits]
+    if unknown:
+        raise ConfigError(
+            f"precision {precision.name!r} names layers the model does not have: {unknown}; "
+            f"its quantized layers are {names}"
+        )
+    bits.update(precision.layers)
     return bits
 
 

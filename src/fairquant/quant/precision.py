@@ -6,15 +6,21 @@ the first and last quantized layers at ``k`` bits (Bellam & Kim's FairQAT uses `
 ``-a<k>`` to also quantize the input activations of every quantized layer to ``k`` bits with
 ranges calibrated once (static), or ``-da<k>`` with ranges taken per batch (dynamic).
 For example ``int4``, ``int4-pc``, ``int4-fl8``, ``int8-a8``, ``int8-da8``, ``int3-pc-fl8``.
+
+A precision with bits chosen per layer (``fairquant allocate``) is saved as a JSON spec and named
+``@path/to/spec.json`` wherever precisions are accepted.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 
+from fairquant._io import atomic_write
 from fairquant.errors import ConfigError
 from fairquant.quant.functional import MAX_BITS, MIN_BITS
 
@@ -35,6 +41,44 @@ class Precision:
     edge_bits: int | None = None
     act_bits: int | None = None
     dynamic: bool = False
+    layers: tuple[tuple[str, int], ...] = ()
+    """Per-layer weight bits ``(layer name, bits)`` that override ``bits`` and ``edge_bits``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["layers"] = dict(self.layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "precision spec") -> Precision:
+        fields = set(cls.__dataclass_fields__)
+        if not isinstance(d, dict) or "name" not in d or set(d) - fields:
+            raise ConfigError(
+                f"{source}: expected an object with keys from {sorted(fields)} including 'name'; "
+                f"got {sorted(d) if isinstance(d, dict) else type(d).__name__}"
+            )
+        if d.get("kind", "int") != "int":
+            return parse_precision(d["name"])
+        layers = d.get("layers") or {}
+        if not isinstance(layers, dict):
+            raise ConfigError(f"{source}: 'layers' must map layer names to bits; got {layers!r}")
+        for layer, b in layers.items():
+            _bits(f"{source} layer {layer!r}", str(b))
+        out = parse_precision(f"int{d.get('bits', 8)}")
+        return replace(
+            out,
+            name=str(d["name"]),
+            per_channel=bool(d.get("per_channel", False)),
+            edge_bits=d.get("edge_bits"),
+            act_bits=d.get("act_bits"),
+            dynamic=bool(d.get("dynamic", False)),
+            layers=tuple((str(k), int(v)) for k, v in layers.items()),
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write this precision as a JSON spec, atomically."""
+        text = json.dumps(self.to_dict(), indent=2)
+        return atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -68,6 +112,8 @@ def parse_precision(text: str) -> Precision:
     >>> parse_precision("int8-da8").dynamic
     True
     """
+    if text.strip().startswith("@"):
+        return _load_spec(Path(text.strip()[1:]))
     name = text.strip().lower()
     if name in _FLOATS:
         return Precision(name, "float", 32 if name == "fp32" else 16)
@@ -94,6 +140,16 @@ def parse_precision(text: str) -> Precision:
                 "-fl<k>, -a<k> or -da<k>"
             )
     return Precision(name, "int", bits, per_channel, edge_bits, act_bits, dynamic)
+
+
+def _load_spec(path: Path) -> Precision:
+    if not path.is_file():
+        raise ConfigError(f"precision spec {path} does not exist")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"precision spec {path} is not valid JSON: {e}") from None
+    return Precision.from_dict(d, source=f"precision spec {path}")
 
 
 def parse_precisions(text: str | list[str] | tuple[str, ...]) -> list[Precision]:
