@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch.nn.utils import parametrize
 
@@ -62,3 +63,30 @@ def test_audit_with_qat(tiny_dataset):
     )
     assert set(result.table[result.table.precision == "int4"].method) == {"qat"}
     assert result.overall().loc["int4", "size_bytes"] < result.overall().loc["fp32", "size_bytes"]
+
+
+def test_lsq_learns_steps_and_returns_plain_on_grid_weights(tiny_dataset):
+    from fairquant.quant.qat import LearnedStepQuantize, _scale_grad
+
+    x = torch.tensor([2.0], requires_grad=True)
+    (3 * _scale_grad(x, 0.1)).sum().backward()
+    assert x.grad.item() == pytest.approx(0.3)
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("cnn", 4), in_channels=1, num_classes=3)
+    w = model.fc.weight
+    lsq = LearnedStepQuantize(w, 3, per_channel=False)
+    assert lsq.step.item() == pytest.approx(2 * w.abs().mean().item() / 3**0.5, rel=1e-5)
+    config = TrainConfig(epochs=2, batch_size=8, lr=0.05)
+    q = qat_finetune(
+        model, tiny_dataset.train, parse_precision("int3"), config, lsq=True, show_progress=False
+    )
+    assert q.state_dict().keys() == model.state_dict().keys()
+    for _, layer in quantized_layers(q):
+        assert len(layer.weight.unique()) <= 8  # 2^3 levels of one learned step
+    pc = qat_finetune(
+        model, tiny_dataset.train, parse_precision("int2-pc"), config, lsq=True, show_progress=False
+    )
+    for _, layer in quantized_layers(pc):
+        for row in layer.weight:
+            assert len(row.unique()) <= 4

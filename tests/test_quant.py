@@ -184,3 +184,29 @@ def test_packed_size():
     assert packed_size_bytes(model, parse_precision("int4")) == int4
     int3_pc = (14 + 4 * 4) + (162 + 3 * 4) + 3 * 4 + bn  # ceil(36*3/8)=14, 432*3/8=162
     assert packed_size_bytes(model, parse_precision("int3-pc")) == int3_pc
+
+
+def test_fold_batchnorm_then_quantize():
+    from fairquant.quant import packed_size_bytes
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("resnet18", 2), in_channels=1, num_classes=3).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(4, 1, 8, 8)
+    q16 = quantize_model(model, parse_precision("int16-bn"))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in q16.modules())
+    torch.testing.assert_close(q16(x), model(x), atol=1e-3, rtol=1e-3)
+    assert not torch.equal(quantize_model(model, parse_precision("int4-bn"))(x), q16(x))
+    n_conv = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    bn_bytes = sum(
+        4 * 4 * m.num_features + 8 for m in model.modules() if isinstance(m, nn.BatchNorm2d)
+    )
+    conv_out = sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+    # folding replaces every BatchNorm (4 float tensors + a counter) by a float32 conv bias
+    diff = packed_size_bytes(model, parse_precision("int8")) - packed_size_bytes(
+        model, parse_precision("int8-bn")
+    )
+    assert n_conv == 20 and diff == bn_bytes - 4 * conv_out

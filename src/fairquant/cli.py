@@ -77,6 +77,7 @@ def _audit_and_report(
     title: str,
     method: str = "ptq",
     qat_config: TrainConfig = DEFAULT_QAT_CONFIG,
+    lsq: bool = False,
     calibration: str = "minmax",
     calib_size: int = 256,
     calib_balanced: bool = False,
@@ -87,6 +88,7 @@ def _audit_and_report(
         parsed,
         dataset.train,
         qat_config=qat_config,
+        lsq=lsq,
         calibration=calibration,
         calib_size=calib_size,
         calib_balanced=calib_balanced,
@@ -245,6 +247,7 @@ def audit(
         DEFAULT_QAT_CONFIG.epochs
     ),
     qat_lr: Annotated[float, typer.Option(help="QAT learning rate.")] = DEFAULT_QAT_CONFIG.lr,
+    qat_lsq: Annotated[bool, typer.Option(help="QAT learns step sizes (LSQ).")] = False,
     calibration: Annotated[
         str,
         typer.Option(help="Activation range rule for -a<k> precisions: minmax, percentile, mse."),
@@ -275,6 +278,7 @@ def audit(
             quiet=quiet,
             method=method,
             qat_config=replace(DEFAULT_QAT_CONFIG, epochs=qat_epochs, lr=qat_lr),
+            lsq=qat_lsq,
             calibration=calibration,
             calib_size=calib_size,
             calib_balanced=calib_balanced,

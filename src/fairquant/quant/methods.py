@@ -24,6 +24,7 @@ def make_quantizer(
     train: Split,
     *,
     qat_config: TrainConfig = DEFAULT_QAT_CONFIG,
+    lsq: bool = False,
     calibration: str = "minmax",
     calib_size: int = 256,
     calib_balanced: bool = False,
@@ -34,19 +35,21 @@ def make_quantizer(
 
     ``ptq`` rounds the trained weights (and calibrates activation ranges on ``calib_size``
     training images, random or balanced across groups, for ``-a<k>`` precisions); ``qat``
-    fine-tunes a copy per precision with ``qat_config``.
+    fine-tunes a copy per precision with ``qat_config`` (learned step sizes with ``lsq``).
     """
     if method not in METHODS:
         raise ConfigError(f"method must be one of {METHODS}; got {method!r}")
     if method == "qat":
         bad = [p.name for p in precisions if not p.is_reference and p.kind != "int"]
-        bad += [p.name for p in precisions if p.act_bits is not None]
+        bad += [p.name for p in precisions if p.act_bits is not None or p.fold_bn]
         if bad:
             raise ConfigError(
                 "QAT takes integer weight-only precisions (int8, int4, int4-fl8, int4-pc, ...); "
                 f"got {bad}"
             )
-        return lambda m, p: qat_finetune(m, train, p, qat_config, show_progress=show_progress)
+        return lambda m, p: qat_finetune(
+            m, train, p, qat_config, lsq=lsq, show_progress=show_progress
+        )
     calib_x = None
     if any(p.act_bits is not None and not p.dynamic for p in precisions):
         calib_x = train.x[

@@ -40,6 +40,21 @@ def layer_bits(model: nn.Module, precision: Precision) -> dict[str, int]:
     return bits
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) with each BatchNorm folded into the convolution before it.
+
+    Uses ``torch.fx``'s Conv+BN fusion, so the model must be traceable; layer names are kept.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(copy.deepcopy(model).eval(), inplace=True)
+    except Exception as e:  # torch.fx raises many types on untraceable control flow
+        raise ConfigError(
+            f"cannot fold BatchNorm in {type(model).__name__}: torch.fx could not trace it ({e})"
+        ) from None
+
+
 @torch.no_grad()
 def quantize_model(
     model: nn.Module,
@@ -55,7 +70,7 @@ def quantize_model(
     biases, BatchNorm and activations stay float32 (weights-only PTQ). With ``-a<k>`` the inputs
     of those layers are quantized too, with ranges calibrated on ``calibration`` (model-ready
     images) by ``calibration_method`` (see :mod:`fairquant.quant.activations`); ``-da<k>`` takes
-    them per batch.
+    them per batch. ``-bn`` quantizes the BatchNorm-folded weights.
     ``fp16``/``bf16``: all weights and the computation are cast to that dtype. Their copies are
     also made channels-last: on CPUs without native half-precision units PyTorch's half
     convolutions are ~4x faster in that layout (same values, only the memory order differs).
@@ -64,6 +79,8 @@ def quantize_model(
     if precision.kind == "float":
         q = q.to(precision.dtype)
         return q if precision.is_reference else q.to(memory_format=torch.channels_last)
+    if precision.fold_bn:
+        q = fold_batchnorm(q)
     bits = layer_bits(q, precision)
     layers = quantized_layers(q)
     for name, layer in layers:

@@ -4,7 +4,8 @@ Integer names are ``int<b>`` (the papers' per-tensor symmetric weights, b in 2..
 suffixes: ``-pc`` for one scale per output channel; ``-fl<k>`` for mixed precision that keeps
 the first and last quantized layers at ``k`` bits (Bellam & Kim's FairQAT uses ``-fl8``);
 ``-a<k>`` to also quantize the input activations of every quantized layer to ``k`` bits with
-ranges calibrated once (static), or ``-da<k>`` with ranges taken per batch (dynamic).
+ranges calibrated once (static), or ``-da<k>`` with ranges taken per batch (dynamic); ``-bn`` to
+fold BatchNorm into the preceding convolution before quantizing (as deployed int8 kernels do).
 For example ``int4``, ``int4-pc``, ``int4-fl8``, ``int8-a8``, ``int8-da8``, ``int3-pc-fl8``.
 
 A precision with bits chosen per layer (``fairquant allocate``) is saved as a JSON spec and named
@@ -41,6 +42,7 @@ class Precision:
     edge_bits: int | None = None
     act_bits: int | None = None
     dynamic: bool = False
+    fold_bn: bool = False
     layers: tuple[tuple[str, int], ...] = ()
     """Per-layer weight bits ``(layer name, bits)`` that override ``bits`` and ``edge_bits``."""
 
@@ -72,6 +74,7 @@ class Precision:
             edge_bits=d.get("edge_bits"),
             act_bits=d.get("act_bits"),
             dynamic=bool(d.get("dynamic", False)),
+            fold_bn=bool(d.get("fold_bn", False)),
             layers=tuple((str(k), int(v)) for k, v in layers.items()),
         )
 
@@ -104,7 +107,7 @@ def _bits(text: str, value: str) -> int:
 
 
 def parse_precision(text: str) -> Precision:
-    """Parse ``fp32``, ``fp16``, ``bf16`` or ``int<b>[-pc][-fl<k>][-a<k>|-da<k>]`` (2..16 bits).
+    """Parse ``fp32``, ``fp16``, ``bf16`` or ``int<b>[-pc][-fl<k>][-a<k>|-da<k>][-bn]``.
 
     >>> p = parse_precision("int4-pc-fl8")
     >>> p.bits, p.per_channel, p.edge_bits, p.act_bits
@@ -125,10 +128,12 @@ def parse_precision(text: str) -> Precision:
             "-a<k> / -da<k> (static / dynamic k-bit activations), e.g. int4, int4-fl8, int8-a8"
         )
     bits = _bits(text, head[3:])
-    per_channel, edge_bits, act_bits, dynamic = False, None, None, False
+    per_channel, edge_bits, act_bits, dynamic, fold_bn = False, None, None, False, False
     for suffix in suffixes:
         if suffix == "pc" and not per_channel:
             per_channel = True
+        elif suffix == "bn" and not fold_bn:
+            fold_bn = True
         elif suffix.startswith("fl") and edge_bits is None:
             edge_bits = _bits(text, suffix[2:])
         elif suffix.startswith(("a", "da")) and act_bits is None:
@@ -137,9 +142,9 @@ def parse_precision(text: str) -> Precision:
         else:
             raise ConfigError(
                 f"precision {text!r}: unknown or repeated suffix {suffix!r}; expected -pc, "
-                "-fl<k>, -a<k> or -da<k>"
+                "-fl<k>, -a<k>, -da<k> or -bn"
             )
-    return Precision(name, "int", bits, per_channel, edge_bits, act_bits, dynamic)
+    return Precision(name, "int", bits, per_channel, edge_bits, act_bits, dynamic, fold_bn)
 
 
 def _load_spec(path: Path) -> Precision:

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from fairquant.quant.model import layer_bits, quantized_layers
+from fairquant.quant.model import fold_batchnorm, layer_bits, quantized_layers
 from fairquant.quant.precision import Precision
 
 SCALE_BYTES = 4
@@ -29,6 +29,8 @@ def packed_size_bytes(model: nn.Module, precision: Precision) -> int:
     (176, 40)
     """
     packed: dict[str, tuple[int, int]] = {}
+    if precision.fold_bn:
+        model = fold_batchnorm(model)
     if precision.kind == "int":
         bits = layer_bits(model, precision)
         for name, layer in quantized_layers(model):
