@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from fairquant._progress import progress_bar
 from fairquant.data.base import Split
@@ -112,9 +112,18 @@ def make_scheduler(
 
 
 def train_model(
-    model: nn.Module, data: Split, config: TrainConfig, *, show_progress: bool = True
+    model: nn.Module,
+    data: Split,
+    config: TrainConfig,
+    *,
+    class_weights: Tensor | None = None,
+    show_progress: bool = True,
 ) -> TrainHistory:
-    """Train ``model`` in place with cross-entropy; the same seed gives the same weights."""
+    """Train ``model`` in place with cross-entropy; the same seed gives the same weights.
+
+    ``class_weights`` (one per class) weight the cross-entropy, normalised per batch by the
+    summed weights of its samples, as ``torch.nn.functional.cross_entropy`` does.
+    """
     n = len(data)
     if n < 2:
         raise ConfigError(f"training needs at least 2 samples; the split has {n}")
@@ -133,7 +142,7 @@ def train_model(
             total = torch.zeros(())
             for lo, hi in itertools.pairwise(bounds):
                 idx = perm[lo:hi]
-                loss = F.cross_entropy(model(data.x[idx]), data.y[idx])
+                loss = F.cross_entropy(model(data.x[idx]), data.y[idx], weight=class_weights)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
