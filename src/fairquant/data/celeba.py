@@ -103,7 +103,11 @@ class CelebA(ImageSource):
         names = [catalog.keys[i] for i in rows]
         crop = bool(self.option(spec, "center_crop"))
         return decode_files(
-            FileTree(self._root(spec)), names, channels=3, size=spec.image_size, center_crop=crop
+            FileTree(self._root(spec)),
+            names,
+            channels=self.channels(spec),
+            size=spec.image_size,
+            center_crop=crop,
         )
 
     def fingerprint(self, spec: DataSpec) -> Any:

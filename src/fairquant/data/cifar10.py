@@ -130,7 +130,7 @@ class CIFAR10(ImageSource):
         batches = self._batches(tree)
         if batches is None:
             names = [catalog.keys[i] for i in rows]
-            return decode_files(tree, names, channels=3, size=spec.image_size)
+            return decode_files(tree, names, channels=self.channels(spec), size=spec.image_size)
         images = np.concatenate([x for _, x, _ in self._read_batches(tree, batches)])
         return torch.from_numpy(images[rows])
 

@@ -135,7 +135,9 @@ class ImageFolder(ImageSource):
         )
         names = [catalog.keys[i] for i in rows]
         crop = bool(self.option(spec, "center_crop"))
-        return decode_files(tree, names, channels=3, size=spec.image_size, center_crop=crop)
+        return decode_files(
+            tree, names, channels=self.channels(spec), size=spec.image_size, center_crop=crop
+        )
 
     def fingerprint(self, spec: DataSpec) -> Any:
         csv = self._csv(spec)

@@ -14,7 +14,8 @@ from torch import Tensor
 from fairquant.data.files import FileTree
 from fairquant.errors import DataError
 
-#: ITU-R BT.601 luma weights, as Pillow's ``convert("L")`` uses them.
+#: ITU-R BT.601 luma weights, as Pillow's ``convert("L")`` uses them (files decode straight to
+#: "L" when gray; arrays such as CIFAR's batches are converted with these weights).
 LUMA = (0.299, 0.587, 0.114)
 
 

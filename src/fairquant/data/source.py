@@ -62,7 +62,15 @@ class ImageSource(ABC):
 
     def decode_options(self, spec: DataSpec) -> dict[str, Any]:
         """The options that can change what :meth:`decode` returns (part of the cache key)."""
-        return {"size": spec.image_size, "center_crop": bool(self.option(spec, "center_crop"))}
+        return {
+            "size": spec.image_size,
+            "center_crop": bool(self.option(spec, "center_crop")),
+            "grayscale": bool(self.option(spec, "grayscale")),
+        }
+
+    def channels(self, spec: DataSpec) -> int:
+        """Channels to decode colour image files to: 1 with option grayscale (smaller cache)."""
+        return 1 if self.option(spec, "grayscale") else 3
 
     def group_default(self, catalog: Catalog) -> str | None:
         """The group when the spec names none (None: the target itself, as in the papers)."""

@@ -14,6 +14,7 @@ The release has 3 file names without a race field; they are skipped with one war
 from __future__ import annotations
 
 import itertools
+import re
 import warnings
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
@@ -34,6 +35,8 @@ GENDERS = ["male", "female"]
 DEFAULT_AGE_BUCKETS = (18, 40, 60)
 CSV_COLUMNS = ("age", "ethnicity", "gender", "img_name", "pixels")
 EXPECTED = "the UTKFace image folder, UTKFace.tar.gz, or age_gender.csv"
+#: ``<age>_<gender>_<race>_<anything without an underscore>``
+_NAME = re.compile(r"(\d+)_(\d+)_(\d+)_[^_]*")
 
 
 def parse_file_name(name: str) -> tuple[int, int, int] | None:
@@ -44,10 +47,10 @@ def parse_file_name(name: str) -> tuple[int, int, int] | None:
     >>> parse_file_name("61_1_20170109150557335.jpg.chip.jpg") is None
     True
     """
-    parts = name.rpartition("/")[2].split("_")
-    if len(parts) != 4 or not all(p.isdigit() for p in parts[:3]):
+    match = _NAME.fullmatch(name.rpartition("/")[2])
+    if match is None:
         return None
-    age, gender, race = (int(p) for p in parts[:3])
+    age, gender, race = (int(p) for p in match.groups())
     if gender >= len(GENDERS) or race >= len(RACES):
         return None
     return age, gender, race
@@ -136,7 +139,10 @@ class UTKFace(ImageSource):
             frame = read_csv(root, CSV_COLUMNS, usecols=["pixels"])
             return parse_pixels(frame["pixels"].to_numpy()[rows], root, rows + 2)
         return decode_files(
-            FileTree(root), [catalog.keys[i] for i in rows], channels=3, size=spec.image_size
+            FileTree(root),
+            [catalog.keys[i] for i in rows],
+            channels=self.channels(spec),
+            size=spec.image_size,
         )
 
     def fingerprint(self, spec: DataSpec) -> Any:
