@@ -169,6 +169,15 @@ def test_cli_datasets_train_with_options_and_audit(tmp_path):
     )
     assert audited.exit_code == 0, audited.output
     assert "int4" in audited.output and "phi(D)" in audited.output
+    for i in range(8):
+        (tmp_path / "layout" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        Image.new("L", (4, 4), i).save(tmp_path / "layout" / "ab"[i % 2] / f"{i}.png")
+    (tmp_path / "layout" / "notes.txt").write_text("")
+    warned = runner.invoke(
+        app, ["datasets", "--dataset", "folder", "--root", str(tmp_path / "layout")]
+    )
+    assert warned.exit_code == 0 and "warning: " in warned.output
+    assert "skipped 1 file(s) that are not images (notes.txt)" in warned.output
     bad = runner.invoke(app, ["datasets", "--dataset", "folder", "--root", str(tmp_path / "no")])
     assert bad.exit_code == 2 and "does not exist" in bad.output
     bad = runner.invoke(app, ["train", "--out", str(ckpt), "--option", "limit"])

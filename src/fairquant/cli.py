@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,11 +42,17 @@ FIGURE = "group_accuracy.png"
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Show fairquant's own errors as one clear line and exit with status 2, no traceback."""
     try:
-        yield
+        with warnings.catch_warnings():  # warnings too, one line each (e.g. skipped files)
+            warnings.showwarning = _show_warning
+            yield
     except FairquantError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(2) from None
