@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -28,3 +31,23 @@ def tiny_dataset() -> GroupedDataset:
         mean=(0.0,),
         std=(1.0,),
     )
+
+
+@pytest.fixture(autouse=True)
+def fq_cache(tmp_path_factory, monkeypatch):
+    """A fresh, empty decode cache for every test, so no test depends on another's files."""
+    path = tmp_path_factory.mktemp("fairquant-cache")
+    monkeypatch.setenv("FAIRQUANT_CACHE", str(path))
+    return path
+
+
+@pytest.fixture
+def shared_data():
+    """The real datasets in ../shared/data (or $FAIRQUANT_SHARED_DATA); skip when absent."""
+    root = Path(
+        os.environ.get("FAIRQUANT_SHARED_DATA")
+        or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    )
+    if not root.is_dir():
+        pytest.skip(f"the real datasets are not on this machine ({root} is absent)")
+    return root

@@ -54,7 +54,10 @@ def test_imbalance_indices_counts():
 
 
 def test_bad_data_options():
-    with pytest.raises(ConfigError, match="unknown dataset 'mnistt'; expected one of: digits"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown dataset 'mnistt'; expected one of: celeba, cifar10, digits, fer2013",
+    ):
         load_dataset(DataSpec(name="mnistt"))
     with pytest.raises(ConfigError, match="'digit'"):
         load_dataset(DataSpec(name="digits", target="age"))

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ def test_malloc_tuning_on_import(env, expected):
     code = "import fairquant._runtime as r; print(r.MALLOC_TUNED)"
     out = subprocess.run(
         [sys.executable, "-c", code],
-        env={"PATH": "", **env},
+        env={**{k: v for k, v in os.environ.items() if k != "FAIRQUANT_MALLOC"}, **env},
         capture_output=True,
         text=True,
         check=True,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -11,9 +13,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from fairquant.audit import AuditResult, audit_model
 from fairquant.data import PAPER_RATIO, DataSpec, GroupedDataset, default_digits_spec, load_dataset
+from fairquant.data.registry import SOURCES, get_source
 from fairquant.errors import ConfigError, FairquantError
 from fairquant.models import ModelSpec
 from fairquant.quant import DEFAULT_PRECISIONS, parse_precisions
@@ -43,11 +47,17 @@ FIGURE = "group_accuracy.png"
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Show fairquant's own errors as one clear line and exit with status 2, no traceback."""
     try:
-        yield
+        with warnings.catch_warnings():  # warnings too, one line each (e.g. skipped files)
+            warnings.showwarning = _show_warning
+            yield
     except FairquantError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(2) from None
@@ -65,6 +75,36 @@ def _parse_imbalance(text: str) -> tuple[float, ...] | None:
             f"--imbalance {text!r}: expected 'paper', 'none' or comma-separated ratios "
             "like '16,16,8,8,4,4,2,2,1,1'"
         ) from None
+
+
+DataOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--option",
+        "-o",
+        help="Dataset option KEY=VALUE, repeatable; VALUE is read as JSON when it parses "
+        '(age_buckets=[18,40,60], limit=500, split="random"), else as text.',
+    ),
+]
+
+
+def _parse_option(item: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (key, value), the value parsed as a JSON literal (never evaluated)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--option {item!r}: expected KEY=VALUE, e.g. age_buckets=[18,40,60]")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    return key.strip(), value
+
+
+def _data_options(items: list[str] | None, grayscale: bool | None) -> dict[str, object]:
+    options = dict(_parse_option(item) for item in items or [])
+    if grayscale is not None:
+        options["grayscale"] = grayscale
+    return options
 
 
 def _audit_and_report(
@@ -188,6 +228,10 @@ def train(
     schedule: Annotated[str, typer.Option(help="cosine, step or constant.")] = "cosine",
     seed: Annotated[int, typer.Option()] = 0,
     quiet: Quiet = False,
+    grayscale: Annotated[
+        bool | None, typer.Option("--grayscale/--no-grayscale", help="Convert images to gray.")
+    ] = None,
+    option: DataOptions = None,
 ) -> None:
     """Train a full-precision model; its checkpoint holds all `audit` needs to rebuild it."""
     with _user_errors():
@@ -208,6 +252,7 @@ def train(
             image_size=image_size,
             imbalance=_parse_imbalance(imbalance),
             seed=seed,
+            options=_data_options(option, grayscale),
         )
         model_spec = ModelSpec(model, width)
         data = load_dataset(spec)
@@ -324,6 +369,66 @@ def allocate(
             f"bits per layer: {chosen}"
         )
         console.print(f"wrote {path}; audit it with --precisions @{path}")
+
+
+@app.command()
+def datasets(
+    dataset: Annotated[
+        str | None, typer.Option(help="Count this dataset's samples (needs --root).")
+    ] = None,
+    root: Annotated[str | None, typer.Option(help="Dataset root folder or file.")] = None,
+    target: Annotated[str | None, typer.Option(help="Attribute to predict.")] = None,
+    group: Annotated[
+        str | None, typer.Option(help="Protected attribute (default: target).")
+    ] = None,
+    imbalance: Annotated[
+        str, typer.Option(help="'paper', 'none' or ratios per class (training split).")
+    ] = "none",
+    seed: Annotated[int, typer.Option()] = 0,
+    option: DataOptions = None,
+) -> None:
+    """List the datasets fairquant reads or, with --dataset and --root, count their samples."""
+    with _user_errors():
+        if dataset is None:
+            table = Table(title="Datasets (fairquant datasets --dataset NAME --root PATH)")
+            for column in ("name", "reads", "attributes", "default target"):
+                table.add_column(column)
+            table.add_row("digits", "scikit-learn's bundled 8x8 digits (no root)", "digit", "digit")
+            for source in SOURCES.values():
+                table.add_row(
+                    source.name, source.description, source.attribute_help, source.default_target
+                )
+            console.print(table)
+            return
+        source = get_source(dataset)
+        spec = DataSpec(
+            name=dataset,
+            root=root,
+            target=target,
+            group=group,
+            imbalance=_parse_imbalance(imbalance),
+            seed=seed,
+            options=_data_options(option, None),
+        )
+        counts = source.counts(spec)
+        wide = counts.pivot_table(
+            index=["target", "group"], columns="split", values="n", fill_value=0, sort=False
+        )
+        splits = [s for s in ("train", "test") if s in wide.columns]
+        table = Table(
+            title=f"{dataset} at {root}: samples per split x target x group",
+            title_justify="left",
+        )
+        table.add_column("target")
+        table.add_column("group")
+        for column in (*splits, "total"):
+            table.add_column(column, justify="right")
+        for (t, g), row in wide.iterrows():
+            values = [int(row[s]) for s in splits]
+            table.add_row(str(t), str(g), *map(str, values), str(sum(values)))
+        totals = [int(wide[s].sum()) for s in splits]
+        table.add_row("all", "all", *map(str, totals), str(sum(totals)), style="bold")
+        console.print(table)
 
 
 def main() -> None:

@@ -3,16 +3,28 @@
 from fairquant.data.base import DataSpec, GroupedDataset, Split
 from fairquant.data.digits import default_digits_spec
 from fairquant.data.imbalance import PAPER_RATIO, imbalance_indices
-from fairquant.data.registry import DATASETS, load_dataset, register_dataset
+from fairquant.data.registry import (
+    DATASETS,
+    SOURCES,
+    get_source,
+    load_dataset,
+    register_dataset,
+    register_source,
+)
+from fairquant.data.source import ImageSource
 
 __all__ = [
     "DATASETS",
     "PAPER_RATIO",
+    "SOURCES",
     "DataSpec",
     "GroupedDataset",
+    "ImageSource",
     "Split",
     "default_digits_spec",
+    "get_source",
     "imbalance_indices",
     "load_dataset",
     "register_dataset",
+    "register_source",
 ]

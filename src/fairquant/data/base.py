@@ -125,8 +125,16 @@ def _check_codes(split: str, what: str, codes: Tensor, k: int) -> None:
 
 def standardize(train_x: Tensor, test_x: Tensor) -> tuple[Tensor, Tensor, tuple, tuple]:
     """Normalize both splits by the per-channel mean and std of the training split."""
-    mean = train_x.mean(dim=(0, 2, 3))
-    std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-8)
+    train_x, test_x = train_x.clone(), test_x.clone()
+    return standardize_(train_x, test_x)
+
+
+def standardize_(train_x: Tensor, test_x: Tensor) -> tuple[Tensor, Tensor, tuple, tuple]:
+    """:func:`standardize` in place: for large image sets, where a copy costs seconds and GBs."""
+    # one channel at a time: several times faster than a strided std over dims (0, 2, 3)
+    mean = torch.stack([train_x[:, c].mean() for c in range(train_x.shape[1])])
+    std = torch.stack([train_x[:, c].std() for c in range(train_x.shape[1])]).clamp_min(1e-8)
     shape = (1, -1, 1, 1)
-    norm = [(x - mean.view(shape)) / std.view(shape) for x in (train_x, test_x)]
-    return norm[0], norm[1], tuple(mean.tolist()), tuple(std.tolist())
+    for x in (train_x, test_x):
+        x.sub_(mean.view(shape)).div_(std.view(shape))
+    return train_x, test_x, tuple(mean.tolist()), tuple(std.tolist())

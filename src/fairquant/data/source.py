@@ -1,0 +1,158 @@
+"""The shared path from a dataset's files to a :class:`GroupedDataset`.
+
+Each format defines how to list its samples and labels (:meth:`ImageSource.scan`, fast, no pixels)
+and how to decode pixels for some of them (:meth:`ImageSource.decode`). Everything else is common:
+choosing target and group, splitting, subsetting, imbalance, the decode cache, grayscale, resizing
+and normalization with the training split's statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from fairquant.data.base import DataSpec, GroupedDataset, Split, standardize_
+from fairquant.data.cache import cached
+from fairquant.data.catalog import Catalog
+from fairquant.data.images import to_float
+from fairquant.data.split import Plan, plan_splits
+from fairquant.errors import ConfigError
+
+#: Options every dataset accepts (``DataSpec.options``).
+COMMON_OPTIONS = {
+    "grayscale": "convert RGB to one luma channel (BT.601), default false",
+    "center_crop": "crop non-square images to a centred square before resizing",
+    "split": "'own' (the dataset's split, where it has one) or 'random' (seeded, stratified)",
+    "limit": 'a seeded random subset: at most N samples per split, or {"train": N, "test": M}',
+    "group_imbalance": "per-group ratios applied to the training split, like imbalance",
+}
+
+
+class ImageSource(ABC):
+    """A dataset format: how to list its samples and decode their pixels."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    default_target: ClassVar[str]
+    #: The attributes a target or group can name, for listings.
+    attribute_help: ClassVar[str]
+    default_group: ClassVar[str | None] = None
+    #: Dataset-specific options and what they mean.
+    options: ClassVar[dict[str, str]] = {}
+    #: Defaults of common options that differ for this dataset.
+    option_defaults: ClassVar[dict[str, Any]] = {}
+
+    @abstractmethod
+    def scan(self, spec: DataSpec) -> Catalog:
+        """Every sample's key and attributes, without decoding pixels."""
+
+    @abstractmethod
+    def decode(self, spec: DataSpec, catalog: Catalog, rows: np.ndarray) -> Tensor:
+        """uint8 images (N, C, H, W) for the catalog rows ``rows``, in that order."""
+
+    @abstractmethod
+    def fingerprint(self, spec: DataSpec) -> Any:
+        """JSON-serializable identity of the source files (paths, sizes, mtimes) for the cache."""
+
+    def decode_options(self, spec: DataSpec) -> dict[str, Any]:
+        """The options that can change what :meth:`decode` returns (part of the cache key)."""
+        return {
+            "size": spec.image_size,
+            "center_crop": bool(self.option(spec, "center_crop")),
+            "grayscale": bool(self.option(spec, "grayscale")),
+        }
+
+    def channels(self, spec: DataSpec) -> int:
+        """Channels to decode colour image files to: 1 with option grayscale (smaller cache)."""
+        return 1 if self.option(spec, "grayscale") else 3
+
+    def group_default(self, catalog: Catalog) -> str | None:
+        """The group when the spec names none (None: the target itself, as in the papers)."""
+        return self.default_group
+
+    def option(self, spec: DataSpec, key: str) -> Any:
+        return spec.options.get(key, self.option_defaults.get(key))
+
+    def check_options(self, spec: DataSpec) -> None:
+        known = {*COMMON_OPTIONS, *self.options}
+        unknown = sorted(set(spec.options) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {unknown} for dataset {self.name!r}; expected: "
+                f"{', '.join(sorted(known))}"
+            )
+
+    def plan(self, spec: DataSpec) -> tuple[Catalog, Plan]:
+        """The catalog and which rows each split takes (no pixels decoded)."""
+        self.check_options(spec)
+        catalog = self.scan(spec)
+        plan = plan_splits(
+            spec,
+            catalog,
+            default_target=self.default_target,
+            default_group=self.group_default(catalog),
+        )
+        return catalog, plan
+
+    def counts(self, spec: DataSpec) -> pd.DataFrame:
+        """Samples per split x target x group (non-empty cells), columns split, target, group, n."""
+        _, plan = self.plan(spec)
+        k = len(plan.g.names)
+        rows = []
+        for split, idx in (("train", plan.train), ("test", plan.test)):
+            cells = np.bincount(plan.y.codes[idx] * k + plan.g.codes[idx], minlength=0)
+            for cell in np.flatnonzero(cells):
+                t, g = divmod(int(cell), k)
+                rows.append((split, plan.y.names[t], plan.g.names[g], int(cells[cell])))
+        return pd.DataFrame(rows, columns=["split", "target", "group", "n"])
+
+    def load(self, spec: DataSpec) -> GroupedDataset:
+        """Decode (or read from the cache) the planned samples and build the dataset."""
+        catalog, plan = self.plan(spec)
+        rows = plan.rows() if spec.options.get("limit") is not None else np.arange(len(catalog))
+        digest = hashlib.sha256("\n".join(catalog.keys[i] for i in rows).encode()).hexdigest()
+        images = cached(
+            self.name,
+            {
+                "source": self.fingerprint(spec),
+                "decode": self.decode_options(spec),
+                "samples": digest,
+            },
+            lambda: self.decode(spec, catalog, rows),
+            Tensor,
+        )
+        position = np.full(len(catalog), -1, dtype=np.int64)
+        position[rows] = np.arange(len(rows))
+        kwargs = {
+            "size": spec.image_size,
+            "grayscale": bool(self.option(spec, "grayscale")),
+            "center_crop": bool(self.option(spec, "center_crop")),
+        }
+        train_x = to_float(images, _tensor(position[plan.train]), **kwargs)
+        test_x = to_float(images, _tensor(position[plan.test]), **kwargs)
+        train_x, test_x, mean, std = standardize_(train_x, test_x)
+
+        def split(x: Tensor, idx: np.ndarray) -> Split:
+            return Split(x, _tensor(plan.y.codes[idx]), _tensor(plan.g.codes[idx]))
+
+        return GroupedDataset(
+            spec=spec,
+            train=split(train_x, plan.train),
+            test=split(test_x, plan.test),
+            classes=list(plan.y.names),
+            group_names=list(plan.g.names),
+            target=plan.target,
+            group=plan.group,
+            mean=mean,
+            std=std,
+        )
+
+
+def _tensor(codes: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(codes, dtype=np.int64))
