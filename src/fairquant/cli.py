@@ -36,6 +36,14 @@ RESULTS = "results.csv"
 FIGURE = "group_accuracy.png"
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Bootstrap = Annotated[
+    int,
+    typer.Option(
+        "--bootstrap",
+        min=0,
+        help="Group-stratified bootstrap replicates for 95% intervals in results.csv (0: none).",
+    ),
+]
 
 
 @contextmanager
@@ -63,7 +71,14 @@ def _parse_imbalance(text: str) -> tuple[float, ...] | None:
 
 
 def _audit_and_report(
-    model, dataset: GroupedDataset, precisions: str, out: Path, *, quiet: bool, title: str
+    model,
+    dataset: GroupedDataset,
+    precisions: str,
+    out: Path,
+    *,
+    quiet: bool,
+    title: str,
+    n_bootstrap: int = 1000,
 ) -> AuditResult:
     result = audit_model(
         model,
@@ -71,6 +86,7 @@ def _audit_and_report(
         dataset.group_names,
         parse_precisions(precisions),
         show_progress=not quiet,
+        n_bootstrap=n_bootstrap,
     )
     train_counts = dataset.counts()["train"]
     csv = result.to_csv(out / RESULTS)
@@ -95,6 +111,7 @@ def quickstart(
         DEFAULT_PRECISIONS
     ),
     quiet: Quiet = False,
+    bootstrap: Bootstrap = 1000,
 ) -> None:
     """Train on the embedded imbalanced digits, quantize to every precision and audit the groups."""
     with _user_errors():
@@ -129,6 +146,7 @@ def quickstart(
             out,
             quiet=quiet,
             title=f"digits (imbalanced), {model} w{width}: test accuracy (%) per class",
+            n_bootstrap=bootstrap,
         )
         console.print(f"done in {time.perf_counter() - start:.0f}s")
 
@@ -209,6 +227,7 @@ def audit(
         Path | None, typer.Option(help="Folder for results (default: beside the checkpoint).")
     ] = None,
     quiet: Quiet = False,
+    bootstrap: Bootstrap = 1000,
 ) -> None:
     """Quantize a trained model to each precision and compare its groups on the test split."""
     with _user_errors():
@@ -228,6 +247,7 @@ def audit(
             quiet=quiet,
             title=f"{ckpt.data_spec.name}, {ckpt.model_spec.name}: test accuracy (%) by "
             f"{ckpt.group}",
+            n_bootstrap=bootstrap,
         )
 
 
