@@ -93,10 +93,10 @@ def audit_model(
     Every number gets a ``confidence`` interval from ``n_bootstrap`` group-stratified bootstrap
     resamples of the test split (seeded by ``random_state``; 0 turns intervals off). It reuses
     the per-sample predictions and losses, so no model is evaluated again: 1,000 replicates add
-    well under a second on the digits test split. The table also carries the between-group
-    metrics of :class:`~fairquant.metrics.frame.FairnessFrame` (accuracy gap, worst group, CEV,
-    SDE, exemplars; for a 2-class target, or ``pos_label`` one-vs-rest, demographic parity,
-    equalized odds, predictive equality and equal opportunity).
+    under a second at 8 precisions on the digits test split. The table also carries the
+    between-group metrics of :class:`~fairquant.metrics.frame.FairnessFrame` (accuracy gap,
+    worst group, CEV, SDE, exemplars; for a 2-class target, or ``pos_label`` one-vs-rest,
+    demographic parity, equalized odds, predictive equality and equal opportunity).
     """
     check_bootstrap(n_bootstrap, confidence)
     reference = parse_precision("fp32")

@@ -146,6 +146,11 @@ class FairnessFrame:
     defined, with an :class:`UndefinedMetricWarning` and a line in :attr:`notes`. No number in
     the table is NaN, except ``ci_low``/``ci_high`` when ``n_bootstrap=0``.
 
+    Intervals are percentile intervals. For a max - min over groups (``phi``, ``accuracy_gap``,
+    the parity differences) they are biased upward when groups are close: with equal groups
+    resampling noise alone makes max - min positive, so the interval excludes the true 0. Use
+    :meth:`compare` (or seeds) to ask whether a gap differs between models.
+
     >>> frame = FairnessFrame(
     ...     y_true=[0, 1, 0, 1], groups=["a", "a", "b", "b"],
     ...     predictions={"fp32": [0, 1, 0, 0], "int4": [0, 1, 1, 0]}, n_bootstrap=0)

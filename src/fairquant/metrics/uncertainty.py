@@ -159,8 +159,8 @@ def across_seeds(
     ``results`` maps seed to an :class:`~fairquant.audit.AuditResult` (or its ``table``), or is
     one table with a ``seed`` column. Returns one row per (method, precision, bits, group,
     metric) with ``n_seeds``, ``mean``, ``std``, ``ci_low``, ``ci_high``. A number missing for
-    some seeds (e.g. a group without test samples) is summarised over the seeds that have it, and
-    ``n_seeds`` says how many.
+    some seeds (e.g. a group without test samples) is summarised over the seeds that have it
+    (``n_seeds`` says how many); one that only a single seed has gets no row.
     """
     table = stack_seeds(results)
     n_seeds = table.seed.nunique()
@@ -173,7 +173,7 @@ def across_seeds(
     for key, part in table.groupby(KEYS, sort=False):
         values = part.value.to_numpy()
         if len(values) < 2:
-            continue  # a number only one seed has cannot get an interval; n_seeds tells
+            continue  # one seed's number cannot get an interval across seeds
         mean, low, high = seed_interval(values, confidence)
         rows.append((*key, len(values), mean, float(values.std(ddof=1)), low, high))
     return pd.DataFrame(rows, columns=[*KEYS, "n_seeds", "mean", "std", "ci_low", "ci_high"])
