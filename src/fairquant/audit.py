@@ -7,7 +7,6 @@ with group labels go in; quantized copies are evaluated; per-group accuracy, los
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,20 +17,19 @@ from torch import nn
 from fairquant._io import atomic_write
 from fairquant._progress import progress_bar
 from fairquant.data.base import Split
-from fairquant.metrics.functional import excess_loss, group_counts, group_mean, per_sample_loss, phi
+from fairquant.errors import ConfigError
+from fairquant.metrics.frame import ALL, EmptyGroupWarning, FairnessFrame
+from fairquant.metrics.functional import per_sample_loss
+from fairquant.metrics.uncertainty import check_bootstrap
 from fairquant.models.predict import predict_logits
 from fairquant.quant.model import quantize_model
 from fairquant.quant.precision import Precision, parse_precision
 from fairquant.quant.size import packed_size_bytes
 
-#: Columns of :attr:`AuditResult.table` (and of ``results.csv``).
-COLUMNS = ["method", "precision", "bits", "group", "metric", "value"]
-#: The group label of rows that describe the whole test split.
-ALL = "all"
-
-
-class EmptyGroupWarning(UserWarning):
-    """A group has no test samples, so its metrics are undefined and it is left out of φ(D)."""
+#: Columns of :attr:`AuditResult.table` (and of ``results.csv``); ``ci_low``/``ci_high`` bound
+#: the group-stratified bootstrap interval (NaN only when the audit ran with ``n_bootstrap=0``).
+COLUMNS = ["method", "precision", "bits", "group", "metric", "value", "ci_low", "ci_high"]
+__all__ = ["ALL", "COLUMNS", "AuditResult", "EmptyGroupWarning", "audit_model"]
 
 
 @dataclass
@@ -40,13 +38,18 @@ class AuditResult:
 
     ``table`` is long and tidy, one row per (method, precision, group, metric): metrics ``n``,
     ``accuracy``, ``loss``, ``excess_loss`` (G(a)), ``accuracy_drop`` (fp32 accuracy minus this
-    precision's, in points) per group and for ``all``, and ``phi`` and ``size_bytes`` for ``all``.
+    precision's, in points) per group and for ``all``, and ``phi`` and ``size_bytes`` (packed
+    model size) for ``all``; then the further metrics of
+    :class:`~fairquant.metrics.frame.FairnessFrame` (exemplars, accuracy gap, worst group, CEV,
+    SDE, binary-target fairness), each with its bootstrap interval.
     """
 
     table: pd.DataFrame
     group_names: list[str]
     precisions: list[Precision]
     notes: list[str] = field(default_factory=list)
+    #: All metrics with their bootstrap replicates: differences, ratios, paired comparisons.
+    frame: FairnessFrame | None = None
 
     def by_group(self, metric: str = "accuracy") -> pd.DataFrame:
         """A groups x precisions table of one metric (the papers' Table 1 layout)."""
@@ -81,67 +84,83 @@ def audit_model(
     quantize: Callable[[nn.Module, Precision], nn.Module] = quantize_model,
     batch_size: int = 512,
     show_progress: bool = True,
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    random_state: int = 0,
+    pos_label: int | None = None,
 ) -> AuditResult:
     """Evaluate ``model`` at fp32 and every precision in ``precisions`` on ``test``.
 
     ``quantize(model, precision)`` makes each quantized copy: PTQ by default, or e.g.
     :func:`~fairquant.quant.qat.qat_finetune` bound to a training split, with ``method="qat"``.
     fp32 is always evaluated: it is the reference for excess loss and accuracy drop. Its rows have
-    method ``none``. Each precision also gets its packed model size (metric ``size_bytes``).
-    A group with no test samples is reported (``n = 0``, an :class:`EmptyGroupWarning`, a line
-    in ``notes``) and left out of φ(D), never turned into NaN.
+    method ``none``. Each precision also gets its packed model size (metric ``size_bytes``,
+    exact, so its interval is the value itself). A group with no test samples is reported
+    (``n = 0``, an :class:`EmptyGroupWarning`, a line in ``notes``) and left out of φ(D), never
+    turned into NaN.
+
+    Every number gets a ``confidence`` interval from ``n_bootstrap`` group-stratified bootstrap
+    resamples of the test split (seeded by ``random_state``; 0 turns intervals off). It reuses
+    the per-sample predictions and losses, so no model is evaluated again: 1,000 replicates add
+    under a second at 8 precisions on the digits test split. The table also carries the
+    between-group metrics of :class:`~fairquant.metrics.frame.FairnessFrame` (accuracy gap,
+    worst group, CEV, SDE, exemplars; for a 2-class target, or ``pos_label`` one-vs-rest,
+    demographic parity, equalized odds, predictive equality and equal opportunity).
     """
+    check_bootstrap(n_bootstrap, confidence)
     reference = parse_precision("fp32")
     order = [reference, *(p for p in precisions if p != reference)]
-    k = len(group_names)
-    counts = group_counts(test.g, k)
-    notes = [
-        f"group {group_names[a]!r} has no test samples: its accuracy, loss and excess loss are "
-        "undefined and it is left out of phi"
-        for a in range(k)
-        if counts[a] == 0
-    ]
-    for note in notes:
-        warnings.warn(note, EmptyGroupWarning, stacklevel=2)
-    present = counts > 0
-    if not present.any():
-        raise ValueError("the test split has no samples in any group")
+    if len(test) == 0:
+        raise ConfigError("the test split has no samples in any group")
 
-    rows: list[tuple] = []
-    ref_loss = ref_acc = None
+    logits, losses = {}, {}
     with progress_bar("evaluate", len(order), enabled=show_progress) as advance:
         for precision in order:
             advance(0, status=precision.name)
             make = quantize_model if precision.is_reference else quantize
-            logits = predict_logits(make(model, precision), test.x, batch_size=batch_size)
-            loss = per_sample_loss(logits, test.y)
-            correct = (logits.argmax(1) == test.y).double()
-            acc = 100.0 * group_mean(correct, test.g, k)
-            mean_loss = group_mean(loss, test.g, k)
-            all_acc, all_loss = 100.0 * correct.mean().item(), loss.double().mean().item()
-            if ref_loss is None:
-                ref_loss, ref_acc, ref_all = mean_loss, acc, (all_acc, all_loss)
-            g = excess_loss(mean_loss, ref_loss)
-            m = "none" if precision.is_reference else method
-            key = (m, precision.name, precision.bits)
-            for a in range(k):
-                rows.append((*key, group_names[a], "n", float(counts[a])))
-                if present[a]:
-                    rows += [
-                        (*key, group_names[a], "accuracy", acc[a].item()),
-                        (*key, group_names[a], "loss", mean_loss[a].item()),
-                        (*key, group_names[a], "excess_loss", g[a].item()),
-                        (*key, group_names[a], "accuracy_drop", (ref_acc[a] - acc[a]).item()),
-                    ]
-            rows += [
-                (*key, ALL, "n", float(len(test))),
-                (*key, ALL, "accuracy", all_acc),
-                (*key, ALL, "loss", all_loss),
-                (*key, ALL, "excess_loss", all_loss - ref_all[1]),
-                (*key, ALL, "accuracy_drop", ref_all[0] - all_acc),
-                (*key, ALL, "phi", phi(g[present])),
-                (*key, ALL, "size_bytes", float(packed_size_bytes(model, precision))),
-            ]
+            out = predict_logits(make(model, precision), test.x, batch_size=batch_size)
+            logits[precision.name], losses[precision.name] = out, per_sample_loss(out, test.y)
             advance(1)
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    return AuditResult(table=table, group_names=list(group_names), precisions=order, notes=notes)
+    frame = FairnessFrame(
+        y_true=test.y,
+        groups=test.g,
+        group_names=group_names,
+        predictions=logits,
+        losses=losses,
+        reference=reference.name,
+        num_classes=next(iter(logits.values())).shape[1],
+        pos_label=pos_label,
+        n_bootstrap=n_bootstrap,
+        confidence=confidence,
+        random_state=random_state,
+    )
+    return AuditResult(
+        table=_tidy(
+            frame, order, method, sizes={p.name: packed_size_bytes(model, p) for p in order}
+        ),
+        group_names=list(group_names),
+        precisions=order,
+        notes=list(frame.notes),
+        frame=frame,
+    )
+
+
+def _tidy(
+    frame: FairnessFrame, order: list[Precision], method: str, *, sizes: dict[str, int]
+) -> pd.DataFrame:
+    """The frame's table with the method and bits of each precision and its packed size (an
+    exact number: its interval is the value itself), in :data:`COLUMNS`."""
+    by_name = {p.name: p for p in order}
+    size_rows = pd.DataFrame(
+        [(name, ALL, "size_bytes", float(b), float(b), float(b)) for name, b in sizes.items()],
+        columns=["model", "group", "metric", "value", "ci_low", "ci_high"],
+    )
+    table = pd.concat([frame.table, size_rows], ignore_index=True)
+    table = table.rename(columns={"model": "precision"})
+    table.insert(
+        0, "method", [method if not by_name[n].is_reference else "none" for n in table.precision]
+    )
+    table.insert(2, "bits", [by_name[n].bits for n in table.precision])
+    order_index = {p.name: i for i, p in enumerate(order)}
+    table = table.sort_values("precision", key=lambda c: c.map(order_index), kind="stable")
+    return table.reset_index(drop=True)[COLUMNS]

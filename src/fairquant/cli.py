@@ -45,6 +45,14 @@ RESULTS = "results.csv"
 FIGURE = "group_accuracy.png"
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Bootstrap = Annotated[
+    int,
+    typer.Option(
+        "--bootstrap",
+        min=0,
+        help="Group-stratified bootstrap replicates for 95% intervals in results.csv (0: none).",
+    ),
+]
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -121,6 +129,7 @@ def _audit_and_report(
     calibration: str = "minmax",
     calib_size: int = 256,
     calib_balanced: bool = False,
+    n_bootstrap: int = 1000,
 ) -> AuditResult:
     parsed = parse_precisions(precisions)
     quantize = make_quantizer(
@@ -143,6 +152,7 @@ def _audit_and_report(
         method=method,
         quantize=quantize,
         show_progress=not quiet,
+        n_bootstrap=n_bootstrap,
     )
     train_counts = dataset.counts()["train"]
     csv = result.to_csv(out / RESULTS)
@@ -167,6 +177,7 @@ def quickstart(
         DEFAULT_PRECISIONS
     ),
     quiet: Quiet = False,
+    bootstrap: Bootstrap = 1000,
 ) -> None:
     """Train on the embedded imbalanced digits, quantize to every precision and audit the groups."""
     with _user_errors():
@@ -201,6 +212,7 @@ def quickstart(
             out,
             quiet=quiet,
             title=f"digits (imbalanced), {model} w{width}: test accuracy (%) per class",
+            n_bootstrap=bootstrap,
         )
         console.print(f"done in {time.perf_counter() - start:.0f}s")
 
@@ -304,6 +316,7 @@ def audit(
         bool, typer.Option(help="Draw calibration images equally from every group.")
     ] = False,
     quiet: Quiet = False,
+    bootstrap: Bootstrap = 1000,
 ) -> None:
     """Quantize a trained model to each precision and compare its groups on the test split."""
     with _user_errors():
@@ -329,6 +342,7 @@ def audit(
             calib_balanced=calib_balanced,
             title=f"{ckpt.data_spec.name}, {ckpt.model_spec.name}: test accuracy (%) by "
             f"{ckpt.group}",
+            n_bootstrap=bootstrap,
         )
 
 

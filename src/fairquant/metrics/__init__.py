@@ -1,5 +1,7 @@
-"""Group metrics: accuracy, loss, excess loss G(a) and the disparity φ(D)."""
+"""Group metrics: accuracy, loss, excess loss G(a) and the disparity φ(D); group-fairness
+metrics, bootstrap intervals and tests across seeds (``fairness``, ``uncertainty``, ``frame``)."""
 
+from fairquant.metrics.frame import FairnessFrame
 from fairquant.metrics.functional import (
     excess_loss,
     group_counts,
@@ -7,5 +9,7 @@ from fairquant.metrics.functional import (
     per_sample_loss,
     phi,
 )
+from fairquant.metrics.uncertainty import across_seeds, paired_seed_test
 
 __all__ = ["excess_loss", "group_counts", "group_mean", "per_sample_loss", "phi"]
+__all__ += ["FairnessFrame", "across_seeds", "paired_seed_test"]

@@ -29,7 +29,8 @@ def accuracy_table(
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
-        caption="train/test: samples per group; red: >=10 points below fp32, yellow: >=3",
+        caption="train/test: samples per group; red: >=10 points below fp32, yellow: >=3; "
+        "95% CI: group-stratified bootstrap over test samples",
         caption_justify="left",
     )
     table.add_column("group", style="bold", no_wrap=True)
@@ -58,5 +59,30 @@ def accuracy_table(
     table.add_section()
     table.add_row("all", *pad, *(f"{v:.1f}" for v in overall["accuracy"]), style="bold")
     table.add_row("phi(D)", *pad, *(f"{v:.3f}" for v in overall["phi"]), style="bold magenta")
+    _add_interval_rows(result, table, pad)
     table.add_row("size KiB", *pad, *(f"{v / 1024:.1f}" for v in overall["size_bytes"]))
     return table
+
+
+def _add_interval_rows(result: AuditResult, table: Table, pad: list[str]) -> None:
+    """Below φ(D): its bootstrap interval, then the accuracy gap and worst group with theirs."""
+    rows = result.table[result.table.group == "all"].set_index(["metric", "precision"])
+    names = [p.name for p in result.precisions]
+    if rows.ci_low.isna().all():
+        return
+
+    def cells(metric: str, digits: int) -> list[str]:
+        low, high = rows.loc[metric, "ci_low"], rows.loc[metric, "ci_high"]
+        return [f"{low[n]:.{digits}f}–{high[n]:.{digits}f}" for n in names]
+
+    table.add_row("  95% CI", *pad, *cells("phi", 3), style="magenta")
+    table.add_row(
+        "acc. gap", *pad, *(f"{rows.loc[('accuracy_gap', n), 'value']:.1f}" for n in names)
+    )
+    table.add_row("  95% CI", *pad, *cells("accuracy_gap", 0), style="dim")
+    table.add_row(
+        "worst group",
+        *pad,
+        *(f"{rows.loc[('worst_group_accuracy', n), 'value']:.1f}" for n in names),
+    )
+    table.add_row("  95% CI", *pad, *cells("worst_group_accuracy", 0), style="dim")
