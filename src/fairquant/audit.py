@@ -136,7 +136,11 @@ def audit_model(
     )
     return AuditResult(
         table=_tidy(
-            frame, order, method, sizes={p.name: packed_size_bytes(model, p) for p in order}
+            frame,
+            order,
+            method,
+            sizes={p.name: packed_size_bytes(model, p) for p in order},
+            intervals=n_bootstrap > 0,
         ),
         group_names=list(group_names),
         precisions=order,
@@ -146,13 +150,19 @@ def audit_model(
 
 
 def _tidy(
-    frame: FairnessFrame, order: list[Precision], method: str, *, sizes: dict[str, int]
+    frame: FairnessFrame,
+    order: list[Precision],
+    method: str,
+    *,
+    sizes: dict[str, int],
+    intervals: bool,
 ) -> pd.DataFrame:
     """The frame's table with the method and bits of each precision and its packed size (an
-    exact number: its interval is the value itself), in :data:`COLUMNS`."""
+    exact number: with intervals on, its interval is the value itself), in :data:`COLUMNS`."""
     by_name = {p.name: p for p in order}
+    ci = (lambda b: float(b)) if intervals else (lambda b: float("nan"))
     size_rows = pd.DataFrame(
-        [(name, ALL, "size_bytes", float(b), float(b), float(b)) for name, b in sizes.items()],
+        [(name, ALL, "size_bytes", float(b), ci(b), ci(b)) for name, b in sizes.items()],
         columns=["model", "group", "metric", "value", "ci_low", "ci_high"],
     )
     table = pd.concat([frame.table, size_rows], ignore_index=True)
