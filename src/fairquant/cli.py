@@ -37,7 +37,7 @@ app = typer.Typer(
 )
 console = Console()
 if not console.is_terminal:  # logs and pipes: rich would wrap wide tables at 80 columns
-    console.width = max(console.width, 120)
+    console.width = max(console.width, 160)
 err_console = Console(stderr=True)
 
 CHECKPOINT = "checkpoint.pt"

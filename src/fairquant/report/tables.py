@@ -33,12 +33,12 @@ def accuracy_table(
         "95% CI: group-stratified bootstrap over test samples",
         caption_justify="left",
     )
-    table.add_column("group", style="bold", no_wrap=True)
+    table.add_column("group", style="bold", no_wrap=True, min_width=6)
     if train_counts is not None:
-        table.add_column("train", justify="right", no_wrap=True)
-    table.add_column("test", justify="right", no_wrap=True)
-    for name in acc.columns:
-        table.add_column(name, justify="right", no_wrap=True, min_width=5)
+        table.add_column("train", justify="right", no_wrap=True, min_width=5)
+    table.add_column("test", justify="right", no_wrap=True, min_width=4)
+    for name in acc.columns:  # intervals fold onto a second line when the terminal is narrow
+        table.add_column(name, justify="right", overflow="fold", min_width=5)
     for group in result.group_names:
         cells = [group]
         if train_counts is not None:
@@ -75,7 +75,7 @@ def _add_interval_rows(result: AuditResult, table: Table, pad: list[str]) -> Non
         low, high = rows.loc[metric, "ci_low"], rows.loc[metric, "ci_high"]
         return [f"{low[n]:.{digits}f}–{high[n]:.{digits}f}" for n in names]
 
-    table.add_row("  95% CI", *pad, *cells("phi", 3), style="magenta")
+    table.add_row("  95% CI", *pad, *cells("phi", 2), style="magenta")
     table.add_row(
         "acc. gap", *pad, *(f"{rows.loc[('accuracy_gap', n), 'value']:.1f}" for n in names)
     )
