@@ -194,6 +194,7 @@ def lanczos_max(
     dim: int,
     *,
     rtol: float = 1e-4,
+    min_iter: int = 10,
     max_iter: int = 100,
     generator: torch.Generator,
     dtype: torch.dtype = torch.float32,
@@ -206,15 +207,19 @@ def lanczos_max(
     from the correct side: unlike power iteration, which finds the largest *magnitude*, it never
     returns a large negative eigenvalue. It stops when the residual ``||A y - θ y|| = β_k |s_k|``
     (``s``: the Ritz vector in the Krylov basis) is at most ``rtol * |θ|``, which bounds the
-    eigenvalue error by the same (Parlett, *The Symmetric Eigenvalue Problem*, Thm 10.1.1).
+    eigenvalue error by the same (Parlett, *The Symmetric Eigenvalue Problem*, Thm 10.1.1), and
+    the largest Ritz value grew by at most ``rtol * |θ|`` in the last step. A small residual only
+    says ``θ`` is near *some* eigenvalue: a random start in a space of ~10⁵ parameters has tiny
+    components along every eigenvector, so the largest outlier can appear only after a few more
+    steps (misconvergence); at least ``min_iter`` steps are therefore taken.
     """
-    if max_iter < 1:
-        raise ConfigError(f"Lanczos needs max_iter >= 1; got {max_iter}")
+    if not 1 <= min_iter <= max_iter:
+        raise ConfigError(f"Lanczos needs 1 <= min_iter <= max_iter; got {min_iter}, {max_iter}")
     v = torch.randn(dim, generator=generator, dtype=torch.float64).to(dtype)
     basis = [v / v.norm()]
     alphas: list[float] = []
     betas: list[float] = []
-    theta = math.nan
+    theta = prev = math.nan
     for k in range(min(max_iter, dim)):
         w = matvec(basis[-1][None])[0]
         alphas.append(torch.dot(w, basis[-1]).item())
@@ -223,8 +228,13 @@ def lanczos_max(
             w = w - (stacked @ w) @ stacked
         beta = w.norm().item()
         evals, evecs = np.linalg.eigh(_tridiagonal(alphas, betas))
-        theta = float(evals[-1])
-        if beta * abs(evecs[-1, -1]) <= rtol * abs(theta) or k + 1 == dim or beta == 0:
+        prev, theta = theta, float(evals[-1])
+        converged = (
+            k + 1 >= min_iter
+            and beta * abs(evecs[-1, -1]) <= rtol * abs(theta)
+            and theta - prev <= rtol * abs(theta)
+        )
+        if converged or k + 1 == dim or beta == 0:
             return theta, k + 1
         betas.append(beta)
         basis.append(w / beta)
@@ -432,6 +442,7 @@ def curvature_table(
     sketch: int = 10,
     block: int = 10,
     eig_rtol: float = 1e-3,
+    eig_min_iter: int = 10,
     eig_max_iter: int = 50,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -463,7 +474,13 @@ def curvature_table(
         else:
             tr = hutchinson(mv, op.dim, **budget)
         lam, lam_mv = lanczos_max(
-            mv, op.dim, rtol=eig_rtol, max_iter=eig_max_iter, generator=gen, dtype=op.dtype
+            mv,
+            op.dim,
+            rtol=eig_rtol,
+            min_iter=min(eig_min_iter, eig_max_iter),
+            max_iter=eig_max_iter,
+            generator=gen,
+            dtype=op.dtype,
         )
         rows.append(
             {

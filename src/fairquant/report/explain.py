@@ -127,10 +127,11 @@ def plot_weight_stats(result: ExplainResult, path: str | Path) -> Path:
     names = [p.name for p in result.precisions]
     w = w.reindex(names)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), dpi=120)
-    axes[0].bar(names, w.abs_error_sum.clip(lower=1e-12))
-    axes[0].set_yscale("log")
+    bars = axes[0].bar(names, w.abs_error_sum)
+    axes[0].bar_label(bars, fmt="%.3g", fontsize=8)
     axes[0].set_ylabel("sum |w~ - w| over quantized weights")
-    axes[1].bar(names, 100 * w.induced_sparsity)
+    bars = axes[1].bar(names, 100 * w.induced_sparsity)
+    axes[1].bar_label(bars, fmt="%.2f", fontsize=8)
     axes[1].set_ylabel("weights set to zero by quantization (%)")
     h = result.histograms
     for name in names:
@@ -177,7 +178,7 @@ def factor_table(result: ExplainResult, *, title: str | None = None) -> Table:
         "group",
         "n_train" if "n_train" in f else "n_test",
         "accuracy",
-        "excess_loss",
+        "G(a)",
         "grad_norm",
         "trace",
         "trace_se",
@@ -190,7 +191,7 @@ def factor_table(result: ExplainResult, *, title: str | None = None) -> Table:
     for _, row in f.iterrows():
         cells = []
         for c in cols:
-            v = row.get(c)
+            v = row.get("excess_loss" if c == "G(a)" else c)
             if isinstance(v, str):
                 cells.append(v)
             elif v is None or (isinstance(v, float) and np.isnan(v)):
