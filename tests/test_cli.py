@@ -1,5 +1,7 @@
 """The command line end to end, on a tiny budget."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -12,6 +14,14 @@ runner = CliRunner()
 
 def invoke(*args: str):
     return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def tiny_checkpoint(folder: Path) -> Path:
+    """`fairquant train` on 8x8 digits with a 2-channel CNN for one epoch."""
+    ck = folder / "m.pt"
+    args = ["--model", "cnn", "--width", "2", "--epochs", "1", "--image-size", "8", "--quiet"]
+    assert invoke("train", "--out", str(ck), *args).exit_code == 0
+    return ck
 
 
 def test_quickstart_end_to_end(tmp_path):
@@ -87,24 +97,7 @@ def test_clear_errors(tmp_path, monkeypatch, args, message):
 
 @pytest.mark.parametrize("precision", ["int1", "int17"])
 def test_bits_outside_range(tmp_path, precision):
-    ck = tmp_path / "m.pt"
-    assert (
-        invoke(
-            "train",
-            "--out",
-            str(ck),
-            "--model",
-            "cnn",
-            "--width",
-            "2",
-            "--epochs",
-            "1",
-            "--image-size",
-            "8",
-            "--quiet",
-        ).exit_code
-        == 0
-    )
+    ck = tiny_checkpoint(tmp_path)
     r = runner.invoke(app, ["audit", "--checkpoint", str(ck), "--precisions", precision])
     assert r.exit_code == 2 and "integer bits must lie in 2..16" in r.output
 
@@ -117,24 +110,7 @@ def test_foreign_checkpoint(tmp_path):
 
 
 def test_audit_with_qat_and_mixed_precision(tmp_path):
-    ck = tmp_path / "m.pt"
-    assert (
-        invoke(
-            "train",
-            "--out",
-            str(ck),
-            "--model",
-            "cnn",
-            "--width",
-            "2",
-            "--epochs",
-            "1",
-            "--image-size",
-            "8",
-            "--quiet",
-        ).exit_code
-        == 0
-    )
+    ck = tiny_checkpoint(tmp_path)
     r = invoke(
         "audit",
         "--checkpoint",
@@ -157,24 +133,7 @@ def test_audit_with_qat_and_mixed_precision(tmp_path):
 
 
 def test_allocate_then_audit_the_spec(tmp_path):
-    ck = tmp_path / "m.pt"
-    assert (
-        invoke(
-            "train",
-            "--out",
-            str(ck),
-            "--model",
-            "cnn",
-            "--width",
-            "2",
-            "--epochs",
-            "1",
-            "--image-size",
-            "8",
-            "--quiet",
-        ).exit_code
-        == 0
-    )
+    ck = tiny_checkpoint(tmp_path)
     spec = tmp_path / "alloc.json"
     r = invoke(
         "allocate",
