@@ -20,7 +20,7 @@ from torch import Tensor
 
 from fairquant.data.base import DataSpec
 from fairquant.data.catalog import Attribute, Catalog
-from fairquant.data.files import FileTree, file_fingerprint, require_root
+from fairquant.data.files import FileTree, file_fingerprint
 from fairquant.data.images import decode_files
 from fairquant.data.source import ImageSource
 from fairquant.errors import DataError
@@ -63,14 +63,15 @@ def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
 
 class CelebA(ImageSource):
     name = "celeba"
+    expected_root = EXPECTED
     description = "CelebA: list_attr_celeba.txt (+ list_eval_partition.txt) with img_align_celeba/"
     default_target = "Smiling"
     attribute_help = "any of the 40 attributes (Male, Young, Smiling, ...) or a*b combinations"
     default_group = "Male*Young"
     option_defaults: ClassVar[dict[str, Any]] = {"center_crop": True}
 
-    def _root(self, spec: DataSpec) -> Path:
-        root = require_root(spec.root, self.name, EXPECTED)
+    def root(self, spec: DataSpec) -> Path:
+        root = super().root(spec)
         if not (root / ATTR_FILE).is_file():
             raise DataError(f"{root} has no {ATTR_FILE}; expected {EXPECTED}")
         if not (root / IMAGES).is_dir():
@@ -78,7 +79,7 @@ class CelebA(ImageSource):
         return root
 
     def scan(self, spec: DataSpec) -> Catalog:
-        root = self._root(spec)
+        root = self.root(spec)
         files, names, values = read_attributes(root / ATTR_FILE)
         split = None
         if (root / PARTITION_FILE).is_file():
@@ -103,7 +104,7 @@ class CelebA(ImageSource):
         names = [catalog.keys[i] for i in rows]
         crop = bool(self.option(spec, "center_crop"))
         return decode_files(
-            FileTree(self._root(spec)),
+            FileTree(self.root(spec)),
             names,
             channels=self.channels(spec),
             size=spec.image_size,
@@ -111,7 +112,7 @@ class CelebA(ImageSource):
         )
 
     def fingerprint(self, spec: DataSpec) -> Any:
-        root = self._root(spec)
+        root = self.root(spec)
         files = [root / ATTR_FILE, root / PARTITION_FILE]
         return [file_fingerprint(f) for f in files if f.is_file()] + [
             FileTree(root / IMAGES).fingerprint()

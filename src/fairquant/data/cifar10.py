@@ -20,7 +20,7 @@ from torch import Tensor
 
 from fairquant.data.base import DataSpec
 from fairquant.data.catalog import Attribute, Catalog
-from fairquant.data.files import FileTree, require_root
+from fairquant.data.files import FileTree
 from fairquant.data.folder import image_folder_layout
 from fairquant.data.images import decode_files
 from fairquant.data.source import ImageSource
@@ -80,12 +80,13 @@ def read_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 class CIFAR10(ImageSource):
     name = "cifar10"
+    expected_root = EXPECTED
     description = "CIFAR-10: the python batches (folder or .tar.gz) or train|test/<class>/ images"
     default_target = "label"
     attribute_help = "label (alias class)"
 
     def _tree(self, spec: DataSpec) -> FileTree:
-        return FileTree(require_root(spec.root, self.name, EXPECTED))
+        return FileTree(self.root(spec))
 
     def _batches(self, tree: FileTree) -> dict[str, str] | None:
         """Batch file name -> path in the tree, or None for the image-folder format."""

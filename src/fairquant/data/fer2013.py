@@ -11,7 +11,7 @@ target and group) and ``usage``.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from torch import Tensor
 
 from fairquant.data.base import DataSpec
 from fairquant.data.catalog import Attribute, Catalog
-from fairquant.data.files import FileTree, file_fingerprint, require_root
+from fairquant.data.files import FileTree, file_fingerprint
 from fairquant.data.folder import is_image
 from fairquant.data.images import decode_files
 from fairquant.data.source import ImageSource
@@ -35,19 +35,14 @@ EXPECTED = "fer2013.csv, or the train/ and test/ image folders (or fer2013_image
 
 class FER2013(ImageSource):
     name = "fer2013"
+    expected_root = EXPECTED
     description = "FER2013 emotions: fer2013.csv or train|test/<emotion>/ image folders"
     default_target = "emotion"
     attribute_help = "emotion, usage"
 
-    def _root(self, spec: DataSpec) -> Path:
-        return require_root(spec.root, self.name, EXPECTED)
-
-    def _is_csv(self, spec: DataSpec) -> bool:
-        return self._root(spec).suffix.lower() == ".csv"
-
     def scan(self, spec: DataSpec) -> Catalog:
-        root = self._root(spec)
-        if self._is_csv(spec):
+        root = self.root(spec)
+        if self.root_is_csv(spec):
             frame = read_csv(root, CSV_COLUMNS, usecols=["emotion", "Usage"])
             emotion = int_column(frame, "emotion", root, allowed=range(len(EMOTIONS)))
             usage = frame["Usage"].str.strip()
@@ -93,13 +88,13 @@ class FER2013(ImageSource):
         )
 
     def decode(self, spec: DataSpec, catalog: Catalog, rows: np.ndarray) -> Tensor:
-        root = self._root(spec)
-        if self._is_csv(spec):
+        root = self.root(spec)
+        if self.root_is_csv(spec):
             frame = read_csv(root, CSV_COLUMNS, usecols=["pixels"])
             return parse_pixels(frame["pixels"].to_numpy()[rows], root, rows + 2)
         names = [catalog.keys[i] for i in rows]
         return decode_files(FileTree(root), names, channels=1, size=spec.image_size)
 
     def fingerprint(self, spec: DataSpec) -> Any:
-        root = self._root(spec)
-        return file_fingerprint(root) if self._is_csv(spec) else FileTree(root).fingerprint()
+        root = self.root(spec)
+        return file_fingerprint(root) if self.root_is_csv(spec) else FileTree(root).fingerprint()

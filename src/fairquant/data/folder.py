@@ -18,7 +18,7 @@ from torch import Tensor
 
 from fairquant.data.base import DataSpec
 from fairquant.data.catalog import Attribute, Catalog
-from fairquant.data.files import FileTree, file_fingerprint, require_root
+from fairquant.data.files import FileTree, file_fingerprint
 from fairquant.data.images import decode_files
 from fairquant.data.source import ImageSource
 from fairquant.data.tabular import read_csv
@@ -75,6 +75,7 @@ def image_folder_layout(tree: FileTree) -> tuple[list[str], list[str], list[str 
 
 class ImageFolder(ImageSource):
     name = "folder"
+    expected_root = EXPECTED
     description = "your own images: a CSV (path,label[,group][,split]) or <class>/ folders"
     default_target = "label"
     attribute_help = "label, group, and any other CSV column except path and split"
@@ -83,7 +84,7 @@ class ImageFolder(ImageSource):
     }
 
     def _csv(self, spec: DataSpec) -> Path | None:
-        root = require_root(spec.root, self.name, EXPECTED)
+        root = self.root(spec)
         if root.is_file() and root.suffix.lower() == ".csv":
             return root
         if root.is_dir() and (root / spec.options.get("csv", DEFAULT_CSV)).is_file():
@@ -95,7 +96,7 @@ class ImageFolder(ImageSource):
     def scan(self, spec: DataSpec) -> Catalog:
         csv = self._csv(spec)
         if csv is None:
-            tree = FileTree(require_root(spec.root, self.name, EXPECTED))
+            tree = FileTree(self.root(spec))
             keys, classes, splits = image_folder_layout(tree)
             split = None if splits[0] is None else np.asarray(splits)
             return Catalog(keys, {"label": Attribute.from_values(classes)}, split, source=str(tree))
@@ -130,9 +131,7 @@ class ImageFolder(ImageSource):
 
     def decode(self, spec: DataSpec, catalog: Catalog, rows: np.ndarray) -> Tensor:
         csv = self._csv(spec)
-        tree = FileTree(
-            csv.parent if csv is not None else require_root(spec.root, self.name, EXPECTED)
-        )
+        tree = FileTree(csv.parent if csv is not None else self.root(spec))
         names = [catalog.keys[i] for i in rows]
         crop = bool(self.option(spec, "center_crop"))
         return decode_files(
@@ -142,5 +141,5 @@ class ImageFolder(ImageSource):
     def fingerprint(self, spec: DataSpec) -> Any:
         csv = self._csv(spec)
         if csv is None:
-            return FileTree(require_root(spec.root, self.name, EXPECTED)).fingerprint()
+            return FileTree(self.root(spec)).fingerprint()
         return [file_fingerprint(csv), FileTree(csv.parent).fingerprint()]

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from fairquant.data.base import DataSpec
 from fairquant.data.catalog import Attribute, Catalog
-from fairquant.data.files import file_fingerprint, require_root
+from fairquant.data.files import file_fingerprint
 from fairquant.data.source import ImageSource
 from fairquant.errors import DataError
 
@@ -56,12 +56,13 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
 class MNIST(ImageSource):
     name = "mnist"
+    expected_root = EXPECTED
     description = "MNIST digits from the idx files (gzipped or not)"
     default_target = "digit"
     attribute_help = "digit"
 
     def _files(self, spec: DataSpec) -> dict[str, tuple[Path, Path]]:
-        root = require_root(spec.root, self.name, EXPECTED)
+        root = self.root(spec)
         if not root.is_dir():
             raise DataError(f"{root} is not a folder; expected {EXPECTED}")
         files = {}

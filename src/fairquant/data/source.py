@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,6 +21,7 @@ from torch import Tensor
 from fairquant.data.base import DataSpec, GroupedDataset, Split, standardize_
 from fairquant.data.cache import cached
 from fairquant.data.catalog import Catalog
+from fairquant.data.files import require_root
 from fairquant.data.images import to_float
 from fairquant.data.split import Plan, plan_splits
 from fairquant.errors import ConfigError
@@ -47,6 +49,16 @@ class ImageSource(ABC):
     options: ClassVar[dict[str, str]] = {}
     #: Defaults of common options that differ for this dataset.
     option_defaults: ClassVar[dict[str, Any]] = {}
+
+    #: What ``DataSpec.root`` must point at, for error messages.
+    expected_root: ClassVar[str]
+
+    def root(self, spec: DataSpec) -> Path:
+        """``spec.root`` as an existing path, or a :class:`DataError` saying what was expected."""
+        return require_root(spec.root, self.name, self.expected_root)
+
+    def root_is_csv(self, spec: DataSpec) -> bool:
+        return self.root(spec).suffix.lower() == ".csv"
 
     @abstractmethod
     def scan(self, spec: DataSpec) -> Catalog:

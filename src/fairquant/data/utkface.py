@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import re
 import warnings
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,7 +24,7 @@ from torch import Tensor
 
 from fairquant.data.base import DataSpec
 from fairquant.data.catalog import Attribute, Catalog
-from fairquant.data.files import FileTree, file_fingerprint, require_root
+from fairquant.data.files import FileTree, file_fingerprint
 from fairquant.data.images import decode_files
 from fairquant.data.source import ImageSource
 from fairquant.data.tabular import int_column, parse_pixels, read_csv
@@ -79,6 +79,7 @@ def age_buckets(ages: np.ndarray, edges: Any) -> Attribute:
 
 class UTKFace(ImageSource):
     name = "utkface"
+    expected_root = EXPECTED
     description = "UTKFace faces: image folder, UTKFace.tar.gz, or the 48x48 age_gender.csv"
     default_target = "ethnicity"
     attribute_help = "race (alias ethnicity), gender, age, age_bucket; combine as gender*age_bucket"
@@ -86,15 +87,9 @@ class UTKFace(ImageSource):
         "age_buckets": "ascending age edges for age_bucket, default [18, 40, 60]",
     }
 
-    def _root(self, spec: DataSpec) -> Path:
-        return require_root(spec.root, self.name, EXPECTED)
-
-    def _is_csv(self, spec: DataSpec) -> bool:
-        return self._root(spec).suffix.lower() == ".csv"
-
     def scan(self, spec: DataSpec) -> Catalog:
-        root = self._root(spec)
-        if self._is_csv(spec):
+        root = self.root(spec)
+        if self.root_is_csv(spec):
             frame = read_csv(root, CSV_COLUMNS, usecols=CSV_COLUMNS[:4])
             ages = int_column(frame, "age", root)
             gender = int_column(frame, "gender", root, allowed=range(len(GENDERS)))
@@ -134,8 +129,8 @@ class UTKFace(ImageSource):
         )
 
     def decode(self, spec: DataSpec, catalog: Catalog, rows: np.ndarray) -> Tensor:
-        root = self._root(spec)
-        if self._is_csv(spec):
+        root = self.root(spec)
+        if self.root_is_csv(spec):
             frame = read_csv(root, CSV_COLUMNS, usecols=["pixels"])
             return parse_pixels(frame["pixels"].to_numpy()[rows], root, rows + 2)
         return decode_files(
@@ -146,5 +141,5 @@ class UTKFace(ImageSource):
         )
 
     def fingerprint(self, spec: DataSpec) -> Any:
-        root = self._root(spec)
-        return file_fingerprint(root) if self._is_csv(spec) else FileTree(root).fingerprint()
+        root = self.root(spec)
+        return file_fingerprint(root) if self.root_is_csv(spec) else FileTree(root).fingerprint()
