@@ -14,14 +14,7 @@ from fairquant.quant.stats import weight_delta, weight_stats
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Many tiny double-backward passes: one intra-op thread avoids OpenMP hand-off cost, which
-    dominates on a shared 2-core machine (measured 0.04 s vs 0.68 s per matvec there)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_flow_counts_zero_logits_instead_of_nan():
