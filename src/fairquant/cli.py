@@ -250,11 +250,11 @@ def train(
         config = TrainConfig(
             epochs=epochs,
             batch_size=batch_size,
-            optimizer=optimizer,
-            lr=lr,  # type: ignore[arg-type]
+            optimizer=optimizer,  # type: ignore[arg-type]  (validated by TrainConfig)
+            lr=lr,
             weight_decay=weight_decay,
-            schedule=schedule,
-            seed=seed,  # type: ignore[arg-type]
+            schedule=schedule,  # type: ignore[arg-type]
+            seed=seed,
         )
         spec = DataSpec(
             name=dataset,
