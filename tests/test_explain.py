@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from fairquant.cli import app
 from fairquant.metrics.diagnostics import flow_metrics
-from fairquant.quant import parse_precisions
+from fairquant.quant import parse_precisions, quantize_model, quantized_layers
 from fairquant.quant.stats import weight_delta, weight_stats
 
 runner = CliRunner()
@@ -101,3 +101,23 @@ def test_explain_rejects_bad_curvature(tmp_path):
     assert runner.invoke(app, ["train", "--out", str(ck), *args]).exit_code == 0
     r = runner.invoke(app, ["explain", "--checkpoint", str(ck), "--curvature", "fisher"])
     assert r.exit_code == 2 and "--curvature 'fisher'" in r.output
+
+
+def test_weight_stats_follow_mixed_and_per_channel_precisions():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3))
+    for name in ("int2-fl8", "int3-pc"):
+        p = parse_precisions(name)[0]
+        q = quantize_model(model, p)
+        expected = torch.cat(
+            [
+                (qm.weight - m.weight).detach().reshape(-1)
+                for (_, m), (_, qm) in zip(
+                    quantized_layers(model), quantized_layers(q), strict=True
+                )
+            ]
+        )
+        torch.testing.assert_close(weight_delta(model, p), expected)
+    stats = weight_stats(model, parse_precisions("int2-fl8")).set_index("layer")
+    # first and last layers at 8 bits: a step ~64x finer than the ternary middle layer's
+    assert stats.loc["0", "step"] < stats.loc["2", "step"] / 20

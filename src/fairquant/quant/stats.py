@@ -8,12 +8,15 @@ and ``bf16`` are cast, so their rows report the cast's rounding.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from fairquant.quant.functional import quantize_symmetric, symmetric_scale
-from fairquant.quant.model import quantized_layers
+from fairquant.errors import ConfigError
+from fairquant.quant.functional import symmetric_scale
+from fairquant.quant.model import layer_bits, quantize_model, quantized_layers
 from fairquant.quant.precision import Precision
 
 #: Columns of :func:`weight_stats`.
@@ -29,27 +32,39 @@ WEIGHT_COLUMNS = [
 ]
 
 
-def quantized_weight(w: Tensor, precision: Precision) -> Tensor:
-    """The weight ``w`` as ``precision`` represents it (float32 values)."""
-    if precision.kind == "float":
-        return w.detach().to(precision.dtype).float()
-    return quantize_symmetric(w.detach().float(), precision.bits)
-
-
-def weight_step(w: Tensor, precision: Precision) -> float:
-    """The step ``s = max|w| / (2^(b-1) - 1)`` of an integer precision; 0 for floats."""
-    return 0.0 if precision.kind == "float" else float(symmetric_scale(w.float(), precision.bits))
+def layer_weights(
+    model: nn.Module, precision: Precision
+) -> list[tuple[str, Tensor, Tensor, float]]:
+    """``(layer, w, w~, step)`` for each quantized layer, with ``w~`` taken from
+    :func:`~fairquant.quant.model.quantize_model` itself, so per-channel scales, ``-fl<k>`` and
+    per-layer bits count exactly as the audit applies them. ``step`` is the layer's largest
+    quantization step (0 for float precisions). Activation quantization does not change weights
+    and is ignored here; ``-bn`` is refused, since folding changes the layers being compared."""
+    if precision.fold_bn:
+        raise ConfigError(
+            f"weight statistics compare each layer's weights before and after quantization; "
+            f"{precision.name!r} folds BatchNorm into them: use it without -bn"
+        )
+    q = dict(
+        quantize_model(model, replace(precision, act_bits=None, dynamic=False)).named_modules()
+    )
+    bits = layer_bits(model, precision) if precision.kind == "int" else {}
+    out = []
+    for name, m in quantized_layers(model):
+        w = m.weight.detach().float()
+        step = (
+            float(symmetric_scale(w, bits[name], per_channel=precision.per_channel).max())
+            if precision.kind == "int"
+            else 0.0
+        )
+        out.append((name, w, q[name].weight.detach().float(), step))
+    return out
 
 
 def weight_delta(model: nn.Module, precision: Precision) -> Tensor:
     """The flat quantization error ``δ = w~ - w`` over every quantized layer's weight, in the order
     of :func:`~fairquant.quant.model.quantized_layers`."""
-    return torch.cat(
-        [
-            (quantized_weight(m.weight, precision) - m.weight.detach().float()).reshape(-1)
-            for _, m in quantized_layers(model)
-        ]
-    )
+    return torch.cat([(q - w).reshape(-1) for _, w, q, _ in layer_weights(model, precision)])
 
 
 def weight_stats(model: nn.Module, precisions: list[Precision]) -> pd.DataFrame:
@@ -62,12 +77,9 @@ def weight_stats(model: nn.Module, precisions: list[Precision]) -> pd.DataFrame:
     rows = []
     for p in precisions:
         total = {"n": 0, "err": 0.0, "zero": 0, "induced": 0, "step": 0.0}
-        for name, m in quantized_layers(model):
-            w = m.weight.detach().float()
-            q = quantized_weight(w, p)
+        for name, w, q, step in layer_weights(model, p):
             n, err = w.numel(), (q - w).abs().sum().item()
             zero, induced = int((q == 0).sum()), int(((q == 0) & (w != 0)).sum())
-            step = weight_step(w, p)
             rows.append((p.name, name, n, step, err, err / n, zero / n, induced / n))
             total["n"] += n
             total["err"] += err
@@ -100,7 +112,7 @@ def weight_histograms(
     edges = torch.linspace(-lim, lim, bins + 1)
     rows = []
     for p in precisions:
-        q = torch.cat([quantized_weight(w, p) for w in ws])
+        q = torch.cat([q.reshape(-1) for _, _, q, _ in layer_weights(model, p)])
         counts = torch.histogram(q.clamp(-lim, lim), bins=edges).hist
         rows += [
             (p.name, edges[i].item(), edges[i + 1].item(), int(counts[i])) for i in range(bins)
