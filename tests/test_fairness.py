@@ -235,6 +235,12 @@ def test_paired_seed_test_detects_effect_and_not_null():
     assert int8.n_seeds == 8 and int8["mean"] == pytest.approx(base.mean())
     low, high = stats.t.interval(0.95, 7, loc=base.mean(), scale=stats.sem(base))
     assert (int8.ci_low, int8.ci_high) == pytest.approx((low, high))
+    two = pd.concat(
+        [_seed_table(base, base).assign(mitigation=m) for m in ("none", "re")], ignore_index=True
+    )
+    by_mitigation = across_seeds(two)
+    assert sorted(by_mitigation.mitigation) == ["none", "none", "re", "re"]
+    assert (by_mitigation.n_seeds == 8).all()
 
 
 def test_bad_input_is_a_clear_error():

@@ -158,7 +158,9 @@ def across_seeds(
 
     ``results`` maps seed to an :class:`~fairquant.audit.AuditResult` (or its ``table``), or is
     one table with a ``seed`` column. Returns one row per (method, precision, bits, group,
-    metric) with ``n_seeds``, ``mean``, ``std``, ``ci_low``, ``ci_high``. A number missing for
+    metric) with ``n_seeds``, ``mean``, ``std``, ``ci_low``, ``ci_high``; a table's further key
+    columns (e.g. ``dataset``, ``model``, ``mitigation`` of a run directory's ``results.csv``)
+    are kept and grouped by too. A number missing for
     some seeds (e.g. a group without test samples) is summarised over the seeds that have it
     (``n_seeds`` says how many); one that only a single seed has gets no row.
     """
@@ -169,14 +171,15 @@ def across_seeds(
             f"an interval across seeds needs at least 2 seeds, got {n_seeds}: audit models "
             "trained with more seeds, or use the bootstrap interval over test samples"
         )
+    keys = [c for c in table.columns if c not in ("seed", "value", "ci_low", "ci_high")]
     rows = []
-    for key, part in table.groupby(KEYS, sort=False):
+    for key, part in table.groupby(keys, sort=False, dropna=False):
         values = part.value.to_numpy()
         if len(values) < 2:
             continue  # one seed's number cannot get an interval across seeds
         mean, low, high = seed_interval(values, confidence)
         rows.append((*key, len(values), mean, float(values.std(ddof=1)), low, high))
-    return pd.DataFrame(rows, columns=[*KEYS, "n_seeds", "mean", "std", "ci_low", "ci_high"])
+    return pd.DataFrame(rows, columns=[*keys, "n_seeds", "mean", "std", "ci_low", "ci_high"])
 
 
 @dataclass(frozen=True)
@@ -240,7 +243,8 @@ def paired_seed_test(
     ``baseline`` and ``candidate`` select rows, e.g. ``{"precision": "int8"}`` against
     ``{"precision": "int4"}`` ("int4 is less fair than int8" is ``metric="phi"``,
     ``alternative="greater"``), or ``{"method": "ptq", "precision": "int4"}`` against
-    ``{"method": "qat", "precision": "int4"}``. Only seeds that have both are used.
+    ``{"method": "qat", "precision": "int4"}``, or ``{"mitigation": "none", ...}`` against
+    ``{"mitigation": "re", ...}`` in a run directory's table. Only seeds that have both are used.
     """
     table = stack_seeds(results)
     a = _select(table, metric, group, baseline)
