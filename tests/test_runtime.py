@@ -19,3 +19,17 @@ def test_malloc_tuning_on_import(env, expected):
         check=True,
     )
     assert out.stdout.strip() == expected
+
+
+def test_atomic_write_gives_plain_file_permissions(tmp_path):
+    import os
+
+    from fairquant._io import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "r.csv", lambda tmp: tmp.write_text("a\n"))
+    finally:
+        os.umask(old)
+    assert path.read_text() == "a\n" and (path.stat().st_mode & 0o777) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]  # no temporary file left
