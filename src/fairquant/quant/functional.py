@@ -46,6 +46,22 @@ def round_ste(x: Tensor) -> Tensor:
     return x + (torch.round(x) - x).detach()
 
 
+def clamp_inclusive(x: Tensor, lo: float, hi: float) -> Tensor:
+    """``clamp(x, lo, hi)`` whose gradient is 1 on the closed interval ``[lo, hi]``, 0 outside.
+
+    Written by hand because torch 2.14 changed ``torch.clamp``'s backward to pass no gradient at
+    the bounds themselves. The STE and LSQ (Esser et al., 2020, Eq. 5) pass it on the closed
+    interval: the largest-magnitude weight, which the max-abs scale maps exactly onto the bound,
+    must keep learning in QAT.
+
+    >>> x = torch.tensor([-3.0, -2.0, 0.5, 1.0, 2.0], requires_grad=True)
+    >>> clamp_inclusive(x, -2.0, 1.0).sum().backward(); x.grad.tolist()
+    [0.0, 1.0, 1.0, 1.0, 0.0]
+    """
+    inside = (x >= lo) & (x <= hi)
+    return torch.where(inside, x, x.clamp(lo, hi).detach())
+
+
 def quantize_symmetric(
     w: Tensor, bits: int, *, per_channel: bool = False, ste: bool = False
 ) -> Tensor:
@@ -60,4 +76,6 @@ def quantize_symmetric(
     s = torch.where(s == 0, torch.ones_like(s), s)  # all-zero tensors/channels stay zero
     lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     z = w / s
-    return torch.clamp(round_ste(z) if ste else torch.round(z), lo, hi) * s
+    if not ste:
+        return torch.clamp(torch.round(z), lo, hi) * s
+    return clamp_inclusive(round_ste(z), lo, hi) * s

@@ -18,13 +18,12 @@ from __future__ import annotations
 import copy
 import math
 
-import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from fairquant.data.base import Split
 from fairquant.errors import ConfigError
-from fairquant.quant.functional import quantize_symmetric, round_ste
+from fairquant.quant.functional import clamp_inclusive, quantize_symmetric, round_ste
 from fairquant.quant.model import layer_bits, quantized_layers
 from fairquant.quant.precision import Precision
 from fairquant.train.loop import TrainConfig, train_model
@@ -66,7 +65,7 @@ class LearnedStepQuantize(nn.Module):
     def forward(self, w: Tensor) -> Tensor:
         s = _scale_grad(self.step, self.grad_factor)
         lo, hi = -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
-        return round_ste(torch.clamp(w / s, lo, hi)) * s
+        return round_ste(clamp_inclusive(w / s, lo, hi)) * s
 
 
 def qat_finetune(
