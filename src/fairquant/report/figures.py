@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: never open a window, works without a display
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from fairquant._io import atomic_write
@@ -43,16 +44,30 @@ def plot_accuracy_lines(
     dpi: int = 120,
 ) -> Path:
     """Groups x precisions of accuracy (%) as one line a group, ``overall`` dashed; with
-    ``low``/``high`` (same shape) each point gets its interval as a shaded band."""
+    ``low``/``high`` (same shape) each point gets its interval as an error bar, the groups
+    side by side around each precision and the bars cut at 0 and 100 %."""
     x = list(range(len(accuracy.columns)))
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=dpi)
     cmap = plt.get_cmap("viridis", max(len(accuracy), 2))
+    shift = 0.25 / max(len(accuracy), 1)
     for i, (group, values) in enumerate(accuracy.iterrows()):
         label = labels[i] if labels is not None else str(group)
         ax.plot(x, values.to_numpy(), marker="o", color=cmap(i), label=label, linewidth=1.4)
         if low is not None and high is not None:
-            lo, hi = low.loc[group].to_numpy(float), high.loc[group].to_numpy(float)
-            ax.fill_between(x, lo, hi, color=cmap(i), alpha=0.12, linewidth=0)
+            v = values.to_numpy(float)
+            lo = np.clip(low.loc[group].to_numpy(float), 0, 100)
+            hi = np.clip(high.loc[group].to_numpy(float), 0, 100)
+            xs = np.asarray(x, dtype=float) + (i - (len(accuracy) - 1) / 2) * shift
+            ax.errorbar(
+                xs,
+                v,
+                yerr=[np.maximum(v - lo, 0), np.maximum(hi - v, 0)],
+                fmt="none",
+                ecolor=cmap(i),
+                alpha=0.6,
+                elinewidth=1,
+                capsize=2,
+            )
     ax.plot(x, overall.to_numpy(), "k--", linewidth=2.2, label="all")
     ax.set_xticks(x, list(accuracy.columns))
     ax.set_xlabel("precision")

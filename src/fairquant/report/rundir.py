@@ -121,9 +121,14 @@ def read_results(path: str | Path, *, name: str | None = None) -> tuple[pd.DataF
 
 def _read_factors(path: Path) -> pd.DataFrame:
     table = pd.read_csv(path, dtype={"precision": str, "group": str}, keep_default_na=False)
-    table = table.replace("", float("nan"))
+    for column in table.columns.drop(["precision", "group"], errors="ignore"):
+        text = table[column].astype(str).str.strip()
+        number = pd.to_numeric(text.where(text != ""), errors="coerce")
+        if (number.isna() & (text != "")).any():
+            raise ConfigError(f"{path}: column {column!r} must be numeric")
+        table[column] = number
     needed = {"precision", "group", "grad_norm", "trace", "lambda_max", "accuracy"}
-    if needed - set(table.columns):
+    if not needed <= set(table.columns):
         raise ConfigError(
             f"{path}: a factor table needs the columns {sorted(needed)}; missing "
             f"{sorted(needed - set(table.columns))} (write it with ExplainResult.factors)"

@@ -43,8 +43,10 @@ AGAINST_FP32 = (
 FINDING_COLUMNS = [
     "dataset",
     "model",
+    "mitigation",
     "comparison",
     "metric",
+    "alternative",
     "baseline",
     "candidate",
     "n_seeds",
@@ -57,6 +59,7 @@ FINDING_COLUMNS = [
     "p_value",
     "min_p_value",
     "significant",
+    "verdict",
     "text",
 ]
 
@@ -112,6 +115,7 @@ def _compare(
     candidate: dict[str, object],
     alternative: str,
     comparison: str,
+    mitigation: str,
     words: str,
 ) -> dict | None:
     """One comparison of ``metric`` (group ``all``) between two selections of one cell."""
@@ -132,8 +136,10 @@ def _compare(
     base = {
         "dataset": where["dataset"],
         "model": where["model"],
+        "mitigation": mitigation,
         "comparison": comparison,
         "metric": metric,
+        "alternative": alternative,
         "baseline": _label(baseline),
         "candidate": _label(candidate),
         "n_seeds": len(seeds),
@@ -177,6 +183,7 @@ def _compare(
             "p_value": test.p_value,
             "min_p_value": test.min_p_value,
             "significant": significant,
+            "verdict": verdict,
             "text": text,
         }
     # one seed in common: only the bootstrap intervals of the two numbers are at hand
@@ -184,13 +191,16 @@ def _compare(
     ra = a[a.seed == seed].iloc[0] if seed is not None else a.iloc[0]
     rb = b[b.seed == seed].iloc[0] if seed is not None else b.iloc[0]
     if np.isnan([ra.ci_low, ra.ci_high, rb.ci_low, rb.ci_high]).any():
+        verdict = "not assessed"
         evidence = "no intervals were computed (audited with --bootstrap 0): not assessed"
     elif rb.ci_low > ra.ci_high or rb.ci_high < ra.ci_low:
+        verdict = "intervals apart (no test)"
         evidence = (
             "their 95% bootstrap intervals do not overlap (weaker evidence than a paired "
             "test: one seed, test-set noise only; not called significant)"
         )
     else:
+        verdict = "intervals overlap"
         evidence = "their 95% bootstrap intervals overlap: no evidence of a difference"
     text = (
         f"{words[0].upper()}{words[1:]}: {_fmt(rb.value)} [{_fmt(rb.ci_low)}, "
@@ -210,6 +220,7 @@ def _compare(
         "p_value": float("nan"),
         "min_p_value": float("nan"),
         "significant": False,
+        "verdict": verdict,
         "text": text,
     }
 
@@ -225,7 +236,6 @@ def _comparisons(results: pd.DataFrame) -> Iterator[dict]:
     quantized = results[results.method != "none"]
     for (dataset, model, mitigation), part in results.groupby(CELL, sort=False):
         where = {"dataset": dataset, "model": model, "mitigation": mitigation}
-        suffix = f" ({mitigation})" if results.mitigation.nunique() > 1 else ""
         fp32 = {"method": "none", "precision": "fp32"}
         for method in part[part.method != "none"].method.unique():
             names = _precisions(part, method)
@@ -238,7 +248,8 @@ def _comparisons(results: pd.DataFrame) -> Iterator[dict]:
                         baseline=fp32,
                         candidate={"method": method, "precision": name},
                         alternative=alternative,
-                        comparison=f"{method} vs fp32{suffix}",
+                        comparison=f"{method} vs fp32",
+                        mitigation=mitigation,
                         words=words,
                     )
             for higher, lower in itertools.pairwise(names):
@@ -249,7 +260,8 @@ def _comparisons(results: pd.DataFrame) -> Iterator[dict]:
                     baseline={"method": method, "precision": higher},
                     candidate={"method": method, "precision": lower},
                     alternative="greater",
-                    comparison=f"lower precision{suffix}",
+                    comparison=f"lower precision ({method})",
+                    mitigation=mitigation,
                     words="φ(D)",
                 )
         if {"ptq", "qat"} <= set(part.method):
@@ -262,7 +274,8 @@ def _comparisons(results: pd.DataFrame) -> Iterator[dict]:
                         baseline={"method": "ptq", "precision": name},
                         candidate={"method": "qat", "precision": name},
                         alternative="two-sided",
-                        comparison=f"QAT vs PTQ{suffix}",
+                        comparison="QAT vs PTQ",
+                        mitigation=mitigation,
                         words="φ(D)",
                     )
     mitigations = list(results.mitigation.unique())
@@ -292,6 +305,7 @@ def _comparisons(results: pd.DataFrame) -> Iterator[dict]:
                             },
                             alternative="two-sided",
                             comparison=f"{mitigation} vs none",
+                            mitigation=mitigation,
                             words=words,
                         )
 
@@ -307,3 +321,52 @@ def findings(results: pd.DataFrame) -> pd.DataFrame:
     """
     rows = [r for r in _comparisons(results) if r is not None]
     return pd.DataFrame(rows, columns=FINDING_COLUMNS)
+
+
+_WORSE = {"greater": "larger", "less": "smaller"}
+_METRIC_WORDS = {
+    "phi": "φ(D)",
+    "worst_group_accuracy": "worst-group accuracy",
+    "accuracy_gap": "accuracy gap",
+}
+
+
+def summary_words(metric: str) -> str:
+    """How a metric is named in sentences (``phi`` -> ``φ(D)``)."""
+    return _METRIC_WORDS.get(metric, metric)
+
+
+def headlines(table: pd.DataFrame) -> list[str]:
+    """Plain-word lines of :func:`findings` for one dataset and model: per kind of comparison
+    and metric, in how many cases the difference went which way and how many were significant.
+
+    >>> rows = pd.DataFrame({"comparison": ["QAT vs PTQ"] * 2, "metric": ["phi"] * 2,
+    ...     "alternative": ["two-sided"] * 2, "difference": [-0.1, 0.2],
+    ...     "significant": [False, False], "test": ["paired"] * 2})
+    >>> headlines(rows)
+    ['QAT vs PTQ, φ(D): lower in 1 of 2, higher in 1 (none significant).']
+    """
+    lines = []
+    for (comparison, metric, alternative), part in table.groupby(
+        ["comparison", "metric", "alternative"], sort=False
+    ):
+        n, d = len(part), part.difference.to_numpy(dtype=float)
+        significant = int(part.significant.sum())
+        tested = part.test.str.startswith("paired").any()
+        verdict = (
+            f"{significant} significant"
+            if significant
+            else ("none significant" if tested else "no paired test: one seed")
+        )
+        words = summary_words(metric)
+        if alternative in _WORSE:
+            worse = int((d > 0).sum() if alternative == "greater" else (d < 0).sum())
+            lines.append(
+                f"{comparison}, {words}: {_WORSE[alternative]} in {worse} of {n} ({verdict})."
+            )
+        else:
+            lower, higher = int((d < 0).sum()), int((d > 0).sum())
+            lines.append(
+                f"{comparison}, {words}: lower in {lower} of {n}, higher in {higher} ({verdict})."
+            )
+    return lines
