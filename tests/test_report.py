@@ -113,6 +113,8 @@ def test_html_has_every_section_and_figure_and_the_csv_numbers(run_dir):
     assert f"{acc[(acc.mitigation == 'none') & (acc.precision == 'int8')].value.mean():.1f}" in html
     assert '"mitigations": ["none", "over"]' in html.replace("&#34;", '"')  # run.json shown
     assert "2 seeds" in html and "paired sign-flip" in html
+    n = len(pd.read_csv(run_dir / "explain/curvature.csv"))
+    assert f"explain/curvature.csv holds the {n} rows of the factor tables above" in html
 
 
 def test_markdown_and_latex_tables_beside_it(run_dir):

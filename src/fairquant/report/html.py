@@ -354,15 +354,23 @@ def _factor_blocks(run: RunDir, workdir: Path) -> list[tuple[Table, list[Figure]
     return blocks
 
 
-def _other_tables(run: RunDir) -> list[Table]:
-    out = []
+def _other_tables(run: RunDir) -> tuple[list[Table], list[str]]:
+    """The further CSV tables of ``explain/``, and a note for each that only stacks the factor
+    tables already shown (it has the cell keys, e.g. ``curvature.csv``)."""
+    tables, notes = [], []
     for name, frame in run.tables.items():
+        if {"dataset", "model", "mitigation", "seed"} <= set(frame.columns):
+            notes.append(
+                f"explain/{name}.csv holds the {len(frame):,} rows of the factor tables above "
+                "with their cell keys; not repeated here."
+            )
+            continue
         rows = [
             [(f"{v:.4g}" if isinstance(v, float) else str(v), "") for v in row]
             for row in frame.itertuples(index=False)
         ]
-        out.append(Table(f"explain/{name}.csv", [str(c) for c in frame.columns], rows))
-    return out
+        tables.append(Table(f"explain/{name}.csv", [str(c) for c in frame.columns], rows))
+    return tables, notes
 
 
 def _setup(run: RunDir) -> list[tuple[str, str]]:
@@ -515,6 +523,7 @@ def write_report(
         mitigation = _mitigation_tables(summary, workdir)
         factors = _factor_blocks(run, workdir)
     tables = [phi, *(t for t, _ in mitigation), *(t for t, _ in accuracy), *(t for t, _ in factors)]
+    other_tables, explain_notes = _other_tables(run)
     written = []
     if "html" in formats:
         env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
@@ -532,7 +541,8 @@ def write_report(
             phi=phi,
             mitigation=mitigation,
             factors=factors,
-            other_tables=_other_tables(run),
+            other_tables=other_tables,
+            explain_notes=explain_notes,
             companions=[out.with_suffix(f".{f}").name for f in formats if f != "html"],
             alpha=ALPHA,
         )
