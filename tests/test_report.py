@@ -81,6 +81,8 @@ def run_dir(tmp_path_factory) -> Path:
                 explained.factors.to_csv(
                     folder / "explain/digits__cnn__none__seed0.csv", index=False
                 )
+                keyed = explained.factors.assign(**cell)  # all cells' factors, as `run` writes
+                keyed.to_csv(folder / "explain/curvature.csv", index=False)
     pd.concat(tables)[RESULT_COLUMNS].to_csv(folder / "results.csv", index=False)
     (folder / "run.json").write_text('{"mitigations": ["none", "over"], "seeds": [0, 1]}\n')
     write_report(folder)
