@@ -408,17 +408,32 @@ def _findings(results: pd.DataFrame) -> list[dict]:
     for (dataset, model), part in table.groupby(["dataset", "model"], sort=False):
         paired = part[part.test.str.startswith("paired")]
         seeds = "/".join(_order(part.n_seeds.astype(str)))
-        if paired.empty:
-            headline = (
-                "One seed: no paired test is possible. Comparisons below only say whether two "
-                "95% bootstrap intervals over test samples overlap, which is weaker evidence "
-                "and never called significant."
-            )
-        else:
+        if not paired.empty:
             headline = (
                 f"{len(paired)} comparisons tested with paired sign-flip permutation tests "
                 f"across {seeds} seeds; {int(paired.significant.sum())} significant at "
                 f"α = {ALPHA} (no correction for multiple comparisons)."
+            )
+            caption = (
+                "Difference = candidate − baseline, with its 95% Student-t interval across "
+                "seeds; p from a paired sign-flip permutation test (one-sided for “lower "
+                "precision” and “vs fp32”, in the direction of harm; two-sided otherwise)."
+            )
+        elif (part.verdict == "not assessed").all():
+            headline = (
+                "One seed and no bootstrap intervals (audited with bootstrap 0): no difference "
+                "can be assessed; the differences below are as measured, without any test."
+            )
+            caption = "Difference = candidate − baseline, one seed, no interval, no test."
+        else:
+            headline = (
+                "One seed: no paired test is possible. The comparisons only say whether two "
+                "95% bootstrap intervals over test samples overlap, which is weaker evidence "
+                "and never called significant."
+            )
+            caption = (
+                "Difference = candidate − baseline on one seed; verdict: whether the two 95% "
+                "bootstrap intervals over test samples overlap (not a test)."
             )
         rows = []
         for _, r in part.iterrows():
@@ -455,10 +470,7 @@ def _findings(results: pd.DataFrame) -> list[dict]:
                     ],
                     text_columns=5,
                     rows=rows,
-                    caption="Difference = candidate − baseline, with its 95% Student-t interval "
-                    "across seeds; p from a paired sign-flip permutation test (one-sided for "
-                    "“lower precision” and “vs fp32”, in the direction of harm; two-sided "
-                    "otherwise).",
+                    caption=caption,
                     emphasise=list(part.significant),
                 ),
             }
