@@ -400,7 +400,28 @@ def _setup(run: RunDir) -> list[tuple[str, str]]:
     return facts
 
 
-def _findings(results: pd.DataFrame) -> list[dict]:
+def _extremes(summary: pd.DataFrame, dataset: str, model: str) -> list[str]:
+    """The largest φ(D) and the lowest worst-group accuracy of a dataset and model, in words."""
+    here = summary[(summary.dataset == dataset) & (summary.model == model) & (summary.group == ALL)]
+    several = here.mitigation.nunique() > 1
+    lines = []
+    for metric, pick, words in (
+        ("phi", "idxmax", "Largest φ(D)"),
+        ("worst_group_accuracy", "idxmin", "Lowest worst-group accuracy"),
+    ):
+        rows = here[here.metric == metric]
+        if rows.empty:
+            continue
+        r = rows.loc[getattr(rows.value, pick)()]
+        where = r.precision if r.method == "none" else f"{r.method} {r.precision}"
+        if several:
+            where += f", mitigation {r.mitigation}"
+        interval = "" if np.isnan(r.ci_low) else f" [{r.ci_low:.3g}, {r.ci_high:.3g}]"
+        lines.append(f"{words}: {r.value:.3g}{interval} at {where}.")
+    return lines
+
+
+def _findings(results: pd.DataFrame, summary: pd.DataFrame) -> list[dict]:
     """Per dataset and model: a headline, plain-word lines, the significant statements and the
     table of every comparison."""
     table = findings(results)
@@ -454,7 +475,7 @@ def _findings(results: pd.DataFrame) -> list[dict]:
             {
                 "title": f"{dataset} · {model}",
                 "headline": headline,
-                "lines": headlines(part),
+                "lines": _extremes(summary, dataset, model) + headlines(part),
                 "significant": list(part[part.significant].text),
                 "table": Table(
                     title=f"Every comparison: {dataset} · {model}",
@@ -546,7 +567,7 @@ def write_report(
             title=title,
             run_dir=str(run.path.resolve()),
             generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            findings=_findings(run.results),
+            findings=_findings(run.results, summary),
             setup=_setup(run),
             setup_files=run.setup,
             accuracy=accuracy,
