@@ -510,6 +510,29 @@ def explain(
         )
 
 
+@app.command()
+def report(
+    run_dir: Annotated[
+        Path, typer.Argument(help="Run directory with results.csv (fairquant run/mitigate/audit).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="The HTML file (default: RUN_DIR/report.html).")
+    ] = None,
+    format: Annotated[
+        str, typer.Option("--format", help="Comma-separated: html, md (Markdown), tex (LaTeX).")
+    ] = "html,md,tex",
+) -> None:
+    """Write one self-contained HTML report of a run directory, and its tables for papers."""
+    from fairquant.report.html import parse_formats, write_report
+
+    with _user_errors():
+        start = time.perf_counter()
+        paths = write_report(run_dir, out=out, formats=parse_formats(format))
+        console.print(
+            f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - start:.0f}s"
+        )
+
+
 def main() -> None:
     app()
 

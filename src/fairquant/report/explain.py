@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: never open a window, works without a display
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from rich import box
 from rich.table import Table
 
@@ -33,7 +34,14 @@ def _save(fig, path: str | Path) -> Path:
 
 def plot_factor_proportions(result: ExplainResult, path: str | Path) -> Path:
     """Per group, its share of the summed gradient norm, Hessian trace and group size at fp32."""
-    ref = result.factors[result.factors.precision == result.precisions[0].name]
+    return plot_factor_shares(result.factors, path, reference=result.precisions[0].name)
+
+
+def plot_factor_shares(
+    factors: pd.DataFrame, path: str | Path, *, reference: str = "fp32", dpi: int = 120
+) -> Path:
+    """:func:`plot_factor_proportions` from a factor table (e.g. read back from CSV)."""
+    ref = factors[factors.precision == reference]
     size = "n_train" if "n_train" in ref else "n_test"
     shares = {
         "gradient norm ||g_a||": ref.grad_norm,
@@ -41,7 +49,7 @@ def plot_factor_proportions(result: ExplainResult, path: str | Path) -> Path:
         f"group size ({size})": ref[size],
     }
     x = np.arange(len(ref))
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(ref) + 3), 4), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(ref) + 3), 4), dpi=dpi)
     width = 0.8 / len(shares)
     for i, (label, values) in enumerate(shares.items()):
         v = values.to_numpy(dtype=float)
@@ -49,7 +57,7 @@ def plot_factor_proportions(result: ExplainResult, path: str | Path) -> Path:
     ax.set_xticks(x, list(ref.group))
     ax.set_xlabel("group")
     ax.set_ylabel("share of the sum over groups (%)")
-    ax.set_title("Curvature factors vs group size at fp32 (cf. Liu et al. Fig. 2)")
+    ax.set_title(f"Curvature factors vs group size at {reference} (cf. Liu et al. Fig. 2)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
@@ -89,13 +97,22 @@ def plot_output_distributions(result: ExplainResult, path: str | Path) -> Path:
 
 def plot_curvature_accuracy(result: ExplainResult, path: str | Path) -> Path:
     """Per precision, gradient norm vs ``λ_max`` per group, coloured by accuracy (Fig. 6)."""
-    f = result.factors
-    names = [p.name for p in result.precisions]
+    return plot_curvature_scatter(
+        result.factors, path, precisions=[p.name for p in result.precisions]
+    )
+
+
+def plot_curvature_scatter(
+    factors: pd.DataFrame, path: str | Path, *, precisions: list[str], dpi: int = 120
+) -> Path:
+    """:func:`plot_curvature_accuracy` from a factor table (e.g. read back from CSV)."""
+    f = factors
+    names = precisions
     fig, axes = plt.subplots(
         1,
         len(names),
         figsize=(4.2 * len(names) + 1, 4),
-        dpi=120,
+        dpi=dpi,
         squeeze=False,
         layout="constrained",
     )

@@ -1,0 +1,106 @@
+"""The accuracy-fairness trade-off of mitigations: overall accuracy against φ(D)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: never open a window, works without a display
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from fairquant._io import atomic_write
+from fairquant.errors import ConfigError
+
+_MARKERS = "osD^vP*X"
+
+
+def pareto_front(accuracy: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """Mask of the points no other point beats: none has accuracy >= and φ(D) <=, one strictly.
+
+    >>> pareto_front(np.array([90.0, 80.0, 85.0]), np.array([0.2, 0.1, 0.3])).tolist()
+    [True, True, False]
+    """
+    acc, phi = np.asarray(accuracy, dtype=float), np.asarray(phi, dtype=float)
+    better_eq = (acc[None, :] >= acc[:, None]) & (phi[None, :] <= phi[:, None])
+    strictly = (acc[None, :] > acc[:, None]) | (phi[None, :] < phi[:, None])
+    return ~(better_eq & strictly).any(axis=1)
+
+
+def plot_pareto(summary: pd.DataFrame, path: str | Path, *, title: str | None = None) -> Path:
+    """Overall accuracy (x) against φ(D) (y), one colour a mitigation, one marker a method.
+
+    ``summary`` has one row per point with columns ``mitigation``, ``method``, ``precision``,
+    ``accuracy`` and ``phi``, and optionally the interval bounds ``accuracy_low``,
+    ``accuracy_high``, ``phi_low``, ``phi_high`` (drawn as error bars). Points on the Pareto
+    front (higher accuracy and lower φ(D) are better) are joined by a grey step line; each point
+    is labelled with its precision.
+    """
+    needed = {"mitigation", "method", "precision", "accuracy", "phi"}
+    if needed - set(summary.columns):
+        raise ConfigError(
+            f"plot_pareto needs the columns {sorted(needed)}; missing "
+            f"{sorted(needed - set(summary.columns))}"
+        )
+    if summary.empty:
+        raise ConfigError("plot_pareto got no points")
+    mitigations = list(dict.fromkeys(summary.mitigation))
+    methods = list(dict.fromkeys(summary.method))
+    colours = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for _, row in summary.iterrows():
+        colour = colours(mitigations.index(row.mitigation) % 10)
+        marker = _MARKERS[methods.index(row.method) % len(_MARKERS)]
+        xerr = yerr = None
+        if {"accuracy_low", "accuracy_high"} <= set(row.index) and not np.isnan(row.accuracy_low):
+            xerr = [[row.accuracy - row.accuracy_low], [row.accuracy_high - row.accuracy]]
+        if {"phi_low", "phi_high"} <= set(row.index) and not np.isnan(row.phi_low):
+            yerr = [[row.phi - row.phi_low], [row.phi_high - row.phi]]
+        ax.errorbar(
+            row.accuracy,
+            row.phi,
+            xerr=xerr,
+            yerr=yerr,
+            fmt=marker,
+            color=colour,
+            ecolor=colour,
+            elinewidth=0.8,
+            alpha=0.85,
+            markersize=7,
+            capsize=2,
+        )
+        ax.annotate(
+            str(row.precision),
+            (row.accuracy, row.phi),
+            fontsize=7,
+            xytext=(5, 4),
+            textcoords="offset points",
+        )
+    front = summary[pareto_front(summary.accuracy.to_numpy(), summary.phi.to_numpy())]
+    front = front.sort_values("accuracy")
+    ax.step(
+        front.accuracy,
+        front.phi,
+        where="post",
+        color="grey",
+        linewidth=1,
+        alpha=0.7,
+        zorder=0,
+        label="Pareto front",
+    )
+    for i, m in enumerate(mitigations):
+        ax.plot([], [], "s", color=colours(i % 10), label=f"mitigation: {m}")
+    for i, m in enumerate(methods):
+        ax.plot([], [], _MARKERS[i % len(_MARKERS)], color="black", label=f"method: {m}")
+    ax.set_xlabel("overall test accuracy (%)  →  better")
+    ax.set_ylabel("φ(D) = max G(a) − min G(a)  (lower is fairer)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_title(title or "Accuracy vs φ(D) by mitigation")
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)

@@ -1,0 +1,164 @@
+"""Read a run directory: ``results.csv``, the setup file and the optional ``explain/`` tables.
+
+A run directory (written by ``fairquant run``, ``fairquant mitigate`` or ``fairquant audit
+--out``) holds ``results.csv``, one long table with the audit columns
+(:data:`fairquant.audit.COLUMNS`) and the cell keys ``dataset, model, mitigation, seed``;
+``config.yaml`` or ``run.json`` (the setup, shown as written); and optionally ``explain/`` with
+one factor table per cell, ``<dataset>__<model>__<mitigation>__seed<k>.csv`` (the ``factors``
+of :class:`fairquant.explain.ExplainResult`), and further CSV tables such as ``curvature.csv``.
+An audit's ``results.csv`` has no cell keys: each missing key is taken as single-valued.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from fairquant.audit import COLUMNS
+from fairquant.errors import ConfigError
+
+#: The cell keys a run directory's ``results.csv`` adds in front of the audit columns.
+CELL_KEYS = ["dataset", "model", "mitigation", "seed"]
+#: Every column of a run directory's ``results.csv``, in order.
+RESULT_COLUMNS = [*CELL_KEYS, *COLUMNS]
+#: The setup files shown as written, in the order looked for.
+SETUP_FILES = ("config.yaml", "config.yml", "run.json")
+_TEXT = ["dataset", "model", "mitigation", "method", "precision", "group", "metric"]
+_NUMERIC = ["seed", "bits", "value", "ci_low", "ci_high"]
+_FACTOR_FILE = re.compile(
+    r"^(?P<dataset>.+)__(?P<model>.+)__(?P<mitigation>.+)__seed(?P<seed>\d+)$"
+)
+
+
+@dataclass
+class RunDir:
+    """What a report is made of.
+
+    ``results``: :data:`RESULT_COLUMNS`, every key filled (``defaults`` names the keys that
+    ``results.csv`` lacked and the value each was given). ``setup``: ``{file name: text}``.
+    ``factors``: ``{(dataset, model, mitigation, seed): factor table}``. ``tables``: other CSV
+    tables of ``explain/`` by file stem.
+    """
+
+    path: Path
+    results: pd.DataFrame
+    setup: dict[str, str] = field(default_factory=dict)
+    factors: dict[tuple[str, str, str, int], pd.DataFrame] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    defaults: dict[str, object] = field(default_factory=dict)
+
+
+def read_results(path: str | Path, *, name: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """``results.csv`` checked and with every cell key filled: ``(table, defaults used)``.
+
+    A missing key column gets one value: ``dataset`` the run directory's name (``name``),
+    ``model`` ``"model"``, ``mitigation`` ``"none"``, ``seed`` ``0``. Unknown columns, missing
+    audit columns, an empty table, a non-numeric or missing value and a duplicated row are
+    refused with a :class:`ConfigError` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} not found: a run directory holds the results.csv written by `fairquant "
+            "run`, `fairquant mitigate` or `fairquant audit --out DIR`"
+        )
+    try:  # strings as written: a group called "NA" stays "NA"
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"{path} is empty: expected the columns {RESULT_COLUMNS}") from None
+    unknown = [c for c in raw.columns if c not in RESULT_COLUMNS]
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown columns {unknown}; expected the columns {RESULT_COLUMNS} "
+            f"(the cell keys {CELL_KEYS} may be absent)"
+        )
+    missing = [c for c in COLUMNS if c not in raw.columns]
+    if missing:
+        raise ConfigError(f"{path}: missing columns {missing}; expected {RESULT_COLUMNS}")
+    if raw.empty:
+        raise ConfigError(f"{path} has a header but no rows: nothing to report")
+    defaults = {
+        "dataset": name or path.parent.resolve().name,
+        "model": "model",
+        "mitigation": "none",
+        "seed": "0",
+    }
+    defaults = {k: v for k, v in defaults.items() if k not in raw.columns}
+    table = raw.assign(**defaults)[RESULT_COLUMNS].copy()
+    for column in _NUMERIC:
+        text = table[column].str.strip()
+        number = pd.to_numeric(text.where(text != ""), errors="coerce")
+        bad = number.isna() & (text != "")
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise ConfigError(
+                f"{path}: column {column!r} must be numeric; row {row + 2} has "
+                f"{table[column].iloc[row]!r}"
+            )
+        if column not in ("ci_low", "ci_high") and number.isna().any():
+            row = int(number.isna().to_numpy().nonzero()[0][0])
+            raise ConfigError(f"{path}: column {column!r} is empty on row {row + 2}")
+        table[column] = number
+    table["seed"] = table.seed.astype(int)
+    table["bits"] = table.bits.astype(int)
+    for column in _TEXT:
+        table[column] = table[column].astype(str)
+    keys = [c for c in RESULT_COLUMNS if c not in ("bits", "value", "ci_low", "ci_high")]
+    dup = table.duplicated(keys)
+    if dup.any():
+        row = table[dup].iloc[0]
+        raise ConfigError(
+            f"{path}: {int(dup.sum())} duplicated rows, e.g. "
+            f"{ {k: row[k] for k in keys} }; each (cell, method, precision, group, metric) "
+            "must appear once"
+        )
+    return table, {k: (int(v) if k == "seed" else v) for k, v in defaults.items()}
+
+
+def _read_factors(path: Path) -> pd.DataFrame:
+    table = pd.read_csv(path, dtype={"precision": str, "group": str}, keep_default_na=False)
+    for column in table.columns.drop(["precision", "group"], errors="ignore"):
+        text = table[column].astype(str).str.strip()
+        number = pd.to_numeric(text.where(text != ""), errors="coerce")
+        if (number.isna() & (text != "")).any():
+            raise ConfigError(f"{path}: column {column!r} must be numeric")
+        table[column] = number
+    needed = {"precision", "group", "grad_norm", "trace", "lambda_max", "accuracy"}
+    if not needed <= set(table.columns):
+        raise ConfigError(
+            f"{path}: a factor table needs the columns {sorted(needed)}; missing "
+            f"{sorted(needed - set(table.columns))} (write it with ExplainResult.factors)"
+        )
+    if table.empty:
+        raise ConfigError(f"{path} has no rows")
+    return table
+
+
+def load_run(path: str | Path) -> RunDir:
+    """Read the run directory ``path`` (module docstring)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"run directory {path} does not exist or is not a folder")
+    results, defaults = read_results(path / "results.csv")
+    setup = {n: (path / n).read_text() for n in SETUP_FILES if (path / n).is_file()}
+    factors, tables = {}, {}
+    explain = path / "explain"
+    if explain.is_dir():
+        for file in sorted(explain.glob("*.csv")):
+            match = _FACTOR_FILE.match(file.stem)
+            if match:
+                key = (match["dataset"], match["model"], match["mitigation"], int(match["seed"]))
+                factors[key] = _read_factors(file)
+            else:
+                tables[file.stem] = pd.read_csv(file)
+        others = sorted(p.name for p in explain.iterdir() if p.suffix != ".csv")
+        if others:
+            warnings.warn(
+                f"{explain}: not reported (only CSV tables are): {', '.join(others)}",
+                stacklevel=2,
+            )
+    return RunDir(path, results, setup, factors, tables, defaults)
