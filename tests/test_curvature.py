@@ -8,8 +8,8 @@ from torch.func import functional_call, hessian, jacrev
 from fairquant.errors import ConfigError
 from fairquant.metrics.curvature import (
     GroupCurvature,
-    check_deterministic,
     SampleCurvature,
+    check_deterministic,
     group_curvature,
     group_traces,
     hutchinson,

@@ -499,18 +499,19 @@ def curvature_table(
 
 
 def _named_parameters(model: nn.Module, which: Parameters) -> dict[str, Tensor]:
-    """:func:`curvature_parameters` by name, detached (the point ``θ`` the curvature is taken at)."""
+    """:func:`curvature_parameters` by name, detached (the point ``θ`` of the curvature)."""
     chosen = {id(p) for p in curvature_parameters(model, which)}
     return {n: p.detach() for n, p in model.named_parameters() if id(p) in chosen}
 
 
 class SampleCurvature:
-    """Per-sample second-order terms of the cross-entropy, for every group in one pass (torch.func).
+    """Per-sample second-order terms of the cross-entropy, all groups in one pass (torch.func).
 
-    For sample ``i`` with logits ``z_i(θ)``, probabilities ``p_i`` and label ``y_i``, and a direction
-    ``v``, the second derivative of ``ℓ_i(θ + t v)`` at ``t = 0`` splits into
+    For sample ``i`` with logits ``z_i(θ)``, probabilities ``p_i`` and label ``y_i``, and a
+    direction ``v``, the second derivative of ``ℓ_i(θ + t v)`` at ``t = 0`` splits into
 
-        ``vᵀ H_i v = z_i'ᵀ Λ_i z_i' + r_iᵀ z_i''``,  ``Λ_i = diag p_i - p_i p_iᵀ``,  ``r_i = p_i - e_{y_i}``
+        ``vᵀ H_i v = z_i'ᵀ Λ_i z_i' + r_iᵀ z_i''``,
+        ``Λ_i = diag p_i - p_i p_iᵀ``,  ``r_i = p_i - e_{y_i}``
 
     with ``z' = J_i v`` and ``z'' = vᵀ ∇²z_i v``: the generalized Gauss-Newton (GGN) part and the
     residual. Both come from one forward-over-forward pass (``jvp`` of ``jvp``; no backward pass, no
@@ -583,48 +584,41 @@ class SampleCurvature:
                 out.append((lam * gram.double()).sum((1, 2)))
         return self._group_mean(torch.cat(out))
 
+    def _directional(self, v: Tensor):
+        """Per chunk of samples: logits ``z``, ``z'`` and ``z''`` along each probe, ``(m, b, C)``,
+        with the chunk's labels (forward over forward; no graph is kept)."""
+        params = list(self.theta.values())
+        shaped = dict(zip(self.theta, _unflat(v, params), strict=True))
+        for s in range(0, len(self.x), self.chunk):
+            xs, ys = self.x[s : s + self.chunk], self.y[s : s + self.chunk]
+
+            def along(direction, xs=xs):
+                def first(theta):
+                    return torch.func.jvp(lambda th: self._logits(th, xs), (theta,), (direction,))
+
+                (z, z1), (_, z2) = torch.func.jvp(first, (self.theta,), (direction,))
+                return z, z1, z2
+
+            with torch.no_grad():
+                z, z1, z2 = torch.func.vmap(along)(shaped)
+            yield z.double(), z1.double(), z2.double(), ys
+
     def residual_forms(self, v: Tensor) -> Tensor:
-        """``vᵀ R_a v`` per probe and group, ``(m, K)``, for flat probes ``v`` of shape ``(m, dim)``."""
-        names = list(self.theta)
-        shaped = {n: t for n, t in zip(names, _unflat(v, list(self.theta.values())), strict=True)}
+        """``vᵀ R_a v`` per probe and group, ``(m, K)``, for flat probes ``v`` ``(m, dim)``."""
         forms = []
-        with torch.no_grad():
-            for s in range(0, len(self.x), self.chunk):
-                xs, ys = self.x[s : s + self.chunk], self.y[s : s + self.chunk]
-
-                def second(direction, xs=xs):
-                    def first(theta):
-                        return torch.func.jvp(lambda t: self._logits(t, xs), (theta,), (direction,))
-
-                    (z, _), (_, z2) = torch.func.jvp(first, (self.theta,), (direction,))
-                    return z, z2
-
-                z, z2 = torch.func.vmap(second)(shaped)  # (m, b, C) each
-                r = z.double().softmax(-1) - F.one_hot(ys, z.shape[-1]).double()
-                forms.append((r * z2.double()).sum(-1))
+        for z, _, z2, ys in self._directional(v):
+            r = z.softmax(-1) - F.one_hot(ys, z.shape[-1]).double()
+            forms.append((r * z2).sum(-1))
         return self._group_mean(torch.cat(forms, dim=1))
 
     def hessian_forms(self, v: Tensor) -> Tensor:
-        """``vᵀ H_a v`` per probe and group, ``(m, K)``: both parts of the split (class docstring)."""
-        names = list(self.theta)
-        shaped = {n: t for n, t in zip(names, _unflat(v, list(self.theta.values())), strict=True)}
+        """``vᵀ H_a v`` per probe and group, ``(m, K)``: both parts of the split (class doc)."""
         forms = []
-        with torch.no_grad():
-            for s in range(0, len(self.x), self.chunk):
-                xs, ys = self.x[s : s + self.chunk], self.y[s : s + self.chunk]
-
-                def second(direction, xs=xs):
-                    def first(theta):
-                        return torch.func.jvp(lambda t: self._logits(t, xs), (theta,), (direction,))
-
-                    (z, z1), (_, z2) = torch.func.jvp(first, (self.theta,), (direction,))
-                    return z, z1, z2
-
-                z, z1, z2 = (t.double() for t in torch.func.vmap(second)(shaped))
-                p = z.softmax(-1)
-                r = p - F.one_hot(ys, z.shape[-1]).double()
-                ggn = (p * z1**2).sum(-1) - (p * z1).sum(-1) ** 2
-                forms.append(ggn + (r * z2).sum(-1))
+        for z, z1, z2, ys in self._directional(v):
+            p = z.softmax(-1)
+            r = p - F.one_hot(ys, z.shape[-1]).double()
+            ggn = (p * z1**2).sum(-1) - (p * z1).sum(-1) ** 2
+            forms.append(ggn + (r * z2).sum(-1))
         return self._group_mean(torch.cat(forms, dim=1))
 
 
@@ -644,26 +638,26 @@ def group_traces(
     ``Tr(G_a)`` is exact (:meth:`SampleCurvature.ggn_trace`; ``stderr`` 0, no probes). With
     ``piecewise_linear=True`` the caller asserts the network is piecewise linear in each layer's
     weights (ReLU, pooling, BatchNorm in eval mode, residual sums: the registered models), where
-    ``Tr(R_a) = 0`` exactly (class docstring of :class:`SampleCurvature`), so ``Tr(H_a) = Tr(G_a)``
-    is returned exact too. Otherwise, for the Hessian, Rademacher probes shared by all groups are drawn in blocks of ``block`` (one
-    forward-over-forward pass over the data per block) until every group's standard error is at
-    most ``rtol`` times its estimate (at least ``min_probes``, at most ``max_probes``; ``rtol=0``:
-    exactly ``max_probes``). ``matvecs`` counts the probes; each covers every group at once.
+    ``Tr(R_a) = 0`` exactly (:class:`SampleCurvature`), so ``Tr(H_a) = Tr(G_a)`` is returned
+    exact too. Otherwise, for the Hessian, Rademacher probes shared by all groups are drawn in
+    blocks of ``block`` (one forward-over-forward pass over the data per block) until every
+    group's standard error is at most ``rtol`` times its estimate (at least ``min_probes``, at
+    most ``max_probes``; ``rtol=0``: exactly ``max_probes``). ``matvecs`` counts the probes; each
+    covers every group at once.
     """
     if curvature not in ("hessian", "ggn"):
         raise ConfigError(f"curvature must be 'hessian' or 'ggn'; got {curvature!r}")
     _check_budget(rtol, min_probes, max_probes, block)
     ggn = op.ggn_trace()
-    present = op.present()
     if curvature == "ggn" or piecewise_linear:
         return [TraceEstimate(ggn[a].item(), 0.0, 0) for a in range(len(ggn))]
+    present = op.present()
     samples: list[Tensor] = []
     drawn = 0
     while drawn < max_probes:
         m = min(block, max_probes - drawn)
-        samples.append(
-            op.residual_forms(rademacher(m, op.dim, generator=generator, dtype=op.dtype))
-        )
+        probes = rademacher(m, op.dim, generator=generator, dtype=op.dtype)
+        samples.append(op.residual_forms(probes))
         drawn += m
         q = torch.cat(samples)
         mean, se = q.mean(0), q.std(0) / math.sqrt(len(q))
