@@ -436,6 +436,7 @@ def curvature_table(
     group_names: list[str],
     *,
     trace_method: Literal["hutchpp", "hutchinson"] = "hutchpp",
+    traces: list[TraceEstimate] | None = None,
     rtol: float = 0.05,
     min_probes: int = 10,
     max_probes: int = 200,
@@ -452,7 +453,8 @@ def curvature_table(
     ``group, n, loss, grad_norm, trace, trace_se, trace_matvecs, lambda_max, lambda_matvecs``.
     The trace stops at ``trace_se <= rtol * |trace|`` (at least ``min_probes``, at most
     ``max_probes`` probes); ``lambda_max`` (Lanczos, largest algebraic) at a residual
-    ``<= eig_rtol * |λ|`` or ``eig_max_iter`` matvecs.
+    ``<= eig_rtol * |λ|`` or ``eig_max_iter`` matvecs. ``traces`` (one per group, e.g. from
+    :func:`group_traces`) replace the per-group trace estimate.
     """
     if trace_method not in ("hutchpp", "hutchinson"):
         raise ConfigError(f"trace_method must be 'hutchpp' or 'hutchinson'; got {trace_method!r}")
@@ -469,7 +471,9 @@ def curvature_table(
             "generator": gen,
             "dtype": op.dtype,
         }
-        if trace_method == "hutchpp":
+        if traces is not None:
+            tr = traces[a]
+        elif trace_method == "hutchpp":
             tr = hutchpp(mv, op.dim, sketch=min(sketch, op.dim - 1), **budget)
         else:
             tr = hutchinson(mv, op.dim, **budget)
