@@ -17,7 +17,7 @@ the same threads, model and data:
   with its default stopping rule (``maxIter=100, tol=1e-3``: stop when the running mean changes by
   less than 0.1 %), one ``hessian`` object per group, and its relative error against the
   reference; and PyHessian's probes continued until *its* relative standard error reaches
-  ``--rtol`` (at most 300 probes).
+  ``--rtol`` (at most ``--max-probes``).
 * **lambda_max**: fairquant's Lanczos (largest algebraic, Ritz-residual stop at ``--eig-rtol``)
   against PyHessian's power iteration (default ``maxIter=100, tol=1e-3``); agreement in %.
 
@@ -96,7 +96,7 @@ def _draw(test, groups: int, images: int, seed: int):
     return test.x[idx], test.y[idx], test.g[idx]
 
 
-def _pyhessian_trace(model, x, y, rtol: float, seed: int):
+def _pyhessian_trace(model, x, y, rtol: float, max_probes: int, seed: int):
     """PyHessian's default rule, then its probes continued to ``rtol`` relative SE."""
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
@@ -105,7 +105,7 @@ def _pyhessian_trace(model, x, y, rtol: float, seed: int):
     default = list(h.trace())
     t_default = time.perf_counter() - start
     more = list(default)
-    while len(more) < 300:
+    while len(more) < max_probes:
         se = np.std(more, ddof=1) / math.sqrt(len(more)) if len(more) > 1 else math.inf
         if len(more) >= 10 and se <= rtol * abs(np.mean(more)):
             break
@@ -125,6 +125,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--groups", type=int, default=5)
     ap.add_argument("--rtol", type=float, default=0.05)
+    ap.add_argument("--max-probes", type=int, default=300, help="cap of both trace estimators")
     ap.add_argument("--eig-rtol", type=float, default=1e-2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (both)")
@@ -148,7 +149,7 @@ def main() -> None:
     op = SampleCurvature(model, x, y, g, k, parameters="all")  # PyHessian: all parameters
     ggn = op.ggn_trace()
     t_exact = time.perf_counter() - start
-    ours = group_traces(op, rtol=args.rtol, generator=gen)
+    ours = group_traces(op, rtol=args.rtol, max_probes=args.max_probes, generator=gen)
     t_general = time.perf_counter() - start
     print(
         f"dimension {op.dim}; exact GGN traces {t_exact:.1f}s, general estimator {t_general:.1f}s"
@@ -166,7 +167,9 @@ def main() -> None:
     t_ph_default = t_ph_more = t_ph_lam = 0.0
     for a in range(k):
         m = g == a
-        d, td, more, tm = _pyhessian_trace(model, x[m], y[m], args.rtol, args.seed + a)
+        d, td, more, tm = _pyhessian_trace(
+            model, x[m], y[m], args.rtol, args.max_probes, args.seed + a
+        )
         ph_default.append(d)
         ph_more.append(more)
         t_ph_default += td
