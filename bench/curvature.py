@@ -17,7 +17,7 @@ the same threads, model and data:
   with its default stopping rule (``maxIter=100, tol=1e-3``: stop when the running mean changes by
   less than 0.1 %), one ``hessian`` object per group, and its relative error against the
   reference; and PyHessian's probes continued until *its* relative standard error reaches
-  ``--rtol`` (at most ``--max-probes``).
+  ``--rtol`` (at most ``--ph-max-probes``).
 * **lambda_max**: fairquant's Lanczos (largest algebraic, Ritz-residual stop at ``--eig-rtol``)
   against PyHessian's power iteration (default ``maxIter=100, tol=1e-3``); agreement in %.
 
@@ -125,7 +125,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--groups", type=int, default=5)
     ap.add_argument("--rtol", type=float, default=0.05)
-    ap.add_argument("--max-probes", type=int, default=300, help="cap of both trace estimators")
+    ap.add_argument("--max-probes", type=int, default=300, help="cap of fairquant's probes")
+    ap.add_argument("--ph-max-probes", type=int, default=300, help="cap of PyHessian's probes")
     ap.add_argument("--eig-rtol", type=float, default=1e-2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (both)")
@@ -168,7 +169,7 @@ def main() -> None:
     for a in range(k):
         m = g == a
         d, td, more, tm = _pyhessian_trace(
-            model, x[m], y[m], args.rtol, args.max_probes, args.seed + a
+            model, x[m], y[m], args.rtol, args.ph_max_probes, args.seed + a
         )
         ph_default.append(d)
         ph_more.append(more)
