@@ -209,3 +209,31 @@ def test_piecewise_linear_trace_is_the_exact_ggn_trace(tiny):
     tanh, *_ = tiny
     ggn = SampleCurvature(tanh, x, y, g, K, parameters="all").ggn_trace()
     assert abs(ggn[0].item() - _exact(tanh, x, y, g, 0, "hessian")[1].trace().item()) > 0.1
+
+
+class _TinyResidual(nn.Module):
+    """Conv + BatchNorm (eval) + ReLU with a residual sum, average pooling and a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(2)
+        self.fc = nn.Linear(2, 3)
+
+    def forward(self, x):
+        out = torch.relu(x + self.bn(self.conv(x)))
+        return self.fc(nn.functional.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def test_piecewise_linear_identity_holds_for_a_residual_conv_net():
+    torch.manual_seed(2)
+    model = _TinyResidual()
+    model.bn.running_mean.normal_()
+    model.bn.running_var.uniform_(0.5, 2.0)
+    model = model.double().eval()
+    x = torch.randn(30, 2, 4, 4, dtype=torch.float64)
+    y, g = torch.randint(0, 3, (30,)), torch.arange(30) % 2
+    ggn = SampleCurvature(model, x, y, g, 2, parameters="all").ggn_trace()
+    for a in range(2):
+        _, h = _exact(model, x, y, g, a, "hessian")
+        assert ggn[a].item() == pytest.approx(h.trace().item(), rel=1e-10)
