@@ -14,6 +14,7 @@ from fairquant.metrics.curvature import (
     group_traces,
     hutchinson,
     hutchpp,
+    is_piecewise_linear,
     lanczos_max,
 )
 
@@ -237,3 +238,13 @@ def test_piecewise_linear_identity_holds_for_a_residual_conv_net():
     for a in range(2):
         _, h = _exact(model, x, y, g, a, "hessian")
         assert ggn[a].item() == pytest.approx(h.trace().item(), rel=1e-10)
+
+
+def test_piecewise_linear_detection(tiny):
+    from fairquant.models import ModelSpec, build_model
+
+    for name in ("resnet18", "cnn"):
+        assert is_piecewise_linear(build_model(ModelSpec(name, 2), in_channels=1, num_classes=3))
+    assert is_piecewise_linear(_relu_tiny())
+    assert not is_piecewise_linear(tiny[0])  # tanh
+    assert not is_piecewise_linear(_TinyResidual())  # a custom forward: not known, so refused

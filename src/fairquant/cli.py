@@ -493,7 +493,7 @@ def explain(
             parse_precisions(precisions),
             train_counts=dataset.counts()["train"],
             curvature=curvature,  # type: ignore[arg-type]
-            piecewise_linear=piecewise_linear,
+            piecewise_linear=piecewise_linear or None,
             rtol=rtol,
             max_probes=probes,
             samples_per_group=samples_per_group,

@@ -42,6 +42,7 @@ from fairquant.metrics.curvature import (
     check_deterministic,
     curvature_table,
     group_traces,
+    is_piecewise_linear,
 )
 from fairquant.metrics.diagnostics import flow_metrics, samples_frame
 from fairquant.metrics.functional import group_counts
@@ -121,7 +122,7 @@ def explain_model(
     train_counts: list[int] | None = None,
     curvature: Curvature = "hessian",
     trace_method: Literal["split", "hutchpp"] = "split",
-    piecewise_linear: bool = False,
+    piecewise_linear: bool | None = None,
     rtol: float = 0.05,
     max_probes: int = 100,
     sketch: int = 10,
@@ -137,7 +138,8 @@ def explain_model(
     Curvature: the trace by ``trace_method`` — ``"split"`` (default, fast): the exact per-group
     GGN trace plus a Hutchinson estimate of the residual ``H - G`` with probes shared by all
     groups (:func:`~fairquant.metrics.curvature.group_traces`; ``piecewise_linear=True`` takes the
-    residual's trace as 0, exact for ReLU/BatchNorm networks such as the registered models), or
+    residual's trace as 0, exact for ReLU/BatchNorm networks; ``None``, the default, decides by
+    :func:`~fairquant.metrics.curvature.is_piecewise_linear`: true for the registered models), or
     ``"hutchpp"`` per group — each to ``rtol`` relative standard error with at most
     ``max_probes`` probes; Lanczos ``λ_max`` to a residual of ``eig_rtol * λ`` or ``eig_max_iter``
     matvecs) is taken over the quantized layers' weights of each
@@ -195,7 +197,11 @@ def explain_model(
                     curvature=curvature,
                     rtol=rtol,
                     max_probes=max_probes,
-                    piecewise_linear=piecewise_linear,
+                    piecewise_linear=(
+                        is_piecewise_linear(qmodel)
+                        if piecewise_linear is None
+                        else piecewise_linear
+                    ),
                     generator=torch.Generator().manual_seed(seed),
                 )
             elif trace_method != "hutchpp":

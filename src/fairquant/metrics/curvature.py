@@ -37,6 +37,8 @@ from torch import Tensor, nn
 
 from fairquant.errors import ConfigError, DataError
 from fairquant.metrics.functional import group_counts
+from fairquant.models.cnn import SmallCNN
+from fairquant.models.resnet import BasicBlock, ResNet18
 from fairquant.quant.model import quantized_layers
 
 MatVec = Callable[[Tensor], Tensor]
@@ -508,6 +510,45 @@ def _named_parameters(model: nn.Module, which: Parameters) -> dict[str, Tensor]:
     return {n: p.detach() for n, p in model.named_parameters() if id(p) in chosen}
 
 
+#: Modules that are piecewise linear in their input and linear in each of their own weights
+#: (BatchNorm in eval mode), and fairquant's models, whose forward only composes such modules
+#: with sums, pooling and flattening.
+PIECEWISE_LINEAR = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.Linear,
+    nn.modules.batchnorm._BatchNorm,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Flatten,
+    nn.Identity,
+    nn.Dropout,
+    nn.Sequential,
+    ResNet18,
+    BasicBlock,
+    SmallCNN,
+)
+
+
+def is_piecewise_linear(model: nn.Module) -> bool:
+    """Whether every module of ``model`` is one of :data:`PIECEWISE_LINEAR` (in eval mode), so that
+    each logit is linear in each layer's weights and ``Tr(H_a) = Tr(G_a)`` exactly
+    (:class:`SampleCurvature`). Conservative: any other module (a custom forward) gives ``False``.
+    """
+    return all(
+        type(m) in PIECEWISE_LINEAR or isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for m in model.modules()
+    )
+
+
 class SampleCurvature:
     """Per-sample second-order terms of the cross-entropy, all groups in one pass (torch.func).
 
@@ -541,7 +582,7 @@ class SampleCurvature:
         num_groups: int,
         *,
         parameters: Parameters = "quantized",
-        chunk: int = 250,
+        chunk: int = 64,
     ) -> None:
         if not len(x) == len(y) == len(g):
             raise DataError(f"x, y and g differ in length: {len(x)}, {len(y)}, {len(g)}")
