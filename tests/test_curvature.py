@@ -8,10 +8,13 @@ from torch.func import functional_call, hessian, jacrev
 from fairquant.errors import ConfigError
 from fairquant.metrics.curvature import (
     GroupCurvature,
+    SampleCurvature,
     check_deterministic,
     group_curvature,
+    group_traces,
     hutchinson,
     hutchpp,
+    is_piecewise_linear,
     lanczos_max,
 )
 
@@ -158,3 +161,90 @@ def test_bad_options_are_named():
         hutchinson(lambda v: v, 3, min_probes=1, generator=gen)
     with pytest.raises(ConfigError, match="sketch"):
         hutchpp(lambda v: v, 3, sketch=3, generator=gen)
+
+
+def _relu_tiny():
+    """A ReLU MLP with BatchNorm in eval mode (piecewise linear in each layer's weights)."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(6, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 4))
+    model[1].running_mean.normal_()
+    model[1].running_var.uniform_(0.5, 2.0)
+    return model.double().eval()
+
+
+def test_sample_curvature_forms_and_ggn_trace_are_exact(tiny):
+    model, x, y, g = tiny
+    op = SampleCurvature(model, x, y, g, K, parameters="all", chunk=40)
+    v = torch.randn(3, op.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    forms, residual, ggn = op.hessian_forms(v), op.residual_forms(v), op.ggn_trace()
+    for a in range(K):
+        _, h = _exact(model, x, y, g, a, "hessian")
+        _, gn = _exact(model, x, y, g, a, "ggn")
+        torch.testing.assert_close(forms[:, a], ((v @ h) * v).sum(1), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            residual[:, a], ((v @ (h - gn)) * v).sum(1), rtol=1e-10, atol=1e-12
+        )
+        assert ggn[a].item() == pytest.approx(gn.trace().item(), rel=1e-10)
+
+
+def test_group_traces_match_exact_within_se(tiny):
+    model, x, y, g = tiny
+    op = SampleCurvature(model, x, y, g, K, parameters="all")
+    est = group_traces(op, rtol=0.05, generator=torch.Generator().manual_seed(0))
+    for a, t in enumerate(est):
+        _, h = _exact(model, x, y, g, a, "hessian")
+        assert abs(t.value - h.trace().item()) <= 3 * t.stderr
+        assert t.rel_error <= 0.05 and t.matvecs == est[0].matvecs <= 500
+
+
+def test_piecewise_linear_trace_is_the_exact_ggn_trace(tiny):
+    model = _relu_tiny()
+    _, x, y, g = tiny
+    op = SampleCurvature(model, x, y, g, K, parameters="all")
+    est = group_traces(op, piecewise_linear=True, generator=torch.Generator())
+    for a in range(K):
+        _, h = _exact(model, x, y, g, a, "hessian")
+        assert est[a].value == pytest.approx(h.trace().item(), rel=1e-10)
+        assert est[a].stderr == 0 and est[a].matvecs == 0
+    # the identity needs piecewise linearity: the tanh model's traces differ
+    tanh, *_ = tiny
+    ggn = SampleCurvature(tanh, x, y, g, K, parameters="all").ggn_trace()
+    assert abs(ggn[0].item() - _exact(tanh, x, y, g, 0, "hessian")[1].trace().item()) > 0.1
+
+
+class _TinyResidual(nn.Module):
+    """Conv + BatchNorm (eval) + ReLU with a residual sum, average pooling and a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(2)
+        self.fc = nn.Linear(2, 3)
+
+    def forward(self, x):
+        out = torch.relu(x + self.bn(self.conv(x)))
+        return self.fc(nn.functional.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def test_piecewise_linear_identity_holds_for_a_residual_conv_net():
+    torch.manual_seed(2)
+    model = _TinyResidual()
+    model.bn.running_mean.normal_()
+    model.bn.running_var.uniform_(0.5, 2.0)
+    model = model.double().eval()
+    x = torch.randn(30, 2, 4, 4, dtype=torch.float64)
+    y, g = torch.randint(0, 3, (30,)), torch.arange(30) % 2
+    ggn = SampleCurvature(model, x, y, g, 2, parameters="all").ggn_trace()
+    for a in range(2):
+        _, h = _exact(model, x, y, g, a, "hessian")
+        assert ggn[a].item() == pytest.approx(h.trace().item(), rel=1e-10)
+
+
+def test_piecewise_linear_detection(tiny):
+    from fairquant.models import ModelSpec, build_model
+
+    for name in ("resnet18", "cnn"):
+        assert is_piecewise_linear(build_model(ModelSpec(name, 2), in_channels=1, num_classes=3))
+    assert is_piecewise_linear(_relu_tiny())
+    assert not is_piecewise_linear(tiny[0])  # tanh
+    assert not is_piecewise_linear(_TinyResidual())  # a custom forward: not known, so refused

@@ -459,6 +459,12 @@ def explain(
         float, typer.Option(min=0.0, help="Stop the trace at this relative standard error.")
     ] = 0.05,
     curvature: Annotated[str, typer.Option(help="hessian or ggn.")] = "hessian",
+    piecewise_linear: Annotated[
+        bool,
+        typer.Option(
+            help="The model is piecewise linear (ReLU/BatchNorm): trace exact, no probes."
+        ),
+    ] = False,
     samples_per_group: Annotated[
         int | None, typer.Option(min=1, help="Curvature on at most this many test samples a group.")
     ] = None,
@@ -487,6 +493,7 @@ def explain(
             parse_precisions(precisions),
             train_counts=dataset.counts()["train"],
             curvature=curvature,  # type: ignore[arg-type]
+            piecewise_linear=piecewise_linear or None,
             rtol=rtol,
             max_probes=probes,
             samples_per_group=samples_per_group,

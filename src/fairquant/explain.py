@@ -24,6 +24,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 import torch
@@ -37,8 +38,11 @@ from fairquant.errors import ConfigError
 from fairquant.metrics.curvature import (
     Curvature,
     GroupCurvature,
+    SampleCurvature,
     check_deterministic,
     curvature_table,
+    group_traces,
+    is_piecewise_linear,
 )
 from fairquant.metrics.diagnostics import flow_metrics, samples_frame
 from fairquant.metrics.functional import group_counts
@@ -117,6 +121,8 @@ def explain_model(
     *,
     train_counts: list[int] | None = None,
     curvature: Curvature = "hessian",
+    trace_method: Literal["split", "hutchpp"] = "split",
+    piecewise_linear: bool | None = None,
     rtol: float = 0.05,
     max_probes: int = 100,
     sketch: int = 10,
@@ -129,8 +135,13 @@ def explain_model(
 ) -> ExplainResult:
     """Impact flow and curvature per group of ``model`` at fp32 and each of ``precisions``.
 
-    Curvature (Hutch++ trace to ``rtol`` relative standard error with at most ``max_probes``
-    residual probes; Lanczos ``λ_max`` to a residual of ``eig_rtol * λ`` or ``eig_max_iter``
+    Curvature: the trace by ``trace_method`` — ``"split"`` (default, fast): the exact per-group
+    GGN trace plus a Hutchinson estimate of the residual ``H - G`` with probes shared by all
+    groups (:func:`~fairquant.metrics.curvature.group_traces`; ``piecewise_linear=True`` takes the
+    residual's trace as 0, exact for ReLU/BatchNorm networks; ``None``, the default, decides by
+    :func:`~fairquant.metrics.curvature.is_piecewise_linear`: true for the registered models), or
+    ``"hutchpp"`` per group — each to ``rtol`` relative standard error with at most
+    ``max_probes`` probes; Lanczos ``λ_max`` to a residual of ``eig_rtol * λ`` or ``eig_max_iter``
     matvecs) is taken over the quantized layers' weights of each
     precision's model in float32 (fp16/bf16 copies are cast back to float32), on at most
     ``samples_per_group`` test samples per group (all by default); everything else uses the
@@ -179,9 +190,28 @@ def explain_model(
                         flow_rows.append((p.name, p.bits, group_names[a], metric, value))
             samples.append(samples_frame(p.name, logits, test.y, test.g, group_names))
             op = GroupCurvature(qmodel.float(), sub.x, sub.y, sub.g, k, curvature=curvature)
+            traces = None
+            if trace_method == "split":
+                traces = group_traces(
+                    SampleCurvature(qmodel.float(), sub.x, sub.y, sub.g, k),
+                    curvature=curvature,
+                    rtol=rtol,
+                    max_probes=max_probes,
+                    piecewise_linear=(
+                        is_piecewise_linear(qmodel)
+                        if piecewise_linear is None
+                        else piecewise_linear
+                    ),
+                    generator=torch.Generator().manual_seed(seed),
+                )
+            elif trace_method != "hutchpp":
+                raise ConfigError(
+                    f"trace_method must be 'split' or 'hutchpp'; got {trace_method!r}"
+                )
             table = curvature_table(
                 op,
                 group_names,
+                traces=traces,
                 rtol=rtol,
                 max_probes=max_probes,
                 sketch=sketch,

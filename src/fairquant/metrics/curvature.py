@@ -37,6 +37,8 @@ from torch import Tensor, nn
 
 from fairquant.errors import ConfigError, DataError
 from fairquant.metrics.functional import group_counts
+from fairquant.models.cnn import SmallCNN
+from fairquant.models.resnet import BasicBlock, ResNet18
 from fairquant.quant.model import quantized_layers
 
 MatVec = Callable[[Tensor], Tensor]
@@ -436,6 +438,7 @@ def curvature_table(
     group_names: list[str],
     *,
     trace_method: Literal["hutchpp", "hutchinson"] = "hutchpp",
+    traces: list[TraceEstimate] | None = None,
     rtol: float = 0.05,
     min_probes: int = 10,
     max_probes: int = 200,
@@ -452,7 +455,8 @@ def curvature_table(
     ``group, n, loss, grad_norm, trace, trace_se, trace_matvecs, lambda_max, lambda_matvecs``.
     The trace stops at ``trace_se <= rtol * |trace|`` (at least ``min_probes``, at most
     ``max_probes`` probes); ``lambda_max`` (Lanczos, largest algebraic) at a residual
-    ``<= eig_rtol * |λ|`` or ``eig_max_iter`` matvecs.
+    ``<= eig_rtol * |λ|`` or ``eig_max_iter`` matvecs. ``traces`` (one per group, e.g. from
+    :func:`group_traces`) replace the per-group trace estimate.
     """
     if trace_method not in ("hutchpp", "hutchinson"):
         raise ConfigError(f"trace_method must be 'hutchpp' or 'hutchinson'; got {trace_method!r}")
@@ -469,7 +473,9 @@ def curvature_table(
             "generator": gen,
             "dtype": op.dtype,
         }
-        if trace_method == "hutchpp":
+        if traces is not None:
+            tr = traces[a]
+        elif trace_method == "hutchpp":
             tr = hutchpp(mv, op.dim, sketch=min(sketch, op.dim - 1), **budget)
         else:
             tr = hutchinson(mv, op.dim, **budget)
@@ -496,3 +502,212 @@ def curvature_table(
             }
         )
     return pd.DataFrame(rows)
+
+
+def _named_parameters(model: nn.Module, which: Parameters) -> dict[str, Tensor]:
+    """:func:`curvature_parameters` by name, detached (the point ``θ`` of the curvature)."""
+    chosen = {id(p) for p in curvature_parameters(model, which)}
+    return {n: p.detach() for n, p in model.named_parameters() if id(p) in chosen}
+
+
+#: Modules that are piecewise linear in their input and linear in each of their own weights
+#: (BatchNorm in eval mode), and fairquant's models, whose forward only composes such modules
+#: with sums, pooling and flattening.
+PIECEWISE_LINEAR = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.Linear,
+    nn.modules.batchnorm._BatchNorm,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Flatten,
+    nn.Identity,
+    nn.Dropout,
+    nn.Sequential,
+    ResNet18,
+    BasicBlock,
+    SmallCNN,
+)
+
+
+def is_piecewise_linear(model: nn.Module) -> bool:
+    """Whether every module of ``model`` is one of :data:`PIECEWISE_LINEAR` (in eval mode), so that
+    each logit is linear in each layer's weights and ``Tr(H_a) = Tr(G_a)`` exactly
+    (:class:`SampleCurvature`). Conservative: any other module (a custom forward) gives ``False``.
+    """
+    return all(
+        type(m) in PIECEWISE_LINEAR or isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for m in model.modules()
+    )
+
+
+class SampleCurvature:
+    """Per-sample second-order terms of the cross-entropy, all groups in one pass (torch.func).
+
+    For sample ``i`` with logits ``z_i(θ)``, probabilities ``p_i`` and label ``y_i``, and a
+    direction ``v``, the second derivative of ``ℓ_i(θ + t v)`` at ``t = 0`` splits into
+
+        ``vᵀ H_i v = z_i'ᵀ Λ_i z_i' + r_iᵀ z_i''``,
+        ``Λ_i = diag p_i - p_i p_iᵀ``,  ``r_i = p_i - e_{y_i}``
+
+    with ``z' = J_i v`` and ``z'' = vᵀ ∇²z_i v``: the generalized Gauss-Newton (GGN) part and the
+    residual. Both come from one forward-over-forward pass (``jvp`` of ``jvp``; no backward pass, no
+    kept graph), for *all* samples at once, so a probe shared by every group gives each group's
+    quadratic form ``vᵀ H_a v = 1/n_a Σ_{i∈a} vᵀ H_i v`` from one pass over the data.
+
+    The GGN part needs no probes at all: ``Tr(J_iᵀ Λ_i J_i) = Σ_cd Λ_i,cd (J_i J_iᵀ)_cd`` is exact
+    from the per-sample Jacobians (``vmap`` of ``jacrev``: ``C`` backward passes). So
+    ``Tr(H_a) = Tr(G_a) + Tr(R_a)`` with ``Tr(G_a)`` exact and only the residual ``R_a`` estimated
+    by Hutchinson — a control variate: its variance ``2||offdiag R_a||_F²`` replaces the Hessian's,
+    whose top outliers (the GGN's) dominate it. For a piecewise-linear network (ReLU, max/avg
+    pooling, BatchNorm in eval mode) every logit is linear in each layer's weights, so ``∇²z`` has
+    zero diagonal blocks and ``Tr(R_a) = 0``: the estimate then only averages noise around the exact
+    ``Tr(G_a)``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        g: Tensor,
+        num_groups: int,
+        *,
+        parameters: Parameters = "quantized",
+        chunk: int = 64,
+    ) -> None:
+        if not len(x) == len(y) == len(g):
+            raise DataError(f"x, y and g differ in length: {len(x)}, {len(y)}, {len(g)}")
+        if chunk < 1:
+            raise ConfigError(f"chunk must be >= 1; got {chunk}")
+        self.model = check_deterministic(model, x[: min(len(x), 8)])
+        self.theta = _named_parameters(model, parameters)
+        self.dim = sum(p.numel() for p in self.theta.values())
+        self.dtype = next(iter(self.theta.values())).dtype
+        self.x, self.y, self.g = x.to(self.dtype), y, g
+        self.counts = group_counts(g, num_groups)
+        self.chunk = chunk
+
+    def present(self) -> list[int]:
+        """Groups with at least one sample."""
+        return [a for a in range(len(self.counts)) if self.counts[a] > 0]
+
+    def _group_mean(self, values: Tensor) -> Tensor:
+        """``(..., N)`` per-sample values -> ``(..., K)`` group means (0 for an empty group)."""
+        k = len(self.counts)
+        sums = torch.zeros(*values.shape[:-1], k, dtype=torch.float64)
+        sums.index_add_(-1, self.g, values.double())
+        return sums / self.counts.clamp(min=1)
+
+    def _logits(self, theta: dict[str, Tensor], x: Tensor) -> Tensor:
+        return torch.func.functional_call(self.model, theta, (x,))
+
+    def ggn_trace(self) -> Tensor:
+        """Exact ``Tr(G_a)`` per group, float64 ``(K,)``, from per-sample Jacobians."""
+        out = []
+        with torch.no_grad():
+            for s in range(0, len(self.x), self.chunk):
+                xs = self.x[s : s + self.chunk]
+
+                def one(theta, xi):
+                    return self._logits(theta, xi[None])[0]
+
+                jac = torch.func.vmap(torch.func.jacrev(one), in_dims=(None, 0))(self.theta, xs)
+                gram = sum(
+                    torch.einsum("bcp,bdp->bcd", j.flatten(2), j.flatten(2)) for j in jac.values()
+                )
+                p = self._logits(self.theta, xs).double().softmax(1)
+                lam = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+                out.append((lam * gram.double()).sum((1, 2)))
+        return self._group_mean(torch.cat(out))
+
+    def _directional(self, v: Tensor):
+        """Per chunk of samples: logits ``z``, ``z'`` and ``z''`` along each probe, ``(m, b, C)``,
+        with the chunk's labels (forward over forward; no graph is kept)."""
+        params = list(self.theta.values())
+        shaped = dict(zip(self.theta, _unflat(v, params), strict=True))
+        for s in range(0, len(self.x), self.chunk):
+            xs, ys = self.x[s : s + self.chunk], self.y[s : s + self.chunk]
+
+            def along(direction, xs=xs):
+                def first(theta):
+                    return torch.func.jvp(lambda th: self._logits(th, xs), (theta,), (direction,))
+
+                (z, z1), (_, z2) = torch.func.jvp(first, (self.theta,), (direction,))
+                return z, z1, z2
+
+            with torch.no_grad():
+                z, z1, z2 = torch.func.vmap(along)(shaped)
+            yield z.double(), z1.double(), z2.double(), ys
+
+    def residual_forms(self, v: Tensor) -> Tensor:
+        """``vᵀ R_a v`` per probe and group, ``(m, K)``, for flat probes ``v`` ``(m, dim)``."""
+        forms = []
+        for z, _, z2, ys in self._directional(v):
+            r = z.softmax(-1) - F.one_hot(ys, z.shape[-1]).double()
+            forms.append((r * z2).sum(-1))
+        return self._group_mean(torch.cat(forms, dim=1))
+
+    def hessian_forms(self, v: Tensor) -> Tensor:
+        """``vᵀ H_a v`` per probe and group, ``(m, K)``: both parts of the split (class doc)."""
+        forms = []
+        for z, z1, z2, ys in self._directional(v):
+            p = z.softmax(-1)
+            r = p - F.one_hot(ys, z.shape[-1]).double()
+            ggn = (p * z1**2).sum(-1) - (p * z1).sum(-1) ** 2
+            forms.append(ggn + (r * z2).sum(-1))
+        return self._group_mean(torch.cat(forms, dim=1))
+
+
+def group_traces(
+    op: SampleCurvature,
+    *,
+    curvature: Curvature = "hessian",
+    rtol: float = 0.05,
+    min_probes: int = 10,
+    max_probes: int = 500,
+    block: int = 5,
+    piecewise_linear: bool = False,
+    generator: torch.Generator,
+) -> list[TraceEstimate]:
+    """``Tr(H_a)`` (or ``Tr(G_a)``) of every group: exact GGN trace + shared-probe residual.
+
+    ``Tr(G_a)`` is exact (:meth:`SampleCurvature.ggn_trace`; ``stderr`` 0, no probes). With
+    ``piecewise_linear=True`` the caller asserts the network is piecewise linear in each layer's
+    weights (ReLU, pooling, BatchNorm in eval mode, residual sums: the registered models), where
+    ``Tr(R_a) = 0`` exactly (:class:`SampleCurvature`), so ``Tr(H_a) = Tr(G_a)`` is returned
+    exact too. Otherwise, for the Hessian, Rademacher probes shared by all groups are drawn in
+    blocks of ``block`` (one forward-over-forward pass over the data per block) until every
+    group's standard error is at most ``rtol`` times its estimate (at least ``min_probes``, at
+    most ``max_probes``; ``rtol=0``: exactly ``max_probes``). ``matvecs`` counts the probes; each
+    covers every group at once.
+    """
+    if curvature not in ("hessian", "ggn"):
+        raise ConfigError(f"curvature must be 'hessian' or 'ggn'; got {curvature!r}")
+    _check_budget(rtol, min_probes, max_probes, block)
+    ggn = op.ggn_trace()
+    if curvature == "ggn" or piecewise_linear:
+        return [TraceEstimate(ggn[a].item(), 0.0, 0) for a in range(len(ggn))]
+    present = op.present()
+    samples: list[Tensor] = []
+    drawn = 0
+    while drawn < max_probes:
+        m = min(block, max_probes - drawn)
+        probes = rademacher(m, op.dim, generator=generator, dtype=op.dtype)
+        samples.append(op.residual_forms(probes))
+        drawn += m
+        q = torch.cat(samples)
+        mean, se = q.mean(0), q.std(0) / math.sqrt(len(q))
+        if drawn >= min_probes and all(se[a] <= rtol * abs(ggn[a] + mean[a]) for a in present):
+            break
+    q = torch.cat(samples)
+    mean, se = q.mean(0), q.std(0) / math.sqrt(len(q))
+    return [TraceEstimate((ggn[a] + mean[a]).item(), se[a].item(), drawn) for a in range(len(ggn))]
