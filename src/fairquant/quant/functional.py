@@ -41,6 +41,17 @@ def symmetric_scale(w: Tensor, bits: int, *, per_channel: bool = False) -> Tenso
     return a.max() / q
 
 
+def clamp_ste(x: Tensor, lo: float, hi: float) -> Tensor:
+    """``clamp(x, lo, hi)`` forward; backward gradient 1 on the closed range ``[lo, hi]`` and 0
+    outside.
+
+    Written out because torch 2.14 gives ``torch.clamp`` gradient 0 *at* the bounds (2.13 gave
+    1), which would freeze the largest weight, always rounded onto the bound ``q``, during QAT.
+    """
+    inside = (x >= lo) & (x <= hi)
+    return torch.where(inside, x, x.detach().clamp(lo, hi))
+
+
 def round_ste(x: Tensor) -> Tensor:
     """``round(x)`` forward, identity backward (the straight-through estimator)."""
     return x + (torch.round(x) - x).detach()
@@ -60,4 +71,6 @@ def quantize_symmetric(
     s = torch.where(s == 0, torch.ones_like(s), s)  # all-zero tensors/channels stay zero
     lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     z = w / s
-    return torch.clamp(round_ste(z) if ste else torch.round(z), lo, hi) * s
+    if not ste:
+        return torch.clamp(torch.round(z), lo, hi) * s
+    return clamp_ste(round_ste(z), lo, hi) * s
