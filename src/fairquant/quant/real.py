@@ -5,12 +5,15 @@ papers measure. To show what a deployed int8 model does, :func:`to_int8_model` c
 with PyTorch's FX graph-mode quantization (``torch.ao.quantization``) for the ``x86`` (fbgemm +
 oneDNN) backend: Conv2d with its BatchNorm folded in and ReLU fused, Linear, and the residual
 ``add`` (+ReLU) run as int8 kernels (``quantized::conv2d_relu``, ``quantized::linear``,
-``quantized::add_relu``); pooling runs on quantized tensors; ``flatten`` and anything the FX
-tracer cannot quantize stay float32 between quantize/dequantize nodes. Weights are qint8
-per-tensor symmetric and activations quint8 per-tensor affine with min-max ranges, the
-real-kernel counterpart of the simulated ``int8-a8`` precision. One difference remains: real
-kernels quantize the BN-folded weights, the simulation the weights before BatchNorm, so the two
-agree closely but not bit for bit (``bench/int8_real.py`` reports by how much).
+``quantized::add_relu``), depthwise convolutions included; so do ``mul``, LayerNorm and sigmoid
+(with PyTorch's fixed output range, as tanh and softmax); pooling runs on quantized tensors;
+``flatten``, SiLU, GELU, attention products and anything else without a quantized kernel stay
+float32 between quantize/dequantize nodes. A model ``torch.fx`` cannot trace is refused.
+Weights are qint8 per-tensor symmetric and activations quint8 per-tensor affine with min-max
+ranges, the real-kernel counterpart of the simulated ``int8-a8`` precision. One difference
+remains: real kernels quantize the BN-folded weights, the simulation the weights before
+BatchNorm, so the two agree closely but not bit for bit (``bench/int8_real.py`` reports by how
+much).
 """
 
 from __future__ import annotations
