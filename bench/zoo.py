@@ -8,13 +8,14 @@ calibrated on the same 256 training images, are compared: test accuracy of each 
 of test images on which they predict the same class; the layer types that run int8 kernels; and
 the median latency of fp32 and real int8 on a batch of 32.
 
-    python bench/zoo.py [--epochs 3] [--models resnet18_tv,vit_small]
+    python bench/zoo.py [--epochs 3] [--models resnet18_tv,vit_small] [--limit N] [--repeats 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -42,8 +43,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--models", default=",".join(SPECS))
+    ap.add_argument("--limit", type=int, default=None, help="Train on the first N images only.")
+    ap.add_argument("--repeats", type=int, default=10, help="Timed forward passes per latency.")
     args = ap.parse_args()
     data = load_dataset(default_digits_spec(seed=0))
+    if args.limit is not None:
+        keep = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
+        data = replace(data, train=data.train.subset(keep[: args.limit]))
     calib = data.train.x[calibration_indices(data.train, 256, balanced=False, seed=0)]
     test = data.test
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; digits 32x32")
@@ -69,7 +75,7 @@ def main() -> None:
             packed_size_bytes(model, parse_precision(p)) / 1024 for p in ("fp32", "int8", "int4")
         ]
         x = test.x[:32]
-        fp_ms, q_ms = latency_ms(model, x, repeats=10), latency_ms(real, x, repeats=10)
+        fp_ms, q_ms = (latency_ms(m, x, repeats=args.repeats, warmup=1) for m in (model, real))
         params = sum(p.numel() for p in model.parameters())
         print(
             f"\n{name} (width {spec.width}): {params / 1e6:.2f}M parameters; packed "
