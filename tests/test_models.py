@@ -26,7 +26,7 @@ def test_resnet18_is_the_cifar_variant():
 
 def test_bad_model_names():
     with pytest.raises(
-        ConfigError, match="unknown model 'resnet181'; expected one of: cnn, resnet18"
+        ConfigError, match="unknown model 'resnet181'; expected one of: cnn, efficientnet_b0, "
     ):
         build_model(ModelSpec("resnet181"), in_channels=1, num_classes=2)
     with pytest.raises(ConfigError, match="width"):

@@ -231,7 +231,11 @@ def train(
         str, typer.Option(help="'paper' (16:16:8:8:4:4:2:2:1:1), 'none' or ratios per class.")
     ] = "none",
     model: Annotated[str, typer.Option(help="Registered model name.")] = "resnet18",
-    width: Annotated[int | None, typer.Option(help="Model width.")] = None,
+    width: Annotated[
+        int | None, typer.Option(help="Model width: channels of the first stage (ViT: hidden).")
+    ] = None,
+    depth: Annotated[int | None, typer.Option(help="Transformer blocks (vit_small).")] = None,
+    patch_size: Annotated[int | None, typer.Option(help="Patch side (vit_small).")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 30,
     batch_size: Annotated[int, typer.Option(min=2)] = 64,
     optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "sgd",
@@ -266,8 +270,8 @@ def train(
             seed=seed,
             options=_data_options(option, grayscale),
         )
-        model_spec = ModelSpec(model, width)
         data = load_dataset(spec)
+        model_spec = ModelSpec(model, width, depth, patch_size, image_size=data.image_size[0])
         counts = data.counts()
         console.print(
             f"[bold]{dataset}[/]: target {data.target!r} ({data.num_classes} classes), group "

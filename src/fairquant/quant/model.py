@@ -44,15 +44,28 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (eval mode) with each BatchNorm folded into the convolution before it.
 
     Uses ``torch.fx``'s Conv+BN fusion, so the model must be traceable; layer names are kept.
+    A model without BatchNorm, or with a BatchNorm that does not directly follow a convolution
+    (which cannot be folded), is refused rather than quantized as if it had been folded.
     """
     from torch.fx.experimental.optimization import fuse
 
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    name = type(model).__name__
+    if not any(isinstance(m, norms) for m in model.modules()):
+        raise ConfigError(f"{name} has no BatchNorm layer to fold: use the precision without -bn")
     try:
-        return fuse(copy.deepcopy(model).eval(), inplace=True)
+        fused = fuse(copy.deepcopy(model).eval(), inplace=True)
     except Exception as e:  # torch.fx raises many types on untraceable control flow
         raise ConfigError(
-            f"cannot fold BatchNorm in {type(model).__name__}: torch.fx could not trace it ({e})"
+            f"cannot fold BatchNorm in {name}: torch.fx could not trace it ({e})"
         ) from None
+    left = [n for n, m in fused.named_modules() if isinstance(m, norms)]
+    if left:
+        raise ConfigError(
+            f"cannot fold BatchNorm in {name}: {left} do not directly follow a convolution; "
+            "use the precision without -bn"
+        )
+    return fused
 
 
 @torch.no_grad()

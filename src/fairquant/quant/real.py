@@ -5,12 +5,15 @@ papers measure. To show what a deployed int8 model does, :func:`to_int8_model` c
 with PyTorch's FX graph-mode quantization (``torch.ao.quantization``) for the ``x86`` (fbgemm +
 oneDNN) backend: Conv2d with its BatchNorm folded in and ReLU fused, Linear, and the residual
 ``add`` (+ReLU) run as int8 kernels (``quantized::conv2d_relu``, ``quantized::linear``,
-``quantized::add_relu``); pooling runs on quantized tensors; ``flatten`` and anything the FX
-tracer cannot quantize stay float32 between quantize/dequantize nodes. Weights are qint8
-per-tensor symmetric and activations quint8 per-tensor affine with min-max ranges, the
-real-kernel counterpart of the simulated ``int8-a8`` precision. One difference remains: real
-kernels quantize the BN-folded weights, the simulation the weights before BatchNorm, so the two
-agree closely but not bit for bit (``bench/int8_real.py`` reports by how much).
+``quantized::add_relu``), depthwise convolutions included; so do ``mul``, LayerNorm and sigmoid
+(with PyTorch's fixed output range, as tanh and softmax); pooling runs on quantized tensors;
+``flatten``, SiLU, GELU, attention products and anything else without a quantized kernel stay
+float32 between quantize/dequantize nodes. A model ``torch.fx`` cannot trace is refused.
+Weights are qint8 per-tensor symmetric and activations quint8 per-tensor affine with min-max
+ranges, the real-kernel counterpart of the simulated ``int8-a8`` precision. One difference
+remains: real kernels quantize the BN-folded weights, the simulation the weights before
+BatchNorm, so the two agree closely but not bit for bit (``bench/int8_real.py`` reports by how
+much).
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ from fairquant.errors import ConfigError
 
 def to_int8_model(model: nn.Module, calibration: Tensor, *, backend: str = "x86") -> nn.Module:
     """An int8 copy of ``model`` calibrated on ``calibration`` (model-ready images)."""
-    from torch.ao.quantization import MinMaxObserver, QConfig, QConfigMapping
+    from torch.ao.quantization import (
+        FixedQParamsObserver,
+        MinMaxObserver,
+        QConfig,
+        QConfigMapping,
+        get_default_qconfig_mapping,
+    )
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     if backend not in torch.backends.quantized.supported_engines:
@@ -44,16 +53,26 @@ def to_int8_model(model: nn.Module, calibration: Tensor, *, backend: str = "x86"
         activation=MinMaxObserver.with_args(dtype=torch.quint8, qscheme=torch.per_tensor_affine),
         weight=MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric),
     )
+    mapping = QConfigMapping().set_global(qconfig)
     with warnings.catch_warnings():
         # torch.ao.quantization announces its move to torchao; the FX flow still works here
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         warnings.filterwarnings("ignore", "torch.quantize_per_tensor", UserWarning)
-        prepared = prepare_fx(
-            copy.deepcopy(model).eval(),
-            QConfigMapping().set_global(qconfig),
-            example_inputs=(calibration[:1],),
-        )
+        warnings.filterwarnings("ignore", "Please use quant_min and quant_max", UserWarning)
+        # sigmoid, tanh, softmax (bounded outputs) take fixed output ranges, as PyTorch's defaults
+        for kind, q in get_default_qconfig_mapping(backend).object_type_qconfigs.items():
+            if q is not None and isinstance(q.activation(), FixedQParamsObserver):
+                mapping.set_object_type(kind, q)
+        try:
+            prepared = prepare_fx(
+                copy.deepcopy(model).eval(), mapping, example_inputs=(calibration[:1],)
+            )
+        except Exception as e:  # torch.fx raises many types on untraceable control flow
+            raise ConfigError(
+                f"cannot build a real int8 model of {type(model).__name__}: torch.fx could not "
+                f"trace it ({e}); the simulated int8 precisions still apply"
+            ) from None
         with torch.inference_mode():
             for i in range(0, len(calibration), 256):
                 prepared(calibration[i : i + 256])
