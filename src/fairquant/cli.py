@@ -67,7 +67,8 @@ def _user_errors() -> Iterator[None]:
             warnings.showwarning = _show_warning
             yield
     except FairquantError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        # soft_wrap: one line per error, never broken inside a path (logs and grep see it whole)
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
