@@ -265,6 +265,7 @@ def mitigated_quantizer(
     num_classes: int | None = None,
     qat_config: TrainConfig = DEFAULT_QAT_CONFIG,
     calib_size: int = 256,
+    qat_data: Split | None = None,
     seed: int = 0,
     show_progress: bool = False,
 ) -> Quantizer:
@@ -272,13 +273,21 @@ def mitigated_quantizer(
 
     PTQ calibrates activation-quantized precisions on ``calib_size`` images of the original
     ``train`` split, group-balanced with ``balanced-calib``. QAT fine-tunes on the mitigation's
-    training data with its loss weights. Each precision is first mapped by
+    training data with its loss weights (``qat_data``, when given, is that data already built by
+    :func:`mitigated_split` with ``qat_config.seed``: augmentation costs seconds per thousand
+    images). Each precision is first mapped by
     :meth:`Mitigation.precision` (FairQAT's first-last-8); audit with
     ``mitigation.precisions(precisions)`` so the table names what was run.
     """
     k = num_classes if num_classes is not None else int(train.y.max()) + 1
     precs = mitigation.precisions(precisions)
-    split = mitigated_split(train, mitigation, seed=qat_config.seed) if method == "qat" else train
+    split = train
+    if method == "qat":
+        split = (
+            qat_data
+            if qat_data is not None
+            else mitigated_split(train, mitigation, seed=qat_config.seed)
+        )
     inner = make_quantizer(
         method,
         precs,
