@@ -48,12 +48,11 @@ def test_compare_mitigations_writes_the_run_directory_and_resumes(
     assert list(results.columns) == RESULT_COLUMNS
     assert not results.duplicated(KEY).any()
     cells = results[["mitigation", "seed", "method", "precision"]].drop_duplicates()
-    # per seed: fp32 once per mitigation; PTQ at int4 (FairQAT: int4-fl8) and the default
-    # activation-quantized int8-a8, int4-a8; QAT at int4 except for balanced-calib (= none's QAT)
-    assert len(cells) == 2 * (3 + 3 * 3 + 2)
-    assert set(cells[cells.mitigation == "fairqat"].precision) == {
-        "fp32", "int4-fl8", "int8-a8", "int4-fl8-a8"
-    }  # fmt: skip
+    # per seed: fp32 once per mitigation; PTQ at int4 (FairQAT: int4-fl8), and for none and
+    # balanced-calib the default activation-quantized int8-a8, int4-a8; QAT at int4 except for
+    # balanced-calib (= none's QAT)
+    assert len(cells) == 2 * (3 + 3 + 1 + 3 + 2)
+    assert set(cells[cells.mitigation == "fairqat"].precision) == {"fp32", "int4-fl8"}
     assert not ((results.mitigation == "balanced-calib") & (results.method == "qat")).any()
     # balanced calibration reuses the unmitigated model: weight-only PTQ equals none's exactly
     acc = results[(results.metric == "accuracy") & (results.precision == "int4")]

@@ -557,6 +557,12 @@ def mitigate(
         int, typer.Option(min=1, help="Calibration images for -a<k> precisions.")
     ] = 256,
     n_bootstrap: Bootstrap = 0,
+    report_only: Annotated[
+        bool,
+        typer.Option(
+            help="Only summarise and print what --out holds (e.g. a run still going or stopped)."
+        ),
+    ] = False,
     quiet: Quiet = False,
     grayscale: Annotated[
         bool | None, typer.Option("--grayscale/--no-grayscale", help="Convert images to gray.")
@@ -567,11 +573,13 @@ def mitigate(
     overall and worst-group accuracy and phi(D) with intervals across seeds, paired tests against
     `none`, and a Pareto figure of accuracy against phi(D)."""
     # imported here, not at the top, so this command's additions stay in one place of the file
-    from fairquant.experiments.mitigation import compare_mitigations
+    from fairquant.experiments.mitigation import compare_mitigations, summarize
     from fairquant.report.mitigation import mitigation_tables, plot_pareto, tests_table
 
     with _user_errors():
         start = time.perf_counter()
+        if report_only and not (out / "run.json").is_file():
+            raise ConfigError(f"--report-only: {out} holds no run.json of `fairquant mitigate`")
         try:
             seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         except ValueError:
@@ -586,21 +594,25 @@ def mitigate(
             seed=data_seed,
             options=_data_options(option, grayscale),
         )
-        result = compare_mitigations(
-            spec,
-            ModelSpec(model, width),
-            TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr),
-            out,
-            mitigations=mitigations,
-            precisions=precisions,
-            act_precisions=act_precisions,
-            methods=[m.strip() for m in methods.split(",") if m.strip()],
-            seeds=seed_list,
-            qat=replace(DEFAULT_QAT_CONFIG, epochs=qat_epochs, lr=qat_lr),
-            calib_size=calib_size,
-            n_bootstrap=n_bootstrap,
-            show_progress=not quiet,
-            log=lambda line: console.print(line, highlight=False),
+        result = (
+            summarize(out)
+            if report_only
+            else compare_mitigations(
+                spec,
+                ModelSpec(model, width),
+                TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr),
+                out,
+                mitigations=mitigations,
+                precisions=precisions,
+                act_precisions=act_precisions,
+                methods=[m.strip() for m in methods.split(",") if m.strip()],
+                seeds=seed_list,
+                qat=replace(DEFAULT_QAT_CONFIG, epochs=qat_epochs, lr=qat_lr),
+                calib_size=calib_size,
+                n_bootstrap=n_bootstrap,
+                show_progress=not quiet,
+                log=lambda line: console.print(line, highlight=False),
+            )
         )
         for table in mitigation_tables(result):
             console.print(table)

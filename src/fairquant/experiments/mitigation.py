@@ -114,11 +114,23 @@ class MitigationComparison:
         return out
 
 
-def _method_precisions(setup: MitigationSetup, method: str) -> list[Precision]:
+def _method_precisions(
+    setup: MitigationSetup, method: str, mitigation: Mitigation | None = None
+) -> list[Precision]:
+    """The precisions ``method`` audits for ``mitigation`` (for any of them when None):
+    ``act_precisions`` only with PTQ, and only for mitigations that calibrate balanced and their
+    twins without it (``none`` for ``balanced-calib``), the comparisons they serve."""
     precs = parse_precisions(list(setup.precisions))
-    if method == "ptq" and setup.act_precisions:
+    if method == "ptq" and setup.act_precisions and _gets_act(setup, mitigation):
         precs += [p for p in parse_precisions(list(setup.act_precisions)) if p not in precs]
     return precs
+
+
+def _gets_act(setup: MitigationSetup, mitigation: Mitigation | None) -> bool:
+    if mitigation is None or mitigation.balanced_calib:
+        return True
+    mits = parse_mitigations(list(setup.mitigations))
+    return mitigation.name in [_without_calibration(m) for m in mits if m.balanced_calib]
 
 
 def compare_mitigations(
@@ -140,8 +152,9 @@ def compare_mitigations(
 ) -> MitigationComparison:
     """Train each mitigation with each seed of ``seeds`` (``train.seed`` is replaced) on ``data``
     (one split, ``data.seed``), quantize with each of ``methods`` at ``precisions``, and write the
-    run directory ``out``. ``act_precisions`` (PTQ only) defaults to
-    :data:`DEFAULT_ACT_PRECISIONS` when a mitigation calibrates balanced, else none.
+    run directory ``out``. ``act_precisions`` (PTQ only, for the mitigations that calibrate
+    balanced and their twins without it) defaults to :data:`DEFAULT_ACT_PRECISIONS` when a
+    mitigation calibrates balanced, else none.
     ``n_bootstrap`` > 0 adds bootstrap intervals over test samples to ``results.csv``; the
     comparison's intervals are across seeds. ``log`` receives one line per finished cell.
     """
@@ -172,7 +185,7 @@ def compare_mitigations(
     notes: list[str] = []
     for m in mits:
         for method in setup.methods:
-            note = calibration_note(m, method, _method_precisions(setup, method))
+            note = calibration_note(m, method, _method_precisions(setup, method, m))
             if note and note not in notes:
                 notes.append(note)
     for seed in setup.seeds:
@@ -196,7 +209,7 @@ def compare_mitigations(
                 qat_config = replace(setup.qat, seed=seed)
                 if method == "qat" and qat_data is None:
                     qat_data = mitigated_split(dataset.train, m, seed=seed)
-                precs = m.precisions(_method_precisions(setup, method))
+                precs = m.precisions(_method_precisions(setup, method, m))
                 quantize = mitigated_quantizer(
                     m,
                     method,
