@@ -574,7 +574,7 @@ def mitigate(
     `none`, and a Pareto figure of accuracy against phi(D)."""
     # imported here, not at the top, so this command's additions stay in one place of the file
     from fairquant.experiments.mitigation import compare_mitigations, summarize
-    from fairquant.report.mitigation import mitigation_tables, plot_pareto, tests_table
+    from fairquant.report.mitigation import mitigation_tables, paired_tests_table, plot_pareto
 
     with _user_errors():
         start = time.perf_counter()
@@ -616,7 +616,7 @@ def mitigate(
         )
         for table in mitigation_tables(result):
             console.print(table)
-        tests = tests_table(result)
+        tests = paired_tests_table(result)
         if tests is not None:
             console.print(tests)
         for note in result.notes:

@@ -63,7 +63,7 @@ def mitigation_tables(comparison: MitigationComparison) -> list[Table]:
     return tables
 
 
-def tests_table(comparison: MitigationComparison) -> Table | None:
+def paired_tests_table(comparison: MitigationComparison) -> Table | None:
     """The paired sign-flip tests across seeds of each mitigation against ``none``."""
     tests = comparison.tests
     if tests.empty:
