@@ -150,3 +150,30 @@ def test_mitigation_names_parse_compose_and_fail_clearly():
         parse_mitigation("weighted:a,b")
     with pytest.raises(ConfigError, match="augmentation"):
         parse_mitigation("re-fixed:0")
+
+
+def test_fairqat_trains_and_keeps_first_and_last_layers_at_8_bits_with_ptq_and_qat(
+    tiny_dataset, one_thread
+):
+    from dataclasses import replace
+
+    from fairquant.mitigate import mitigated_quantizer, train_mitigated
+    from fairquant.models import ModelSpec
+    from fairquant.quant import quantize_symmetric, quantized_layers
+    from fairquant.quant.qat import DEFAULT_QAT_CONFIG
+    from fairquant.train import TrainConfig
+
+    fq = parse_mitigation("fairqat")
+    config = TrainConfig(epochs=1, batch_size=10)
+    model, history = train_mitigated(tiny_dataset, ModelSpec("cnn", 2), config, fq)
+    assert len(history.epoch_loss) == 1
+    int4 = parse_precision("int4")
+    for method in ("ptq", "qat"):
+        quantize = mitigated_quantizer(
+            fq, method, [int4], tiny_dataset.train, num_classes=3,
+            qat_config=replace(DEFAULT_QAT_CONFIG, epochs=1, batch_size=10),
+        )  # fmt: skip
+        weights = [layer.weight.detach() for _, layer in quantized_layers(quantize(model, int4))]
+        on_grid = [[torch.allclose(quantize_symmetric(w, b), w) for b in (4, 8)] for w in weights]
+        assert on_grid[0] == on_grid[-1] == [False, True]  # first and last on the 8-bit grid
+        assert all(g[0] for g in on_grid[1:-1])  # the rest on the 4-bit grid
