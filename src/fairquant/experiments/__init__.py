@@ -1,0 +1,1 @@
+"""Experiments: studies that train, quantize and audit many cells into one run directory."""
