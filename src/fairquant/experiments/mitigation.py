@@ -35,6 +35,7 @@ from fairquant.audit import ALL, COLUMNS, audit_model
 from fairquant.data.base import DataSpec, GroupedDataset
 from fairquant.data.registry import load_dataset
 from fairquant.errors import ConfigError
+from fairquant.metrics.functional import pareto_front
 from fairquant.metrics.uncertainty import across_seeds, paired_seed_test
 from fairquant.mitigate.pipeline import (
     Mitigation,
@@ -532,14 +533,4 @@ def pareto_points(comparison: MitigationComparison) -> pd.DataFrame:
             "bits": acc["bits"],
         }
     ).reset_index()
-    dominated = [
-        bool(
-            (
-                (points.accuracy >= r.accuracy)
-                & (points.phi <= r.phi)
-                & ((points.accuracy > r.accuracy) | (points.phi < r.phi))
-            ).any()
-        )
-        for r in points.itertuples()
-    ]
-    return points.assign(pareto=[not d for d in dominated])
+    return points.assign(pareto=pareto_front(points.accuracy.to_numpy(), points.phi.to_numpy()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -53,3 +54,15 @@ def phi(excess: Sequence[float] | Tensor) -> float:
     if torch.isnan(g).any():
         raise ValueError(f"φ(D) is undefined: an excess loss is NaN ({g.tolist()})")
     return float(g.max() - g.min())
+
+
+def pareto_front(accuracy: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """Mask of the points no other point beats: none has accuracy >= and φ(D) <=, one strictly.
+
+    >>> pareto_front(np.array([90.0, 80.0, 85.0]), np.array([0.2, 0.1, 0.3])).tolist()
+    [True, True, False]
+    """
+    acc, phi = np.asarray(accuracy, dtype=float), np.asarray(phi, dtype=float)
+    better_eq = (acc[None, :] >= acc[:, None]) & (phi[None, :] <= phi[:, None])
+    strictly = (acc[None, :] > acc[:, None]) | (phi[None, :] < phi[:, None])
+    return ~(better_eq & strictly).any(axis=1)

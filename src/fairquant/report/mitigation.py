@@ -9,16 +9,15 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: never open a window, works without a display
-import matplotlib.pyplot as plt
 from rich import box
 from rich.table import Table
 
-from fairquant._io import atomic_write
 from fairquant.experiments.mitigation import (
     MitigationComparison,
     comparison_table,
     pareto_points,
 )
+from fairquant.report import pareto
 
 
 def _cell(mean: float, low: float, high: float, *, digits: int = 1) -> str:
@@ -96,56 +95,12 @@ def paired_tests_table(comparison: MitigationComparison) -> Table | None:
 
 def plot_pareto(comparison: MitigationComparison, path: str | Path) -> Path:
     """Overall accuracy against φ(D), one point per mitigation x method x precision, with
-    intervals across seeds as error bars; colour = mitigation, marker = method, Pareto front
-    (higher accuracy, lower φ(D)) joined by a line. fp32 points sit at φ(D) = 0 by definition."""
-    points = pareto_points(comparison)
-    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
-    mitigations = list(dict.fromkeys(points.mitigation))
-    cmap = plt.get_cmap("tab10")
-    markers = {"none": "*", "ptq": "o", "qat": "s"}
-    for r in points.itertuples():
-        color = cmap(mitigations.index(r.mitigation) % 10)
-        xerr = None if math.isnan(r.phi_low) else [[r.phi - r.phi_low], [r.phi_high - r.phi]]
-        yerr = (
-            None
-            if math.isnan(r.accuracy_low)
-            else [[r.accuracy - r.accuracy_low], [r.accuracy_high - r.accuracy]]
-        )
-        ax.errorbar(
-            r.phi,
-            r.accuracy,
-            xerr=xerr,
-            yerr=yerr,
-            fmt=markers.get(r.method, "o"),
-            color=color,
-            markersize=7 if r.pareto else 5,
-            markeredgecolor="black" if r.pareto else color,
-            elinewidth=0.8,
-            capsize=2,
-            alpha=0.9,
-        )
-        ax.annotate(
-            r.precision, (r.phi, r.accuracy), fontsize=6, xytext=(3, 3), textcoords="offset points"
-        )
-    front = points[points.pareto].sort_values("phi")
-    ax.plot(front.phi, front.accuracy, "k:", linewidth=1, label="Pareto front")
-    for i, m in enumerate(mitigations):
-        ax.plot([], [], "o", color=cmap(i % 10), label=m)
-    for method, marker in markers.items():
-        if method in set(points.method):
-            label = "fp32" if method == "none" else method.upper()
-            ax.plot([], [], marker, color="grey", label=label)
-    ax.set_xlabel("φ(D) (lower is fairer)")
-    ax.set_ylabel("overall test accuracy (%)")
+    intervals across seeds as error bars (:func:`fairquant.report.pareto.plot_pareto`). fp32
+    points sit at φ(D) = 0 by definition."""
     n_seeds = len(set(comparison.results.seed))
-    ax.set_title(
-        f"{comparison.setup.data.name}, {comparison.setup.model.name}: accuracy vs φ(D), "
-        f"mean and 95% interval over {n_seeds} seed(s)"
+    return pareto.plot_pareto(
+        pareto_points(comparison),
+        path,
+        title=f"{comparison.setup.data.name}, {comparison.setup.model.name}: accuracy vs φ(D), "
+        f"mean and 95% interval over {n_seeds} seed(s)",
     )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)

@@ -13,20 +13,9 @@ import pandas as pd
 
 from fairquant._io import atomic_write
 from fairquant.errors import ConfigError
+from fairquant.metrics.functional import pareto_front
 
 _MARKERS = "osD^vP*X"
-
-
-def pareto_front(accuracy: np.ndarray, phi: np.ndarray) -> np.ndarray:
-    """Mask of the points no other point beats: none has accuracy >= and φ(D) <=, one strictly.
-
-    >>> pareto_front(np.array([90.0, 80.0, 85.0]), np.array([0.2, 0.1, 0.3])).tolist()
-    [True, True, False]
-    """
-    acc, phi = np.asarray(accuracy, dtype=float), np.asarray(phi, dtype=float)
-    better_eq = (acc[None, :] >= acc[:, None]) & (phi[None, :] <= phi[:, None])
-    strictly = (acc[None, :] > acc[:, None]) | (phi[None, :] < phi[:, None])
-    return ~(better_eq & strictly).any(axis=1)
 
 
 def plot_pareto(summary: pd.DataFrame, path: str | Path, *, title: str | None = None) -> Path:
