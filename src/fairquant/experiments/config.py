@@ -9,26 +9,55 @@ what is wrong with it and, where there is a fixed set, the allowed values.
 A file may carry ``scales:``, a mapping from a scale name (``tiny``, ``cpu``, ``gpu``) to
 overrides merged into the document when that scale is asked for (mappings merge key by key, any
 other value replaces the base value), so one file describes a study from a seconds-long smoke test
-to the paper's size.
+to the paper's size. ``dataset_defaults:`` holds dataset keys (``image_size``, ``options``, ...)
+merged under every entry of ``datasets`` (an entry's own values win).
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fairquant.data.base import DataSpec
 from fairquant.errors import ConfigError
 from fairquant.metrics.uncertainty import check_bootstrap
-from fairquant.models.registry import ModelSpec
+from fairquant.models.registry import MODELS, ModelSpec
 from fairquant.quant.precision import Precision, parse_precision
 from fairquant.train.loop import TrainConfig
 
 SCALES = ("tiny", "cpu", "gpu")
+
+
+def _check_precision(name: str) -> str:
+    try:
+        parse_precision(name)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    return name
+
+
+def _check_mitigation(name: str) -> str:
+    """Only ``none`` (train and quantize as they are) until mitigations join the runner."""
+    if name != "none":
+        raise ValueError(f"unknown mitigation {name!r}; expected one of: none")
+    return name
+
+
+PrecisionName = Annotated[str, AfterValidator(_check_precision)]
+MitigationName = Annotated[str, AfterValidator(_check_mitigation)]
 
 
 class _Strict(BaseModel):
@@ -77,18 +106,39 @@ class DatasetConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """An architecture of the model registry (checked when the cell is built) and its width."""
+    """An architecture of the model registry, its width and further
+    :class:`~fairquant.models.ModelSpec` sizes in ``options`` (e.g. a ViT's ``patch_size``).
+
+    ``label`` (default: the name) is the ``model`` column of ``results.csv``.
+    """
 
     name: str
     width: int | None = Field(default=None, ge=1)
+    options: dict[str, int] = Field(default_factory=dict)
     label: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value!r}; expected one of: {', '.join(MODELS)}")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _spec_fields(cls, value: dict[str, int]) -> dict[str, int]:
+        known = [f.name for f in fields(ModelSpec) if f.name not in ("name", "width")]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown model option(s) {unknown}; expected: {', '.join(known)}")
+        return value
 
     @property
     def key(self) -> str:
         return self.label or self.name
 
     def spec(self) -> ModelSpec:
-        return ModelSpec(self.name, self.width)
+        return ModelSpec(self.name, self.width, **self.options)
 
 
 class TrainingConfig(_Strict):
@@ -113,7 +163,7 @@ class MethodConfig(_Strict):
     """
 
     name: Literal["ptq", "qat"]
-    precisions: list[str] | None = None
+    precisions: list[PrecisionName] | None = None
     epochs: int = Field(default=5, ge=1)
     lr: float = Field(default=0.005, gt=0)
     batch_size: int = Field(default=64, ge=2)
@@ -121,14 +171,6 @@ class MethodConfig(_Strict):
     calibration: Literal["minmax", "percentile", "mse"] = "minmax"
     calib_size: int = Field(default=256, ge=1)
     calib_balanced: bool = False
-
-    @field_validator("precisions")
-    @classmethod
-    def _precisions(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None:
-            for name in value:
-                _check_precision(name)
-        return value
 
     def qat_config(self, seed: int) -> TrainConfig:
         return TrainConfig(
@@ -141,19 +183,11 @@ class ExplainConfig(_Strict):
     the PTQ precisions (``precisions`` overrides them)."""
 
     enabled: bool = False
-    precisions: list[str] | None = None
+    precisions: list[PrecisionName] | None = None
     curvature: Literal["hessian", "ggn"] = "hessian"
     rtol: float = Field(default=0.05, gt=0)
     max_probes: int = Field(default=100, ge=1)
     samples_per_group: int | None = Field(default=None, ge=1)
-
-    @field_validator("precisions")
-    @classmethod
-    def _precisions(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None:
-            for name in value:
-                _check_precision(name)
-        return value
 
 
 class ResourcesConfig(_Strict):
@@ -171,9 +205,9 @@ class ExperimentConfig(_Strict):
     datasets: list[DatasetConfig] = Field(min_length=1)
     models: list[ModelConfig] = Field(min_length=1)
     training: TrainingConfig = TrainingConfig()
-    mitigations: list[str] = Field(default=["none"], min_length=1)
+    mitigations: list[MitigationName] = Field(default=["none"], min_length=1)
     methods: list[MethodConfig] = Field(min_length=1)
-    precisions: list[str] = Field(default=["int8", "int4"], min_length=1)
+    precisions: list[PrecisionName] = Field(default=["int8", "int4"], min_length=1)
     seeds: list[int] = Field(default=[0], min_length=1)
     bootstrap: int = Field(default=1000, ge=0)
     explain: ExplainConfig = ExplainConfig()
@@ -194,20 +228,6 @@ class ExperimentConfig(_Strict):
             check_bootstrap(value, 0.95)
         except ConfigError as e:
             raise ValueError(str(e)) from None
-        return value
-
-    @field_validator("precisions")
-    @classmethod
-    def _precisions(cls, value: list[str]) -> list[str]:
-        for name in value:
-            _check_precision(name)
-        return value
-
-    @field_validator("mitigations")
-    @classmethod
-    def _mitigations(cls, value: list[str]) -> list[str]:
-        for name in value:
-            check_mitigation(name)
         return value
 
     @model_validator(mode="after")
@@ -235,19 +255,6 @@ class ExperimentConfig(_Strict):
         return (
             self.method_precisions(ptq[0]) if ptq else [parse_precision(p) for p in self.precisions]
         )
-
-
-def _check_precision(name: str) -> None:
-    try:
-        parse_precision(name)
-    except ConfigError as e:
-        raise ValueError(str(e)) from None
-
-
-def check_mitigation(name: str) -> None:
-    """Only ``none`` (train and quantize as they are) until mitigations join the runner."""
-    if name != "none":
-        raise ValueError(f"unknown mitigation {name!r}; expected one of: none")
 
 
 def merge(base: Any, override: Any) -> Any:
@@ -332,6 +339,13 @@ def parse_config(
             known = ", ".join(scales) or "none"
             raise ConfigError(f"{source}: no scale {scale!r}; this file defines: {known}")
         document = merge(document, scales[scale])
+    defaults = document.pop("dataset_defaults", None) or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{source}: dataset_defaults must be a mapping of dataset keys")
+    if defaults and isinstance(document.get("datasets"), list):
+        document["datasets"] = [
+            merge(defaults, d) if isinstance(d, dict) else d for d in document["datasets"]
+        ]
     if data_root is not None:
         document["data_root"] = str(data_root)
     try:
