@@ -110,6 +110,10 @@ def test_cache_keys_are_stable_and_separate_training_from_evaluation():
     assert more[0].eval_key != a[0].eval_key  # ...audited afresh
     longer = expand(parse_config({**TINY, "training": {"epochs": 2}}))
     assert longer[0].key != a[0].key
+    mitigated = expand(parse_config({**TINY, "mitigations": ["none", "balanced-calib", "gt"]}))
+    none, calib, gt = (mitigated[i] for i in (0, 2, 4))
+    assert none.key == calib.key != gt.key  # balanced-calib trains like none: one checkpoint
+    assert len({none.eval_key, calib.eval_key}) == 2
 
 
 CRASH = """

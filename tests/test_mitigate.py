@@ -18,7 +18,7 @@ def test_over_and_under_sampling_balance_the_labels():
     assert y[under].bincount().tolist() == [7, 7, 7] and len(under.unique()) == 21
     assert torch.equal(under, resample_indices(y, "under", seed=0))
     assert not torch.equal(under, resample_indices(y, "under", seed=1))
-    with pytest.raises(ConfigError, match="'over' or 'under'"):
+    with pytest.raises(ConfigError, match="'over', 'under' or 'both'"):
         resample_indices(y, "smote", seed=0)
 
 

@@ -568,6 +568,124 @@ def run(
         )
 
 
+@app.command()
+def mitigate(
+    out: Annotated[Path, typer.Option(help="Run directory (reruns skip finished cells).")],
+    mitigations: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated mitigations: none, gt, re, re-fixed:N, over, under, weighted"
+            "[:inverse-frequency|:effective-number|:w1,w2,...], balanced-calib, fairqat, or "
+            "several joined with '+'."
+        ),
+    ] = "none,gt,re,over,weighted,fairqat,balanced-calib",
+    dataset: Annotated[str, typer.Option(help="Registered dataset name.")] = "digits",
+    root: Annotated[str | None, typer.Option(help="Dataset root folder or file.")] = None,
+    target: Annotated[str | None, typer.Option(help="Attribute to predict.")] = None,
+    group: Annotated[
+        str | None, typer.Option(help="Protected attribute (default: target).")
+    ] = None,
+    image_size: Annotated[int | None, typer.Option(min=4)] = None,
+    imbalance: Annotated[
+        str, typer.Option(help="'paper' (16:16:8:8:4:4:2:2:1:1), 'none' or ratios per class.")
+    ] = "none",
+    model: Annotated[str, typer.Option(help="Registered model name.")] = "resnet18",
+    width: Annotated[int | None, typer.Option(help="Model width.")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    batch_size: Annotated[int, typer.Option(min=2)] = 64,
+    lr: Annotated[float, typer.Option()] = 0.05,
+    seeds: Annotated[str, typer.Option(help="Comma-separated training seeds.")] = "0,1,2",
+    data_seed: Annotated[int, typer.Option(help="Seed of the train/test split.")] = 0,
+    precisions: Annotated[
+        str, typer.Option(help="Comma-separated weight precisions (PTQ and QAT).")
+    ] = "fp32,int8,int4",
+    act_precisions: Annotated[
+        str | None,
+        typer.Option(
+            help="Activation-quantized precisions audited with PTQ only (default int8-a8,int4-a8 "
+            "when a mitigation calibrates balanced, else none; '' for none)."
+        ),
+    ] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated: ptq, qat.")] = "ptq,qat",
+    qat_epochs: Annotated[int, typer.Option(min=1, help="QAT fine-tuning epochs.")] = (
+        DEFAULT_QAT_CONFIG.epochs
+    ),
+    qat_lr: Annotated[float, typer.Option(help="QAT learning rate.")] = DEFAULT_QAT_CONFIG.lr,
+    calib_size: Annotated[
+        int, typer.Option(min=1, help="Calibration images for -a<k> precisions.")
+    ] = 256,
+    n_bootstrap: Bootstrap = 0,
+    report_only: Annotated[
+        bool,
+        typer.Option(
+            help="Only summarise and print what --out holds (e.g. a run still going or stopped)."
+        ),
+    ] = False,
+    quiet: Quiet = False,
+    grayscale: Annotated[
+        bool | None, typer.Option("--grayscale/--no-grayscale", help="Convert images to gray.")
+    ] = None,
+    option: DataOptions = None,
+) -> None:
+    """Compare mitigations on the same data and seeds, quantized with PTQ and QAT: per-group,
+    overall and worst-group accuracy and phi(D) with intervals across seeds, paired tests against
+    `none`, and a Pareto figure of accuracy against phi(D)."""
+    # imported here, not at the top, so this command's additions stay in one place of the file
+    from fairquant.experiments.mitigation import compare_mitigations, summarize
+    from fairquant.report.mitigation import mitigation_tables, plot_pareto, tests_table
+
+    with _user_errors():
+        start = time.perf_counter()
+        if report_only and not (out / "run.json").is_file():
+            raise ConfigError(f"--report-only: {out} holds no run.json of `fairquant mitigate`")
+        try:
+            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers") from None
+        spec = DataSpec(
+            name=dataset,
+            root=root,
+            target=target,
+            group=group,
+            image_size=image_size,
+            imbalance=_parse_imbalance(imbalance),
+            seed=data_seed,
+            options=_data_options(option, grayscale),
+        )
+        result = (
+            summarize(out)
+            if report_only
+            else compare_mitigations(
+                spec,
+                ModelSpec(model, width),
+                TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr),
+                out,
+                mitigations=mitigations,
+                precisions=precisions,
+                act_precisions=act_precisions,
+                methods=[m.strip() for m in methods.split(",") if m.strip()],
+                seeds=seed_list,
+                qat=replace(DEFAULT_QAT_CONFIG, epochs=qat_epochs, lr=qat_lr),
+                calib_size=calib_size,
+                n_bootstrap=n_bootstrap,
+                show_progress=not quiet,
+                log=lambda line: console.print(line, highlight=False),
+            )
+        )
+        for table in mitigation_tables(result):
+            console.print(table)
+        tests = tests_table(result)
+        if tests is not None:
+            console.print(tests)
+        for note in result.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
+        png = plot_pareto(result, out / "pareto.png")
+        console.print(
+            f"wrote results.csv, summary.csv, tests.csv, run.json and {png.name} to {out} in "
+            f"{time.perf_counter() - start:.0f}s"
+        )
+
+
 def main() -> None:
     app()
 

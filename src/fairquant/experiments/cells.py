@@ -5,11 +5,13 @@ quantized and audited for every method at each of its precisions (and explained,
 experiment asks). Two keys address its files under ``RUN_DIR/cells/``:
 
 - the *cell key*, a hash of the canonical JSON of what determines the trained model (data spec,
-  model spec, training config with the seed, mitigation): the cell's folder, holding
-  ``cell.json`` and the checkpoint ``model.pt``;
-- the *evaluation key*, a hash of what the audit adds (methods with their precisions, bootstrap
-  size, explain settings): the finished cell's tables ``results-<key>.csv`` (and
-  ``explain-<key>.csv``), so asking for another precision re-audits without retraining.
+  model spec, training config with the seed, the mitigation's training recipe): the cell's
+  folder, holding ``cell.json`` and the checkpoint ``model.pt`` (mitigations that train alike,
+  such as ``none`` and ``balanced-calib``, share it);
+- the *evaluation key*, a hash of what the audit adds (the mitigation, methods with their
+  precisions, bootstrap size, explain settings): the finished cell's tables
+  ``results-<key>.csv`` (and ``explain-<key>.csv``), so asking for another precision re-audits
+  without retraining.
 """
 
 from __future__ import annotations
@@ -27,9 +29,8 @@ from fairquant.audit import COLUMNS, audit_model
 from fairquant.data.base import DataSpec, GroupedDataset
 from fairquant.data.registry import load_dataset
 from fairquant.experiments.config import DatasetConfig, ExperimentConfig, ModelConfig
-from fairquant.quant.methods import make_quantizer
+from fairquant.mitigate.pipeline import mitigated_quantizer, parse_mitigation, train_mitigated
 from fairquant.train.checkpoint import load_checkpoint, save_checkpoint
-from fairquant.train.fit import fit
 
 #: The key columns of ``results.csv``, before the audit's columns.
 KEYS = ["dataset", "model", "mitigation", "seed"]
@@ -80,7 +81,7 @@ class Cell:
             "data": self.data_spec().to_dict(),
             "model": self.model.spec().to_dict(),
             "training": self.experiment.training.train_config(self.seed).to_dict(),
-            "mitigation": self.mitigation,
+            "mitigation": parse_mitigation(self.mitigation).training_key,
         }
 
     def evaluation(self) -> dict[str, Any]:
@@ -95,7 +96,12 @@ class Cell:
         if exp.explain.enabled:
             explain = exp.explain.model_dump()
             explain["precisions"] = [p.name for p in exp.explain_precisions()]
-        return {"methods": methods, "bootstrap": exp.bootstrap, "explain": explain}
+        return {
+            "mitigation": self.mitigation,
+            "methods": methods,
+            "bootstrap": exp.bootstrap,
+            "explain": explain,
+        }
 
     @property
     def key(self) -> str:
@@ -143,8 +149,9 @@ def run_cell(cell: Cell, folder: str) -> CellOutput:
     checkpoint = Path(folder) / "model.pt"
     train_config = exp.training.train_config(cell.seed)
     trained = not checkpoint.exists()
+    mitigation = parse_mitigation(cell.mitigation)
     if trained:
-        model, history = fit(data, cell.model.spec(), train_config, show_progress=False)
+        model, history = train_mitigated(data, cell.model.spec(), train_config, mitigation)
         save_checkpoint(
             checkpoint,
             model=model,
@@ -158,23 +165,21 @@ def run_cell(cell: Cell, folder: str) -> CellOutput:
     tables = []
     for method in exp.methods:
         precisions = exp.method_precisions(method)
-        quantize = make_quantizer(
+        quantize = mitigated_quantizer(
+            mitigation,
             method.name,
             precisions,
             data.train,
+            num_classes=data.num_classes,
             qat_config=method.qat_config(cell.seed),
-            lsq=method.lsq,
-            calibration=method.calibration,
             calib_size=method.calib_size,
-            calib_balanced=method.calib_balanced,
             seed=cell.seed,
-            show_progress=False,
         )
         audit = audit_model(
             model,
             data.test,
             data.group_names,
-            precisions,
+            mitigation.precisions(precisions),  # the table names what ran (FairQAT: -fl8)
             method=method.name,
             quantize=quantize,
             show_progress=False,

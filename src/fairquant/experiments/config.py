@@ -34,6 +34,7 @@ from pydantic import (
 from fairquant.data.base import DataSpec
 from fairquant.errors import ConfigError
 from fairquant.metrics.uncertainty import check_bootstrap
+from fairquant.mitigate.pipeline import parse_mitigation
 from fairquant.models.registry import MODELS, ModelSpec
 from fairquant.quant.precision import Precision, parse_precision
 from fairquant.train.loop import TrainConfig
@@ -50,10 +51,11 @@ def _check_precision(name: str) -> str:
 
 
 def _check_mitigation(name: str) -> str:
-    """Only ``none`` (train and quantize as they are) until mitigations join the runner."""
-    if name != "none":
-        raise ValueError(f"unknown mitigation {name!r}; expected one of: none")
-    return name
+    """A name :func:`~fairquant.mitigate.pipeline.parse_mitigation` accepts, in its own form."""
+    try:
+        return parse_mitigation(name).name
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
 
 
 PrecisionName = Annotated[str, AfterValidator(_check_precision)]
@@ -158,8 +160,9 @@ class TrainingConfig(_Strict):
 
 class MethodConfig(_Strict):
     """PTQ or QAT. ``precisions`` overrides the experiment's list for this method; the QAT
-    fine-tune takes ``epochs``, ``lr``, ``batch_size`` and ``lsq``; PTQ's activation precisions
-    calibrate on ``calib_size`` training images (balanced across groups with ``calib_balanced``).
+    fine-tune takes ``epochs``, ``lr`` and ``batch_size``; PTQ's activation precisions calibrate
+    on ``calib_size`` training images (balanced across groups with mitigation
+    ``balanced-calib``).
     """
 
     name: Literal["ptq", "qat"]
@@ -167,10 +170,7 @@ class MethodConfig(_Strict):
     epochs: int = Field(default=5, ge=1)
     lr: float = Field(default=0.005, gt=0)
     batch_size: int = Field(default=64, ge=2)
-    lsq: bool = False
-    calibration: Literal["minmax", "percentile", "mse"] = "minmax"
     calib_size: int = Field(default=256, ge=1)
-    calib_balanced: bool = False
 
     def qat_config(self, seed: int) -> TrainConfig:
         return TrainConfig(

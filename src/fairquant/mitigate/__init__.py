@@ -1,6 +1,34 @@
-"""Mitigations of quantization's disparate impact: resampling, loss weights, augmentation."""
+"""Mitigations of quantization's disparate impact: resampling, loss weights, augmentation,
+balanced calibration and FairQAT, as named options (:mod:`fairquant.mitigate.pipeline`)."""
 
+from fairquant.mitigate.augment import augment_images, balance_augment, balancing_key
+from fairquant.mitigate.pipeline import (
+    VALID_NAMES,
+    Mitigation,
+    calibration_note,
+    mitigated_quantizer,
+    mitigated_split,
+    mitigated_weights,
+    parse_mitigation,
+    parse_mitigations,
+    train_mitigated,
+)
 from fairquant.mitigate.resample import resample_indices
 from fairquant.mitigate.weights import class_weights
 
-__all__ = ["class_weights", "resample_indices"]
+__all__ = [
+    "VALID_NAMES",
+    "Mitigation",
+    "augment_images",
+    "balance_augment",
+    "balancing_key",
+    "calibration_note",
+    "class_weights",
+    "mitigated_quantizer",
+    "mitigated_split",
+    "mitigated_weights",
+    "parse_mitigation",
+    "parse_mitigations",
+    "resample_indices",
+    "train_mitigated",
+]

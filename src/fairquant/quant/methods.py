@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from torch import nn
+from torch import Tensor, nn
 
 from fairquant.data.base import Split
 from fairquant.errors import ConfigError
@@ -28,6 +28,7 @@ def make_quantizer(
     calibration: str = "minmax",
     calib_size: int = 256,
     calib_balanced: bool = False,
+    class_weights: Tensor | None = None,
     seed: int = 0,
     show_progress: bool = True,
 ) -> Quantizer:
@@ -35,7 +36,8 @@ def make_quantizer(
 
     ``ptq`` rounds the trained weights (and calibrates activation ranges on ``calib_size``
     training images, random or balanced across groups, for ``-a<k>`` precisions); ``qat``
-    fine-tunes a copy per precision with ``qat_config`` (learned step sizes with ``lsq``).
+    fine-tunes a copy per precision with ``qat_config`` (learned step sizes with ``lsq``), its
+    cross-entropy weighted by ``class_weights`` when given.
     """
     if method not in METHODS:
         raise ConfigError(f"method must be one of {METHODS}; got {method!r}")
@@ -48,7 +50,13 @@ def make_quantizer(
                 f"got {bad}"
             )
         return lambda m, p: qat_finetune(
-            m, train, p, qat_config, lsq=lsq, show_progress=show_progress
+            m,
+            train,
+            p,
+            qat_config,
+            lsq=lsq,
+            class_weights=class_weights,
+            show_progress=show_progress,
         )
     calib_x = None
     if any(p.act_bits is not None and not p.dynamic for p in precisions):

@@ -76,10 +76,12 @@ def qat_finetune(
     config: TrainConfig = DEFAULT_QAT_CONFIG,
     *,
     lsq: bool = False,
+    class_weights: Tensor | None = None,
     show_progress: bool = True,
 ) -> nn.Module:
     """A QAT copy of ``model`` at integer ``precision``, fine-tuned on ``train``; ``model`` is
-    unchanged. The seed of ``config`` makes it deterministic."""
+    unchanged. The seed of ``config`` makes it deterministic. ``class_weights`` weight the
+    fine-tuning cross-entropy as in :func:`~fairquant.train.loop.train_model`."""
     if precision.kind != "int":
         raise ConfigError(
             f"QAT applies to integer precisions (int8, int4, int4-fl8, ...); got {precision.name!r}"
@@ -103,7 +105,7 @@ def qat_finetune(
         else:
             fake = FakeQuantize(bits[name], per_channel=precision.per_channel)
         parametrize.register_parametrization(layer, "weight", fake)
-    train_model(q, train, config, show_progress=show_progress)
+    train_model(q, train, config, class_weights=class_weights, show_progress=show_progress)
     for _, layer in layers:
         # drops the parametrization with LSQ's step: the state-dict keys are the original ones
         parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)

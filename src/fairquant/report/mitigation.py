@@ -1,0 +1,151 @@
+"""Reports of a mitigation comparison: the papers' Tables 2/3/5 in form, the paired tests against
+``none``, and a Pareto figure of overall accuracy against φ(D)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: never open a window, works without a display
+import matplotlib.pyplot as plt
+from rich import box
+from rich.table import Table
+
+from fairquant._io import atomic_write
+from fairquant.experiments.mitigation import (
+    MitigationComparison,
+    comparison_table,
+    pareto_points,
+)
+
+
+def _cell(mean: float, low: float, high: float, *, digits: int = 1) -> str:
+    """``mean ±half-width`` of a symmetric (Student-t) interval, or the mean alone."""
+    if math.isnan(mean):
+        return "-"
+    if math.isnan(low):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f}±{(high - low) / 2:.{digits}f}"
+
+
+def mitigation_tables(comparison: MitigationComparison) -> list[Table]:
+    """One table per method and requested precision: rows mitigations; columns per-group
+    accuracy (%), overall accuracy (%), φ(D) and worst-group accuracy (%), each the mean across
+    seeds with its 95% Student-t interval."""
+    n_seeds = len(set(comparison.results.seed))
+    tables = []
+    for method, precision in comparison.requested():
+        wide = comparison_table(comparison, method, precision.name)
+        if wide.empty:
+            continue
+        table = Table(
+            title=f"{method.upper() if method != 'none' else 'full precision'} {precision.name}: "
+            f"mean ± 95% interval across {n_seeds} seed(s)",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+        )
+        table.add_column("mitigation", style="bold", no_wrap=True)
+        table.add_column("ran as", no_wrap=True)
+        quantities = [*comparison.group_names, "overall", "phi", "worst_group_accuracy"]
+        headers = {"overall": "all", "phi": "φ(D)", "worst_group_accuracy": "worst group"}
+        for q in quantities:
+            table.add_column(headers.get(q, q), justify="right", overflow="fold")
+        for name, row in wide.iterrows():
+            cells = [str(name), str(row[("precision", "")])]
+            for q in quantities:
+                mean, low, high = (float(row[(q, s)]) for s in ("mean", "ci_low", "ci_high"))
+                cells.append(_cell(mean, low, high, digits=3 if q == "phi" else 1))
+            table.add_row(*cells, style="bold" if name == "none" else "")
+        tables.append(table)
+    return tables
+
+
+def tests_table(comparison: MitigationComparison) -> Table | None:
+    """The paired sign-flip tests across seeds of each mitigation against ``none``."""
+    tests = comparison.tests
+    if tests.empty:
+        return None
+    table = Table(
+        title="Paired tests across seeds, mitigation minus none (φ(D): lower? accuracy: "
+        "different? worst group: higher?)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        caption=f"p: exact sign-flip permutation p-value over seeds (smallest possible with "
+        f"{int(tests.n_seeds.max())} seeds: {tests.min_p_value.min():.3f}); d: Cohen's d_z",
+        caption_justify="left",
+    )
+    for column in ("mitigation", "method", "precision", "metric", "difference", "p", "d"):
+        table.add_column(column, justify="left" if column == "mitigation" else "right")
+    for r in tests.itertuples():
+        p_style = "bold green" if r.p_value <= 0.05 else ""
+        table.add_row(
+            r.mitigation,
+            r.method,
+            r.precision,
+            r.metric,
+            _cell(r.difference, r.ci_low, r.ci_high, digits=3),
+            f"[{p_style}]{r.p_value:.3f}[/]" if p_style else f"{r.p_value:.3f}",
+            f"{r.effect_size:.2f}",
+        )
+    return table
+
+
+def plot_pareto(comparison: MitigationComparison, path: str | Path) -> Path:
+    """Overall accuracy against φ(D), one point per mitigation x method x precision, with
+    intervals across seeds as error bars; colour = mitigation, marker = method, Pareto front
+    (higher accuracy, lower φ(D)) joined by a line. fp32 points sit at φ(D) = 0 by definition."""
+    points = pareto_points(comparison)
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
+    mitigations = list(dict.fromkeys(points.mitigation))
+    cmap = plt.get_cmap("tab10")
+    markers = {"none": "*", "ptq": "o", "qat": "s"}
+    for r in points.itertuples():
+        color = cmap(mitigations.index(r.mitigation) % 10)
+        xerr = None if math.isnan(r.phi_low) else [[r.phi - r.phi_low], [r.phi_high - r.phi]]
+        yerr = (
+            None
+            if math.isnan(r.accuracy_low)
+            else [[r.accuracy - r.accuracy_low], [r.accuracy_high - r.accuracy]]
+        )
+        ax.errorbar(
+            r.phi,
+            r.accuracy,
+            xerr=xerr,
+            yerr=yerr,
+            fmt=markers.get(r.method, "o"),
+            color=color,
+            markersize=7 if r.pareto else 5,
+            markeredgecolor="black" if r.pareto else color,
+            elinewidth=0.8,
+            capsize=2,
+            alpha=0.9,
+        )
+        ax.annotate(
+            r.precision, (r.phi, r.accuracy), fontsize=6, xytext=(3, 3), textcoords="offset points"
+        )
+    front = points[points.pareto].sort_values("phi")
+    ax.plot(front.phi, front.accuracy, "k:", linewidth=1, label="Pareto front")
+    for i, m in enumerate(mitigations):
+        ax.plot([], [], "o", color=cmap(i % 10), label=m)
+    for method, marker in markers.items():
+        if method in set(points.method):
+            label = "fp32" if method == "none" else method.upper()
+            ax.plot([], [], marker, color="grey", label=label)
+    ax.set_xlabel("φ(D) (lower is fairer)")
+    ax.set_ylabel("overall test accuracy (%)")
+    n_seeds = len(set(comparison.results.seed))
+    ax.set_title(
+        f"{comparison.setup.data.name}, {comparison.setup.model.name}: accuracy vs φ(D), "
+        f"mean and 95% interval over {n_seeds} seed(s)"
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)

@@ -1,0 +1,109 @@
+"""End to end: `fairquant mitigate` / compare_mitigations on digits, 2 seeds, a tiny model."""
+
+import json
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from fairquant.cli import app
+from fairquant.data import default_digits_spec
+from fairquant.errors import ConfigError
+from fairquant.experiments.mitigation import (
+    RESULT_COLUMNS,
+    compare_mitigations,
+    comparison_table,
+    pareto_points,
+)
+from fairquant.models import ModelSpec
+from fairquant.quant.qat import DEFAULT_QAT_CONFIG
+from fairquant.train import TrainConfig
+
+KEY = ["dataset", "model", "mitigation", "seed", "method", "precision", "group", "metric"]
+
+
+@pytest.fixture
+def small_digits():
+    return replace(
+        default_digits_spec(seed=0), image_size=12, options={"limit": {"train": 200, "test": 120}}
+    )
+
+
+def test_compare_mitigations_writes_the_run_directory_and_resumes(
+    tmp_path, small_digits, one_thread
+):
+    out = tmp_path / "run"
+    logged: list[str] = []
+    kwargs = dict(
+        mitigations="none,fairqat,balanced-calib",
+        precisions="fp32,int4",
+        methods=("ptq", "qat"),
+        seeds=(0, 1),
+        qat=replace(DEFAULT_QAT_CONFIG, epochs=1),
+    )
+    spec, train = ModelSpec("cnn", 2), TrainConfig(epochs=1, batch_size=32)
+    result = compare_mitigations(small_digits, spec, train, out, log=logged.append, **kwargs)
+    results = pd.read_csv(out / "results.csv", keep_default_na=False, na_values=[""])
+    assert list(results.columns) == RESULT_COLUMNS
+    assert not results.duplicated(KEY).any()
+    cells = results[["mitigation", "seed", "method", "precision"]].drop_duplicates()
+    # per seed: fp32 once per mitigation; PTQ at int4 (FairQAT: int4-fl8), and for none and
+    # balanced-calib the default activation-quantized int8-a8, int4-a8; QAT at int4 except for
+    # balanced-calib (= none's QAT)
+    assert len(cells) == 2 * (3 + 3 + 1 + 3 + 2)
+    assert set(cells[cells.mitigation == "fairqat"].precision) == {"fp32", "int4-fl8"}
+    assert not ((results.mitigation == "balanced-calib") & (results.method == "qat")).any()
+    # balanced calibration reuses the unmitigated model: weight-only PTQ equals none's exactly
+    acc = results[(results.metric == "accuracy") & (results.precision == "int4")]
+    acc = acc[acc.method == "ptq"].pivot_table(
+        index=["seed", "group"], columns="mitigation", values="value"
+    )
+    assert (acc["none"] == acc["balanced-calib"]).all()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "fairqat__seed0.pt", "fairqat__seed1.pt", "none__seed0.pt", "none__seed1.pt"
+    ]  # fmt: skip
+    setup = json.loads((out / "run.json").read_text())
+    assert setup["seeds"] == [0, 1] and setup["act_precisions"] == ["int8-a8", "int4-a8"]
+
+    table = comparison_table(result, "ptq", "int4")
+    assert list(table.index) == ["none", "fairqat", "balanced-calib"]
+    assert table.loc["fairqat", ("precision", "")] == "int4-fl8"
+    groups = [str(d) for d in range(10)]
+    assert [q for q in dict.fromkeys(table.columns.get_level_values(0))] == [
+        "precision", *groups, "overall", "phi", "worst_group_accuracy"
+    ]  # fmt: skip
+    assert table[("overall", "ci_low")].le(table[("overall", "mean")]).all()
+    tests = pd.read_csv(out / "tests.csv")
+    assert set(tests.mitigation) == {"fairqat", "balanced-calib"}
+    assert not ((tests.metric == "phi") & (tests.precision == "fp32")).any()
+    assert (tests.n_seeds == 2).all() and tests.p_value.between(0, 1).all()
+    points = pareto_points(result)
+    assert len(points) == len(cells.drop(columns="seed").drop_duplicates())
+    assert points.pareto.any()
+
+    # a rerun skips every finished cell and trained model, and adds nothing twice
+    logged.clear()
+    compare_mitigations(small_digits, spec, train, out, log=logged.append, **kwargs)
+    assert logged == []
+    assert pd.read_csv(out / "results.csv").shape == results.shape
+    with pytest.raises(ConfigError, match="different train"):
+        compare_mitigations(small_digits, spec, replace(train, epochs=2), out, **kwargs)
+
+
+def test_mitigate_command_prints_tables_tests_and_writes_the_figure(tmp_path):
+    out = tmp_path / "cli"
+    args = ["mitigate", "--out", str(out), "--mitigations", "none,re-fixed:5", "--model", "cnn"]
+    args += ["--width", "2", "--epochs", "1", "--seeds", "0,1", "--precisions", "fp32,int4"]
+    args += ["--methods", "ptq", "--image-size", "12", "-o", 'limit={"train":150,"test":100}']
+    args += ["-q"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "PTQ int4: mean ± 95% interval across 2 seed(s)" in res.output
+    assert "re-fixed:5" in res.output and "Paired tests" in res.output
+    assert (out / "pareto.png").stat().st_size > 10_000
+    results = pd.read_csv(out / "results.csv")
+    assert set(results.mitigation) == {"none", "re-fixed:5"} and set(results.seed) == {0, 1}
+    assert set(results.method) == {"none", "ptq"} and not results.duplicated(KEY).any()
+    bad = CliRunner().invoke(app, ["mitigate", "--out", str(out), "--mitigations", "smote"])
+    assert bad.exit_code != 0 and "unknown mitigation 'smote'" in bad.output
