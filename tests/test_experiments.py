@@ -131,9 +131,13 @@ run_experiment(parse_config(json.loads(sys.argv[2])), sys.argv[1], show_progress
 """
 
 
-def test_a_killed_run_resumes_without_redoing_or_losing_cells(tmp_path):
+def test_a_killed_run_resumes_without_redoing_or_losing_cells(tmp_path, one_thread):
     document = {**TINY, "seeds": [0, 1, 2], "methods": ["ptq"]}
-    env = {**os.environ, "PYTHONPATH": str(Path(fairquant.__file__).parents[1])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(fairquant.__file__).parents[1]),
+        "OMP_NUM_THREADS": "1",  # tiny models: thread hand-offs would cost more than the work
+    }
     run_dir = tmp_path / "run"
     crashed = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(CRASH), str(run_dir), json.dumps(document)],
@@ -199,7 +203,7 @@ def test_presets_validate_at_every_scale(tmp_path):
                 assert config.training.epochs == 1 and len(expand(config)) <= 6
 
 
-def test_cli_runs_a_config_and_reports_errors(tmp_path):
+def test_cli_runs_a_config_and_reports_errors(tmp_path, one_thread):
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump({**TINY, "seeds": [0], "methods": ["ptq"]}))
     runner = CliRunner()
