@@ -217,3 +217,32 @@ def test_cli_runs_a_config_and_reports_errors(tmp_path, one_thread):
     assert result.exit_code == 2 and "unknown backend 'spark'" in result.output
     result = runner.invoke(app, ["run", "preset:nope"])
     assert result.exit_code == 2 and "unknown preset 'nope'" in result.output
+
+
+def test_explain_writes_factor_tables_per_cell(tmp_path, one_thread):
+    document = {
+        **TINY,
+        "seeds": [0],
+        "methods": ["ptq"],
+        "precisions": ["int4"],
+        "explain": {
+            "enabled": True,
+            "max_probes": 10,
+            "sketch": 2,
+            "eig_max_iter": 3,
+            "samples_per_group": 5,
+        },
+    }
+    run_experiment(parse_config(document), tmp_path, show_progress=False)
+    factors = pd.read_csv(tmp_path / "explain" / "digits__cnn__none__seed0.csv")
+    assert list(factors.columns[:2]) == ["precision", "group"]
+    assert set(factors.precision) == {"fp32", "int4"} and "trace" in factors.columns
+    curvature = pd.read_csv(tmp_path / "explain" / "curvature.csv")
+    assert list(curvature.columns[:4]) == KEYS and len(curvature) == len(factors)
+
+
+def test_the_example_experiment_validates():
+    path = Path(__file__).resolve().parents[1] / "examples" / "experiment.yaml"
+    full, tiny = load_config(path), load_config(path, scale="tiny")
+    assert len(expand(full)) == 2 * 2 * 2 * 3 and len(expand(tiny)) == 2 * 1 * 2 * 1
+    assert Path(full.data_root) == path.parent

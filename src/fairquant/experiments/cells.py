@@ -205,6 +205,8 @@ def run_cell(cell: Cell, folder: str) -> CellOutput:
             curvature=settings.curvature,
             rtol=settings.rtol,
             max_probes=settings.max_probes,
+            sketch=settings.sketch,
+            eig_max_iter=settings.eig_max_iter,
             samples_per_group=settings.samples_per_group,
             seed=cell.seed,
             show_progress=False,

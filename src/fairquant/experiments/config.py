@@ -186,7 +186,9 @@ class ExplainConfig(_Strict):
     precisions: list[PrecisionName] | None = None
     curvature: Literal["hessian", "ggn"] = "hessian"
     rtol: float = Field(default=0.05, gt=0)
-    max_probes: int = Field(default=100, ge=1)
+    max_probes: int = Field(default=100, ge=10)
+    sketch: int = Field(default=10, ge=1)
+    eig_max_iter: int = Field(default=30, ge=1)
     samples_per_group: int | None = Field(default=None, ge=1)
 
 
