@@ -201,6 +201,7 @@ def test_presets_validate_at_every_scale(tmp_path):
             assert Path(config.data_root) == tmp_path
             if scale == "tiny":
                 assert config.training.epochs == 1 and len(expand(config)) <= 6
+                assert all(d.image_size == 16 for d in config.datasets)
 
 
 def test_cli_runs_a_config_and_reports_errors(tmp_path, one_thread):
