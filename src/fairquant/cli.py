@@ -546,6 +546,64 @@ def report(
 
 
 @app.command()
+def run(
+    config: Annotated[
+        str | None,
+        typer.Argument(
+            help="Experiment YAML file, or preset:NAME (liu2025, bellam-kim, five-arch)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default: runs/<name>[-<scale>]).")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="A shipped preset, instead of CONFIG.")] = None,
+    scale: Annotated[
+        str | None, typer.Option(help="tiny, cpu or gpu: the file's `scales` entry (presets: cpu).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Folder the datasets' roots are relative to (presets: ../shared/data)."),
+    ] = None,
+    backend: Annotated[str, typer.Option(help="local, process or ray.")] = "local",
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Processes (process) or local Ray CPUs (ray).")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Join this Ray cluster (e.g. auto or ray://head:10001).")
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run an experiment grid resumably into a run directory (results.csv, config.yaml)."""
+    from fairquant.experiments import load_config, run_experiment
+    from fairquant.experiments.presets import PREFIX, load_preset
+
+    with _user_errors():
+        if preset is not None and config is not None:
+            raise ConfigError("give either CONFIG or --preset, not both")
+        if preset is None and config is None:
+            raise ConfigError("give an experiment file, preset:NAME or --preset NAME")
+        name = preset or config or ""
+        if preset is not None or name.startswith(PREFIX):
+            scale = scale or "cpu"
+            experiment = load_preset(name, scale=scale, data_root=data or Path("../shared/data"))
+        else:
+            experiment = load_config(Path(name), scale=scale, data_root=data)
+        run_dir = out or Path("runs") / (experiment.name + (f"-{scale}" if scale else ""))
+        summary = run_experiment(
+            experiment,
+            run_dir,
+            backend=backend,
+            workers=workers,
+            address=address,
+            show_progress=not quiet,
+        )
+        console.print(
+            f"{summary.cells} cells: {summary.ran} run now ({summary.trained} trained), "
+            f"{summary.skipped} already done; wrote {summary.results} in {summary.seconds:.0f}s"
+        )
+
+
+@app.command()
 def mitigate(
     out: Annotated[Path, typer.Option(help="Run directory (reruns skip finished cells).")],
     mitigations: Annotated[

@@ -87,6 +87,11 @@ def batch_bounds(n: int, batch_size: int) -> list[int]:
     return bounds
 
 
+def training_device() -> torch.device:
+    """Where :func:`train_model` trains: the GPU when CUDA is available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(
@@ -123,6 +128,10 @@ def train_model(
 
     ``class_weights`` (one per class) weight the cross-entropy, normalised per batch by the
     summed weights of its samples, as ``torch.nn.functional.cross_entropy`` does.
+
+    With a GPU present (:func:`training_device`) the model trains there in channels-last memory
+    format under bfloat16 autocast (no loss scaling needed), batches copied over as they are
+    drawn, and is moved back to the CPU afterwards: the caller's model stays a CPU model.
     """
     n = len(data)
     if n < 2:
@@ -131,6 +140,11 @@ def train_model(
     order = torch.Generator().manual_seed(config.seed)
     bounds = batch_bounds(n, config.batch_size)
     steps = len(bounds) - 1
+    device = training_device()
+    gpu = device.type == "cuda"
+    if gpu:
+        model.to(device, memory_format=torch.channels_last)
+        class_weights = None if class_weights is None else class_weights.to(device)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps * config.epochs)
     history = TrainHistory()
@@ -139,10 +153,15 @@ def train_model(
     with progress_bar("train", config.epochs * steps, enabled=show_progress) as advance:
         for epoch in range(config.epochs):
             perm = torch.randperm(n, generator=order)
-            total = torch.zeros(())
+            total = torch.zeros((), device=device)
             for lo, hi in itertools.pairwise(bounds):
                 idx = perm[lo:hi]
-                loss = F.cross_entropy(model(data.x[idx]), data.y[idx], weight=class_weights)
+                x, y = data.x[idx], data.y[idx]
+                if gpu:
+                    x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
+                    y = y.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
+                    loss = F.cross_entropy(model(x), y, weight=class_weights)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -151,6 +170,8 @@ def train_model(
                 advance()
             history.epoch_loss.append(float(total) / n)
             advance(0, status=f"epoch {epoch + 1} loss {history.epoch_loss[-1]:.3f}")
+    if gpu:
+        model.to("cpu", memory_format=torch.contiguous_format)
     history.seconds = time.perf_counter() - start
     history.images_per_second = n * config.epochs / history.seconds
     model.eval()

@@ -1,0 +1,376 @@
+"""The experiment file: one YAML document that names a whole grid, validated with pydantic.
+
+An experiment is the product of its axes: ``datasets x models x mitigations x seeds`` cells, each
+trained once with ``training`` and then quantized and audited for every method in ``methods`` at
+its ``precisions``. The file is read with ``yaml.safe_load`` (plain data only: nothing in it is
+ever executed) and checked key by key; an error names the key's path (``datasets[1].image_size``),
+what is wrong with it and, where there is a fixed set, the allowed values.
+
+A file may carry ``scales:``, a mapping from a scale name (``tiny``, ``cpu``, ``gpu``) to
+overrides merged into the document when that scale is asked for (mappings merge key by key, any
+other value replaces the base value), so one file describes a study from a seconds-long smoke test
+to the paper's size. ``dataset_defaults:`` holds dataset keys (``image_size``, ``options``, ...)
+merged under every entry of ``datasets`` (an entry's own values win).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from fairquant.data.base import DataSpec
+from fairquant.errors import ConfigError
+from fairquant.metrics.uncertainty import check_bootstrap
+from fairquant.mitigate.pipeline import parse_mitigation
+from fairquant.models.registry import MODELS, ModelSpec
+from fairquant.quant.precision import Precision, parse_precision
+from fairquant.train.loop import TrainConfig
+
+SCALES = ("tiny", "cpu", "gpu")
+
+
+def _check_precision(name: str) -> str:
+    try:
+        parse_precision(name)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    return name
+
+
+def _check_mitigation(name: str) -> str:
+    """A name :func:`~fairquant.mitigate.pipeline.parse_mitigation` accepts, in its own form."""
+    try:
+        return parse_mitigation(name).name
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+
+
+PrecisionName = Annotated[str, AfterValidator(_check_precision)]
+MitigationName = Annotated[str, AfterValidator(_check_mitigation)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Strict):
+    """One dataset of the grid: a :class:`~fairquant.data.DataSpec` plus the label its rows get.
+
+    ``root`` is relative to the experiment's ``data_root`` unless absolute. ``label`` (default:
+    the name, with ``-imbalanced`` when ``imbalance`` is set) is the ``dataset`` column of
+    ``results.csv`` and must be unique in the file.
+    """
+
+    name: str
+    root: str | None = None
+    target: str | None = None
+    group: str | None = None
+    image_size: int | None = Field(default=None, ge=4)
+    imbalance: tuple[float, ...] | None = None
+    test_size: float | None = Field(default=None, gt=0, lt=1)
+    seed: int = 0
+    options: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def key(self) -> str:
+        if self.label is not None:
+            return self.label
+        return f"{self.name}-imbalanced" if self.imbalance is not None else self.name
+
+    def spec(self, data_root: Path) -> DataSpec:
+        """The data spec, with ``root`` resolved against ``data_root``."""
+        root = None if self.root is None else str((data_root / self.root).resolve())
+        return DataSpec(
+            name=self.name,
+            root=root,
+            target=self.target,
+            group=self.group,
+            image_size=self.image_size,
+            imbalance=self.imbalance,
+            test_size=self.test_size,
+            seed=self.seed,
+            options=dict(self.options),
+        )
+
+
+class ModelConfig(_Strict):
+    """An architecture of the model registry, its width and further
+    :class:`~fairquant.models.ModelSpec` sizes in ``options`` (e.g. a ViT's ``patch_size``).
+
+    ``label`` (default: the name) is the ``model`` column of ``results.csv``.
+    """
+
+    name: str
+    width: int | None = Field(default=None, ge=1)
+    options: dict[str, int] = Field(default_factory=dict)
+    label: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value!r}; expected one of: {', '.join(MODELS)}")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _spec_fields(cls, value: dict[str, int]) -> dict[str, int]:
+        known = [f.name for f in fields(ModelSpec) if f.name not in ("name", "width")]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown model option(s) {unknown}; expected: {', '.join(known)}")
+        return value
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.name, self.width, **self.options)
+
+
+class TrainingConfig(_Strict):
+    """:class:`~fairquant.train.TrainConfig` without its seed (the seed is a grid axis)."""
+
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=64, ge=2)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(default=0.05, gt=0)
+    momentum: float = Field(default=0.9, ge=0)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+
+    def train_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(**self.model_dump(), seed=seed)
+
+
+class MethodConfig(_Strict):
+    """PTQ or QAT. ``precisions`` overrides the experiment's list for this method; the QAT
+    fine-tune takes ``epochs``, ``lr`` and ``batch_size``; PTQ's activation precisions calibrate
+    on ``calib_size`` training images (balanced across groups with mitigation
+    ``balanced-calib``).
+    """
+
+    name: Literal["ptq", "qat"]
+    precisions: list[PrecisionName] | None = None
+    epochs: int = Field(default=5, ge=1)
+    lr: float = Field(default=0.005, gt=0)
+    batch_size: int = Field(default=64, ge=2)
+    calib_size: int = Field(default=256, ge=1)
+
+    def qat_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, schedule="cosine", seed=seed
+        )
+
+
+class ExplainConfig(_Strict):
+    """The impact-flow and curvature step (:func:`fairquant.explain.explain_model`) per cell, at
+    the PTQ precisions (``precisions`` overrides them)."""
+
+    enabled: bool = False
+    precisions: list[PrecisionName] | None = None
+    curvature: Literal["hessian", "ggn"] = "hessian"
+    rtol: float = Field(default=0.05, gt=0)
+    max_probes: int = Field(default=100, ge=10)
+    sketch: int = Field(default=10, ge=1)
+    eig_max_iter: int = Field(default=30, ge=1)
+    samples_per_group: int | None = Field(default=None, ge=1)
+
+
+class ResourcesConfig(_Strict):
+    """What one cell asks of a Ray cluster (``--backend ray``)."""
+
+    num_cpus: float = Field(default=1, gt=0)
+    num_gpus: float = Field(default=0, ge=0)
+
+
+class ExperimentConfig(_Strict):
+    """A whole experiment: the grid's axes and what each cell does."""
+
+    name: str = "experiment"
+    data_root: str = "."
+    datasets: list[DatasetConfig] = Field(min_length=1)
+    models: list[ModelConfig] = Field(min_length=1)
+    training: TrainingConfig = TrainingConfig()
+    mitigations: list[MitigationName] = Field(default=["none"], min_length=1)
+    methods: list[MethodConfig] = Field(min_length=1)
+    precisions: list[PrecisionName] = Field(default=["int8", "int4"], min_length=1)
+    seeds: list[int] = Field(default=[0], min_length=1)
+    bootstrap: int = Field(default=1000, ge=0)
+    explain: ExplainConfig = ExplainConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _method_names(cls, value: Any) -> Any:
+        """``- ptq`` is short for ``- {name: ptq}``."""
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: int) -> int:
+        try:
+            check_bootstrap(value, 0.95)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> ExperimentConfig:
+        for axis, keys in (
+            ("datasets", [d.key for d in self.datasets]),
+            ("models", [m.key for m in self.models]),
+            ("methods", [m.name for m in self.methods]),
+            ("mitigations", self.mitigations),
+            ("seeds", self.seeds),
+        ):
+            dupes = sorted({str(k) for k in keys if keys.count(k) > 1})
+            if dupes:
+                hint = " (give each a distinct `label`)" if axis in ("datasets", "models") else ""
+                raise ValueError(f"{axis} repeat {dupes}{hint}")
+        return self
+
+    def method_precisions(self, method: MethodConfig) -> list[Precision]:
+        return [parse_precision(p) for p in (method.precisions or self.precisions)]
+
+    def explain_precisions(self) -> list[Precision]:
+        if self.explain.precisions is not None:
+            return [parse_precision(p) for p in self.explain.precisions]
+        ptq = [m for m in self.methods if m.name == "ptq"]
+        return (
+            self.method_precisions(ptq[0]) if ptq else [parse_precision(p) for p in self.precisions]
+        )
+
+
+def merge(base: Any, override: Any) -> Any:
+    """``override`` merged into ``base``: mappings key by key, anything else replaced.
+
+    >>> merge({"a": {"x": 1, "y": 2}, "b": [1]}, {"a": {"y": 3}, "b": [2]})
+    {'a': {'x': 1, 'y': 3}, 'b': [2]}
+    """
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for key, value in override.items():
+            out[key] = merge(base[key], value) if key in base else copy.deepcopy(value)
+        return out
+    return copy.deepcopy(override)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    """pydantic's error location as ``datasets[1].image_size``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _readable(error: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for e in error.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        path = _path(loc) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            model = _model_at(loc[:-1])
+            allowed = ", ".join(model.model_fields) if model else "?"
+            msg = f"unknown key; allowed keys here: {allowed}"
+        lines.append(f"  {path}: {msg}")
+    n = len(lines)
+    return ConfigError(f"{source}: {n} problem{'s' * (n > 1)}\n" + "\n".join(lines))
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The pydantic model that validates the mapping at ``loc`` (for listing its keys)."""
+    model: Any = ExperimentConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        model = next(
+            (a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)),
+            None,
+        )
+        if model is None:
+            return None
+    return model
+
+
+def parse_config(
+    document: Any,
+    *,
+    scale: str | None = None,
+    data_root: str | Path | None = None,
+    source: str = "config",
+) -> ExperimentConfig:
+    """Validate a loaded YAML document (a dict) into an :class:`ExperimentConfig`.
+
+    ``scale`` applies the document's ``scales[scale]`` overrides; ``data_root`` replaces the
+    file's ``data_root``.
+    """
+    if not isinstance(document, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping of keys (datasets, models, ...) at the top"
+        )
+    document = dict(document)
+    scales = document.pop("scales", None) or {}
+    if not isinstance(scales, dict):
+        raise ConfigError(f"{source}: scales must map a scale name to overrides")
+    if scale is not None:
+        if scale not in scales:
+            known = ", ".join(scales) or "none"
+            raise ConfigError(f"{source}: no scale {scale!r}; this file defines: {known}")
+        document = merge(document, scales[scale])
+    defaults = document.pop("dataset_defaults", None) or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{source}: dataset_defaults must be a mapping of dataset keys")
+    if defaults and isinstance(document.get("datasets"), list):
+        document["datasets"] = [
+            merge(defaults, d) if isinstance(d, dict) else d for d in document["datasets"]
+        ]
+    if data_root is not None:
+        document["data_root"] = str(data_root)
+    try:
+        return ExperimentConfig.model_validate(document)
+    except ValidationError as e:
+        raise _readable(e, source) from None
+
+
+def load_config(
+    path: str | Path, *, scale: str | None = None, data_root: str | Path | None = None
+) -> ExperimentConfig:
+    """Read and validate an experiment file; a relative ``data_root`` in the file is taken
+    relative to the file's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read experiment file {path}: {e.strerror}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    config = parse_config(document, scale=scale, data_root=data_root, source=str(path))
+    if data_root is None and not Path(config.data_root).is_absolute():
+        config = config.model_copy(update={"data_root": str(path.parent / config.data_root)})
+    return config
