@@ -201,7 +201,8 @@ def allocate_bits(
         primary = average
     integrality = np.append(np.ones(nx), np.zeros(n_aux))
     bounds = Bounds(
-        np.append(np.zeros(nx), np.full(n_aux, -np.inf)), np.append(np.ones(nx), np.full(n_aux, np.inf))
+        np.append(np.zeros(nx), np.full(n_aux, -np.inf)),
+        np.append(np.ones(nx), np.full(n_aux, np.inf)),
     )
     x = _solve(primary, constraints, integrality, bounds)
     if objective != "mean":  # among (near-)optimal allocations, the lowest average cost
