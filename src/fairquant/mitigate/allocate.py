@@ -47,7 +47,7 @@ def group_sensitivity(
     *,
     sensitivity: SensitivitySource = "measured",
     per_channel: bool = False,
-    block: int = 8,
+    block: int = 1,
 ) -> pd.DataFrame:
     """Per-layer, per-group excess loss ``G_{l,b}(a)`` on ``data`` (columns ``layer, bits,
     numel, group, excess``): ``"measured"`` quantizes one layer at a time and evaluates;
