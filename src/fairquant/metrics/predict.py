@@ -88,7 +88,8 @@ def taylor_excess(
     ``op`` holds the per-group gradients and Hessian (or GGN) of ``model`` (built with
     ``parameters="quantized"``); ``block`` directions share one batched (``vmap``) Hessian-vector
     product per group. One at a time is the default: on a busy 2-core CPU a narrow ResNet-18 took
-    27 s for a block of 8 directions against 8 x 2.4 s one by one (100 images, contended). Returns the columns :data:`TAYLOR_COLUMNS`, one row per (layer, bits, group).
+    27 s for a block of 8 directions against 8 x 2.4 s one by one (100 images, contended).
+    Returns the columns :data:`TAYLOR_COLUMNS`, one row per (layer, bits, group).
     """
     if block < 1:
         raise ConfigError(f"block must be >= 1; got {block}")
