@@ -44,7 +44,8 @@ from fairquant.train import load_checkpoint
 
 ALLOCATIONS = [  # (name, objective, sensitivity source)
     ("worst-pred", "worst-group", "predicted"),
-    ("phi-pred", "phi", "predicted"),
+    # ("phi-pred", "phi", "predicted") is left out: on UTKFace seed 0 HiGHS found no feasible
+    # allocation for the phi program within 100 s (the worst-group and loss programs take < 1 s)
     ("loss-pred", "loss", "predicted"),
     ("worst-meas", "worst-group", "measured"),
     ("loss-meas", "loss", "measured"),
@@ -118,7 +119,7 @@ def main() -> None:
         default=0,
         help="QAT on this many random training images (0: all)",
     )
-    parser.add_argument("--qat", default="int4,int4-fl8,worst-pred,phi-pred,loss-pred,worst-meas")
+    parser.add_argument("--qat", default="int4,int4-fl8,worst-pred,loss-pred,worst-meas")
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument(
         "--wait-minutes", type=float, default=0, help="wait this long for missing checkpoints"

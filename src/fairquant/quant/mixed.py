@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Literal
@@ -112,14 +113,22 @@ def _solve(
     constraints: list[LinearConstraint],
     integrality: np.ndarray,
     bounds: Bounds,
+    time_limit: float,
 ) -> np.ndarray:
     result = milp(
         objective,
         constraints=constraints,
         integrality=integrality,
         bounds=bounds,
-        options={"mip_rel_gap": 0.0},
+        options={"mip_rel_gap": 0.0, "time_limit": time_limit},
     )
+    if result.status == 1 and result.x is not None:  # time limit, with a feasible allocation
+        warnings.warn(
+            f"bit allocation stopped at the {time_limit:g} s time limit before proving its best "
+            f"allocation optimal (MILP gap {result.mip_gap:.3g}); using the best one found",
+            stacklevel=3,
+        )
+        return result.x
     if not result.success:
         raise ConfigError(f"bit allocation failed: {result.message}")
     return result.x
@@ -135,6 +144,7 @@ def allocate_bits(
     budget: float | None = None,
     objective: Objective = "worst",
     weights: Sequence[float] | None = None,
+    time_limit: float = 20.0,
 ) -> list[int]:
     """Bits per layer minimising ``objective`` over the cost rows within a size budget.
 
@@ -143,8 +153,10 @@ def allocate_bits(
     ``size_costs`` (``(L, K)``, e.g. bytes from :func:`layer_size_costs`, with the fixed bytes
     already subtracted from ``budget``). ``objective`` is ``"worst"`` (minimax over rows),
     ``"phi"`` (max minus min) or ``"mean"`` (``weights``-weighted average of the rows, uniform by
-    default; also the tie-break of the other two). Raises :class:`ConfigError` if even the
-    smallest choice exceeds the budget.
+    default; also the tie-break of the other two). Each program stops after ``time_limit``
+    seconds with the best allocation found and a warning (``"phi"`` can be slow to prove
+    optimal: many allocations come close to equal group costs). Raises :class:`ConfigError` if
+    even the smallest choice exceeds the budget.
 
     >>> allocate_bits(np.array([[5.0, 0.0], [1.0, 0.0]]), [10, 10], [2, 8], budget_bits=100)
     [8, 2]
@@ -204,12 +216,12 @@ def allocate_bits(
         np.append(np.zeros(nx), np.full(n_aux, -np.inf)),
         np.append(np.ones(nx), np.full(n_aux, np.inf)),
     )
-    x = _solve(primary, constraints, integrality, bounds)
+    x = _solve(primary, constraints, integrality, bounds, time_limit)
     if objective != "mean":  # among (near-)optimal allocations, the lowest average cost
         best = float(primary @ x)
         tol = _TIE_RTOL * max(1.0, abs(best))
         constraints.append(LinearConstraint(primary[None], -np.inf, best + tol))
-        x = _solve(average, constraints, integrality, bounds)
+        x = _solve(average, constraints, integrality, bounds, time_limit)
     choice = x[:nx].reshape(n_layers, k).argmax(axis=1)
     return [int(options[i]) for i in choice]
 
