@@ -50,6 +50,19 @@ CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.csv"
 FIGURE = "group_accuracy.png"
 
+# Options that several commands share, written once.
+Dataset = Annotated[str, typer.Option(help="Registered dataset name.")]
+Root = Annotated[str | None, typer.Option(help="Dataset root folder or file.")]
+Target = Annotated[str | None, typer.Option(help="Attribute to predict.")]
+Group = Annotated[str | None, typer.Option(help="Protected attribute (default: target).")]
+ImageSize = Annotated[int | None, typer.Option(min=4)]
+Imbalance = Annotated[
+    str, typer.Option(help="'paper' (16:16:8:8:4:4:2:2:1:1), 'none' or ratios per class.")
+]
+Model = Annotated[str, typer.Option(help="Registered model name.")]
+Grayscale = Annotated[
+    bool | None, typer.Option("--grayscale/--no-grayscale", help="Convert images to gray.")
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 Bootstrap = Annotated[
     int,
@@ -176,7 +189,7 @@ def quickstart(
     out: Annotated[
         Path, typer.Option(help="Folder for the checkpoint, results.csv and figure.")
     ] = Path("fairquant-quickstart"),
-    model: Annotated[str, typer.Option(help="Registered model name.")] = "resnet18",
+    model: Model = "resnet18",
     width: Annotated[int, typer.Option(help="Model width (channels of the first stage).")] = 8,
     epochs: Annotated[int, typer.Option(min=1)] = 30,
     seed: Annotated[int, typer.Option()] = 0,
@@ -227,17 +240,13 @@ def quickstart(
 @app.command()
 def train(
     out: Annotated[Path, typer.Option(help="Checkpoint file to write.")],
-    dataset: Annotated[str, typer.Option(help="Registered dataset name.")] = "digits",
-    root: Annotated[str | None, typer.Option(help="Dataset root folder or file.")] = None,
-    target: Annotated[str | None, typer.Option(help="Attribute to predict.")] = None,
-    group: Annotated[
-        str | None, typer.Option(help="Protected attribute (default: target).")
-    ] = None,
-    image_size: Annotated[int | None, typer.Option(min=4)] = None,
-    imbalance: Annotated[
-        str, typer.Option(help="'paper' (16:16:8:8:4:4:2:2:1:1), 'none' or ratios per class.")
-    ] = "none",
-    model: Annotated[str, typer.Option(help="Registered model name.")] = "resnet18",
+    dataset: Dataset = "digits",
+    root: Root = None,
+    target: Target = None,
+    group: Group = None,
+    image_size: ImageSize = None,
+    imbalance: Imbalance = "none",
+    model: Model = "resnet18",
     width: Annotated[
         int | None, typer.Option(help="Model width: channels of the first stage (ViT: hidden).")
     ] = None,
@@ -251,9 +260,7 @@ def train(
     schedule: Annotated[str, typer.Option(help="cosine, step or constant.")] = "cosine",
     seed: Annotated[int, typer.Option()] = 0,
     quiet: Quiet = False,
-    grayscale: Annotated[
-        bool | None, typer.Option("--grayscale/--no-grayscale", help="Convert images to gray.")
-    ] = None,
+    grayscale: Grayscale = None,
     option: DataOptions = None,
 ) -> None:
     """Train a full-precision model; its checkpoint holds all `audit` needs to rebuild it."""
@@ -451,11 +458,9 @@ def datasets(
     dataset: Annotated[
         str | None, typer.Option(help="Count this dataset's samples (needs --root).")
     ] = None,
-    root: Annotated[str | None, typer.Option(help="Dataset root folder or file.")] = None,
-    target: Annotated[str | None, typer.Option(help="Attribute to predict.")] = None,
-    group: Annotated[
-        str | None, typer.Option(help="Protected attribute (default: target).")
-    ] = None,
+    root: Root = None,
+    target: Target = None,
+    group: Group = None,
     imbalance: Annotated[
         str, typer.Option(help="'paper', 'none' or ratios per class (training split).")
     ] = "none",
@@ -670,17 +675,13 @@ def mitigate(
             "several joined with '+'."
         ),
     ] = "none,gt,re,over,weighted,fairqat,balanced-calib",
-    dataset: Annotated[str, typer.Option(help="Registered dataset name.")] = "digits",
-    root: Annotated[str | None, typer.Option(help="Dataset root folder or file.")] = None,
-    target: Annotated[str | None, typer.Option(help="Attribute to predict.")] = None,
-    group: Annotated[
-        str | None, typer.Option(help="Protected attribute (default: target).")
-    ] = None,
-    image_size: Annotated[int | None, typer.Option(min=4)] = None,
-    imbalance: Annotated[
-        str, typer.Option(help="'paper' (16:16:8:8:4:4:2:2:1:1), 'none' or ratios per class.")
-    ] = "none",
-    model: Annotated[str, typer.Option(help="Registered model name.")] = "resnet18",
+    dataset: Dataset = "digits",
+    root: Root = None,
+    target: Target = None,
+    group: Group = None,
+    image_size: ImageSize = None,
+    imbalance: Imbalance = "none",
+    model: Model = "resnet18",
     width: Annotated[int | None, typer.Option(help="Model width.")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 30,
     batch_size: Annotated[int, typer.Option(min=2)] = 64,
@@ -713,9 +714,7 @@ def mitigate(
         ),
     ] = False,
     quiet: Quiet = False,
-    grayscale: Annotated[
-        bool | None, typer.Option("--grayscale/--no-grayscale", help="Convert images to gray.")
-    ] = None,
+    grayscale: Grayscale = None,
     option: DataOptions = None,
 ) -> None:
     """Compare mitigations on the same data and seeds, quantized with PTQ and QAT: per-group,
