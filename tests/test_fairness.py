@@ -243,6 +243,19 @@ def test_paired_seed_test_detects_effect_and_not_null():
     assert (by_mitigation.n_seeds == 8).all()
 
 
+def test_paired_seed_test_same_difference_every_seed_is_an_infinite_effect():
+    # 12.0316 - 0.2959 is not exactly representable: sd is rounding noise, not a spread
+    a = [12.0316, 13.6095, 10.4539]
+    effect = paired_seed_test(
+        _seed_table(a, [v - 0.2959 for v in a], metric="worst_group_accuracy"),
+        "worst_group_accuracy",
+        baseline={"precision": "int8"},
+        candidate={"precision": "int4"},
+        alternative="less",
+    )
+    assert effect.effect_size == -np.inf and effect.difference == pytest.approx(-0.2959)
+
+
 def test_bad_input_is_a_clear_error():
     y = np.array([0, 1, 0, 1])
     g = np.array(["a", "a", "b", "b"])

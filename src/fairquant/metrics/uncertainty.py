@@ -258,7 +258,9 @@ def paired_seed_test(
     d = b.loc[seeds].to_numpy() - a.loc[seeds].to_numpy()
     mean, low, high = seed_interval(d, confidence)
     sd = d.std(ddof=1)
-    effect = mean / sd if sd > 0 else (0.0 if mean == 0 else float(np.sign(mean) * np.inf))
+    # identical differences in every seed leave only rounding noise in sd: no finite d_z
+    constant = sd <= 1e-9 * max(1.0, abs(mean))
+    effect = (0.0 if mean == 0 else float(np.sign(mean) * np.inf)) if constant else mean / sd
     n = len(d)
     exact = n <= 16
     test = stats.permutation_test(
