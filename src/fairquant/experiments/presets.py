@@ -3,7 +3,7 @@
 ``liu2025``: Liu et al. (ICML 2025), UTKFace, FER2013, CIFAR-10 and MNIST with the imbalanced
 variants, PTQ and QAT at int16/int8/int4, repeated over seeds. ``bellam-kim``: Bellam & Kim,
 UTKFace ethnicity on ResNet-18, PTQ at fp16/int8/int4/int3/int2 with the impact flow and the
-curvature factors. ``five-arch``: a binary target (gender) with gender x age-bucket groups on
+curvature factors. ``five-arch``: a binary target (gender) with ethnicity x age-bucket groups on
 UTKFace, five architectures, PTQ int8/int4, QAT and int4-fl8 mixed precision. Each has the
 scales ``tiny`` (seconds, for tests), ``cpu`` (under an hour on two cores) and ``gpu`` (the
 papers' sizes). Dataset roots are relative to the data folder (``--data``).

@@ -371,7 +371,8 @@ class FairnessFrame:
             for a, name in enumerate(self.group_names):
                 if self._counts[a] > 0 and np.isnan(v[rate][0, a]):
                     self._note(
-                        f"group {name!r} has no {kind} samples (label {self.pos_label}): its "
+                        f"group {name!r} has no {kind} samples (label "
+                        f"{'' if kind == 'positive' else 'not '}{self.pos_label}): its "
                         f"{rate} is undefined and it is left out of the difference between groups",
                         UndefinedMetricWarning,
                     )
