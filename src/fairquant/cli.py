@@ -128,11 +128,32 @@ def _parse_option(item: str) -> tuple[str, object]:
     return key.strip(), value
 
 
-def _data_options(items: list[str] | None, grayscale: bool | None) -> dict[str, object]:
-    options = dict(_parse_option(item) for item in items or [])
+def _data_spec(
+    dataset: str,
+    *,
+    root: str | None,
+    target: str | None,
+    group: str | None,
+    imbalance: str,
+    seed: int,
+    option: list[str] | None,
+    grayscale: bool | None = None,
+    image_size: int | None = None,
+) -> DataSpec:
+    """The dataset spec of the shared data options (``train``, ``datasets``, ``mitigate``)."""
+    options = dict(_parse_option(item) for item in option or [])
     if grayscale is not None:
         options["grayscale"] = grayscale
-    return options
+    return DataSpec(
+        name=dataset,
+        root=root,
+        target=target,
+        group=group,
+        image_size=image_size,
+        imbalance=_parse_imbalance(imbalance),
+        seed=seed,
+        options=options,
+    )
 
 
 def _audit_and_report(
@@ -274,15 +295,16 @@ def train(
             schedule=schedule,  # type: ignore[arg-type]
             seed=seed,
         )
-        spec = DataSpec(
-            name=dataset,
+        spec = _data_spec(
+            dataset,
             root=root,
             target=target,
             group=group,
-            image_size=image_size,
-            imbalance=_parse_imbalance(imbalance),
+            imbalance=imbalance,
             seed=seed,
-            options=_data_options(option, grayscale),
+            option=option,
+            grayscale=grayscale,
+            image_size=image_size,
         )
         data = load_dataset(spec)
         model_spec = ModelSpec(model, width, depth, patch_size, image_size=data.image_size[0])
@@ -481,14 +503,14 @@ def datasets(
             console.print(table)
             return
         source = get_source(dataset)
-        spec = DataSpec(
-            name=dataset,
+        spec = _data_spec(
+            dataset,
             root=root,
             target=target,
             group=group,
-            imbalance=_parse_imbalance(imbalance),
+            imbalance=imbalance,
             seed=seed,
-            options=_data_options(option, None),
+            option=option,
         )
         counts = source.counts(spec)
         wide = counts.pivot_table(
@@ -732,15 +754,16 @@ def mitigate(
             seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         except ValueError:
             raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers") from None
-        spec = DataSpec(
-            name=dataset,
+        spec = _data_spec(
+            dataset,
             root=root,
             target=target,
             group=group,
-            image_size=image_size,
-            imbalance=_parse_imbalance(imbalance),
+            imbalance=imbalance,
             seed=data_seed,
-            options=_data_options(option, grayscale),
+            option=option,
+            grayscale=grayscale,
+            image_size=image_size,
         )
         result = (
             summarize(out)
