@@ -143,6 +143,26 @@ def test_lanczos_finds_largest_algebraic_not_magnitude():
     assert lam == pytest.approx(3.0, rel=1e-8)
 
 
+def test_lanczos_started_near_the_top_eigenvector_converges_in_fewer_steps():
+    evals = torch.cat([torch.tensor([10.0, 9.0, 8.5]), torch.linspace(0.0, 8.0, 297)])
+    q, _ = torch.linalg.qr(
+        torch.randn(300, 300, generator=torch.Generator().manual_seed(1)).double()
+    )
+    a = q @ torch.diag(evals.double()) @ q.T
+    common = {"rtol": 1e-6, "min_iter": 1, "dtype": torch.float64}
+    lam, cold = lanczos_max(
+        lambda v: v @ a, 300, generator=torch.Generator().manual_seed(0), **common
+    )
+    near = q[:, 0] + 0.1 * q[:, 1]  # mostly along the top eigenvector, as a gradient tends to be
+    lam_w, warm = lanczos_max(
+        lambda v: v @ a, 300, generator=torch.Generator().manual_seed(0), start=near, **common
+    )
+    assert lam == pytest.approx(10.0, rel=1e-6) and lam_w == pytest.approx(10.0, rel=1e-6)
+    assert warm < cold
+    with pytest.raises(ConfigError, match="non-zero vector of 300"):
+        lanczos_max(lambda v: v @ a, 300, generator=torch.Generator(), start=torch.zeros(300))
+
+
 def test_refuses_nondeterministic_model():
     class Noisy(nn.Module):
         def forward(self, x):

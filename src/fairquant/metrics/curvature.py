@@ -200,6 +200,7 @@ def lanczos_max(
     max_iter: int = 100,
     generator: torch.Generator,
     dtype: torch.dtype = torch.float32,
+    start: Tensor | None = None,
 ) -> tuple[float, int]:
     """Largest *algebraic* eigenvalue of a symmetric ``A`` by Lanczos; returns ``(λ, matvecs)``.
 
@@ -214,10 +215,24 @@ def lanczos_max(
     says ``θ`` is near *some* eigenvalue: a random start in a space of ~10⁵ parameters has tiny
     components along every eigenvector, so the largest outlier can appear only after a few more
     steps (misconvergence); at least ``min_iter`` steps are therefore taken.
+
+    ``start`` (say, the gradient) is mixed half and half with the random vector: a start with an
+    O(1) component along the top eigenvectors instead of O(1/sqrt(dim)) converges in fewer steps,
+    and the random half keeps every eigenvector present. The gradient of a trained network lies
+    mostly in the span of the top Hessian eigenvectors (Gur-Ari, Roberts & Dyer, 2018, "Gradient
+    descent happens in a tiny subspace"), which is what :func:`curvature_table` uses.
     """
     if not 1 <= min_iter <= max_iter:
         raise ConfigError(f"Lanczos needs 1 <= min_iter <= max_iter; got {min_iter}, {max_iter}")
     v = torch.randn(dim, generator=generator, dtype=torch.float64).to(dtype)
+    if start is not None:
+        if start.shape != (dim,) or not torch.isfinite(start).all() or start.norm() == 0:
+            raise ConfigError(
+                f"Lanczos start must be a finite, non-zero vector of {dim} entries; got shape "
+                f"{tuple(start.shape)}"
+            )
+        # the random half keeps every eigenvector in the Krylov space (probability 1)
+        v = start.to(dtype) / start.norm() + v / v.norm()
     basis = [v / v.norm()]
     alphas: list[float] = []
     betas: list[float] = []
@@ -445,7 +460,7 @@ def curvature_table(
     sketch: int = 10,
     block: int = 10,
     eig_rtol: float = 1e-3,
-    eig_min_iter: int = 10,
+    eig_min_iter: int = 3,
     eig_max_iter: int = 50,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -455,7 +470,8 @@ def curvature_table(
     ``group, n, loss, grad_norm, trace, trace_se, trace_matvecs, lambda_max, lambda_matvecs``.
     The trace stops at ``trace_se <= rtol * |trace|`` (at least ``min_probes``, at most
     ``max_probes`` probes); ``lambda_max`` (Lanczos, largest algebraic) at a residual
-    ``<= eig_rtol * |λ|`` or ``eig_max_iter`` matvecs. ``traces`` (one per group, e.g. from
+    ``<= eig_rtol * |λ|`` or ``eig_max_iter`` matvecs, started from the group's gradient (plus a
+    random vector, :func:`lanczos_max`). ``traces`` (one per group, e.g. from
     :func:`group_traces`) replace the per-group trace estimate.
     """
     if trace_method not in ("hutchpp", "hutchinson"):
@@ -487,6 +503,7 @@ def curvature_table(
             max_iter=eig_max_iter,
             generator=gen,
             dtype=op.dtype,
+            start=op.grads[a] if op.grads[a].norm() > 0 else None,
         )
         rows.append(
             {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from torch import Tensor, nn
+from torch import nn
 
 from fairquant.data.base import Split
 from fairquant.errors import ConfigError
@@ -12,7 +12,7 @@ from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.model import quantize_model
 from fairquant.quant.precision import Precision
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG, qat_finetune
-from fairquant.train.loop import TrainConfig
+from fairquant.train.loop import ClassWeights, TrainConfig
 
 Quantizer = Callable[[nn.Module, Precision], nn.Module]
 METHODS = ("ptq", "qat")
@@ -28,7 +28,7 @@ def make_quantizer(
     calibration: str = "minmax",
     calib_size: int = 256,
     calib_balanced: bool = False,
-    class_weights: Tensor | None = None,
+    class_weights: ClassWeights = None,
     seed: int = 0,
     show_progress: bool = True,
 ) -> Quantizer:

@@ -26,7 +26,7 @@ from fairquant.errors import ConfigError
 from fairquant.quant.functional import clamp_inclusive, quantize_symmetric, round_ste
 from fairquant.quant.model import layer_bits, quantized_layers
 from fairquant.quant.precision import Precision
-from fairquant.train.loop import TrainConfig, train_model
+from fairquant.train.loop import ClassWeights, TrainConfig, train_model
 
 #: QAT's own optimiser settings: a short, gentle fine-tune from the trained fp32 weights.
 DEFAULT_QAT_CONFIG = TrainConfig(epochs=5, lr=0.005, schedule="cosine")
@@ -75,7 +75,7 @@ def qat_finetune(
     config: TrainConfig = DEFAULT_QAT_CONFIG,
     *,
     lsq: bool = False,
-    class_weights: Tensor | None = None,
+    class_weights: ClassWeights = None,
     show_progress: bool = True,
 ) -> nn.Module:
     """A QAT copy of ``model`` at integer ``precision``, fine-tuned on ``train``; ``model`` is

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -59,11 +60,17 @@ class TrainConfig:
         return cls(**d)
 
 
+#: Per-class loss weights: fixed, or computed from the model at the start of every epoch.
+ClassWeights = Tensor | Callable[[nn.Module], Tensor] | None
+
+
 @dataclass
 class TrainHistory:
-    """Mean training loss per epoch and the measured throughput."""
+    """Mean training loss per epoch, the class weights of each epoch when they follow the model,
+    and the measured throughput."""
 
     epoch_loss: list[float] = field(default_factory=list)
+    class_weights: list[list[float]] = field(default_factory=list)
     seconds: float = 0.0
     images_per_second: float = 0.0
 
@@ -121,13 +128,17 @@ def train_model(
     data: Split,
     config: TrainConfig,
     *,
-    class_weights: Tensor | None = None,
+    class_weights: ClassWeights = None,
     show_progress: bool = True,
 ) -> TrainHistory:
     """Train ``model`` in place with cross-entropy; the same seed gives the same weights.
 
     ``class_weights`` (one per class) weight the cross-entropy, normalised per batch by the
-    summed weights of its samples, as ``torch.nn.functional.cross_entropy`` does.
+    summed weights of its samples, as ``torch.nn.functional.cross_entropy`` does. A callable is
+    asked for the weights at the start of every epoch with the model in eval mode and without
+    gradients (weights that follow the model, such as
+    :func:`~fairquant.mitigate.weights.hardness_weights`); they are kept in
+    ``history.class_weights``.
 
     With a GPU present (:func:`training_device`) the model trains there in channels-last memory
     format under bfloat16 autocast (no loss scaling needed), batches copied over as they are
@@ -144,7 +155,6 @@ def train_model(
     gpu = device.type == "cuda"
     if gpu:
         model.to(device, memory_format=torch.channels_last)
-        class_weights = None if class_weights is None else class_weights.to(device)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps * config.epochs)
     history = TrainHistory()
@@ -152,6 +162,8 @@ def train_model(
     start = time.perf_counter()
     with progress_bar("train", config.epochs * steps, enabled=show_progress) as advance:
         for epoch in range(config.epochs):
+            weight = _epoch_weights(model, class_weights, history)
+            weight = None if weight is None else weight.to(device)
             perm = torch.randperm(n, generator=order)
             total = torch.zeros((), device=device)
             for lo, hi in itertools.pairwise(bounds):
@@ -161,7 +173,7 @@ def train_model(
                     x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
                     y = y.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
-                    loss = F.cross_entropy(model(x), y, weight=class_weights)
+                    loss = F.cross_entropy(model(x), y, weight=weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -176,3 +188,14 @@ def train_model(
     history.images_per_second = n * config.epochs / history.seconds
     model.eval()
     return history
+
+
+def _epoch_weights(model: nn.Module, weights: ClassWeights, history: TrainHistory) -> Tensor | None:
+    if not callable(weights):
+        return weights
+    model.eval()
+    with torch.no_grad():
+        w = weights(model).detach().cpu()
+    model.train()
+    history.class_weights.append(w.tolist())
+    return w
