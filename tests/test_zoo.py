@@ -140,6 +140,7 @@ def test_real_int8_kernels(name, kernels, images):
     real = to_int8_model(model, images.train.x)
     assert predict_logits(real, images.test.x).shape == (4, 3)
     assert kernels <= set(real_kernel_layers(real))
+    assert "Dropout" not in real_kernel_layers(real)  # the identity at inference, no kernel
 
 
 def test_user_module_through_every_path(user_model, images, tmp_path):

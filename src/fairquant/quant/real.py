@@ -85,8 +85,9 @@ def real_kernel_layers(model: nn.Module) -> dict[str, int]:
     for m in model.modules():
         kind = type(m)
         quantized = kind.__module__.startswith("torch.ao.nn") and ".quantized" in kind.__module__
-        # LinearPackedParams is the weight container inside a quantized Linear, not a layer
-        if quantized and not kind.__name__.endswith("PackedParams"):
+        # LinearPackedParams is the weight container inside a quantized Linear, not a layer, and
+        # the quantized Dropout is the identity at inference: neither runs a quantized kernel
+        if quantized and not kind.__name__.endswith("PackedParams") and kind.__name__ != "Dropout":
             counts[kind.__name__] += 1
     graph = getattr(model, "graph", None)
     for node in graph.nodes if graph is not None else ():
