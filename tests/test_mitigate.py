@@ -1,12 +1,14 @@
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
-from fairquant.data.base import Split
 from fairquant.errors import ConfigError
 from fairquant.mitigate import class_weights, resample_indices
-from fairquant.mitigate.weights import class_losses, hardness_weights
 from fairquant.models import ModelSpec, build_model
 from fairquant.train import TrainConfig, train_model
+from fairquant.train.loop import focal_cross_entropy
 
 
 def test_over_and_under_sampling_balance_the_labels():
@@ -64,51 +66,40 @@ def test_weighted_training_moves_predictions_toward_rare_classes(tiny_dataset):
     assert p_weighted > p_plain
 
 
-class _Fixed(torch.nn.Module):
-    """Logits ``bias`` for every input, whatever the input: known per-class losses."""
-
-    def __init__(self, bias: list[float]) -> None:
-        super().__init__()
-        self.bias = torch.nn.Parameter(torch.tensor(bias))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bias.expand(len(x), -1)
-
-
-def test_hardness_weights_are_the_class_losses_normalised_over_the_trained_counts():
-    y = torch.tensor([0] * 30 + [1] * 10 + [2] * 10)
-    split = Split(torch.zeros(len(y), 1, 2, 2), y, y.clone())
-    model = _Fixed([2.0, 0.0, -1.0])
-    losses = class_losses(model, split, num_classes=3)
-    expected = -torch.log_softmax(torch.tensor([2.0, 0.0, -1.0], dtype=torch.float64), 0)
-    assert torch.allclose(losses, expected)
-    w = hardness_weights(model, split, num_classes=3)
-    assert w[0] < w[1] < w[2]  # the model favours class 0: the others are harder
-    assert torch.allclose(w.double() / w[0], expected / expected[0], atol=1e-6)
-    assert (w.double() * y.bincount()).sum().item() == pytest.approx(len(y), rel=1e-6)
-    absent = hardness_weights(model, split, num_classes=4)  # a class with no samples: weight 0
-    assert absent[3] == 0 and torch.isnan(class_losses(model, split, num_classes=4)[3])
-    with pytest.raises(ConfigError, match="depend on a model"):
-        class_weights([3, 1], "hard")
-
-
-def test_weights_that_follow_the_model_are_asked_for_every_epoch_in_eval_mode(tiny_dataset):
-    split = tiny_dataset.train
-    torch.manual_seed(0)
-    model = build_model(ModelSpec("cnn", 2), in_channels=1, num_classes=3)
-    modes = []
-
-    def weights(m: torch.nn.Module) -> torch.Tensor:
-        modes.append((m.training, torch.is_grad_enabled()))
-        return hardness_weights(m, split, num_classes=3)
-
-    history = train_model(
-        model,
-        split,
-        TrainConfig(epochs=3, batch_size=10),
-        class_weights=weights,
-        show_progress=False,
+def test_focal_loss_is_cross_entropy_at_gamma_0_and_favours_hard_samples():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    w = torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64)
+    assert torch.isclose(
+        focal_cross_entropy(logits, y, weight=w), F.cross_entropy(logits, y, weight=w)
     )
-    assert modes == [(False, False)] * 3
-    assert len(history.class_weights) == 3 and len(history.class_weights[0]) == 3
-    assert history.class_weights[0] != history.class_weights[-1]  # they follow the model
+    # Lin et al.'s definition, term by term
+    p = logits.softmax(1)[torch.arange(6), y]
+    expected = (w[y] * -((1 - p) ** 2) * p.log()).sum() / w[y].sum()
+    assert torch.isclose(focal_cross_entropy(logits, y, weight=w, gamma=2.0).double(), expected)
+    # an easy sample (p = 0.9) counts far less against a hard one (p = 0.1) than under CE
+    easy, hard = torch.tensor([[math.log(9.0), 0.0]]), torch.tensor([[0.0, math.log(9.0)]])
+    target = torch.tensor([0])
+    ratio = focal_cross_entropy(easy, target, gamma=2.0) / focal_cross_entropy(
+        hard, target, gamma=2.0
+    )
+    assert ratio.item() == pytest.approx((0.1**2 * math.log(0.9)) / (0.9**2 * math.log(0.1)))
+    with pytest.raises(ConfigError, match="gamma >= 0"):
+        focal_cross_entropy(logits, y, gamma=-1.0)
+
+
+def test_focal_training_moves_predictions_toward_the_hard_class(tiny_dataset):
+    split = tiny_dataset.train
+    config = TrainConfig(epochs=3, batch_size=10)
+    torch.manual_seed(0)
+    init = build_model(ModelSpec("cnn", 2), in_channels=1, num_classes=3)
+    plain = build_model(ModelSpec("cnn", 2), in_channels=1, num_classes=3)
+    focal = build_model(ModelSpec("cnn", 2), in_channels=1, num_classes=3)
+    plain.load_state_dict(init.state_dict())
+    focal.load_state_dict(init.state_dict())
+    train_model(plain, split, config, show_progress=False)
+    train_model(focal, split, config, focal_gamma=2.0, show_progress=False)
+    loss_plain = F.cross_entropy(plain(split.x), split.y, reduction="none")
+    loss_focal = F.cross_entropy(focal(split.x), split.y, reduction="none")
+    assert loss_focal.max() < loss_plain.max()  # the hardest training sample is fitted better

@@ -693,8 +693,8 @@ def mitigate(
         str,
         typer.Option(
             help="Comma-separated mitigations: none, gt, re, re-fixed:N, over, under, weighted"
-            "[:inverse-frequency|:effective-number|:hard|:w1,w2,...], balanced-calib, fairqat, or "
-            "several joined with '+'."
+            "[:inverse-frequency|:effective-number|:w1,w2,...], focal[:G], balanced-calib, "
+            "fairqat, or several joined with '+'."
         ),
     ] = "none,gt,re,over,weighted,fairqat,balanced-calib",
     dataset: Dataset = "digits",

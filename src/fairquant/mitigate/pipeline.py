@@ -13,18 +13,22 @@ A mitigation name is one of the components below, or several joined with ``+``
   ``weighted:w1,w2,...``: a class-weighted cross-entropy
   (:func:`~fairquant.mitigate.weights.class_weights`). The weights come from the ORIGINAL
   training counts of each class, so combined with resampling the loss still favours the
-  originally rare classes. ``weighted:hard`` weighs each class by its mean loss under the model
-  being trained, recomputed every epoch (:func:`~fairquant.mitigate.weights.hardness_weights`).
+  originally rare classes.
+- ``focal`` (= ``focal:2``), ``focal:G``: the focal loss with γ = G (Lin et al., 2017;
+  :func:`~fairquant.train.loop.focal_cross_entropy`), which scales down the samples the model
+  already gets right and so favours the hard ones, whatever their class counts.
 - ``balanced-calib``: PTQ calibrates activation ranges on images drawn equally from every group
   (the five-architecture study's bias-aware calibration). Only precisions that quantize
   activations statically (``int8-a8``, ``int4-a8``, ...) calibrate anything: weight-only PTQ and
   QAT are unchanged by it, and :func:`calibration_note` says so.
-- ``fairqat``: Bellam & Kim's FairQAT: over-and-under resampling (every class to the mean count),
-  a cross-entropy weighted towards the classes the model finds hard (``weighted:hard``), and mixed
-  precision with the first and last layers at 8 bits (each requested ``int<b>`` with b < 8 becomes
-  ``int<b>-fl8``). Resampling already weighs the minority classes equally by count; weights from
-  the original counts on top of it (an earlier design) over-corrected, costing about 24 points
-  of overall accuracy on UTKFace, so the loss weights follow difficulty instead.
+- ``fairqat``: Bellam & Kim's FairQAT, "resampling, a weighted cross-entropy favouring hard and
+  minority classes, and mixed-precision QAT": over-and-under resampling (every class to the mean
+  count, which gives the minority classes equal weight), the focal loss with γ = 2 (which favours
+  the hard samples), and the first and last layers at 8 bits (each requested ``int<b>`` with
+  b < 8 becomes ``int<b>-fl8``). An earlier design put count-based class weights on top of the
+  balanced resample, which favoured the rare classes twice and cost 24 points of overall
+  accuracy on UTKFace; one that weighted each class by its current loss, re-measured every epoch,
+  oscillated (a class down-weighted one epoch was forgotten and weighted 8.5x the next).
 
 Resampling and augmentation balance the classes, or the (class, group) cells when the group is
 not the class (see :func:`~fairquant.mitigate.augment.balancing_key`). The same mitigated training
@@ -36,18 +40,18 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from fairquant.data.base import GroupedDataset, Split
 from fairquant.errors import ConfigError
 from fairquant.mitigate.augment import balance_augment, balancing_key, check_augmentation
 from fairquant.mitigate.resample import resample_indices
-from fairquant.mitigate.weights import HARD, SCHEMES, class_weights, hardness_weights
+from fairquant.mitigate.weights import SCHEMES, class_weights
 from fairquant.models.registry import ModelSpec, build_model
 from fairquant.quant.methods import Quantizer, make_quantizer
 from fairquant.quant.precision import Precision
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG
-from fairquant.train.loop import ClassWeights, TrainConfig, TrainHistory, train_model
+from fairquant.train.loop import TrainConfig, TrainHistory, train_model
 
 #: The component names ``parse_mitigation`` accepts (``N`` and ``w1,w2,...`` are numbers).
 VALID_NAMES = (
@@ -60,14 +64,17 @@ VALID_NAMES = (
     "weighted",
     "weighted:inverse-frequency",
     "weighted:effective-number",
-    "weighted:hard",
     "weighted:w1,w2,...",
+    "focal",
+    "focal:G",
     "balanced-calib",
     "fairqat",
 )
 
 #: FairQAT's first and last layer bits.
 FAIRQAT_EDGE_BITS = 8
+#: The focal loss's γ of ``focal`` and ``fairqat`` (Lin et al.'s default).
+FOCAL_GAMMA = 2.0
 
 
 @dataclass(frozen=True)
@@ -78,12 +85,13 @@ class Mitigation:
     augment: str | None = None
     resample: str | None = None
     weights: str | tuple[float, ...] | None = None
+    focal: float | None = None
     balanced_calib: bool = False
     edge_bits: int | None = None
 
     @property
     def changes_training(self) -> bool:
-        return self.augment is not None or self.resample is not None or self.weights is not None
+        return any(v is not None for v in (self.augment, self.resample, self.weights, self.focal))
 
     @property
     def training_key(self) -> str:
@@ -136,10 +144,21 @@ def _component(text: str) -> Mitigation:
     if name == "balanced-calib":
         return Mitigation(name, balanced_calib=True)
     if name == "fairqat":
-        return Mitigation(name, resample="both", weights=HARD, edge_bits=FAIRQAT_EDGE_BITS)
+        return Mitigation(name, resample="both", focal=FOCAL_GAMMA, edge_bits=FAIRQAT_EDGE_BITS)
+    if name == "focal" or name.startswith("focal:"):
+        text_gamma = name.split(":", 1)[1] if ":" in name else str(FOCAL_GAMMA)
+        try:
+            gamma = float(text_gamma)
+        except ValueError:
+            gamma = -1.0
+        if not 0 < gamma < float("inf"):
+            raise ConfigError(
+                f"mitigation {text!r}: the focal loss's gamma must be a positive number (focal:2)"
+            )
+        return Mitigation(name, focal=gamma)
     if name == "weighted" or name.startswith("weighted:"):
         spec = name.split(":", 1)[1] if ":" in name else "inverse-frequency"
-        if spec in (*SCHEMES, HARD):
+        if spec in SCHEMES:
             return Mitigation(name, weights=spec)
         try:
             values = tuple(float(v) for v in spec.split(","))
@@ -147,8 +166,8 @@ def _component(text: str) -> Mitigation:
             values = ()
         if not values or any(v < 0 for v in values) or sum(values) == 0:
             raise ConfigError(
-                f"mitigation {text!r}: weights must be {', '.join((*SCHEMES, HARD))} or "
-                "non-negative numbers, one per class, not all 0 (weighted:1,2,4)"
+                f"mitigation {text!r}: weights must be {' or '.join(SCHEMES)} or non-negative "
+                "numbers, one per class, not all 0 (weighted:1,2,4)"
             )
         return Mitigation(name, weights=values)
     raise ConfigError(
@@ -169,7 +188,7 @@ def parse_mitigation(name: str) -> Mitigation:
         raise ConfigError(f"mitigation {name!r}: 'none' cannot be combined with others")
     merged: dict[str, object] = {}
     for part in parts:
-        for field in ("augment", "resample", "weights", "balanced_calib", "edge_bits"):
+        for field in ("augment", "resample", "weights", "focal", "balanced_calib", "edge_bits"):
             value = getattr(part, field)
             if value is None or value is False:
                 continue
@@ -233,22 +252,10 @@ def mitigated_split(train: Split, mitigation: Mitigation, *, seed: int) -> Split
     return split
 
 
-def mitigated_weights(
-    train: Split,
-    mitigation: Mitigation,
-    *,
-    num_classes: int,
-    trained_on: Split | None = None,
-    seed: int = 0,
-) -> ClassWeights:
-    """Per-class loss weights of ``mitigation``, as float32: from the original ``train`` counts,
-    or, for ``hard``, a callable that measures the model on ``trained_on`` (the mitigated data the
-    loss is applied to; ``train`` when not given) at the start of every epoch."""
+def mitigated_weights(train: Split, mitigation: Mitigation, *, num_classes: int) -> Tensor | None:
+    """Per-class loss weights of ``mitigation`` from the original training counts, as float32."""
     if mitigation.weights is None:
         return None
-    if mitigation.weights == HARD:
-        split = trained_on if trained_on is not None else train
-        return lambda model: hardness_weights(model, split, num_classes=num_classes, seed=seed)
     counts = torch.bincount(train.y, minlength=num_classes)
     w = class_weights(counts.tolist(), mitigation.weights)
     return w.to(torch.float32)
@@ -264,12 +271,17 @@ def train_mitigated(
 ) -> tuple[nn.Module, TrainHistory]:
     """A fresh model (seeded by ``config.seed``) trained with ``mitigation``'s data and loss."""
     split = mitigated_split(data.train, mitigation, seed=config.seed)
-    weights = mitigated_weights(
-        data.train, mitigation, num_classes=data.num_classes, trained_on=split, seed=config.seed
-    )
+    weights = mitigated_weights(data.train, mitigation, num_classes=data.num_classes)
     torch.manual_seed(config.seed)
     model = build_model(model_spec, in_channels=data.in_channels, num_classes=data.num_classes)
-    history = train_model(model, split, config, class_weights=weights, show_progress=show_progress)
+    history = train_model(
+        model,
+        split,
+        config,
+        class_weights=weights,
+        focal_gamma=mitigation.focal or 0.0,
+        show_progress=show_progress,
+    )
     return model, history
 
 
@@ -312,9 +324,8 @@ def mitigated_quantizer(
         qat_config=qat_config,
         calib_size=calib_size,
         calib_balanced=mitigation.balanced_calib,
-        class_weights=mitigated_weights(
-            train, mitigation, num_classes=k, trained_on=split, seed=qat_config.seed
-        ),
+        class_weights=mitigated_weights(train, mitigation, num_classes=k),
+        focal_gamma=mitigation.focal or 0.0,
         seed=seed,
         show_progress=show_progress,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from torch import nn
+from torch import Tensor, nn
 
 from fairquant.data.base import Split
 from fairquant.errors import ConfigError
@@ -12,7 +12,7 @@ from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.model import quantize_model
 from fairquant.quant.precision import Precision
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG, qat_finetune
-from fairquant.train.loop import ClassWeights, TrainConfig
+from fairquant.train.loop import TrainConfig
 
 Quantizer = Callable[[nn.Module, Precision], nn.Module]
 METHODS = ("ptq", "qat")
@@ -28,7 +28,8 @@ def make_quantizer(
     calibration: str = "minmax",
     calib_size: int = 256,
     calib_balanced: bool = False,
-    class_weights: ClassWeights = None,
+    class_weights: Tensor | None = None,
+    focal_gamma: float = 0.0,
     seed: int = 0,
     show_progress: bool = True,
 ) -> Quantizer:
@@ -37,7 +38,7 @@ def make_quantizer(
     ``ptq`` rounds the trained weights (and calibrates activation ranges on ``calib_size``
     training images, random or balanced across groups, for ``-a<k>`` precisions); ``qat``
     fine-tunes a copy per precision with ``qat_config`` (learned step sizes with ``lsq``), its
-    cross-entropy weighted by ``class_weights`` when given.
+    cross-entropy weighted by ``class_weights`` when given (focal with ``focal_gamma`` > 0).
     """
     if method not in METHODS:
         raise ConfigError(f"method must be one of {METHODS}; got {method!r}")
@@ -56,6 +57,7 @@ def make_quantizer(
             qat_config,
             lsq=lsq,
             class_weights=class_weights,
+            focal_gamma=focal_gamma,
             show_progress=show_progress,
         )
     calib_x = None

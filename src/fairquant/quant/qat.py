@@ -26,7 +26,7 @@ from fairquant.errors import ConfigError
 from fairquant.quant.functional import clamp_inclusive, quantize_symmetric, round_ste
 from fairquant.quant.model import layer_bits, quantized_layers
 from fairquant.quant.precision import Precision
-from fairquant.train.loop import ClassWeights, TrainConfig, train_model
+from fairquant.train.loop import TrainConfig, train_model
 
 #: QAT's own optimiser settings: a short, gentle fine-tune from the trained fp32 weights.
 DEFAULT_QAT_CONFIG = TrainConfig(epochs=5, lr=0.005, schedule="cosine")
@@ -75,12 +75,13 @@ def qat_finetune(
     config: TrainConfig = DEFAULT_QAT_CONFIG,
     *,
     lsq: bool = False,
-    class_weights: ClassWeights = None,
+    class_weights: Tensor | None = None,
+    focal_gamma: float = 0.0,
     show_progress: bool = True,
 ) -> nn.Module:
     """A QAT copy of ``model`` at integer ``precision``, fine-tuned on ``train``; ``model`` is
-    unchanged. The seed of ``config`` makes it deterministic. ``class_weights`` weight the
-    fine-tuning cross-entropy as in :func:`~fairquant.train.loop.train_model`."""
+    unchanged. The seed of ``config`` makes it deterministic. ``class_weights`` and
+    ``focal_gamma`` shape the fine-tuning loss as in :func:`~fairquant.train.loop.train_model`."""
     if precision.kind != "int":
         raise ConfigError(
             f"QAT applies to integer precisions (int8, int4, int4-fl8, ...); got {precision.name!r}"
@@ -104,7 +105,14 @@ def qat_finetune(
         else:
             fake = FakeQuantize(bits[name], per_channel=precision.per_channel)
         parametrize.register_parametrization(layer, "weight", fake)
-    train_model(q, train, config, class_weights=class_weights, show_progress=show_progress)
+    train_model(
+        q,
+        train,
+        config,
+        class_weights=class_weights,
+        focal_gamma=focal_gamma,
+        show_progress=show_progress,
+    )
     for _, layer in layers:
         # drops the parametrization with LSQ's step: the state-dict keys are the original ones
         parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)

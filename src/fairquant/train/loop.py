@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -60,17 +59,11 @@ class TrainConfig:
         return cls(**d)
 
 
-#: Per-class loss weights: fixed, or computed from the model at the start of every epoch.
-ClassWeights = Tensor | Callable[[nn.Module], Tensor] | None
-
-
 @dataclass
 class TrainHistory:
-    """Mean training loss per epoch, the class weights of each epoch when they follow the model,
-    and the measured throughput."""
+    """Mean training loss per epoch and the measured throughput."""
 
     epoch_loss: list[float] = field(default_factory=list)
-    class_weights: list[list[float]] = field(default_factory=list)
     seconds: float = 0.0
     images_per_second: float = 0.0
 
@@ -123,27 +116,54 @@ def make_scheduler(
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def focal_cross_entropy(
+    logits: Tensor, target: Tensor, *, weight: Tensor | None = None, gamma: float = 0.0
+) -> Tensor:
+    """The focal loss of Lin et al. (ICCV 2017, "Focal loss for dense object detection") for
+    ``C`` classes: ``-Σ_i w_{y_i} (1 - p_i)^γ log p_i / Σ_i w_{y_i}``, with ``p_i`` the softmax
+    probability of sample ``i``'s true class and ``w`` optional class weights (their α).
+
+    ``γ = 0`` is the (weighted) cross-entropy exactly; ``γ > 0`` scales down the samples the model
+    already gets right, so the loss favours the hard ones. Written here because torchvision's
+    ``sigmoid_focal_loss`` is the binary, sigmoid form.
+
+    >>> z, y = torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 0])
+    >>> bool(torch.isclose(focal_cross_entropy(z, y), F.cross_entropy(z, y)))
+    True
+    """
+    if gamma < 0:
+        raise ConfigError(f"the focal loss needs gamma >= 0; got {gamma}")
+    if gamma == 0:
+        return F.cross_entropy(logits, target, weight=weight)
+    logp = F.log_softmax(logits.float(), dim=1).gather(1, target[:, None])[:, 0]
+    losses = -((1 - logp.exp()) ** gamma) * logp
+    if weight is None:
+        return losses.mean()
+    w = weight[target]
+    return (w * losses).sum() / w.sum()
+
+
 def train_model(
     model: nn.Module,
     data: Split,
     config: TrainConfig,
     *,
-    class_weights: ClassWeights = None,
+    class_weights: Tensor | None = None,
+    focal_gamma: float = 0.0,
     show_progress: bool = True,
 ) -> TrainHistory:
     """Train ``model`` in place with cross-entropy; the same seed gives the same weights.
 
     ``class_weights`` (one per class) weight the cross-entropy, normalised per batch by the
-    summed weights of its samples, as ``torch.nn.functional.cross_entropy`` does. A callable is
-    asked for the weights at the start of every epoch with the model in eval mode and without
-    gradients (weights that follow the model, such as
-    :func:`~fairquant.mitigate.weights.hardness_weights`); they are kept in
-    ``history.class_weights``.
+    summed weights of its samples, as ``torch.nn.functional.cross_entropy`` does;
+    ``focal_gamma`` > 0 trains with the focal loss instead (:func:`focal_cross_entropy`).
 
     With a GPU present (:func:`training_device`) the model trains there in channels-last memory
     format under bfloat16 autocast (no loss scaling needed), batches copied over as they are
     drawn, and is moved back to the CPU afterwards: the caller's model stays a CPU model.
     """
+    if focal_gamma < 0:
+        raise ConfigError(f"the focal loss needs gamma >= 0; got {focal_gamma}")
     n = len(data)
     if n < 2:
         raise ConfigError(f"training needs at least 2 samples; the split has {n}")
@@ -155,6 +175,7 @@ def train_model(
     gpu = device.type == "cuda"
     if gpu:
         model.to(device, memory_format=torch.channels_last)
+        class_weights = None if class_weights is None else class_weights.to(device)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps * config.epochs)
     history = TrainHistory()
@@ -162,8 +183,6 @@ def train_model(
     start = time.perf_counter()
     with progress_bar("train", config.epochs * steps, enabled=show_progress) as advance:
         for epoch in range(config.epochs):
-            weight = _epoch_weights(model, class_weights, history)
-            weight = None if weight is None else weight.to(device)
             perm = torch.randperm(n, generator=order)
             total = torch.zeros((), device=device)
             for lo, hi in itertools.pairwise(bounds):
@@ -173,7 +192,7 @@ def train_model(
                     x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
                     y = y.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
-                    loss = F.cross_entropy(model(x), y, weight=weight)
+                    loss = focal_cross_entropy(model(x), y, weight=class_weights, gamma=focal_gamma)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -188,14 +207,3 @@ def train_model(
     history.images_per_second = n * config.epochs / history.seconds
     model.eval()
     return history
-
-
-def _epoch_weights(model: nn.Module, weights: ClassWeights, history: TrainHistory) -> Tensor | None:
-    if not callable(weights):
-        return weights
-    model.eval()
-    with torch.no_grad():
-        w = weights(model).detach().cpu()
-    model.train()
-    history.class_weights.append(w.tolist())
-    return w
