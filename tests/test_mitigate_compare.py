@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from fairquant.cli import app
@@ -18,7 +19,7 @@ from fairquant.experiments.mitigation import (
 )
 from fairquant.models import ModelSpec
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG
-from fairquant.train import TrainConfig
+from fairquant.train import TrainConfig, load_checkpoint
 
 KEY = ["dataset", "model", "mitigation", "seed", "method", "precision", "group", "metric"]
 
@@ -107,3 +108,21 @@ def test_mitigate_command_prints_tables_tests_and_writes_the_figure(tmp_path):
     assert set(results.method) == {"none", "ptq"} and not results.duplicated(KEY).any()
     bad = CliRunner().invoke(app, ["mitigate", "--out", str(out), "--mitigations", "smote"])
     assert bad.exit_code != 0 and "unknown mitigation 'smote'" in bad.output
+
+
+def test_a_vit_is_sized_to_the_data_and_its_checkpoint_rebuilds(tmp_path):
+    spec = replace(default_digits_spec(), image_size=16)
+    result = compare_mitigations(
+        spec,
+        ModelSpec("vit_small", 16, depth=1, patch_size=4),
+        TrainConfig(epochs=1, batch_size=30),
+        tmp_path / "run",
+        mitigations="none",
+        precisions="fp32,int8",
+        methods=["ptq"],
+        seeds=[0],
+    )
+    assert result.setup.model.image_size == 16
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "none__seed0.pt")
+    assert ckpt.model_spec.image_size == 16
+    assert ckpt.model(torch.zeros(2, 1, 16, 16)).shape == (2, 10)

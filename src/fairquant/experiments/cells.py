@@ -30,6 +30,7 @@ from fairquant.data.base import DataSpec, GroupedDataset
 from fairquant.data.registry import load_dataset
 from fairquant.experiments.config import DatasetConfig, ExperimentConfig, ModelConfig
 from fairquant.mitigate.pipeline import mitigated_quantizer, parse_mitigation, train_mitigated
+from fairquant.models.registry import sized_for
 from fairquant.train.checkpoint import load_checkpoint, save_checkpoint
 
 #: The key columns of ``results.csv``, before the audit's columns.
@@ -151,11 +152,12 @@ def run_cell(cell: Cell, folder: str) -> CellOutput:
     trained = not checkpoint.exists()
     mitigation = parse_mitigation(cell.mitigation)
     if trained:
-        model, history = train_mitigated(data, cell.model.spec(), train_config, mitigation)
+        spec = sized_for(cell.model.spec(), data.image_size[0])
+        model, history = train_mitigated(data, spec, train_config, mitigation)
         save_checkpoint(
             checkpoint,
             model=model,
-            model_spec=cell.model.spec(),
+            model_spec=spec,
             dataset=data,
             train_config=train_config,
             history=history,

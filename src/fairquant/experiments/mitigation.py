@@ -45,7 +45,7 @@ from fairquant.mitigate.pipeline import (
     parse_mitigations,
     train_mitigated,
 )
-from fairquant.models.registry import ModelSpec
+from fairquant.models.registry import ModelSpec, sized_for
 from fairquant.quant.methods import METHODS
 from fairquant.quant.precision import Precision, parse_precisions
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG
@@ -179,10 +179,11 @@ def compare_mitigations(
         n_bootstrap=n_bootstrap,
     )
     _check_setup(setup)
+    dataset = load_dataset(data)
+    setup = replace(setup, model=sized_for(model, dataset.image_size[0]))  # a ViT's input side
     out = Path(out)
     _claim(out, setup)
     results = _read_results(out)
-    dataset = load_dataset(data)
     notes: list[str] = []
     for m in mits:
         for method in setup.methods:

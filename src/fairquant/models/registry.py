@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from torch import nn
@@ -89,6 +89,19 @@ def register_model(name: str, builder: Builder, *, options: tuple[str, ...] = ()
         raise ConfigError(f"model options must come from {OPTIONS}; got {sorted(unknown)}")
     MODELS[name] = builder
     MODEL_OPTIONS[name] = tuple(options)
+
+
+def sized_for(spec: ModelSpec, image_size: int) -> ModelSpec:
+    """``spec`` with ``image_size`` filled in when its architecture takes one (a ViT's position
+    embeddings are sized by it) and it is unset, so that the spec a checkpoint records rebuilds
+    the same model; any other spec is returned unchanged.
+
+    >>> sized_for(ModelSpec("vit_small", 64), 48).image_size, sized_for(ModelSpec("resnet18"), 48)
+    (48, ModelSpec(name='resnet18', width=None, depth=None, patch_size=None, image_size=None))
+    """
+    if spec.image_size is None and "image_size" in MODEL_OPTIONS.get(spec.name, ()):
+        return replace(spec, image_size=image_size)
+    return spec
 
 
 def build_model(spec: ModelSpec, *, in_channels: int, num_classes: int) -> nn.Module:
