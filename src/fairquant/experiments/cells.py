@@ -33,8 +33,10 @@ from fairquant.mitigate.pipeline import mitigated_quantizer, parse_mitigation, t
 from fairquant.models.registry import sized_for
 from fairquant.train.checkpoint import load_checkpoint, save_checkpoint
 
-#: The key columns of ``results.csv``, before the audit's columns.
+#: The key columns of a run directory's ``results.csv``, before the audit's columns (written by
+#: ``fairquant run`` and ``fairquant mitigate``, read by :mod:`fairquant.report.rundir`).
 KEYS = ["dataset", "model", "mitigation", "seed"]
+#: Every column of a run directory's ``results.csv``, in order.
 RESULT_COLUMNS = [*KEYS, *COLUMNS]
 
 

@@ -31,10 +31,11 @@ from typing import Any
 import pandas as pd
 
 from fairquant._io import atomic_write
-from fairquant.audit import ALL, COLUMNS, audit_model
+from fairquant.audit import ALL, audit_model
 from fairquant.data.base import DataSpec, GroupedDataset
 from fairquant.data.registry import load_dataset
 from fairquant.errors import ConfigError
+from fairquant.experiments.cells import RESULT_COLUMNS
 from fairquant.metrics.functional import pareto_front
 from fairquant.metrics.uncertainty import across_seeds, paired_seed_test
 from fairquant.mitigate.pipeline import (
@@ -52,8 +53,6 @@ from fairquant.quant.qat import DEFAULT_QAT_CONFIG
 from fairquant.train.checkpoint import load_checkpoint, save_checkpoint
 from fairquant.train.loop import TrainConfig
 
-KEYS = ["dataset", "model", "mitigation", "seed"]
-RESULT_COLUMNS = [*KEYS, *COLUMNS]
 RESULTS, RUN, SUMMARY, TESTS = "results.csv", "run.json", "summary.csv", "tests.csv"
 DEFAULT_MITIGATIONS = ("none", "gt", "re", "over", "weighted", "fairqat", "balanced-calib")
 #: Activation-quantized precisions audited (PTQ only) when a mitigation calibrates balanced:

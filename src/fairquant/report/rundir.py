@@ -21,10 +21,10 @@ import pandas as pd
 from fairquant.audit import COLUMNS
 from fairquant.errors import ConfigError
 
-#: The cell keys a run directory's ``results.csv`` adds in front of the audit columns.
-CELL_KEYS = ["dataset", "model", "mitigation", "seed"]
-#: Every column of a run directory's ``results.csv``, in order.
-RESULT_COLUMNS = [*CELL_KEYS, *COLUMNS]
+# the run-directory contract is written by the experiments and read here: one definition
+from fairquant.experiments.cells import KEYS as CELL_KEYS
+from fairquant.experiments.cells import RESULT_COLUMNS
+
 #: The setup files shown as written, in the order looked for.
 SETUP_FILES = ("config.yaml", "config.yml", "run.json")
 _TEXT = ["dataset", "model", "mitigation", "method", "precision", "group", "metric"]
