@@ -37,6 +37,7 @@ data and loss are used by QAT's fine-tuning, so QAT does not undo the mitigation
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -146,12 +147,9 @@ def _component(text: str) -> Mitigation:
     if name == "fairqat":
         return Mitigation(name, resample="both", focal=FOCAL_GAMMA, edge_bits=FAIRQAT_EDGE_BITS)
     if name == "focal" or name.startswith("focal:"):
-        text_gamma = name.split(":", 1)[1] if ":" in name else str(FOCAL_GAMMA)
-        try:
-            gamma = float(text_gamma)
-        except ValueError:
-            gamma = -1.0
-        if not 0 < gamma < float("inf"):
+        value = name.split(":", 1)[1] if ":" in name else str(FOCAL_GAMMA)
+        gamma = float(value) if _is_number(value) else math.nan
+        if not 0 < gamma < math.inf:
             raise ConfigError(
                 f"mitigation {text!r}: the focal loss's gamma must be a positive number (focal:2)"
             )

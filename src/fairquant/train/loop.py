@@ -162,8 +162,6 @@ def train_model(
     format under bfloat16 autocast (no loss scaling needed), batches copied over as they are
     drawn, and is moved back to the CPU afterwards: the caller's model stays a CPU model.
     """
-    if focal_gamma < 0:
-        raise ConfigError(f"the focal loss needs gamma >= 0; got {focal_gamma}")
     n = len(data)
     if n < 2:
         raise ConfigError(f"training needs at least 2 samples; the split has {n}")
