@@ -1,6 +1,5 @@
 """End to end: `fairquant mitigate` / compare_mitigations on digits, 2 seeds, a tiny model."""
 
-import json
 from dataclasses import replace
 
 import pandas as pd
@@ -11,6 +10,7 @@ from typer.testing import CliRunner
 from fairquant.cli import app
 from fairquant.data import default_digits_spec
 from fairquant.errors import ConfigError
+from fairquant.experiments import load_config
 from fairquant.experiments.mitigation import (
     RESULT_COLUMNS,
     compare_mitigations,
@@ -35,7 +35,6 @@ def test_compare_mitigations_writes_the_run_directory_and_resumes(
     tmp_path, small_digits, one_thread
 ):
     out = tmp_path / "run"
-    logged: list[str] = []
     kwargs = dict(
         mitigations="none,fairqat,balanced-calib",
         precisions="fp32,int4",
@@ -44,16 +43,19 @@ def test_compare_mitigations_writes_the_run_directory_and_resumes(
         qat=replace(DEFAULT_QAT_CONFIG, epochs=1),
     )
     spec, train = ModelSpec("cnn", 2), TrainConfig(epochs=1, batch_size=32)
-    result = compare_mitigations(small_digits, spec, train, out, log=logged.append, **kwargs)
+    result = compare_mitigations(small_digits, spec, train, out, **kwargs)
+    assert (result.run.cells, result.run.ran, result.run.trained) == (6, 6, 4)
     results = pd.read_csv(out / "results.csv", keep_default_na=False, na_values=[""])
     assert list(results.columns) == RESULT_COLUMNS
     assert not results.duplicated(KEY).any()
     cells = results[["mitigation", "seed", "method", "precision"]].drop_duplicates()
-    # per seed: fp32 once per mitigation; PTQ at int4 (FairQAT: int4-fl8), and for none and
-    # balanced-calib the default activation-quantized int8-a8, int4-a8; QAT at int4 except for
+    # per seed: fp32 once per mitigation; PTQ at int4 (FairQAT: int4-fl8) and the default
+    # activation-quantized int8-a8, int4-a8 (FairQAT: int4-fl8-a8); QAT at int4 except for
     # balanced-calib (= none's QAT)
-    assert len(cells) == 2 * (3 + 3 + 1 + 3 + 2)
-    assert set(cells[cells.mitigation == "fairqat"].precision) == {"fp32", "int4-fl8"}
+    assert len(cells) == 2 * (3 + 3 * 3 + 2)
+    assert set(cells[cells.mitigation == "fairqat"].precision) == {
+        "fp32", "int4-fl8", "int8-a8", "int4-fl8-a8"
+    }  # fmt: skip
     assert not ((results.mitigation == "balanced-calib") & (results.method == "qat")).any()
     # balanced calibration reuses the unmitigated model: weight-only PTQ equals none's exactly
     acc = results[(results.metric == "accuracy") & (results.precision == "int4")]
@@ -61,11 +63,14 @@ def test_compare_mitigations_writes_the_run_directory_and_resumes(
         index=["seed", "group"], columns="mitigation", values="value"
     )
     assert (acc["none"] == acc["balanced-calib"]).all()
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
-        "fairqat__seed0.pt", "fairqat__seed1.pt", "none__seed0.pt", "none__seed1.pt"
+    # one checkpoint per training recipe and seed: balanced-calib shares none's
+    assert len(list((out / "cells").glob("*/model.pt"))) == 4
+    config = load_config(out / "config.yaml")
+    assert config.seeds == [0, 1] and config.mitigations == ["none", "fairqat", "balanced-calib"]
+    assert [m.precisions for m in config.methods] == [
+        ["fp32", "int4", "int8-a8", "int4-a8"], ["fp32", "int4"]
     ]  # fmt: skip
-    setup = json.loads((out / "run.json").read_text())
-    assert setup["seeds"] == [0, 1] and setup["act_precisions"] == ["int8-a8", "int4-a8"]
+    assert any("balanced-calib with qat is none with qat" in n for n in result.notes)
 
     table = comparison_table(result, "ptq", "int4")
     assert list(table.index) == ["none", "fairqat", "balanced-calib"]
@@ -84,12 +89,26 @@ def test_compare_mitigations_writes_the_run_directory_and_resumes(
     assert points.pareto.any()
 
     # a rerun skips every finished cell and trained model, and adds nothing twice
-    logged.clear()
-    compare_mitigations(small_digits, spec, train, out, log=logged.append, **kwargs)
-    assert logged == []
+    again = compare_mitigations(small_digits, spec, train, out, **kwargs)
+    assert (again.run.ran, again.run.trained) == (0, 0)
     assert pd.read_csv(out / "results.csv").shape == results.shape
-    with pytest.raises(ConfigError, match="different train"):
-        compare_mitigations(small_digits, spec, replace(train, epochs=2), out, **kwargs)
+    # other training settings are other cells: trained anew, and the table holds only them
+    longer = compare_mitigations(small_digits, spec, replace(train, epochs=2), out, **kwargs)
+    assert (longer.run.ran, longer.run.trained) == (6, 4)
+    assert len(list((out / "cells").glob("*/model.pt"))) == 8
+
+
+def test_bad_settings_are_refused_before_anything_runs(tmp_path, small_digits):
+    spec, train = ModelSpec("cnn", 2), TrainConfig(epochs=1)
+    with pytest.raises(ConfigError, match="QAT takes integer weight-only precisions"):
+        compare_mitigations(small_digits, spec, train, tmp_path, precisions="fp32,int8-a8")
+    with pytest.raises(ConfigError, match="act_precisions are the activation-quantized"):
+        compare_mitigations(small_digits, spec, train, tmp_path, act_precisions="int4")
+    with pytest.raises(ConfigError, match="methods must be some of"):
+        compare_mitigations(small_digits, spec, train, tmp_path, methods=["gptq"])
+    with pytest.raises(ConfigError, match="seeds repeat"):
+        compare_mitigations(small_digits, spec, train, tmp_path, seeds=[0, 0])
+    assert not any(tmp_path.iterdir())
 
 
 def test_mitigate_command_prints_tables_tests_and_writes_the_figure(tmp_path):
@@ -112,7 +131,7 @@ def test_mitigate_command_prints_tables_tests_and_writes_the_figure(tmp_path):
 
 def test_a_vit_is_sized_to_the_data_and_its_checkpoint_rebuilds(tmp_path):
     spec = replace(default_digits_spec(), image_size=16)
-    result = compare_mitigations(
+    compare_mitigations(
         spec,
         ModelSpec("vit_small", 16, depth=1, patch_size=4),
         TrainConfig(epochs=1, batch_size=30),
@@ -122,7 +141,7 @@ def test_a_vit_is_sized_to_the_data_and_its_checkpoint_rebuilds(tmp_path):
         methods=["ptq"],
         seeds=[0],
     )
-    assert result.setup.model.image_size == 16
-    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "none__seed0.pt")
+    (path,) = (tmp_path / "run" / "cells").glob("*/model.pt")
+    ckpt = load_checkpoint(path)
     assert ckpt.model_spec.image_size == 16
     assert ckpt.model(torch.zeros(2, 1, 16, 16)).shape == (2, 10)

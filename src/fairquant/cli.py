@@ -64,6 +64,10 @@ Grayscale = Annotated[
     bool | None, typer.Option("--grayscale/--no-grayscale", help="Convert images to gray.")
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Backend = Annotated[str, typer.Option(help="Where cells run: local, process or ray.")]
+Workers = Annotated[
+    int | None, typer.Option(min=1, help="Processes (process) or local Ray CPUs (ray).")
+]
 Bootstrap = Annotated[
     int,
     typer.Option(
@@ -647,10 +651,8 @@ def run(
         Path | None,
         typer.Option(help="Folder the datasets' roots are relative to (presets: ../shared/data)."),
     ] = None,
-    backend: Annotated[str, typer.Option(help="local, process or ray.")] = "local",
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="Processes (process) or local Ray CPUs (ray).")
-    ] = None,
+    backend: Backend = "local",
+    workers: Workers = None,
     address: Annotated[
         str | None, typer.Option(help="Join this Ray cluster (e.g. auto or ray://head:10001).")
     ] = None,
@@ -735,6 +737,8 @@ def mitigate(
             help="Only summarise and print what --out holds (e.g. a run still going or stopped)."
         ),
     ] = False,
+    backend: Backend = "local",
+    workers: Workers = None,
     quiet: Quiet = False,
     grayscale: Grayscale = None,
     option: DataOptions = None,
@@ -748,8 +752,6 @@ def mitigate(
 
     with _user_errors():
         start = time.perf_counter()
-        if report_only and not (out / "run.json").is_file():
-            raise ConfigError(f"--report-only: {out} holds no run.json of `fairquant mitigate`")
         try:
             seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         except ValueError:
@@ -781,10 +783,17 @@ def mitigate(
                 qat=replace(DEFAULT_QAT_CONFIG, epochs=qat_epochs, lr=qat_lr),
                 calib_size=calib_size,
                 n_bootstrap=n_bootstrap,
+                backend=backend,
+                workers=workers,
                 show_progress=not quiet,
-                log=lambda line: console.print(line, highlight=False),
             )
         )
+        if result.run is not None:
+            run = result.run
+            console.print(
+                f"{run.cells} cells: {run.ran} run now ({run.trained} trained), {run.skipped} "
+                "already done"
+            )
         for table in mitigation_tables(result):
             console.print(table)
         tests = paired_tests_table(result)
@@ -794,7 +803,7 @@ def mitigate(
             console.print(f"[yellow]note:[/] {note}", highlight=False)
         png = plot_pareto(result, out / "pareto.png")
         console.print(
-            f"wrote results.csv, summary.csv, tests.csv, run.json and {png.name} to {out} in "
+            f"wrote results.csv, summary.csv, tests.csv, config.yaml and {png.name} to {out} in "
             f"{time.perf_counter() - start:.0f}s"
         )
 

@@ -29,7 +29,12 @@ from fairquant.audit import COLUMNS, audit_model
 from fairquant.data.base import DataSpec, GroupedDataset
 from fairquant.data.registry import load_dataset
 from fairquant.experiments.config import DatasetConfig, ExperimentConfig, ModelConfig
-from fairquant.mitigate.pipeline import mitigated_quantizer, parse_mitigation, train_mitigated
+from fairquant.mitigate.pipeline import (
+    Mitigation,
+    mitigated_quantizer,
+    parse_mitigation,
+    train_mitigated,
+)
 from fairquant.models.registry import sized_for
 from fairquant.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -142,7 +147,8 @@ def _load(spec_json: str) -> GroupedDataset:
 
 
 def run_cell(cell: Cell, folder: str) -> CellOutput:
-    """Train (or load the cached checkpoint of) ``cell``'s model, then audit every method.
+    """Train (or load the cached checkpoint of) ``cell``'s model, then audit every method (but
+    QAT where it is another mitigation's of the grid: :func:`qat_of_twin`).
 
     Writes the checkpoint to ``folder/model.pt`` atomically; the tables are returned for the
     runner to store, so a worker on another machine needs no shared disk.
@@ -168,6 +174,8 @@ def run_cell(cell: Cell, folder: str) -> CellOutput:
         model = load_checkpoint(checkpoint).model
     tables = []
     for method in exp.methods:
+        if method.name == "qat" and qat_of_twin(mitigation, exp):
+            continue
         precisions = exp.method_precisions(method)
         quantize = mitigated_quantizer(
             mitigation,
@@ -217,6 +225,12 @@ def run_cell(cell: Cell, folder: str) -> CellOutput:
         )
         factors = _with_keys(explained.factors, cell)
     return CellOutput(results=results[RESULT_COLUMNS], factors=factors, trained=trained)
+
+
+def qat_of_twin(mitigation: Mitigation, exp: ExperimentConfig) -> bool:
+    """Whether the QAT of ``mitigation`` is the QAT of another mitigation of the grid: QAT
+    calibrates nothing, so ``x+balanced-calib`` fine-tunes exactly as ``x`` does."""
+    return mitigation.balanced_calib and mitigation.without_calibration in exp.mitigations
 
 
 def _with_keys(table: pd.DataFrame, cell: Cell) -> pd.DataFrame:

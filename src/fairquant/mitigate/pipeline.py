@@ -105,6 +105,16 @@ class Mitigation:
         parts = [p for p in self.name.split("+") if _component(p).changes_training]
         return "+".join(parts) or "none"
 
+    @property
+    def without_calibration(self) -> str:
+        """The name of this mitigation without balanced calibration: its QAT is that one's, for
+        QAT calibrates nothing.
+
+        >>> parse_mitigation("re+balanced-calib").without_calibration
+        're'
+        """
+        return "+".join(p for p in self.name.split("+") if p != "balanced-calib") or "none"
+
     def precision(self, precision: Precision) -> Precision:
         """The precision this mitigation actually uses for ``precision``: with FairQAT, an integer
         precision of fewer than 8 bits keeps its first and last layers at 8 bits.

@@ -101,6 +101,7 @@ def plot_pareto(comparison: MitigationComparison, path: str | Path) -> Path:
     return pareto.plot_pareto(
         pareto_points(comparison),
         path,
-        title=f"{comparison.setup.data.name}, {comparison.setup.model.name}: accuracy vs φ(D), "
+        title=f"{comparison.config.datasets[0].key}, {comparison.config.models[0].key}: "
+        f"accuracy vs φ(D), "
         f"mean and 95% interval over {n_seeds} seed(s)",
     )
