@@ -166,7 +166,10 @@ def test_a_killed_run_resumes_without_redoing_or_losing_cells(tmp_path, one_thre
     pd.testing.assert_frame_equal(pd.read_csv(run_dir / "results.csv"), table)
 
 
-def test_backends_give_the_same_results_table(tmp_path, one_thread):
+def test_backends_give_the_same_results_table(tmp_path, one_thread, monkeypatch):
+    # workers inherit the environment: each backend must still run a cell on its own CPUs'
+    # threads (here 1, as the local run), or float sums and then the losses drift
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
     config = parse_config(TINY)
     local = run_experiment(config, tmp_path / "local", show_progress=False)
     expected = pd.read_csv(local.results)

@@ -33,6 +33,14 @@ def _limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _threaded(fn: Callable, threads: int, *task: Any) -> Any:
+    """``fn(*task)`` on ``threads`` intra-op threads, whatever ``OMP_NUM_THREADS`` the worker
+    inherited: float sums depend on how they are split, so a cell must not give other numbers
+    on another backend or environment."""
+    _limit_threads(threads)
+    return fn(*task)
+
+
 def run_processes(fn: Callable, tasks: Sequence[Task], done: Done, *, workers: int) -> None:
     """``workers`` spawned processes (``concurrent.futures``), the cores shared among them."""
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -64,7 +72,8 @@ def run_ray(
     num_cpus: float,
     num_gpus: float,
 ) -> None:
-    """Ray tasks, each asking for ``num_cpus`` and ``num_gpus``.
+    """Ray tasks, each asking for ``num_cpus`` and ``num_gpus`` and running on that many
+    threads.
 
     With ``address`` (e.g. ``ray://head:10001`` or ``auto``) the run joins that cluster, whose
     nodes must have fairquant installed; without it a local Ray starts with ``workers`` CPUs
@@ -81,8 +90,9 @@ def run_ray(
         else:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     try:
-        remote = ray.remote(fn).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)
-        running = {remote.remote(*task): task for task in tasks}
+        remote = ray.remote(_threaded).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)
+        threads = max(1, int(num_cpus))  # the CPUs the task holds
+        running = {remote.remote(fn, threads, *task): task for task in tasks}
         while running:
             finished, _ = ray.wait(list(running), num_returns=1)
             for ref in finished:
