@@ -8,6 +8,8 @@ import torch
 from typer.testing import CliRunner
 
 from fairquant.cli import app
+from fairquant.models import ModelSpec
+from fairquant.train import load_checkpoint
 
 runner = CliRunner()
 
@@ -21,6 +23,9 @@ def tiny_checkpoint(folder: Path) -> Path:
     ck = folder / "m.pt"
     args = ["--model", "cnn", "--width", "2", "--epochs", "1", "--image-size", "8", "--quiet"]
     assert invoke("train", "--out", str(ck), *args).exit_code == 0
+    # the spec records an image size only for architectures that take one (a ViT's), as
+    # `mitigate` and `run` record it (models.registry.sized_for)
+    assert load_checkpoint(ck).model_spec == ModelSpec("cnn", 2)
     return ck
 
 

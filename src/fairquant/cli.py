@@ -27,6 +27,7 @@ from fairquant.mitigate.allocate import (
     parse_budget,
 )
 from fairquant.models import ModelSpec
+from fairquant.models.registry import sized_for
 from fairquant.quant import DEFAULT_PRECISIONS, parse_precisions
 from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.methods import make_quantizer
@@ -311,7 +312,7 @@ def train(
             image_size=image_size,
         )
         data = load_dataset(spec)
-        model_spec = ModelSpec(model, width, depth, patch_size, image_size=data.image_size[0])
+        model_spec = sized_for(ModelSpec(model, width, depth, patch_size), data.image_size[0])
         counts = data.counts()
         console.print(
             f"[bold]{dataset}[/]: target {data.target!r} ({data.num_classes} classes), group "
