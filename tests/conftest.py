@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,19 +12,17 @@ import torch
 from fairquant.data import DataSpec, GroupedDataset, Split
 
 
-@pytest.fixture
-def tiny_dataset() -> GroupedDataset:
-    """A 3-class, 3-group dataset of random 8x8 images (for plumbing, not accuracy)."""
+def _random_images(n_train: int, n_test: int, size: int) -> GroupedDataset:
     gen = torch.Generator().manual_seed(0)
 
     def split(n: int) -> Split:
         y = torch.arange(n) % 3
-        return Split(torch.randn(n, 1, 8, 8, generator=gen), y, y.clone())
+        return Split(torch.randn(n, 1, size, size, generator=gen), y, y.clone())
 
     return GroupedDataset(
         spec=DataSpec(name="tiny"),
-        train=split(30),
-        test=split(12),
+        train=split(n_train),
+        test=split(n_test),
         classes=["a", "b", "c"],
         group_names=["a", "b", "c"],
         target="label",
@@ -31,6 +30,19 @@ def tiny_dataset() -> GroupedDataset:
         mean=(0.0,),
         std=(1.0,),
     )
+
+
+@pytest.fixture
+def random_images() -> Callable[[int, int, int], GroupedDataset]:
+    """``random_images(n_train, n_test, size)``: a 3-class, 3-group dataset of seeded random
+    1-channel ``size`` x ``size`` images, labels cycling 0, 1, 2 (for plumbing, not accuracy)."""
+    return _random_images
+
+
+@pytest.fixture
+def tiny_dataset() -> GroupedDataset:
+    """30 training and 12 test 8x8 random images (:func:`random_images`)."""
+    return _random_images(30, 12, 8)
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from fairquant.cli import app
-from fairquant.data import DataSpec, GroupedDataset, Split
+from fairquant.data import GroupedDataset
 from fairquant.errors import ConfigError
 from fairquant.models import MODELS, ModelSpec, build_model, predict_logits, register_model
 from fairquant.models.registry import MODEL_OPTIONS
@@ -51,22 +51,9 @@ class UserNet(nn.Module):
 
 
 @pytest.fixture
-def images() -> GroupedDataset:
-    """Four 1-channel 16x16 random images in 3 classes (for plumbing, not accuracy)."""
-    gen = torch.Generator().manual_seed(0)
-    y = torch.tensor([0, 1, 2, 0])
-    split = Split(torch.randn(4, 1, 16, 16, generator=gen), y, y.clone())
-    return GroupedDataset(
-        spec=DataSpec(name="tiny"),
-        train=split,
-        test=split,
-        classes=["a", "b", "c"],
-        group_names=["a", "b", "c"],
-        target="label",
-        group="label",
-        mean=(0.0,),
-        std=(1.0,),
-    )
+def images(random_images) -> GroupedDataset:
+    """Four 16x16 random images for training and four for testing."""
+    return random_images(4, 4, 16)
 
 
 @pytest.fixture
