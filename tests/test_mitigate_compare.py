@@ -106,6 +106,10 @@ def test_bad_settings_are_refused_before_anything_runs(tmp_path, small_digits):
         compare_mitigations(small_digits, spec, train, tmp_path, act_precisions="int4")
     with pytest.raises(ConfigError, match="methods must be some of"):
         compare_mitigations(small_digits, spec, train, tmp_path, methods=["gptq"])
+    with pytest.raises(ConfigError, match="QAT sets epochs, lr and batch_size only"):
+        compare_mitigations(
+            small_digits, spec, train, tmp_path, qat=replace(DEFAULT_QAT_CONFIG, optimizer="adamw")
+        )
     with pytest.raises(ConfigError, match="seeds repeat"):
         compare_mitigations(small_digits, spec, train, tmp_path, seeds=[0, 0])
     assert not any(tmp_path.iterdir())

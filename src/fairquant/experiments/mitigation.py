@@ -21,7 +21,7 @@ FairQAT's rows name the precision it ran (``int4-fl8`` where ``int4`` was asked)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -120,6 +120,12 @@ def mitigation_config(
         raise ConfigError(
             f"QAT takes integer weight-only precisions; got {weight_only} in precisions (put "
             "activation-quantized ones in act_precisions: they are audited with PTQ)"
+        )
+    settable = {"epochs": qat.epochs, "lr": qat.lr, "batch_size": qat.batch_size, "seed": qat.seed}
+    if qat != replace(DEFAULT_QAT_CONFIG, **settable):  # what MethodConfig.qat_config builds
+        raise ConfigError(
+            "qat: a comparison's QAT sets epochs, lr and batch_size only; the rest is "
+            f"{DEFAULT_QAT_CONFIG}'s; got {qat}"
         )
     names = [p.name for p in precs]
     entries = []
