@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
-from fairquant.audit import audit_model
+from fairquant._audit import audit_model
 from fairquant.data import load_dataset
 from fairquant.metrics.curvature import GroupCurvature
 from fairquant.metrics.predict import (

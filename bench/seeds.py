@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fairquant.audit import audit_model
+from fairquant._audit import audit_model
 from fairquant.data import DataSpec, default_digits_spec, load_dataset
 from fairquant.metrics.uncertainty import across_seeds, paired_seed_test, stack_seeds
 from fairquant.models import ModelSpec

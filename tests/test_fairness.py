@@ -8,7 +8,7 @@ import torch
 from fairlearn import metrics as flm
 from scipy import stats
 
-from fairquant.audit import COLUMNS, audit_model
+from fairquant._audit import COLUMNS, audit_model
 from fairquant.data import Split
 from fairquant.errors import ConfigError
 from fairquant.metrics import fairness as fm

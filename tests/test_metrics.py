@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from fairquant.audit import COLUMNS, EmptyGroupWarning, audit_model
+from fairquant._audit import COLUMNS, EmptyGroupWarning, audit_model
 from fairquant.data import Split
 from fairquant.metrics import excess_loss, group_mean, per_sample_loss, phi
 from fairquant.quant import parse_precisions

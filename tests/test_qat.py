@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from fairquant.audit import audit_model
+from fairquant._audit import audit_model
 from fairquant.errors import ConfigError
 from fairquant.models import ModelSpec, build_model
 from fairquant.quant import parse_precision, parse_precisions, quantize_model, quantized_layers

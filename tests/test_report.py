@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from fairquant.audit import audit_model
+from fairquant._audit import audit_model
+from fairquant._explain import explain_model
 from fairquant.cli import app
 from fairquant.data import default_digits_spec, load_dataset
 from fairquant.errors import ConfigError
-from fairquant.explain import explain_model
 from fairquant.metrics.uncertainty import paired_seed_test
 from fairquant.mitigate import resample_indices
 from fairquant.models import ModelSpec

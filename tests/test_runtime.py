@@ -9,8 +9,8 @@ import pytest
 @pytest.mark.parametrize(
     ("env", "expected"), [({}, "True"), ({"FAIRQUANT_MALLOC": "default"}, "False")]
 )
-def test_malloc_tuning_on_import(env, expected):
-    code = "import fairquant._runtime as r; print(r.MALLOC_TUNED)"
+def test_malloc_tuning(env, expected):
+    code = "import fairquant._runtime as r; print(r.tune_malloc())"
     out = subprocess.run(
         [sys.executable, "-c", code],
         env={**{k: v for k, v in os.environ.items() if k != "FAIRQUANT_MALLOC"}, **env},
@@ -19,6 +19,23 @@ def test_malloc_tuning_on_import(env, expected):
         check=True,
     )
     assert out.stdout.strip() == expected
+
+
+def test_import_changes_nothing_in_the_process():
+    """`import fairquant` (and its API) neither tunes malloc nor switches matplotlib's backend."""
+    code = (
+        "import sys, matplotlib; before = matplotlib.get_backend(); import fairquant; "
+        "fairquant.AuditResult; import fairquant.report; "
+        "print('fairquant._runtime' in sys.modules, matplotlib.get_backend() == before)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "MPLBACKEND": "svg"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "False True"
 
 
 def test_atomic_write_gives_plain_file_permissions(tmp_path):

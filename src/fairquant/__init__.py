@@ -1,8 +1,58 @@
 """fairquant: when you quantize a model, who pays for it?
 
 Measure, explain and mitigate the disparate impact of quantization on groups of a classifier's data.
+This module is the public API, in the spirit of Fairlearn's ``fairlearn.metrics``: a curated set of
+entry points over private modules. Names load on first use (PEP 562), so ``import fairquant`` is
+cheap and changes nothing in the process.
+
+>>> import fairquant
+>>> fairquant.AuditResult.__name__
+'AuditResult'
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from fairquant import _runtime  # noqa: F401  (tunes malloc once per process; see _runtime)
+#: public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # audit
+    "audit": "fairquant._audit",
+    "audit_model": "fairquant._audit",
+    "AuditResult": "fairquant._audit",
+    "PerSample": "fairquant.metrics.samples",
+    # explain
+    "ExplainResult": "fairquant._explain",
+    # data
+    "DataSpec": "fairquant.data",
+    "GroupedDataset": "fairquant.data",
+    "Split": "fairquant.data",
+    "load_dataset": "fairquant.data",
+    # models and training
+    "ModelSpec": "fairquant.models",
+    "TrainConfig": "fairquant.train",
+    "load_checkpoint": "fairquant.train",
+    # quantization
+    "Precision": "fairquant.quant",
+    "parse_precisions": "fairquant.quant",
+    # metrics
+    "FairnessFrame": "fairquant.metrics.frame",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fairquant' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

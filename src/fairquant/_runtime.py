@@ -1,4 +1,4 @@
-"""Process-level tuning applied when fairquant is imported.
+"""Process-level tuning, applied by the command-line entry point (never on import).
 
 glibc serves every allocation above ``M_MMAP_THRESHOLD`` (dynamic, at most 32 MiB) with a fresh
 ``mmap`` and returns it to the kernel on free, so each training step page-faults its activation
@@ -35,6 +35,3 @@ def tune_malloc() -> bool:
     ok &= mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
     ok &= mallopt(_M_TOP_PAD, 64 << 20) == 1
     return bool(ok)
-
-
-MALLOC_TUNED = tune_malloc()

@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from fairquant.audit import COLUMNS, audit_model
+from fairquant._audit import COLUMNS, audit_model
 from fairquant.data.base import DataSpec, GroupedDataset
 from fairquant.data.registry import load_dataset
 from fairquant.experiments.config import DatasetConfig, ExperimentConfig, ModelConfig
@@ -205,7 +205,7 @@ def run_cell(cell: Cell, folder: str) -> CellOutput:
     results = _with_keys(pd.concat(tables, ignore_index=True), cell)
     factors = None
     if exp.explain.enabled:
-        from fairquant.explain import explain_model
+        from fairquant._explain import explain_model
 
         settings = exp.explain
         explained = explain_model(

@@ -179,7 +179,7 @@ class MethodConfig(_Strict):
 
 
 class ExplainConfig(_Strict):
-    """The impact-flow and curvature step (:func:`fairquant.explain.explain_model`) per cell, at
+    """The impact-flow and curvature step (:func:`fairquant.explain`) per cell, at
     the PTQ precisions (``precisions`` overrides them)."""
 
     enabled: bool = False

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fairquant._audit import ALL
 from fairquant._io import atomic_write
-from fairquant.audit import ALL
 from fairquant.data.base import DataSpec
 from fairquant.errors import ConfigError
 from fairquant.experiments.cells import RESULT_COLUMNS, qat_of_twin

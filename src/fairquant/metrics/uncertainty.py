@@ -156,7 +156,7 @@ def across_seeds(
 ) -> pd.DataFrame:
     """Mean, standard deviation and Student-t interval of every metric over training seeds.
 
-    ``results`` maps seed to an :class:`~fairquant.audit.AuditResult` (or its ``table``), or is
+    ``results`` maps seed to an :class:`~fairquant.AuditResult` (or its ``table``), or is
     one table with a ``seed`` column. Returns one row per (method, precision, bits, group,
     metric) with ``n_seeds``, ``mean``, ``std``, ``ci_low``, ``ci_high``; a table's further key
     columns (e.g. ``dataset``, ``model``, ``mitigation`` of a run directory's ``results.csv``)

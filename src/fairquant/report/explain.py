@@ -1,4 +1,4 @@
-"""Figures and the terminal table of an explanation (:mod:`fairquant.explain`).
+"""Figures and the terminal table of an explanation (:mod:`fairquant._explain`).
 
 Proportions of gradient norm, trace and group size (Liu et al., Fig. 2); logit variance and
 true-class probability (DTDB) distributions by precision (Bellam & Kim, Figs. 3-4); gradient norm
@@ -10,17 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: never open a window, works without a display
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from rich import box
 from rich.table import Table
 
+from fairquant._explain import ExplainResult
 from fairquant._io import atomic_write
-from fairquant.explain import ExplainResult
 
 
 def _save(fig, path: str | Path) -> Path:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: never open a window, works without a display
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from fairquant._audit import AuditResult
 from fairquant._io import atomic_write
-from fairquant.audit import AuditResult
 
 
 def plot_group_accuracy(

@@ -6,9 +6,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: never open a window, works without a display
 from rich import box
 from rich.table import Table
 

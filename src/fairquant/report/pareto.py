@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: never open a window, works without a display
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

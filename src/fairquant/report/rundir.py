@@ -2,10 +2,10 @@
 
 A run directory (written by ``fairquant run``, ``fairquant mitigate`` or ``fairquant audit
 --out``) holds ``results.csv``, one long table with the audit columns
-(:data:`fairquant.audit.COLUMNS`) and the cell keys ``dataset, model, mitigation, seed``;
+(:data:`fairquant.schema.COLUMNS`) and the cell keys ``dataset, model, mitigation, seed``;
 ``config.yaml`` or ``run.json`` (the setup, shown as written); and optionally ``explain/`` with
 one factor table per cell, ``<dataset>__<model>__<mitigation>__seed<k>.csv`` (the ``factors``
-of :class:`fairquant.explain.ExplainResult`), and further CSV tables such as ``curvature.csv``.
+of :class:`fairquant.ExplainResult`), and further CSV tables such as ``curvature.csv``.
 An audit's ``results.csv`` has no cell keys: each missing key is taken as single-valued.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fairquant.audit import COLUMNS
+from fairquant._audit import COLUMNS
 from fairquant.errors import ConfigError
 
 # the run-directory contract is written by the experiments and read here: one definition

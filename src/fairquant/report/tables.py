@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich import box
 from rich.table import Table
 
-from fairquant.audit import AuditResult
+from fairquant._audit import AuditResult
 
 
 def _drop_style(drop: float) -> str:

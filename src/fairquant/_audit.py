@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from torch import nn
 
@@ -20,6 +21,7 @@ from fairquant.data.base import Split
 from fairquant.errors import ConfigError
 from fairquant.metrics.frame import ALL, EmptyGroupWarning, FairnessFrame
 from fairquant.metrics.functional import per_sample_loss
+from fairquant.metrics.samples import PerSample
 from fairquant.metrics.uncertainty import check_bootstrap
 from fairquant.models.predict import predict_logits
 from fairquant.quant.model import quantize_model
@@ -29,7 +31,7 @@ from fairquant.quant.size import packed_size_bytes
 #: Columns of :attr:`AuditResult.table` (and of ``results.csv``); ``ci_low``/``ci_high`` bound
 #: the group-stratified bootstrap interval (NaN only when the audit ran with ``n_bootstrap=0``).
 COLUMNS = ["method", "precision", "bits", "group", "metric", "value", "ci_low", "ci_high"]
-__all__ = ["ALL", "COLUMNS", "AuditResult", "EmptyGroupWarning", "audit_model"]
+__all__ = ["ALL", "COLUMNS", "AuditResult", "EmptyGroupWarning", "PerSample", "audit_model"]
 
 
 @dataclass
@@ -50,6 +52,8 @@ class AuditResult:
     notes: list[str] = field(default_factory=list)
     #: All metrics with their bootstrap replicates: differences, ratios, paired comparisons.
     frame: FairnessFrame | None = None
+    #: Per-sample predictions and losses of every precision (paired tests, verdicts).
+    samples: PerSample | None = None
 
     def by_group(self, metric: str = "accuracy") -> pd.DataFrame:
         """A groups x precisions table of one metric (the papers' Table 1 layout)."""
@@ -146,6 +150,12 @@ def audit_model(
         precisions=order,
         notes=list(frame.notes),
         frame=frame,
+        samples=PerSample(
+            y=test.y.numpy().astype(np.int64),
+            g=test.g.numpy().astype(np.int64),
+            predictions={k: v.argmax(1).numpy() for k, v in logits.items()},
+            losses={k: v.double().numpy() for k, v in losses.items()},
+        ),
     )
 
 

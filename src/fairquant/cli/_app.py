@@ -1,0 +1,140 @@
+"""The typer app, its consoles, and the options and error handling every command shares."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fairquant.data import PAPER_RATIO, DataSpec
+from fairquant.errors import ConfigError, FairquantError
+
+app = typer.Typer(
+    help="Audit who pays when a neural network is quantized: per-group accuracy, loss, "
+    "excess loss G(a) and the disparity phi(D).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+if not console.is_terminal:  # logs and pipes: rich would wrap wide tables at 80 columns
+    console.width = max(console.width, 160)
+err_console = Console(stderr=True)
+
+CHECKPOINT = "checkpoint.pt"
+RESULTS = "results.csv"
+FIGURE = "group_accuracy.png"
+
+# Options that several commands share, written once.
+Dataset = Annotated[str, typer.Option(help="Registered dataset name.")]
+Root = Annotated[str | None, typer.Option(help="Dataset root folder or file.")]
+Target = Annotated[str | None, typer.Option(help="Attribute to predict.")]
+Group = Annotated[str | None, typer.Option(help="Protected attribute (default: target).")]
+ImageSize = Annotated[int | None, typer.Option(min=4)]
+Imbalance = Annotated[
+    str, typer.Option(help="'paper' (16:16:8:8:4:4:2:2:1:1), 'none' or ratios per class.")
+]
+Model = Annotated[str, typer.Option(help="Registered model name.")]
+Grayscale = Annotated[
+    bool | None, typer.Option("--grayscale/--no-grayscale", help="Convert images to gray.")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Backend = Annotated[str, typer.Option(help="Where cells run: local, process or ray.")]
+Workers = Annotated[
+    int | None, typer.Option(min=1, help="Processes (process) or local Ray CPUs (ray).")
+]
+Bootstrap = Annotated[
+    int,
+    typer.Option(
+        "--bootstrap",
+        min=0,
+        help="Group-stratified bootstrap replicates for 95% intervals in results.csv (0: none).",
+    ),
+]
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Show fairquant's own errors as one clear line and exit with status 2, no traceback."""
+    try:
+        with warnings.catch_warnings():  # warnings too, one line each (e.g. skipped files)
+            warnings.showwarning = show_warning
+            yield
+    except FairquantError as e:
+        # soft_wrap: one line per error, never broken inside a path (logs and grep see it whole)
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def parse_imbalance(text: str) -> tuple[float, ...] | None:
+    if text == "none":
+        return None
+    if text == "paper":
+        return PAPER_RATIO
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--imbalance {text!r}: expected 'paper', 'none' or comma-separated ratios "
+            "like '16,16,8,8,4,4,2,2,1,1'"
+        ) from None
+
+
+DataOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--option",
+        "-o",
+        help="Dataset option KEY=VALUE, repeatable; VALUE is read as JSON when it parses "
+        '(age_buckets=[18,40,60], limit=500, split="random"), else as text.',
+    ),
+]
+
+
+def parse_option(item: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (key, value), the value parsed as a JSON literal (never evaluated)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--option {item!r}: expected KEY=VALUE, e.g. age_buckets=[18,40,60]")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    return key.strip(), value
+
+
+def data_spec(
+    dataset: str,
+    *,
+    root: str | None,
+    target: str | None,
+    group: str | None,
+    imbalance: str,
+    seed: int,
+    option: list[str] | None,
+    grayscale: bool | None = None,
+    image_size: int | None = None,
+) -> DataSpec:
+    """The dataset spec of the shared data options (``train``, ``datasets``, ``mitigate``)."""
+    options = dict(parse_option(item) for item in option or [])
+    if grayscale is not None:
+        options["grayscale"] = grayscale
+    return DataSpec(
+        name=dataset,
+        root=root,
+        target=target,
+        group=group,
+        image_size=image_size,
+        imbalance=parse_imbalance(imbalance),
+        seed=seed,
+        options=options,
+    )

@@ -1,0 +1,92 @@
+"""`fairquant explain`: the impact flow and curvature factors per group."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fairquant.cli._app import (
+    Quiet,
+    app,
+    console,
+    user_errors,
+)
+from fairquant.data import load_dataset
+from fairquant.errors import ConfigError
+from fairquant.quant import parse_precisions
+from fairquant.train import load_checkpoint
+
+
+@app.command()
+def explain(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint written by `fairquant train`.")],
+    precisions: Annotated[str, typer.Option(help="Comma-separated precisions.")] = "fp32,int4",
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the tables and figures (default: beside it).")
+    ] = None,
+    probes: Annotated[
+        int, typer.Option(min=10, help="Most Hutchinson probes per group (after Hutch++'s sketch).")
+    ] = 100,
+    rtol: Annotated[
+        float, typer.Option(min=0.0, help="Stop the trace at this relative standard error.")
+    ] = 0.05,
+    curvature: Annotated[str, typer.Option(help="hessian or ggn.")] = "hessian",
+    piecewise_linear: Annotated[
+        bool,
+        typer.Option(
+            help="The model is piecewise linear (ReLU/BatchNorm): trace exact, no probes."
+        ),
+    ] = False,
+    samples_per_group: Annotated[
+        int | None, typer.Option(min=1, help="Curvature on at most this many test samples a group.")
+    ] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Explain the disparity: impact flow and curvature factors per group and precision."""
+    from fairquant._explain import explain_model
+    from fairquant.report.explain import factor_table, plot_explanation
+
+    with user_errors():
+        ckpt = load_checkpoint(checkpoint)
+        dataset = load_dataset(ckpt.data_spec)
+        if dataset.group_names != ckpt.group_names:
+            raise ConfigError(
+                f"the data rebuilt for {checkpoint} no longer matches it: groups "
+                f"{dataset.group_names} vs {ckpt.group_names}"
+            )
+        if curvature not in ("hessian", "ggn"):
+            raise ConfigError(f"--curvature {curvature!r}: expected 'hessian' or 'ggn'")
+        start = time.perf_counter()
+        result = explain_model(
+            ckpt.model,
+            dataset.test,
+            dataset.group_names,
+            parse_precisions(precisions),
+            train_counts=dataset.counts()["train"],
+            curvature=curvature,  # type: ignore[arg-type]
+            piecewise_linear=piecewise_linear or None,
+            rtol=rtol,
+            max_probes=probes,
+            samples_per_group=samples_per_group,
+            seed=seed,
+            show_progress=not quiet,
+        )
+        folder = out or checkpoint.parent
+        paths = [*result.to_csv(folder), *plot_explanation(result, folder)]
+        console.print(factor_table(result, title=f"{ckpt.data_spec.name}: factors by {ckpt.group}"))
+        rho = result.correlations
+        for _, row in rho.iterrows():
+            console.print(
+                f"spearman {row.factor}@{row.precision} vs {row.against}: rho={row.rho:+.2f} "
+                f"(p={row.p_value:.2g}, {row.groups} groups)"
+            )
+        for note in result.notes:
+            console.print(f"[yellow]note:[/] {note}")
+        console.print(
+            f"wrote {', '.join(p.name for p in paths)} to {folder} in "
+            f"{time.perf_counter() - start:.0f}s"
+        )

@@ -1,0 +1,233 @@
+"""`fairquant run`, `mitigate` and `report`: experiments and their run directories."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fairquant.cli._app import (
+    Backend,
+    Bootstrap,
+    DataOptions,
+    Dataset,
+    Grayscale,
+    Group,
+    ImageSize,
+    Imbalance,
+    Model,
+    Quiet,
+    Root,
+    Target,
+    Workers,
+    app,
+    console,
+    data_spec,
+    user_errors,
+)
+from fairquant.errors import ConfigError
+from fairquant.models import ModelSpec
+from fairquant.quant.qat import DEFAULT_QAT_CONFIG
+from fairquant.train import TrainConfig
+
+
+@app.command()
+def report(
+    run_dir: Annotated[
+        Path, typer.Argument(help="Run directory with results.csv (fairquant run/mitigate/audit).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="The HTML file (default: RUN_DIR/report.html).")
+    ] = None,
+    format: Annotated[
+        str, typer.Option("--format", help="Comma-separated: html, md (Markdown), tex (LaTeX).")
+    ] = "html,md,tex",
+) -> None:
+    """Write one self-contained HTML report of a run directory, and its tables for papers."""
+    from fairquant.report.html import parse_formats, write_report
+
+    with user_errors():
+        start = time.perf_counter()
+        paths = write_report(run_dir, out=out, formats=parse_formats(format))
+        console.print(
+            f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - start:.0f}s"
+        )
+
+
+@app.command()
+def run(
+    config: Annotated[
+        str | None,
+        typer.Argument(
+            help="Experiment YAML file, or preset:NAME (liu2025, bellam-kim, five-arch)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default: runs/<name>[-<scale>]).")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="A shipped preset, instead of CONFIG.")] = None,
+    scale: Annotated[
+        str | None, typer.Option(help="tiny, cpu or gpu: the file's `scales` entry (presets: cpu).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Folder the datasets' roots are relative to (presets: ../shared/data)."),
+    ] = None,
+    backend: Backend = "local",
+    workers: Workers = None,
+    address: Annotated[
+        str | None, typer.Option(help="Join this Ray cluster (e.g. auto or ray://head:10001).")
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run an experiment grid resumably into a run directory (results.csv, config.yaml)."""
+    from fairquant.experiments import load_config, run_experiment
+    from fairquant.experiments.presets import PREFIX, load_preset
+
+    with user_errors():
+        if preset is not None and config is not None:
+            raise ConfigError("give either CONFIG or --preset, not both")
+        if preset is None and config is None:
+            raise ConfigError("give an experiment file, preset:NAME or --preset NAME")
+        name = preset or config or ""
+        if preset is not None or name.startswith(PREFIX):
+            scale = scale or "cpu"
+            experiment = load_preset(name, scale=scale, data_root=data or Path("../shared/data"))
+        else:
+            experiment = load_config(Path(name), scale=scale, data_root=data)
+        run_dir = out or Path("runs") / (experiment.name + (f"-{scale}" if scale else ""))
+        summary = run_experiment(
+            experiment,
+            run_dir,
+            backend=backend,
+            workers=workers,
+            address=address,
+            show_progress=not quiet,
+        )
+        console.print(
+            f"{summary.cells} cells: {summary.ran} run now ({summary.trained} trained), "
+            f"{summary.skipped} already done; wrote {summary.results} in {summary.seconds:.0f}s"
+        )
+
+
+@app.command()
+def mitigate(
+    out: Annotated[Path, typer.Option(help="Run directory (reruns skip finished cells).")],
+    mitigations: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated mitigations: none, gt, re, re-fixed:N, over, under, weighted"
+            "[:inverse-frequency|:effective-number|:w1,w2,...], focal[:G], balanced-calib, "
+            "fairqat, or several joined with '+'."
+        ),
+    ] = "none,gt,re,over,weighted,fairqat,balanced-calib",
+    dataset: Dataset = "digits",
+    root: Root = None,
+    target: Target = None,
+    group: Group = None,
+    image_size: ImageSize = None,
+    imbalance: Imbalance = "none",
+    model: Model = "resnet18",
+    width: Annotated[int | None, typer.Option(help="Model width.")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    batch_size: Annotated[int, typer.Option(min=2)] = 64,
+    lr: Annotated[float, typer.Option()] = 0.05,
+    seeds: Annotated[str, typer.Option(help="Comma-separated training seeds.")] = "0,1,2",
+    data_seed: Annotated[int, typer.Option(help="Seed of the train/test split.")] = 0,
+    precisions: Annotated[
+        str, typer.Option(help="Comma-separated weight precisions (PTQ and QAT).")
+    ] = "fp32,int8,int4",
+    act_precisions: Annotated[
+        str | None,
+        typer.Option(
+            help="Activation-quantized precisions audited with PTQ only (default int8-a8,int4-a8 "
+            "when a mitigation calibrates balanced, else none; '' for none)."
+        ),
+    ] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated: ptq, qat.")] = "ptq,qat",
+    qat_epochs: Annotated[int, typer.Option(min=1, help="QAT fine-tuning epochs.")] = (
+        DEFAULT_QAT_CONFIG.epochs
+    ),
+    qat_lr: Annotated[float, typer.Option(help="QAT learning rate.")] = DEFAULT_QAT_CONFIG.lr,
+    calib_size: Annotated[
+        int, typer.Option(min=1, help="Calibration images for -a<k> precisions.")
+    ] = 256,
+    n_bootstrap: Bootstrap = 0,
+    report_only: Annotated[
+        bool,
+        typer.Option(
+            help="Only summarise and print what --out holds (e.g. a run still going or stopped)."
+        ),
+    ] = False,
+    backend: Backend = "local",
+    workers: Workers = None,
+    quiet: Quiet = False,
+    grayscale: Grayscale = None,
+    option: DataOptions = None,
+) -> None:
+    """Compare mitigations on the same data and seeds, quantized with PTQ and QAT: per-group,
+    overall and worst-group accuracy and phi(D) with intervals across seeds, paired tests against
+    `none`, and a Pareto figure of accuracy against phi(D)."""
+    # imported here, not at the top, so this command's additions stay in one place of the file
+    from fairquant.experiments.mitigation import compare_mitigations, summarize
+    from fairquant.report.mitigation import mitigation_tables, paired_tests_table, plot_pareto
+
+    with user_errors():
+        start = time.perf_counter()
+        try:
+            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers") from None
+        spec = data_spec(
+            dataset,
+            root=root,
+            target=target,
+            group=group,
+            imbalance=imbalance,
+            seed=data_seed,
+            option=option,
+            grayscale=grayscale,
+            image_size=image_size,
+        )
+        result = (
+            summarize(out)
+            if report_only
+            else compare_mitigations(
+                spec,
+                ModelSpec(model, width),
+                TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr),
+                out,
+                mitigations=mitigations,
+                precisions=precisions,
+                act_precisions=act_precisions,
+                methods=[m.strip() for m in methods.split(",") if m.strip()],
+                seeds=seed_list,
+                qat=replace(DEFAULT_QAT_CONFIG, epochs=qat_epochs, lr=qat_lr),
+                calib_size=calib_size,
+                n_bootstrap=n_bootstrap,
+                backend=backend,
+                workers=workers,
+                show_progress=not quiet,
+            )
+        )
+        if result.run is not None:
+            run = result.run
+            console.print(
+                f"{run.cells} cells: {run.ran} run now ({run.trained} trained), {run.skipped} "
+                "already done"
+            )
+        for table in mitigation_tables(result):
+            console.print(table)
+        tests = paired_tests_table(result)
+        if tests is not None:
+            console.print(tests)
+        for note in result.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
+        png = plot_pareto(result, out / "pareto.png")
+        console.print(
+            f"wrote results.csv, summary.csv, tests.csv, config.yaml and {png.name} to {out} in "
+            f"{time.perf_counter() - start:.0f}s"
+        )

@@ -1,0 +1,45 @@
+"""fairquant's one statistics policy: every test and interval the project prints follows it.
+
+- Level: ``ALPHA = 0.05``; intervals at ``CONFIDENCE = 0.95``.
+- Sidedness: every test is two-sided unless its docstring states otherwise.
+- Multiplicity: within one family of comparisons (one audit's groups x precisions, one run
+  directory's comparisons) p-values are adjusted by Holm's step-down method (:func:`holm`), which
+  controls the family-wise error rate at ``ALPHA`` under any dependence between the tests.
+
+The modules that compute tests import these names; none defines its own level or correction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["ALPHA", "CONFIDENCE", "CORRECTION", "holm"]
+
+ALPHA = 0.05
+CONFIDENCE = 0.95
+#: The multiplicity correction, by name, as the tables and verdict.json print it.
+CORRECTION = "holm"
+
+
+def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm (1979) step-down adjusted p-values, in the input order.
+
+    With ``m`` p-values sorted ascending ``p_(1) <= ... <= p_(m)``, the adjusted value of the
+    ``i``-th is ``max_{j <= i} min(1, (m - j + 1) p_(j))``. NaN entries (comparisons that could
+    not be tested) stay NaN and do not count towards ``m``.
+
+    >>> holm([0.01, 0.04, 0.03]).round(3).tolist()
+    [0.03, 0.06, 0.06]
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    if ok.size == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = order.size
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
