@@ -31,8 +31,10 @@ the same threads, model and data:
 Wall-clock times include each tool's setup (forward and first backward). The script prints the
 ratios; it extrapolates nothing it did not run.
 
-    python bench/curvature.py [--images 1000 --groups 5 --width 16 --epochs 3 --work /tmp/curv]
+    python bench/curvature.py --root ../shared/data/UTKFace.tar.gz [--images 1000 --groups 5
+                              --width 16 --epochs 3 --work bench-curvature]
                               [--parts trace|lambda|both]
+    python bench/curvature.py --checkpoint model.pt [...]
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from pyhessian import hessian
 from fairquant.data import DataSpec, load_dataset
 from fairquant.metrics.curvature import (
     GroupCurvature,
+    ProbeBudget,
     SampleCurvature,
     group_traces,
     lanczos_max,
@@ -160,9 +163,9 @@ def _product_seconds(gc: GroupCurvature, group: int, repeats: int = 3) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default=None)
-    ap.add_argument("--root", default="/work/shared/data/UTKFace.tar.gz")
-    ap.add_argument("--work", default="/tmp/fairquant-curvature")
+    ap.add_argument("--checkpoint", default=None, help="a trained checkpoint (skips training)")
+    ap.add_argument("--root", default=None, help="UTKFace.tar.gz, to train on (no --checkpoint)")
+    ap.add_argument("--work", default="bench-curvature", help="where the trained model is cached")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--images", type=int, default=1000)
@@ -186,6 +189,8 @@ def main() -> None:
         help="skip fairquant's general trace estimator (only the piecewise-linear exact path)",
     )
     args = ap.parse_args()
+    if args.checkpoint is None and args.root is None:
+        ap.error("give --checkpoint, or --root with the UTKFace archive to train on")
     if args.threads:
         torch.set_num_threads(args.threads)
     Path(args.work).mkdir(parents=True, exist_ok=True)
@@ -216,7 +221,8 @@ def _trace_part(args, model, x, y, g, names) -> None:
     print(f"dimension {op.dim}; exact GGN traces {t_exact:.1f}s", flush=True)
     ours = None
     if not args.skip_general:
-        ours = group_traces(op, rtol=args.rtol, max_probes=args.max_probes, generator=gen)
+        budget = ProbeBudget(rtol=args.rtol, max_probes=args.max_probes, block=5)
+        ours = group_traces(op, budget=budget, generator=gen)
         t_general = time.perf_counter() - start
         print(f"general estimator (exact GGN + residual) {t_general:.1f}s", flush=True)
 

@@ -38,6 +38,7 @@ from fairquant.errors import ConfigError
 from fairquant.metrics.curvature import (
     Curvature,
     GroupCurvature,
+    ProbeBudget,
     SampleCurvature,
     check_deterministic,
     curvature_table,
@@ -195,8 +196,7 @@ def explain_model(
                 traces = group_traces(
                     SampleCurvature(qmodel.float(), sub.x, sub.y, sub.g, k),
                     curvature=curvature,
-                    rtol=rtol,
-                    max_probes=max_probes,
+                    budget=ProbeBudget(rtol=rtol, max_probes=max_probes, block=5),
                     piecewise_linear=(
                         is_piecewise_linear(qmodel)
                         if piecewise_linear is None

@@ -1,6 +1,7 @@
 """Classifiers: the registry, the architectures and batched inference."""
 
 from fairquant.models.cnn import SmallCNN
+from fairquant.models.piecewise import is_piecewise_linear
 from fairquant.models.predict import model_dtype, predict_logits
 from fairquant.models.registry import MODELS, ModelSpec, build_model, register_model
 from fairquant.models.resnet import ResNet18
@@ -11,6 +12,7 @@ __all__ = [
     "ResNet18",
     "SmallCNN",
     "build_model",
+    "is_piecewise_linear",
     "model_dtype",
     "predict_logits",
     "register_model",

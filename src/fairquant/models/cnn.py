@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
 
@@ -19,6 +21,9 @@ class SmallCNN(nn.Module):
     Works for any input size of at least 4x4 and any number of channels and classes.
     ``width`` is the channel count of the first stage; the second stage doubles it.
     """
+
+    #: conv, BatchNorm, ReLU, pooling and a linear head only (:mod:`fairquant.models.piecewise`)
+    piecewise_linear: ClassVar[bool] = True
 
     def __init__(self, *, in_channels: int, num_classes: int, width: int = 32) -> None:
         super().__init__()

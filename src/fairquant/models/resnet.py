@@ -10,11 +10,16 @@ this one is written out: ``width`` scales every stage (``width=64`` is the stand
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
 
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers with an identity (or 1x1 projection) shortcut."""
+
+    #: conv, BatchNorm, ReLU and a residual sum only (:mod:`fairquant.models.piecewise`)
+    piecewise_linear: ClassVar[bool] = True
 
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
@@ -37,6 +42,9 @@ class BasicBlock(nn.Module):
 
 class ResNet18(nn.Module):
     """ResNet-18 with a 3x3 stem and no max-pool; stage widths ``width * (1, 2, 4, 8)``."""
+
+    #: its forward composes piecewise-linear modules with pooling and flattening only
+    piecewise_linear: ClassVar[bool] = True
 
     def __init__(self, *, in_channels: int, num_classes: int, width: int = 64) -> None:
         super().__init__()

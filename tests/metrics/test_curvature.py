@@ -8,15 +8,16 @@ from torch.func import functional_call, hessian, jacrev
 from fairquant.errors import ConfigError
 from fairquant.metrics.curvature import (
     GroupCurvature,
+    ProbeBudget,
     SampleCurvature,
     check_deterministic,
     group_curvature,
     group_traces,
     hutchinson,
     hutchpp,
-    is_piecewise_linear,
     lanczos_max,
 )
+from fairquant.models import is_piecewise_linear
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -103,25 +104,9 @@ def test_hutchpp_beats_hutchinson_at_equal_matvecs():
     err = {"hutchinson": [], "hutchpp": []}
     for seed in range(20):
         gen = torch.Generator().manual_seed(seed)
-        h = hutchinson(
-            lambda v: v @ a,
-            200,
-            rtol=0,
-            min_probes=60,
-            max_probes=60,
-            generator=gen,
-            dtype=torch.float64,
-        )
-        pp = hutchpp(
-            lambda v: v @ a,
-            200,
-            sketch=20,
-            rtol=0,
-            min_probes=20,
-            max_probes=20,
-            generator=gen,
-            dtype=torch.float64,
-        )
+        exactly = {"generator": gen, "dtype": torch.float64}
+        h = hutchinson(lambda v: v @ a, 200, budget=ProbeBudget(0, 60, 60), **exactly)
+        pp = hutchpp(lambda v: v @ a, 200, sketch=20, budget=ProbeBudget(0, 20, 20), **exactly)
         assert h.matvecs == pp.matvecs == 60
         err["hutchinson"].append(abs(h.value - exact))
         err["hutchpp"].append(abs(pp.value - exact))
@@ -131,7 +116,8 @@ def test_hutchpp_beats_hutchinson_at_equal_matvecs():
 def test_relative_error_stopping_rule():
     a = _decaying(1)
     gen = torch.Generator().manual_seed(0)
-    est = hutchinson(lambda v: v @ a, 200, rtol=0.05, block=5, generator=gen, dtype=torch.float64)
+    budget = ProbeBudget(rtol=0.05, block=5)
+    est = hutchinson(lambda v: v @ a, 200, budget=budget, generator=gen, dtype=torch.float64)
     assert est.rel_error <= 0.05 and est.matvecs < 500 and est.matvecs % 5 == 0
 
 
@@ -178,7 +164,11 @@ def test_refuses_nondeterministic_model():
 def test_bad_options_are_named():
     gen = torch.Generator()
     with pytest.raises(ConfigError, match="min_probes"):
-        hutchinson(lambda v: v, 3, min_probes=1, generator=gen)
+        ProbeBudget(min_probes=1)
+    with pytest.raises(ConfigError, match="rtol"):
+        ProbeBudget(rtol=-1)
+    with pytest.raises(ConfigError, match="block"):
+        ProbeBudget(block=0)
     with pytest.raises(ConfigError, match="sketch"):
         hutchpp(lambda v: v, 3, sketch=3, generator=gen)
 
@@ -210,7 +200,9 @@ def test_sample_curvature_forms_and_ggn_trace_are_exact(tiny):
 def test_group_traces_match_exact_within_se(tiny):
     model, x, y, g = tiny
     op = SampleCurvature(model, x, y, g, K, parameters="all")
-    est = group_traces(op, rtol=0.05, generator=torch.Generator().manual_seed(0))
+    est = group_traces(
+        op, budget=ProbeBudget(rtol=0.05), generator=torch.Generator().manual_seed(0)
+    )
     for a, t in enumerate(est):
         _, h = _exact(model, x, y, g, a, "hessian")
         assert abs(t.value - h.trace().item()) <= 3 * t.stderr
@@ -268,3 +260,12 @@ def test_piecewise_linear_detection(tiny):
     assert is_piecewise_linear(_relu_tiny())
     assert not is_piecewise_linear(tiny[0])  # tanh
     assert not is_piecewise_linear(_TinyResidual())  # a custom forward: not known, so refused
+
+    class Declared(_TinyResidual):
+        piecewise_linear = True  # the model says so (test_piecewise_linear_identity_... holds)
+
+    class Undeclared(Declared):  # inherits the flag, not the trust: its forward may differ
+        pass
+
+    assert is_piecewise_linear(Declared())
+    assert not is_piecewise_linear(Undeclared())
