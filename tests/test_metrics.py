@@ -8,28 +8,33 @@ from torch import nn
 
 from fairquant._audit import COLUMNS, EmptyGroupWarning, audit_model
 from fairquant.data import Split
-from fairquant.metrics import excess_loss, group_mean, per_sample_loss, phi
+from fairquant.metrics import group_mean, per_sample_loss
+from fairquant.metrics.frame import FairnessFrame
 from fairquant.quant import parse_precisions
 
 
+@pytest.mark.filterwarnings("ignore::fairquant.metrics.fairness.UndefinedMetricWarning")
 def test_phi_on_hand_built_tables():
-    assert phi([0.0, 0.0, 0.0]) == 0.0
-    assert phi([0.25]) == 0.0
-    assert phi([0.1, 0.5, -0.2]) == pytest.approx(0.7)
-    # phi is the max pairwise |G(a) - G(a')|, checked against the definition
+    """φ(D) = max_{a,a'} |G(a) - G(a')| over the groups with samples, checked against the
+    definition on excess losses built by hand."""
     g = [0.3, -0.1, 1.2, 0.05]
-    assert phi(g) == pytest.approx(max(abs(a - b) for a in g for b in g))
-    group_loss_q = torch.tensor([1.0, 2.5, 0.75], dtype=torch.float64)
-    group_loss_fp = torch.tensor([0.5, 0.5, 0.5], dtype=torch.float64)
-    assert excess_loss(group_loss_q, group_loss_fp).tolist() == [0.5, 2.0, 0.25]
-    assert phi(excess_loss(group_loss_q, group_loss_fp)) == pytest.approx(1.75)
-
-
-def test_phi_rejects_nan_and_empty():
-    with pytest.raises(ValueError, match="NaN"):
-        phi([0.1, float("nan")])
-    with pytest.raises(ValueError, match="at least one group"):
-        phi([])
+    y = [0, 1, 0, 1, 0, 1, 0, 1]
+    groups = [0, 0, 1, 1, 2, 2, 3, 3]
+    reference = [0.5] * 8
+    quantized = [0.5 + g[a] + d for a, d in zip(groups, [0.1, -0.1] * 4, strict=True)]
+    with pytest.warns(EmptyGroupWarning, match="'e' has no test samples"):
+        frame = FairnessFrame(
+            y_true=y,
+            groups=groups,
+            group_names=["a", "b", "c", "d", "e"],  # "e" is empty: left out of phi
+            predictions={"fp32": y, "q": y},
+            losses={"fp32": reference, "q": quantized},
+            n_bootstrap=0,
+        )
+    assert frame.by_group("excess_loss")["q"].tolist() == pytest.approx(g)
+    phi = frame.overall()["phi"]
+    assert phi["q"] == pytest.approx(max(abs(a - b) for a in g for b in g))
+    assert phi["fp32"] == 0.0
 
 
 def test_group_mean_and_loss():

@@ -2,14 +2,8 @@
 metrics, bootstrap intervals and tests across seeds (``fairness``, ``uncertainty``, ``frame``)."""
 
 from fairquant.metrics.frame import FairnessFrame
-from fairquant.metrics.functional import (
-    excess_loss,
-    group_counts,
-    group_mean,
-    per_sample_loss,
-    phi,
-)
+from fairquant.metrics.functional import group_counts, group_mean, per_sample_loss
 from fairquant.metrics.uncertainty import across_seeds, paired_seed_test
 
-__all__ = ["excess_loss", "group_counts", "group_mean", "per_sample_loss", "phi"]
+__all__ = ["group_counts", "group_mean", "per_sample_loss"]
 __all__ += ["FairnessFrame", "across_seeds", "paired_seed_test"]

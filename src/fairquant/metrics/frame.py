@@ -4,8 +4,10 @@ A :class:`FairnessFrame` holds, for several models evaluated on the same test se
 at several precisions), every group metric by group and overall, the comparisons between groups
 (φ(D), accuracy gap, worst group, CEV/SDE, and for a binary or one-vs-rest target demographic
 parity, equalized odds, predictive equality and equal opportunity), and group-stratified
-bootstrap intervals for all of them. Replicates resample test samples jointly for all models, so
-differences between models are paired (:meth:`FairnessFrame.compare`).
+bootstrap intervals for all of them. Each metric is computed here, once, from sums of per-sample
+columns (the Fairlearn metrics are checked against Fairlearn in the tests); only the maths of
+CEV/SDE lives apart, in :mod:`fairquant.metrics.fairness`. Replicates resample test samples
+jointly for all models, so differences between models are paired (:meth:`FairnessFrame.compare`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ import pandas as pd
 import torch
 
 from fairquant.errors import ConfigError
-from fairquant.metrics.fairness import cev_sde_from_counts
+from fairquant.metrics.fairness import (
+    UndefinedMetricWarning,
+    cev_sde_from_counts,
+    defined_classes,
+    one_vs_rest_errors,
+)
 from fairquant.metrics.functional import per_sample_loss
 from fairquant.metrics.uncertainty import (
     check_bootstrap,
@@ -36,7 +43,17 @@ GROUP_METRICS = ["n", "accuracy", "loss", "excess_loss", "accuracy_drop", "exemp
 #: Per-group rates of a binary (or one-vs-rest) target.
 RATE_METRICS = ["selection_rate", "true_positive_rate", "false_positive_rate"]
 #: Comparisons between groups or against the reference, reported for ``all`` only.
-BETWEEN_METRICS = ["phi", "accuracy_gap", "worst_group_accuracy", "cev", "sde"]
+BETWEEN_METRICS = [
+    "phi",
+    "accuracy_gap",
+    "worst_group_accuracy",
+    "cev",
+    "sde",
+    "cev_abs",
+    "sde_abs",
+]
+#: CEV and SDE of Blakeney et al. (relative changes) and fairquant's absolute-change variant.
+CEV_SDE = {"": True, "_abs": False}
 BINARY_METRICS = [
     "demographic_parity_difference",
     "demographic_parity_ratio",
@@ -48,11 +65,6 @@ BINARY_METRICS = [
 
 class EmptyGroupWarning(UserWarning):
     """A group has no test samples, so its metrics are undefined and it is left out of φ(D)."""
-
-
-class UndefinedMetricWarning(UserWarning):
-    """A metric is undefined on these predictions (e.g. disparate impact with no positive
-    prediction) and is left out of the table; the frame's ``notes`` say why."""
 
 
 def _numpy(name: str, values, ndim: tuple[int, ...] = (1,)) -> np.ndarray:
@@ -133,23 +145,39 @@ class FairnessFrame:
     Metrics in :attr:`table` (accuracy-type numbers in %, rates as fractions):
     per group and for ``all``: ``n``, ``accuracy``, ``loss``, ``excess_loss`` (G(a)),
     ``accuracy_drop`` (reference accuracy minus this, points), ``exemplars`` (samples whose
-    prediction differs from the reference's, Hooker et al.), and for a binary target
+    prediction differs from the reference's: the compression-identified exemplars of Hooker et
+    al. 2019, "What Do Compressed Deep Neural Networks Forget?"), and for a binary target
     ``selection_rate``, ``true_positive_rate``, ``false_positive_rate``; for ``all`` only: ``phi``
-    (max - min G(a)), ``accuracy_gap`` (max - min group accuracy), ``worst_group_accuracy``,
-    ``cev`` and ``sde`` (Blakeney et al., one-vs-rest over classes, against the reference) and for
-    a binary target the Fairlearn metrics named in :data:`BINARY_METRICS` (differences are max -
-    min over groups, the ratio min / max).
+    (φ(D) = max_{a,a'} |G(a) - G(a')| = max_a G(a) - min_a G(a) over groups with samples, Liu et
+    al., ICML 2025), ``accuracy_gap`` (max - min group accuracy), ``worst_group_accuracy``,
+    ``cev`` and ``sde`` (Combined Error Variance and Symmetric Distance Error of Blakeney et al.,
+    from relative changes of one-vs-rest error rates against the reference, as published),
+    ``cev_abs`` and ``sde_abs`` (the same from absolute changes, fairquant's robust variant; see
+    :mod:`fairquant.metrics.fairness`), and for a binary target the Fairlearn metrics named in
+    :data:`BINARY_METRICS` (differences are max - min over groups, the ratio min / max).
 
     A group without samples gets only its ``n = 0`` row and an :class:`EmptyGroupWarning`; a
     metric undefined on the data (no positive prediction for a ratio, no positive sample in a
     group for a true-positive rate) is left out, or computed over the groups where it is
     defined, with an :class:`UndefinedMetricWarning` and a line in :attr:`notes`. No number in
-    the table is NaN, except ``ci_low``/``ci_high`` when ``n_bootstrap=0``.
+    the table is NaN, except ``ci_low``/``ci_high`` when ``n_bootstrap=0``. ``cev`` and ``sde``
+    leave out the classes whose reference false-positive or false-negative rate is 0 (the
+    relative change is undefined there), with a note naming them; with no class left they are
+    absent.
 
     Intervals are percentile intervals. For a max - min over groups (``phi``, ``accuracy_gap``,
     the parity differences) they are biased upward when groups are close: with equal groups
     resampling noise alone makes max - min positive, so the interval excludes the true 0. Use
-    :meth:`compare` (or seeds) to ask whether a gap differs between models.
+    :meth:`compare` (or seeds) to ask whether a gap differs between models. A bootstrap replicate
+    computes ``cev``/``sde`` by the same rule as the value: a class whose reference false
+    positives (or false negatives) all fall out of that resample has a zero reference rate there
+    and is left out of that replicate's mean, so the interval reflects the statistic as computed,
+    exclusion included, and never holds inf or NaN (a class left out of the value is left out of
+    every replicate: resampling cannot create an error the reference never made). A replicate
+    with no class left is undefined and left out of the interval; the notes count such
+    replicates. Where few classes have reference errors, replicates keep fewer classes (one
+    class alone has CEV 0), so these intervals are wide: the instability of relative changes,
+    which ``cev_abs``/``sde_abs`` avoid.
 
     >>> frame = FairnessFrame(
     ...     y_true=[0, 1, 0, 1], groups=["a", "a", "b", "b"],
@@ -217,6 +245,7 @@ class FairnessFrame:
         np.add.at(point, g, x)
         self._values = self._evaluate(point, x_total.sum(0))
         self._explain_undefined()
+        self._explain_cev_sde(x_total.sum(0))
         self._replicates: dict[str, np.ndarray] | None = None
         if n_bootstrap:
             sums, totals = stratified_bootstrap_sums(
@@ -224,6 +253,7 @@ class FairnessFrame:
             )
             with np.errstate(divide="ignore", invalid="ignore"):
                 self._replicates = self._evaluate(sums, totals)
+            self._explain_undefined_replicates()
         self.table = self._table()
 
     # ---- construction ---------------------------------------------------------------------
@@ -259,8 +289,7 @@ class FairnessFrame:
         group, one (one-vs-rest class counts for CEV/SDE) summed over the whole test set."""
         ref = self.models.index(self.reference)
         p = np.stack(preds)  # (M, N)
-        onehot_y = np.eye(self.num_classes, dtype=bool)[y]  # (N, C)
-        onehot_p = np.eye(self.num_classes, dtype=bool)[p]  # (M, N, C)
+        class_fp, class_fn, class_pos = one_vs_rest_errors(y, p, self.num_classes)
         per_group = {"correct": (p == y).T, "changed": (p != p[ref]).T}
         if loss is not None:
             loss_arr = np.stack(loss)
@@ -275,9 +304,9 @@ class FairnessFrame:
                 "pos": pos[:, None],
             }
         total = {
-            "class_fp": (onehot_p & ~onehot_y).transpose(1, 0, 2).reshape(len(y), -1),
-            "class_fn": (~onehot_p & onehot_y).transpose(1, 0, 2).reshape(len(y), -1),
-            "class_pos": onehot_y,
+            "class_fp": class_fp.transpose(1, 0, 2).reshape(len(y), -1),  # (N, M * C)
+            "class_fn": class_fn.transpose(1, 0, 2).reshape(len(y), -1),
+            "class_pos": class_pos,
         }
         self._columns: dict[str, slice] = {}
         for parts in (per_group, total):
@@ -294,7 +323,7 @@ class FairnessFrame:
         """All metrics from per-group sums ``(..., k, F)`` and whole-set sums ``(..., F2)``:
         arrays ``(..., M, k + 1)``, the last column for ``all``; NaN where a metric is undefined
         or not per group."""
-        m, c = len(self.models), self.num_classes
+        m = len(self.models)
         sums = np.concatenate([sums, sums.sum(-2, keepdims=True)], -2)  # append "all"
         n = np.append(self._counts, self._counts.sum())  # same in every replicate
         lead = sums.shape[:-2]
@@ -326,12 +355,12 @@ class FairnessFrame:
                 out["phi"] = overall(_spread(out["excess_loss"], present)[2])
             hi, lo, gap = _spread(out["accuracy"], present)
             out["accuracy_gap"], out["worst_group_accuracy"] = overall(gap), overall(lo)
-            fp = total[..., self._columns["class_fp"]].reshape(*lead, m, c)
-            fn = total[..., self._columns["class_fn"]].reshape(*lead, m, c)
-            pos = total[..., None, self._columns["class_pos"]]
-            neg = n[-1] - pos
-            cev, sde = cev_sde_from_counts(fp, fn, fp[..., [ref], :], fn[..., [ref], :], pos, neg)
-            out["cev"], out["sde"] = overall(cev), overall(sde)
+            fp, fn, pos, neg = self._class_counts(total)
+            for suffix, relative in CEV_SDE.items():
+                cev, sde = cev_sde_from_counts(
+                    fp, fn, fp[..., [ref], :], fn[..., [ref], :], pos, neg, relative=relative
+                )
+                out[f"cev{suffix}"], out[f"sde{suffix}"] = overall(cev), overall(sde)
             if self.pos_label is not None:
                 positives = sums[..., None, :, self._columns["pos"]][..., 0]  # (..., 1, k + 1)
                 negatives = n - positives
@@ -350,14 +379,72 @@ class FairnessFrame:
                 out["equalized_odds_difference"] = overall(np.fmax(eop, pe))
         return out
 
-    def _explain_undefined(self) -> None:
-        """A note for every number left out of the table that is not an empty group's."""
-        v = self._values
-        if np.isnan(v["cev"][0, -1]):
+    def _class_counts(self, total: np.ndarray) -> tuple[np.ndarray, ...]:
+        """One-vs-rest false positives and negatives ``(..., M, C)`` and positives and negatives
+        ``(..., 1, C)`` per class, from whole-set sums ``(..., F2)``."""
+        lead, shape = total.shape[:-1], (len(self.models), self.num_classes)
+        fp = total[..., self._columns["class_fp"]].reshape(*lead, *shape)
+        fn = total[..., self._columns["class_fn"]].reshape(*lead, *shape)
+        pos = total[..., None, self._columns["class_pos"]]
+        return fp, fn, pos, self._counts.sum() - pos
+
+    def _explain_cev_sde(self, total: np.ndarray) -> None:
+        """Notes on the classes that CEV/SDE leave out of their means (or that leave none)."""
+        ref = self.models.index(self.reference)
+        fp, fn, pos, neg = self._class_counts(total)
+        fp, fn, pos, neg = fp[ref], fn[ref], pos[0], neg[0]
+        if not defined_classes(fp, fn, pos, neg, relative=False).any():
             self._note(
-                "cev and sde are undefined: no class has both positive and negative test samples",
+                "cev, sde, cev_abs and sde_abs are undefined: no class has both positive and "
+                "negative test samples",
                 UndefinedMetricWarning,
             )
+            return
+        lacking = np.flatnonzero((pos == 0) | (neg == 0)).tolist()
+        if lacking:
+            self._note(
+                f"cev, sde, cev_abs and sde_abs leave out classes {lacking}: they have no "
+                "positive or negative test samples",
+                UndefinedMetricWarning,
+            )
+        sampled = (pos > 0) & (neg > 0)
+        zero_fpr = np.flatnonzero(sampled & (fp == 0))
+        zero_fnr = np.flatnonzero(sampled & (fn == 0))
+        if not len(zero_fpr) and not len(zero_fnr):
+            return
+        left = np.union1d(zero_fpr, zero_fnr)
+        rates = [
+            f"{kind} rate 0 for classes {classes.tolist()}"
+            for kind, classes in (("false-positive", zero_fpr), ("false-negative", zero_fnr))
+            if len(classes)
+        ]
+        why = f"{self.reference} has {' and '.join(rates)}, where a relative change is undefined"
+        if len(left) == sampled.sum():
+            text = f"cev and sde are undefined: {why} (cev_abs and sde_abs use absolute changes)"
+        else:
+            text = (
+                f"cev and sde (relative changes, as published) leave out {len(left)} of "
+                f"{int(sampled.sum())} classes: {why}"
+            )
+        self._note(text, UndefinedMetricWarning)
+
+    def _explain_undefined_replicates(self) -> None:
+        """A note where CEV/SDE are defined but some bootstrap replicates leave no class."""
+        for suffix in CEV_SDE:
+            name = f"cev{suffix}"
+            undefined = int(np.isnan(self._replicates[name][:, 0, -1]).sum())
+            if undefined and not np.isnan(self._values[name][0, -1]):
+                self._note(
+                    f"{name} and sde{suffix}: in {undefined} of {self.n_bootstrap} bootstrap "
+                    "replicates no class has a defined change; their intervals use the other "
+                    f"{self.n_bootstrap - undefined}",
+                    UndefinedMetricWarning,
+                )
+
+    def _explain_undefined(self) -> None:
+        """A note for every binary-target number left out of the table that is not an empty
+        group's."""
+        v = self._values
         if self.pos_label is None:
             return
         for i, model in enumerate(self.models):

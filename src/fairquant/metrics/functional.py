@@ -1,13 +1,11 @@
-"""Per-group accuracy, loss, excess loss and the disparity φ(D) as pure tensor functions.
+"""Per-sample loss and per-group counts and means as pure tensor functions, and the Pareto front.
 
-Notation follows Liu et al. (ICML 2025): for a group ``a`` with test samples ``D_a``,
-``G(a) = L(θ~; D_a) - L(θ; D_a)`` is the excess loss of the quantized model ``θ~`` over the
-full-precision ``θ``, and ``φ(D) = max_{a, a'} |G(a) - G(a')|`` is the disparity between groups.
+An audit's group metrics (the excess loss ``G(a)``, the disparity ``φ(D)`` of Liu et al., ICML
+2025, accuracy gaps, ...) are computed in one place, with their bootstrap intervals:
+:class:`fairquant.metrics.frame.FairnessFrame`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -35,25 +33,6 @@ def group_mean(values: Tensor, groups: Tensor, num_groups: int) -> Tensor:
     """
     sums = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, groups, values.double())
     return sums / group_counts(groups, num_groups)
-
-
-def excess_loss(group_loss_quantized: Tensor, group_loss_reference: Tensor) -> Tensor:
-    """``G(a) = L(θ~; D_a) - L(θ; D_a)`` for every group."""
-    return group_loss_quantized - group_loss_reference
-
-
-def phi(excess: Sequence[float] | Tensor) -> float:
-    """``φ(D) = max_{a,a'} |G(a) - G(a')| = max_a G(a) - min_a G(a)``.
-
-    >>> phi([0.1, 0.5, -0.2])
-    0.7
-    """
-    g = torch.as_tensor(excess, dtype=torch.float64)
-    if g.numel() == 0:
-        raise ValueError("φ(D) needs the excess loss of at least one group")
-    if torch.isnan(g).any():
-        raise ValueError(f"φ(D) is undefined: an excess loss is NaN ({g.tolist()})")
-    return float(g.max() - g.min())
 
 
 def pareto_front(accuracy: np.ndarray, phi: np.ndarray) -> np.ndarray:
