@@ -2,14 +2,14 @@
 
 For each checkpoint (one training seed): on a group-balanced subsample of the training split,
 (a) the per-layer, per-group excess loss G_{l,b}(a), measured (only layer l quantized at b bits)
-and predicted by the Taylor terms g_a.delta + 1/2 delta'H_a delta (metrics.predict), with their
+and predicted by the Taylor terms g_a.delta + 1/2 delta'H_a delta (metrics.sensitivity), with their
 Spearman correlation; (b) at an equal size budget (4 average weight bits) the allocations of
 mitigate.allocate (worst-group, phi, loss-only; from predicted and from measured sensitivities)
 against uniform int4 and int4-fl8, audited on the test split with PTQ and QAT. Across seeds:
 mean and Student-t interval, and paired sign-flip tests (metrics.uncertainty).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/allocate.py \
-        --checkpoints /tmp/runs/utk_seeds/seed{0,1,2}.pt --out /tmp/runs/allocate-utk
+        --checkpoints runs/utk_seeds/seed{0,1,2}.pt --out runs/allocate-utk
 
 The PTQ part runs for every seed first, then QAT (so the fast results are written early).
 """
@@ -28,7 +28,7 @@ from scipy.stats import pearsonr, spearmanr
 from fairquant._audit import audit_model
 from fairquant.data import load_dataset
 from fairquant.metrics.curvature import GroupCurvature
-from fairquant.metrics.predict import (
+from fairquant.metrics.sensitivity import (
     measured_excess,
     measured_layer_excess,
     predict_excess,

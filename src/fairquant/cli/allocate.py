@@ -15,13 +15,8 @@ from fairquant.cli._app import (
 )
 from fairquant.data import load_dataset
 from fairquant.errors import ConfigError
-from fairquant.mitigate.allocate import (
-    OBJECTIVES,
-    SENSITIVITIES,
-    allocate_precision,
-    group_sensitivity,
-    parse_budget,
-)
+from fairquant.metrics.sensitivity import SENSITIVITIES, group_sensitivity
+from fairquant.mitigate.allocate import OBJECTIVES, allocate_precision, parse_budget
 from fairquant.quant.calibrate import calibration_indices
 from fairquant.train import load_checkpoint
 

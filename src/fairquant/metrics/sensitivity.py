@@ -1,4 +1,8 @@
-"""Predict each group's excess loss G(a) before quantizing, layer by layer.
+"""Per-layer, per-group sensitivity: each group's excess loss when one layer is quantized.
+
+The per-layer, per-group excess loss ``G_{l,b}(a)`` is what fairness-aware mixed precision
+(:mod:`fairquant.mitigate.allocate`) trades off between layers; :func:`group_sensitivity` gives it
+measured or predicted.
 
 Liu et al. (ICML 2025) bound a group's excess loss by its gradient, its curvature and the
 quantization error. Here the second-order Taylor expansion is used as a predictor: quantizing
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from typing import Literal, get_args
 
 import pandas as pd
 import torch
@@ -33,26 +38,15 @@ from fairquant.metrics.curvature import GroupCurvature
 from fairquant.metrics.functional import group_counts, group_mean, per_sample_loss
 from fairquant.models.predict import predict_logits
 from fairquant.quant.functional import check_bits, quantize_symmetric
+from fairquant.quant.mixed import layer_deltas
 from fairquant.quant.model import quantize_model, quantized_layers
 from fairquant.quant.precision import Precision
 
+#: How :func:`group_sensitivity` gets ``G_{l,b}(a)``.
+SensitivitySource = Literal["measured", "predicted"]
+SENSITIVITIES: tuple[str, ...] = get_args(SensitivitySource)
 #: Columns of :func:`taylor_excess`.
 TAYLOR_COLUMNS = ["layer", "bits", "numel", "group", "first", "second", "predicted"]
-
-
-def layer_deltas(
-    model: nn.Module, options: Sequence[int], *, per_channel: bool = False
-) -> list[tuple[str, int, Tensor]]:
-    """``(layer, bits, δ)`` for each quantized layer and bit width: ``δ = Q_b(w) - w`` of that
-    layer's weight (shape of the weight), with the quantizer :func:`quantize_model` applies."""
-    for b in options:
-        check_bits(b)
-    out = []
-    for name, layer in quantized_layers(model):
-        w = layer.weight.detach()
-        for b in options:
-            out.append((name, int(b), quantize_symmetric(w, b, per_channel=per_channel) - w))
-    return out
 
 
 def _offsets(op: GroupCurvature, model: nn.Module) -> dict[str, tuple[int, int]]:
@@ -191,22 +185,26 @@ def measured_excess(
     )
 
 
-def taylor_sensitivity(
+
+def group_sensitivity(
     model: nn.Module,
     data: Split,
+    group_names: Sequence[str],
     options: Sequence[int],
     *,
+    sensitivity: SensitivitySource = "measured",
     per_channel: bool = False,
-    curvature: str = "hessian",
     block: int = 1,
 ) -> pd.DataFrame:
-    """Gradient/Hessian-weighted sensitivity on all of ``data`` pooled: per layer and bits,
-    ``loss_increase = g · δ + ½ δᵀ H δ`` of the mean loss. The Taylor counterpart of
-    :func:`fairquant.quant.mixed.layer_sensitivity` (same columns ``layer, bits, numel,
-    loss_increase``), for :func:`fairquant.quant.mixed.sensitivity_precision`."""
-    one = torch.zeros(len(data), dtype=torch.long)
-    op = GroupCurvature(model, data.x, data.y, one, 1, curvature=curvature)  # type: ignore[arg-type]
-    table = taylor_excess(op, model, ["all"], options, per_channel=per_channel, block=block)
-    return table[["layer", "bits", "numel", "predicted"]].rename(
-        columns={"predicted": "loss_increase"}
-    )
+    """Per-layer, per-group excess loss ``G_{l,b}(a)`` on ``data`` (columns ``layer, bits,
+    numel, group, excess``): ``"measured"`` quantizes one layer at a time and evaluates
+    (:func:`measured_layer_excess`); ``"predicted"`` is the Taylor prediction
+    ``g_a·δ + ½ δᵀH_aδ`` (:func:`taylor_excess`, Hessian-vector products). With all samples in
+    one group it is the pooled, loss-only sensitivity of HAWQ and AIMET."""
+    if sensitivity == "measured":
+        return measured_layer_excess(model, data, group_names, options, per_channel=per_channel)
+    if sensitivity == "predicted":
+        op = GroupCurvature(model, data.x, data.y, data.g, len(group_names))
+        table = taylor_excess(op, model, group_names, options, per_channel=per_channel, block=block)
+        return table.rename(columns={"predicted": "excess"})
+    raise ConfigError(f"sensitivity must be one of {SENSITIVITIES}; got {sensitivity!r}")
