@@ -48,11 +48,12 @@ from fairquant.errors import ConfigError
 from fairquant.mitigate.augment import balance_augment, balancing_key, check_augmentation
 from fairquant.mitigate.resample import resample_indices
 from fairquant.mitigate.weights import SCHEMES, class_weights
-from fairquant.models.registry import ModelSpec, build_model
+from fairquant.models.registry import ModelSpec
 from fairquant.quant.methods import Quantizer, make_quantizer
 from fairquant.quant.precision import Precision
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG
-from fairquant.train.loop import TrainConfig, TrainHistory, train_model
+from fairquant.train.fit import fit
+from fairquant.train.loop import TrainConfig, TrainHistory
 
 #: The component names ``parse_mitigation`` accepts (``N`` and ``w1,w2,...`` are numbers).
 VALID_NAMES = (
@@ -277,20 +278,17 @@ def train_mitigated(
     *,
     show_progress: bool = False,
 ) -> tuple[nn.Module, TrainHistory]:
-    """A fresh model (seeded by ``config.seed``) trained with ``mitigation``'s data and loss."""
-    split = mitigated_split(data.train, mitigation, seed=config.seed)
-    weights = mitigated_weights(data.train, mitigation, num_classes=data.num_classes)
-    torch.manual_seed(config.seed)
-    model = build_model(model_spec, in_channels=data.in_channels, num_classes=data.num_classes)
-    history = train_model(
-        model,
-        split,
+    """A fresh model (seeded by ``config.seed``) trained with ``mitigation``'s data and loss:
+    :func:`~fairquant.train.fit.fit` on :func:`mitigated_split` with :func:`mitigated_weights`."""
+    return fit(
+        data,
+        model_spec,
         config,
-        class_weights=weights,
+        train=mitigated_split(data.train, mitigation, seed=config.seed),
+        class_weights=mitigated_weights(data.train, mitigation, num_classes=data.num_classes),
         focal_gamma=mitigation.focal or 0.0,
         show_progress=show_progress,
     )
-    return model, history
 
 
 def mitigated_quantizer(

@@ -1,11 +1,11 @@
-"""Build a model for a dataset from its spec, seeded, and train it."""
+"""Build a model for a dataset from its spec, seeded, and train it: the one training entry."""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from fairquant.data.base import GroupedDataset
+from fairquant.data.base import GroupedDataset, Split
 from fairquant.models.registry import ModelSpec, build_model
 from fairquant.train.loop import TrainConfig, TrainHistory, train_model
 
@@ -15,12 +15,28 @@ def fit(
     model_spec: ModelSpec,
     config: TrainConfig,
     *,
+    train: Split | None = None,
+    class_weights: Tensor | None = None,
+    focal_gamma: float = 0.0,
     show_progress: bool = True,
 ) -> tuple[nn.Module, TrainHistory]:
-    """A freshly initialised (seeded by ``config.seed``) model trained on ``dataset.train``."""
+    """A freshly initialised (seeded by ``config.seed``) model trained on ``dataset.train``.
+
+    ``train`` replaces the training split (e.g. a resampled or augmented one: a mitigation's,
+    :func:`~fairquant.mitigate.pipeline.train_mitigated`); the model is still sized for
+    ``dataset``'s channels and classes. ``class_weights`` and ``focal_gamma`` go to
+    :func:`~fairquant.train.loop.train_model`.
+    """
     torch.manual_seed(config.seed)
     model = build_model(
         model_spec, in_channels=dataset.in_channels, num_classes=dataset.num_classes
     )
-    history = train_model(model, dataset.train, config, show_progress=show_progress)
+    history = train_model(
+        model,
+        dataset.train if train is None else train,
+        config,
+        class_weights=class_weights,
+        focal_gamma=focal_gamma,
+        show_progress=show_progress,
+    )
     return model, history

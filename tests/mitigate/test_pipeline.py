@@ -181,3 +181,29 @@ def test_fairqat_trains_and_keeps_first_and_last_layers_at_8_bits_with_ptq_and_q
         on_grid = [[torch.allclose(quantize_symmetric(w, b), w) for b in (4, 8)] for w in weights]
         assert on_grid[0] == on_grid[-1] == [False, True]  # first and last on the 8-bit grid
         assert all(g[0] for g in on_grid[1:-1])  # the rest on the 4-bit grid
+
+
+def test_train_mitigated_is_fit_on_the_mitigated_data_and_loss(tiny_dataset):
+    from fairquant.mitigate import mitigated_split, mitigated_weights, train_mitigated
+    from fairquant.models import ModelSpec
+    from fairquant.train import TrainConfig, fit
+
+    config, spec = TrainConfig(epochs=1, batch_size=10, seed=1), ModelSpec("cnn", 2)
+    plain, _ = fit(tiny_dataset, spec, config, show_progress=False)
+    none, _ = train_mitigated(tiny_dataset, spec, config, parse_mitigation("none"))
+    m = parse_mitigation("over+weighted+focal")
+    mitigated, _ = train_mitigated(tiny_dataset, spec, config, m)
+    by_hand, _ = fit(
+        tiny_dataset,
+        spec,
+        config,
+        train=mitigated_split(tiny_dataset.train, m, seed=1),
+        class_weights=mitigated_weights(tiny_dataset.train, m, num_classes=3),
+        focal_gamma=2.0,
+        show_progress=False,
+    )
+    same = [torch.equal(a, b) for a, b in zip(plain.parameters(), none.parameters(), strict=True)]
+    assert all(same)
+    pairs = zip(mitigated.parameters(), by_hand.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert not torch.equal(plain.fc.weight, mitigated.fc.weight)
