@@ -26,14 +26,9 @@ GROUPS = ["a", "b", "c"]
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(tanh_groups):
     """A 2-layer tanh MLP in float64 and 90 samples in 3 groups."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 4)).double().eval()
-    x = torch.randn(90, 6, dtype=torch.float64)
-    y = torch.randint(0, 4, (90,))
-    g = torch.arange(90) % 3
-    return model, x, y, g
+    return tanh_groups(12)
 
 
 def _group_loss(model, x, y, g, a):

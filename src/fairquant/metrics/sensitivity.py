@@ -185,7 +185,6 @@ def measured_excess(
     )
 
 
-
 def group_sensitivity(
     model: nn.Module,
     data: Split,
