@@ -216,3 +216,107 @@ def test_relative_links_resolve(page):
         if not (page.parent / path).exists():
             broken.append(target)
     assert not broken, f"{page.name} links to missing files: {broken}"
+
+
+# ---------------------------------------------------------------------------------------------
+# ARCHITECTURE.md against the code
+
+SRC = REPO / "src" / "fairquant"
+ARCHITECTURE = REPO / "ARCHITECTURE.md"
+
+
+def _layers() -> list[list[str]]:
+    """The layers of ARCHITECTURE.md's drawing, top first, each a list of its paths (``cli/``,
+    ``_audit.py``, ``fairquant/__init__.py`` ...)."""
+    drawing = next(
+        b.group(3) for b in FENCE.finditer(ARCHITECTURE.read_text()) if b.group(2) == "text"
+    )
+    layers = []
+    for line in drawing.splitlines():
+        paths = []
+        for word in line.split():
+            if not re.fullmatch(r"[\w/]+(?:\.py|/)", word):
+                break
+            paths.append(word.removeprefix("fairquant/"))
+        if paths:
+            layers.append(paths)
+    return layers
+
+
+def _module_rank(layers: list[list[str]]) -> dict[str, int]:
+    """Every module under src/fairquant -> the rank of its layer (0 at the bottom)."""
+    rank = {}
+    for i, paths in enumerate(reversed(layers)):
+        for path in paths:
+            target = SRC / path
+            files = sorted(target.rglob("*.py")) if path.endswith("/") else [target]
+            for file in files:
+                module = ".".join(("fairquant", *file.relative_to(SRC).with_suffix("").parts))
+                rank[module.removesuffix(".__init__")] = i
+    return rank
+
+
+def test_architecture_drawing_names_every_module():
+    rank = _module_rank(_layers())
+    modules = {
+        ".".join(("fairquant", *f.relative_to(SRC).with_suffix("").parts)).removesuffix(".__init__")
+        for f in SRC.rglob("*.py")
+    }
+    assert not modules - set(rank), f"not in ARCHITECTURE.md's drawing: {modules - set(rank)}"
+    assert not set(rank) - modules, f"drawn but missing: {set(rank) - modules}"
+
+
+def test_imports_go_down_the_architecture():
+    """No module imports from a layer above its own in ARCHITECTURE.md's drawing."""
+    import ast
+
+    rank = _module_rank(_layers())
+
+    def layer_of(name: str) -> int | None:
+        while name and name not in rank:
+            name = name.rpartition(".")[0]
+        return rank.get(name)
+
+    upward = []
+    for file in SRC.rglob("*.py"):
+        module = ".".join(("fairquant", *file.relative_to(SRC).with_suffix("").parts))
+        own = layer_of(module.removesuffix(".__init__"))
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                if node.module == "fairquant" and [a.name for a in node.names] == ["__version__"]:
+                    continue  # the version string, not the API
+                targets = [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for target in targets:
+                if target.split(".")[0] == "fairquant" and (layer_of(target) or 0) > own:
+                    upward.append(f"{file.relative_to(REPO)}:{node.lineno} imports {target}")
+    assert not upward, "\n".join(upward)
+
+
+def test_architecture_table_names_what_exists():
+    """Each module, folder and name the ownership table gives exists in src/fairquant."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    missing = []
+    for row in (line for line in text.splitlines() if line.startswith("| ")):
+        spans = INLINE.findall(row)
+        paths = [s for s in spans if re.fullmatch(r"[\w/]+(?:\.py|/)", s)]
+        found, folders = [], [SRC]
+        for path in paths:  # a path may be relative to a folder named before it in the row
+            hits = [d / path for d in folders if (d / path).exists()]
+            if not hits:
+                missing.append(path)
+                continue
+            found += hits
+            folders += [h for h in hits if h.is_dir()]
+        sources = " ".join(
+            f.read_text(encoding="utf-8")
+            for hit in found
+            for f in (sorted(hit.rglob("*.py")) if hit.is_dir() else [hit])
+        )
+        for name in (s for s in spans if re.fullmatch(r"[A-Za-z_]\w*", s)):
+            if not re.search(rf"\b{name}\b", sources):
+                missing.append(f"{name} (in {', '.join(paths)})")
+    assert not missing, f"ARCHITECTURE.md names what does not exist: {missing}"
