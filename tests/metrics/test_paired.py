@@ -1,0 +1,219 @@
+"""Paired tests of one model against fp32 on the same samples: exact references and calibration.
+
+Error rates are computed *exactly*, summing the trinomial probability of every table of lost,
+gained and unchanged samples (no Monte Carlo noise), over the high-probability region (10
+standard deviations; the probability left out is checked to be below 1e-9).
+"""
+
+from itertools import product
+
+import numpy as np
+import pytest
+from scipy import optimize, stats
+from scipy.special import comb, gammaln
+
+from fairquant.metrics.paired import (
+    _constrained_p21,
+    drop_interval,
+    drop_statistic,
+    drop_tests,
+    gap_pair_tests,
+    mcnemar_exact,
+    paired_bootstrap,
+    samples_to_decide,
+)
+from fairquant.metrics.policy import ALPHA, CONFIDENCE
+
+
+def tables(n: int, p_lost: float, p_gained: float):
+    """Every likely (lost, gained) table of ``n`` samples with its probability."""
+
+    def top(p: float) -> int:
+        return int(min(n, np.ceil(n * p + 10 * np.sqrt(n * p * (1 - p)) + 10)))
+
+    b, c = np.meshgrid(np.arange(top(p_lost) + 1), np.arange(top(p_gained) + 1), indexing="ij")
+    keep = b + c <= n
+    b, c = b[keep], c[keep]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_p = (
+            gammaln(n + 1)
+            - gammaln(b + 1)
+            - gammaln(c + 1)
+            - gammaln(n - b - c + 1)
+            + np.where(b > 0, b * np.log(p_lost), 0.0)
+            + np.where(c > 0, c * np.log(p_gained), 0.0)
+            + (n - b - c) * np.log1p(-p_lost - p_gained)
+        )
+    prob = np.exp(log_p)
+    assert prob.sum() > 1 - 1e-9
+    return b, c, prob
+
+
+def false_fail_rate(n: int, margin: float, p_gained: float) -> float:
+    """P(the verdict's rule claims "drop > margin") when the true drop equals the margin."""
+    b, c, prob = tables(n, p_gained + margin, p_gained)
+    p_exceed, _ = drop_tests(b, c, n, margin)
+    hit = p_exceed < ALPHA
+    return float((prob[hit] * (mcnemar_exact(b[hit], c[hit]) < ALPHA)).sum())
+
+
+# ---- McNemar --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lost", "gained"), [(0, 0), (1, 0), (5, 0), (0, 7), (3, 3), (10, 2), (2, 9), (40, 25)]
+)
+def test_mcnemar_equals_brute_force_binomial(lost, gained):
+    d = lost + gained
+    pmf = np.array([comb(d, k, exact=True) for k in range(d + 1)], dtype=float) / 2.0**d
+    brute = pmf[pmf <= pmf[lost] * (1 + 1e-12)].sum() if d else 1.0
+    got = float(mcnemar_exact(lost, gained))
+    assert got == pytest.approx(min(1.0, brute), rel=1e-12)
+    assert got == pytest.approx(stats.binomtest(lost, d, 0.5).pvalue if d else 1.0, rel=1e-12)
+
+
+def test_mcnemar_is_vectorised_and_symmetric():
+    b = np.array([[0, 4], [9, 1]])
+    c = np.array([[6, 4], [1, 0]])
+    assert np.array_equal(mcnemar_exact(b, c), mcnemar_exact(c, b))
+    assert mcnemar_exact(b, c).shape == (2, 2)
+
+
+# ---- Tango's score statistic and interval ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("b", "c", "n", "delta"),
+    [(5, 2, 20, 0.1), (3, 7, 50, -0.05), (10, 0, 20, 0.3), (1, 4, 30, 0.02), (40, 3, 2000, 0.01)],
+)
+def test_restricted_estimate_maximises_the_likelihood(b, c, n, delta):
+    def nll(p):  # trinomial with p_lost = p + delta, p_gained = p
+        return -(b * np.log(p + delta) + c * np.log(p) + (n - b - c) * np.log(1 - 2 * p - delta))
+
+    lo, hi = max(0.0, -delta) + 1e-12, (1 - delta) / 2 - 1e-12
+    best = optimize.minimize_scalar(
+        nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-13}
+    )
+    assert float(_constrained_p21(b, c, n, delta)) == pytest.approx(best.x, abs=1e-7)
+
+
+def test_statistic_at_zero_is_mcnemars_up_to_the_continuity_correction():
+    b, c = 12, 4
+    assert float(drop_statistic(b, c, 100, 0.0)) == pytest.approx((b - c - 0.5) / np.sqrt(b + c))
+
+
+def test_statistic_decreases_in_the_margin():
+    grid = np.linspace(-0.99, 0.99, 1001)
+    for b, c, n in [(5, 2, 20), (0, 0, 20), (20, 0, 20), (3, 3, 2000), (19, 1, 20)]:
+        assert (np.diff(drop_statistic(b, c, n, grid)) <= 1e-12).all()
+
+
+def test_interval_inverts_the_tests():
+    b, c, n = np.array([5, 0, 14, 30]), np.array([2, 0, 0, 31]), np.array([20, 20, 962, 2000])
+    low, high = drop_interval(b, c, n, confidence=CONFIDENCE)
+    z = stats.norm.ppf(0.5 + CONFIDENCE / 2)
+    assert np.allclose(drop_statistic(b, c, n, low), z, atol=1e-6)
+    assert np.allclose(drop_statistic(b, c, n, high), -z, atol=1e-6)
+    # p_exceed < alpha exactly when the margin lies below the interval (and p_within above it)
+    for margin in (low - 1e-9, low + 1e-9, high - 1e-9, high + 1e-9):
+        p_exceed, p_within = drop_tests(b, c, n, margin)
+        assert np.array_equal(p_exceed < ALPHA, margin < low)
+        assert np.array_equal(p_within < ALPHA, margin > high)
+
+
+def test_no_discordant_sample_gives_the_closed_form_bound():
+    """b = c = 0: p̃_c = 0 for δ > 0, so the upper end solves (nδ − ½)² = z² n δ (1 − δ)."""
+    n, z = 20, stats.norm.ppf(0.975)
+    low, high = drop_interval(0, 0, n, confidence=0.95)
+    a, b, c = n * n + z * z * n, -(n + z * z * n), 0.25  # a δ² + b δ + c = 0, larger root
+    assert float(high) == pytest.approx((-b + np.sqrt(b * b - 4 * a * c)) / (2 * a), abs=1e-9)
+    assert float(low) == pytest.approx(-float(high), abs=1e-9)
+
+
+# ---- calibration -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "margin", "p_gained"),
+    [
+        (20, 0.02, 0.05),
+        (20, 0.1, 0.2),
+        (50, 0.02, 0.05),
+        (200, 0.02, 0.0025),  # few expected lost samples: uncorrected Tango reached 5.2 % here
+        (200, 0.02, 0.01),
+        (1000, 0.005, 0.001),  # the worst case found on a grid of 880 settings: 3.4 %
+        (2000, 0.02, 0.0),
+        (2000, 0.02, 0.05),
+    ],
+)
+def test_false_fail_rate_at_the_tolerance_is_below_alpha(n, margin, p_gained):
+    assert false_fail_rate(n, margin, p_gained) <= ALPHA
+
+
+def test_uncorrected_score_test_would_be_too_liberal():
+    """Why the continuity correction: without it the same case fails 5.2 % of good models."""
+    b, c, prob = tables(200, 0.0225, 0.0025)
+    var = 200 * (2 * _constrained_p21(b, c, 200, 0.02) + 0.02 * 0.98)
+    z = (b - c - 200 * 0.02) / np.sqrt(var)
+    hit = z > stats.norm.ppf(0.975)
+    rate = (prob[hit] * (mcnemar_exact(b[hit], c[hit]) < ALPHA)).sum()
+    assert rate > ALPHA > false_fail_rate(200, 0.02, 0.0025)
+
+
+@pytest.mark.parametrize(
+    ("n", "drop", "p_gained"),
+    [*product([20, 200], [0.0, 0.02, 0.1], [0.01, 0.2]), (2000, 0.02, 0.05)],
+)
+def test_interval_coverage_and_false_pass_rate(n, drop, p_gained):
+    b, c, prob = tables(n, p_gained + drop, p_gained)
+    low, high = drop_interval(b, c, n, confidence=CONFIDENCE)
+    coverage = prob[(low <= drop) & (drop <= high)].sum()
+    assert coverage >= 0.95
+    _, p_within = drop_tests(b, c, n, drop)  # a tolerance equal to the true drop: passing errs
+    assert prob[p_within < ALPHA].sum() <= ALPHA / 2
+
+
+def test_samples_to_decide_decides_at_that_size_and_not_much_below():
+    b, c, n, margin, z = 14, 0, 962, 0.02, stats.norm.ppf(0.975)
+    needed = float(samples_to_decide(b, c, n, margin, z=z))
+    scale = needed / n
+    assert abs(float(drop_statistic(b * scale, c * scale, needed, margin))) >= z - 1e-9
+    scale = (needed - 2) / n
+    assert abs(float(drop_statistic(b * scale, c * scale, needed - 2, margin))) < z
+    assert np.isinf(samples_to_decide(4, 2, 100, 0.02, z=z))  # observed drop = margin
+
+
+# ---- between-group gaps ----------------------------------------------------------------------
+
+
+def test_gap_pair_test_false_exceed_rate_at_the_margin():
+    """Two groups whose excess losses differ by exactly the margin: "φ exceeds" at most alpha."""
+    rng = np.random.default_rng(0)
+    g = np.repeat([0, 1, 2], [50, 80, 200])
+    shift = np.array([0.3, 0.1, 0.2])[g]  # φ = 0.2 exactly
+    wrong = sum(
+        gap_pair_tests(shift + rng.gamma(2.0, 0.1, len(g)), g, np.arange(3), 0.2, alpha=ALPHA)[0]
+        < ALPHA
+        for _ in range(400)
+    )
+    assert wrong / 400 <= ALPHA
+
+
+def test_gap_pair_test_decides_clear_cases():
+    g = np.repeat([0, 1], 200)
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0, 0.05, 400)
+    assert gap_pair_tests(noise + 0.5 * g, g, np.arange(2), 0.1, alpha=ALPHA)[0] < ALPHA
+    assert gap_pair_tests(noise, g, np.arange(2), 0.1, alpha=ALPHA) == (1.0, True)
+
+
+def test_paired_bootstrap_resamples_both_models_alike():
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 3, 300)
+    ok = rng.random(300) < 0.8
+    same = np.stack([ok, ok])  # a quantized model identical to fp32: every change is exactly 0
+    reps = paired_bootstrap(same, np.zeros((1, 300)), g, 4, n_bootstrap=200, random_state=0)
+    assert reps["excess_loss"].shape == (200, 1, 4)
+    assert np.isnan(reps["excess_loss"][:, :, 3]).all()  # group 3 has no samples
+    for name in ("phi", "accuracy_gap", "worst_group_accuracy"):
+        assert np.array_equal(reps[name], np.zeros((200, 1)))

@@ -1,0 +1,189 @@
+"""The verdict: tolerances, pass/fail/inconclusive per precision, and its calibration."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fairquant.errors import ConfigError
+from fairquant.metrics.paired import drop_tests, mcnemar_exact
+from fairquant.metrics.policy import ALPHA, holm
+from fairquant.metrics.samples import PerSample
+from fairquant.metrics.verdict import Tolerance, Verdict, verdict
+
+
+def synthetic(
+    sizes, rates, *, models=("int4",), seed=0, accuracy=0.9
+) -> tuple[PerSample, list[str]]:
+    """Paired predictions with known per-group effects.
+
+    ``rates[model][a] = (p_lost, p_gained)``: the chance a sample of group ``a`` is correct at
+    fp32 only / at the quantized model only; the rest are correct in both with ``accuracy``.
+    Losses: 0 where correct, 1 where wrong (so G(a) is minus the accuracy change, a fraction).
+    """
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(len(sizes)), sizes)
+    y = np.zeros(len(g), dtype=np.int64)
+    u = rng.random(len(g))
+    preds = {"fp32": np.where(u < accuracy, 0, 1)}
+    for name in models:
+        lost, gained = (np.array(r)[g] for r in zip(*rates[name], strict=True))
+        v = rng.random(len(g))
+        p = preds["fp32"].copy()
+        ok = p == 0
+        # of fp32's correct samples a share lost / P(ok) flips to wrong, and vice versa
+        p[ok & (v < lost / accuracy)] = 1
+        p[~ok & (v < gained / (1 - accuracy))] = 0
+        preds[name] = p
+    losses = {k: (p != y).astype(float) for k, p in preds.items()}
+    return PerSample(y, g, preds, losses), [f"g{a}" for a in range(len(sizes))]
+
+
+# ---- tolerance -------------------------------------------------------------------------------
+
+
+def test_tolerance_parse():
+    tol = Tolerance.parse(["2", "Others=1", "a=b=0.5"], max_phi=0.3)
+    assert tol.max_drop == 2 and tol.max_phi == 0.3
+    assert dict(tol.per_group) == {"Others": 1.0, "a=b": 0.5}
+    assert tol.for_group("Others") == 1 and tol.for_group("x") == 2
+    assert Tolerance.parse([], None) is None
+    assert Tolerance.parse(None, None) is None
+
+
+@pytest.mark.parametrize(
+    ("items", "phi", "message"),
+    [
+        (["2", "3"], None, "given twice for every group"),
+        (["Others=1"], None, "give the points every group may lose"),
+        ([], 0.2, "--max-phi needs --max-drop"),
+        (["x"], None, "expected a number of accuracy points"),
+        (["2", "=1"], None, "expected POINTS or GROUP=POINTS"),
+        (["2", "a=1", "a=2"], None, "group 'a' is given twice"),
+        (["-1"], None, "expected accuracy points in [0, 100)"),
+        (["2"], -0.1, "expected a finite number >= 0"),
+    ],
+)
+def test_tolerance_parse_errors(items, phi, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Tolerance.parse(items, phi)
+
+
+# ---- decisions -------------------------------------------------------------------------------
+
+
+def test_verdict_per_precision():
+    sizes = [2000, 2000, 600]
+    rates = {
+        "int8": [(0.002, 0.002)] * 3,  # no change anywhere: pass
+        "int4": [(0.01, 0.01), (0.01, 0.01), (0.2, 0.01)],  # g2 loses 19 points: fail
+        "int3": [(0.01, 0.01), (0.01, 0.01), (0.03, 0.01)],  # g2 loses 2 of 2 allowed
+    }
+    samples, names = synthetic(sizes, rates, models=tuple(rates))
+    v = verdict(samples, Tolerance(2.0), group_names=names, n_bootstrap=200)
+    assert isinstance(v, Verdict)
+    assert v.status == {"int8": "pass", "int4": "fail", "int3": "inconclusive"}
+    assert v.overall == "fail"
+    rows = v.table.set_index(["precision", "group"])
+    fail = rows.loc[("int4", "g2")]
+    assert fail.status == "fail" and fail.change < -10 and fail.ci_high < -2
+    assert fail.p_mcnemar_holm < ALPHA and fail.p_exceed_holm < ALPHA
+    assert pd.isna(fail.n_needed)
+    undecided = rows.loc[("int3", "g2")]
+    assert undecided.status == "inconclusive" and undecided.n_needed > 600
+    assert list(v.by_group().columns) == ["int8", "int4", "int3"]
+    assert list(v.by_group().index) == names
+    # the Holm family: 3 groups x 3 precisions
+    assert v.n_tests == 9
+    exceed = rows.p_exceed.to_numpy()
+    assert np.allclose(rows.p_exceed_holm, holm(exceed))
+    # intervals of the excess loss contain it (losses are 0/1, so G(a) = -change / 100)
+    assert np.allclose(rows.excess_loss, -rows.change / 100)
+    assert (rows.excess_loss_low <= rows.excess_loss).all()
+    assert (rows.excess_loss <= rows.excess_loss_high).all()
+    gaps = v.gaps.set_index(["precision", "metric"])
+    assert gaps.loc[("int4", "worst_group_accuracy"), "ci_high"] < 0
+    assert (gaps.status == "not judged").all()
+
+
+def test_per_group_override_and_phi_bound():
+    samples, names = synthetic([1500, 1500], {"int4": [(0.01, 0.0), (0.06, 0.0)]})
+    loose = verdict(samples, Tolerance(10.0), group_names=names, n_bootstrap=0)
+    assert loose.status == {"int4": "pass"}
+    strict = verdict(samples, Tolerance(10.0, {"g1": 1.0}), group_names=names, n_bootstrap=0)
+    assert strict.status == {"int4": "fail"}
+    # G(g1) - G(g0) = 0.05 > 0.01: phi exceeds; and far below 0.2
+    phi = verdict(samples, Tolerance(10.0, max_phi=0.01), group_names=names, n_bootstrap=0)
+    assert phi.status == {"int4": "fail"} and phi.n_tests == 3
+    row = phi.gaps.set_index("metric").loc["phi"]
+    assert row.status == "fail" and np.isnan(row.ci_low)  # no bootstrap: no interval
+    ok = verdict(samples, Tolerance(10.0, max_phi=0.2), group_names=names, n_bootstrap=0)
+    assert ok.status == {"int4": "pass"}
+
+
+def test_small_groups_are_inconclusive_with_samples_needed():
+    samples, names = synthetic([20, 20], {"int4": [(0.0, 0.0), (0.05, 0.0)]})
+    v = verdict(samples, Tolerance(2.0), group_names=names, n_bootstrap=0)
+    assert v.status == {"int4": "inconclusive"}
+    assert (v.table.n_needed.dropna() > 20).all()
+
+
+def test_empty_group_blocks_a_pass_and_says_so():
+    samples, _ = synthetic([500, 500], {"int4": [(0.0, 0.0), (0.0, 0.0)]})
+    v = verdict(samples, Tolerance(5.0), group_names=["a", "b", "nobody"], n_bootstrap=100)
+    assert v.status == {"int4": "inconclusive"}
+    assert any("'nobody' has no test samples" in note for note in v.notes)
+    row = v.table.set_index("group").loc["nobody"]
+    assert row.n == 0 and row.status == "inconclusive"
+
+
+def test_clear_errors():
+    samples, names = synthetic([50, 50], {"int4": [(0.0, 0.0)] * 2})
+    with pytest.raises(ConfigError, match=r"precisions \['int2'\] are not in the audit"):
+        verdict(samples, group_names=names, precisions=["int2"])
+    with pytest.raises(ConfigError, match=r"overrides for unknown groups \['Others'\]"):
+        verdict(samples, Tolerance(2, {"Others": 1}), group_names=names)
+    with pytest.raises(ConfigError, match="nothing to judge"):
+        verdict(samples, group_names=names, precisions=["fp32"])
+
+    class NoSamples:
+        samples = None
+        group_names = names
+
+    with pytest.raises(ConfigError, match="keeps no per-sample predictions"):
+        verdict(NoSamples())
+
+
+# ---- calibration -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [20, 200, 2000])
+def test_familywise_false_fail_rate_with_holm(n):
+    """5 groups x 2 precisions, every true drop exactly at the tolerance (2 points): the chance
+    that the verdict fails any precision is at most alpha (simulated, 2,000 audits)."""
+    rng = np.random.default_rng(n)
+    p_gained, margin = 0.01, 0.02
+    counts = rng.multinomial(
+        n, [p_gained + margin, p_gained, 1 - margin - 2 * p_gained], (2000, 10)
+    )
+    b, c = counts[..., 0], counts[..., 1]
+    p_exceed, _ = drop_tests(b, c, n, margin)
+    p_mcnemar = mcnemar_exact(b, c)
+    fails = [
+        ((holm(pe) < ALPHA) & (holm(pm) < ALPHA)).any()
+        for pe, pm in zip(p_exceed, p_mcnemar, strict=True)
+    ]
+    assert np.mean(fails) <= ALPHA
+
+
+def test_end_to_end_false_fail_rate_on_synthetic_predictions():
+    """verdict() itself on 100 synthetic audits (groups of 20, 200 and 2,000 samples), each
+    group's true drop at its tolerance of 2 points: fails at most alpha of them."""
+    rates = {"int4": [(0.03, 0.01)] * 3}
+    fails = 0
+    for seed in range(100):
+        samples, names = synthetic([20, 200, 2000], rates, seed=seed)
+        v = verdict(samples, Tolerance(2.0), group_names=names, n_bootstrap=0)
+        fails += v.status["int4"] == "fail"
+    assert fails / 100 <= ALPHA
