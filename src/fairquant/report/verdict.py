@@ -27,7 +27,7 @@ import pandas as pd
 
 from fairquant import __version__
 from fairquant._io import atomic_write
-from fairquant.metrics.verdict import Verdict
+from fairquant.metrics.verdict import Tolerance, Verdict, verdict
 
 __all__ = [
     "EXIT_CODES",
@@ -40,10 +40,12 @@ __all__ = [
     "summary_lines",
     "verdict_document",
     "write_junit",
+    "write_verdict",
     "write_verdict_json",
 ]
 
 SCHEMA_ID = "fairquant.verdict/1"
+VERDICT_JSON, VERDICT_JUNIT = "verdict.json", "verdict.junit.xml"
 EXIT_PASS, EXIT_FAIL, EXIT_INCONCLUSIVE = 0, 3, 4
 #: ``fairquant audit --gate`` exits with these; 2 stays the CLI's code for bad input.
 EXIT_CODES = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}
@@ -78,7 +80,7 @@ def _tolerance_words(verdict: Verdict) -> str:
     tol = verdict.tolerance
     words = f"max drop {tol.max_drop:g} points per group"
     if tol.per_group:
-        words += " (" + ", ".join(f"{g} {v:g}" for g, v in tol.per_group.items()) + ")"
+        words += " (" + ", ".join(f"{g}: {v:g}" for g, v in tol.per_group.items()) + ")"
     if tol.max_phi is not None:
         words += f", max φ {tol.max_phi:g}"
     return words
@@ -252,3 +254,16 @@ def _needed(row: pd.Series) -> str:
     if pd.isna(row.n_needed):
         return ", exactly its tolerance here: no sample size can be foreseen to decide it"
     return f", about {int(row.n_needed):,} test samples of {row.group} would decide it"
+
+
+def write_verdict(
+    result, tolerance: Tolerance, folder: str | os.PathLike, *, n_bootstrap: int = 1000
+) -> tuple[Verdict, list[Path]]:
+    """Judge an audit ``result`` against ``tolerance`` and write :data:`VERDICT_JSON` and
+    :data:`VERDICT_JUNIT` into ``folder`` (what ``fairquant audit --max-drop`` does)."""
+    judged = verdict(result, tolerance, n_bootstrap=n_bootstrap)
+    folder = Path(folder)
+    return judged, [
+        write_verdict_json(judged, folder / VERDICT_JSON),
+        write_junit(judged, folder / VERDICT_JUNIT),
+    ]
