@@ -49,7 +49,8 @@ class DataSpec:
 
 @dataclass
 class Split:
-    """One split: images ``x`` (N, C, H, W) float32, model-ready; targets ``y``, groups ``g``."""
+    """One split: images ``x`` (N, C, H, W) or feature rows (N, F), float32, model-ready;
+    targets ``y``, groups ``g``."""
 
     x: Tensor
     y: Tensor
@@ -57,8 +58,11 @@ class Split:
 
     def __post_init__(self) -> None:
         n = len(self.x)
-        if self.x.ndim != 4:
-            raise DataError(f"images must be (N, C, H, W); got shape {tuple(self.x.shape)}")
+        if self.x.ndim not in (2, 4):
+            raise DataError(
+                "samples must be images (N, C, H, W) or feature rows (N, F); got shape "
+                f"{tuple(self.x.shape)}"
+            )
         if len(self.y) != n or len(self.g) != n:
             raise DataError(
                 f"images, targets and groups differ in length: {n}, {len(self.y)}, {len(self.g)}"

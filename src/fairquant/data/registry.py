@@ -12,12 +12,13 @@ from fairquant.data.fer2013 import FER2013
 from fairquant.data.folder import ImageFolder
 from fairquant.data.mnist import MNIST
 from fairquant.data.source import ImageSource
+from fairquant.data.table import load_table
 from fairquant.data.utkface import UTKFace
 from fairquant.errors import unknown_name
 
 Loader = Callable[[DataSpec], GroupedDataset]
 
-DATASETS: dict[str, Loader] = {"digits": load_digits_dataset}
+DATASETS: dict[str, Loader] = {"digits": load_digits_dataset, "table": load_table}
 
 #: The file-based datasets, whose labels can be counted without decoding (``fairquant datasets``).
 SOURCES: dict[str, ImageSource] = {}
