@@ -45,6 +45,12 @@ def test_gate_fails_on_a_collapsed_precision(checkpoint, tmp_path):
     assert "int2: FAIL:" in r.output
     r = audit(checkpoint, tmp_path, "fp32,int2", "--max-drop", "2", "--gate")
     assert r.exit_code == EXIT_FAIL, r.output
+    # the HTML report of the audit folder leads with the verdict's plain words
+    r = runner.invoke(app, ["report", str(tmp_path), "--format", "html"])
+    assert r.exit_code == 0, r.output
+    html = (tmp_path / "report.html").read_text()
+    assert html.index('id="verdict"') < html.index('id="findings"')
+    assert "<h2>Verdict: FAIL</h2>" in html and "int2: FAIL:" in html
 
 
 def test_gate_inconclusive_on_too_few_samples(checkpoint, tmp_path):

@@ -1,8 +1,8 @@
 """Paired tests of one model against fp32 on the same samples: exact references and calibration.
 
-Error rates are computed *exactly*, summing the trinomial probability of every table of lost,
-gained and unchanged samples (no Monte Carlo noise), over the high-probability region (10
-standard deviations; the probability left out is checked to be below 1e-9).
+Error rates are computed *exactly* (:func:`decision_rates`), summing the trinomial probability of
+every likely table of lost, gained and unchanged samples (no Monte Carlo noise); the simulations
+of whole audits are in test_verdict.py.
 """
 
 from itertools import product
@@ -10,10 +10,11 @@ from itertools import product
 import numpy as np
 import pytest
 from scipy import optimize, stats
-from scipy.special import comb, gammaln
+from scipy.special import comb
 
 from fairquant.metrics.paired import (
     _constrained_p21,
+    decision_rates,
     drop_interval,
     drop_statistic,
     drop_tests,
@@ -21,40 +22,21 @@ from fairquant.metrics.paired import (
     mcnemar_exact,
     paired_bootstrap,
     samples_to_decide,
+    table_probabilities,
 )
 from fairquant.metrics.policy import ALPHA, CONFIDENCE
 
 
-def tables(n: int, p_lost: float, p_gained: float):
-    """Every likely (lost, gained) table of ``n`` samples with its probability."""
-
-    def top(p: float) -> int:
-        return int(min(n, np.ceil(n * p + 10 * np.sqrt(n * p * (1 - p)) + 10)))
-
-    b, c = np.meshgrid(np.arange(top(p_lost) + 1), np.arange(top(p_gained) + 1), indexing="ij")
-    keep = b + c <= n
-    b, c = b[keep], c[keep]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_p = (
-            gammaln(n + 1)
-            - gammaln(b + 1)
-            - gammaln(c + 1)
-            - gammaln(n - b - c + 1)
-            + np.where(b > 0, b * np.log(p_lost), 0.0)
-            + np.where(c > 0, c * np.log(p_gained), 0.0)
-            + (n - b - c) * np.log1p(-p_lost - p_gained)
-        )
-    prob = np.exp(log_p)
-    assert prob.sum() > 1 - 1e-9
-    return b, c, prob
-
-
 def false_fail_rate(n: int, margin: float, p_gained: float) -> float:
     """P(the verdict's rule claims "drop > margin") when the true drop equals the margin."""
-    b, c, prob = tables(n, p_gained + margin, p_gained)
-    p_exceed, _ = drop_tests(b, c, n, margin)
-    hit = p_exceed < ALPHA
-    return float((prob[hit] * (mcnemar_exact(b[hit], c[hit]) < ALPHA)).sum())
+    return decision_rates(n, p_gained + margin, p_gained, margin, alpha=ALPHA)[1]
+
+
+def test_table_probabilities_sum_to_one():
+    for n, p_lost, p_gained in [(20, 0.3, 0.2), (2000, 0.025, 0.005), (2000, 0.2, 0.3)]:
+        b, c, prob = table_probabilities(n, p_lost, p_gained)
+        assert prob.sum() == pytest.approx(1.0, abs=1e-9)
+        assert (b + c <= n).all()
 
 
 # ---- McNemar --------------------------------------------------------------------------------
@@ -152,7 +134,7 @@ def test_false_fail_rate_at_the_tolerance_is_below_alpha(n, margin, p_gained):
 
 def test_uncorrected_score_test_would_be_too_liberal():
     """Why the continuity correction: without it the same case fails 5.2 % of good models."""
-    b, c, prob = tables(200, 0.0225, 0.0025)
+    b, c, prob = table_probabilities(200, 0.0225, 0.0025)
     var = 200 * (2 * _constrained_p21(b, c, 200, 0.02) + 0.02 * 0.98)
     z = (b - c - 200 * 0.02) / np.sqrt(var)
     hit = z > stats.norm.ppf(0.975)
@@ -165,7 +147,7 @@ def test_uncorrected_score_test_would_be_too_liberal():
     [*product([20, 200], [0.0, 0.02, 0.1], [0.01, 0.2]), (2000, 0.02, 0.05)],
 )
 def test_interval_coverage_and_false_pass_rate(n, drop, p_gained):
-    b, c, prob = tables(n, p_gained + drop, p_gained)
+    b, c, prob = table_probabilities(n, p_gained + drop, p_gained)
     low, high = drop_interval(b, c, n, confidence=CONFIDENCE)
     coverage = prob[(low <= drop) & (drop <= high)].sum()
     assert coverage >= 0.95

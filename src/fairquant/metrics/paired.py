@@ -15,6 +15,8 @@ precision, or simulated replicate) and return float64 arrays.
 - :func:`drop_statistic`, :func:`drop_interval`, :func:`drop_tests`: Tango's (1998) score test
   and interval for ``δ`` against any margin, with a continuity correction (see
   :func:`drop_statistic` for why, measured).
+- :func:`decision_rates`: the exact chance that a group is judged within or above its
+  tolerance, for planning a test set (power) and for checking the error rates.
 - :func:`samples_to_decide`: how many samples a group would need for the interval to leave the
   margin, if the observed rates of lost and gained samples held.
 - :func:`gap_pair_tests`: whether φ (the spread of the groups' excess losses) exceeds a margin,
@@ -28,11 +30,13 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import stats
+from scipy.special import gammaln
 
 from fairquant.metrics.uncertainty import stratified_bootstrap_sums
 
 __all__ = [
     "CONTINUITY",
+    "decision_rates",
     "drop_interval",
     "drop_statistic",
     "drop_tests",
@@ -40,6 +44,7 @@ __all__ = [
     "mcnemar_exact",
     "paired_bootstrap",
     "samples_to_decide",
+    "table_probabilities",
 ]
 
 #: Continuity correction on ``b − c`` (which moves in unit steps) in the score statistic.
@@ -149,6 +154,50 @@ def samples_to_decide(lost, gained, n, margin, *, z: float) -> np.ndarray:
         s = np.sqrt(2.0 * _constrained_p21(b / n, c / n, 1.0, d) + d * (1.0 - d))
         x = (z * s + np.sqrt(z * z * s * s + 4.0 * e * CONTINUITY)) / (2.0 * e)
     return np.where(e > 0, np.ceil(x * x), np.inf)
+
+
+def table_probabilities(
+    n: int, p_lost: float, p_gained: float, *, sd: float = 10.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every likely ``(lost, gained)`` table of ``n`` samples with its trinomial probability:
+    counts up to ``sd`` standard deviations above their means (the rest has probability far
+    below 1e-9)."""
+
+    def top(p: float) -> int:
+        return int(min(n, np.ceil(n * p + sd * np.sqrt(n * p * (1 - p)) + sd)))
+
+    b, c = np.meshgrid(np.arange(top(p_lost) + 1), np.arange(top(p_gained) + 1), indexing="ij")
+    keep = b + c <= n
+    b, c = b[keep], c[keep]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_p = (
+            gammaln(n + 1)
+            - gammaln(b + 1)
+            - gammaln(c + 1)
+            - gammaln(n - b - c + 1)
+            + np.where(b > 0, b * np.log(p_lost), 0.0)
+            + np.where(c > 0, c * np.log(p_gained), 0.0)
+            + (n - b - c) * np.log1p(-p_lost - p_gained)
+        )
+    return b, c, np.exp(log_p)
+
+
+def decision_rates(
+    n: int, p_lost: float, p_gained: float, margin: float, *, alpha: float, n_tests: int = 1
+) -> tuple[float, float]:
+    """Exact ``(P(within), P(exceeds))`` of one group of ``n`` samples whose samples are lost
+    with probability ``p_lost`` and gained with ``p_gained`` (true drop ``p_lost − p_gained``),
+    judged against ``margin`` (fractions) as :func:`fairquant.metrics.verdict.verdict` does:
+    within when ``p_within < alpha``; exceeds when ``p_exceed`` and McNemar's p are below
+    ``alpha / n_tests`` (Bonferroni: the first step of Holm over ``n_tests`` tests, so with
+    other groups' effects Holm rejects at least this often). Sums over every likely table.
+    """
+    b, c, prob = table_probabilities(n, p_lost, p_gained)
+    p_exceed, p_within = drop_tests(b, c, n, margin)
+    level = alpha / n_tests
+    hit = p_exceed < level
+    exceeds = prob[hit][mcnemar_exact(b[hit], c[hit]) < level].sum()
+    return float(prob[p_within < alpha].sum()), float(exceeds)
 
 
 def gap_pair_tests(

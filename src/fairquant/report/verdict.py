@@ -27,6 +27,7 @@ import pandas as pd
 
 from fairquant import __version__
 from fairquant._io import atomic_write
+from fairquant.errors import ConfigError
 from fairquant.metrics.verdict import Tolerance, Verdict, verdict
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "SCHEMA_ID",
     "exit_code",
     "load_schema",
+    "read_verdict_json",
     "summary_lines",
     "verdict_document",
     "write_junit",
@@ -189,6 +191,21 @@ def load_schema() -> dict:
     """The JSON Schema of ``verdict.json``."""
     text = files("fairquant.report").joinpath("schemas/verdict.schema.json").read_text("utf-8")
     return json.loads(text)
+
+
+def read_verdict_json(path: str | os.PathLike) -> dict:
+    """Read a ``verdict.json`` (for the report), refusing a file of another schema or version."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not a readable verdict.json ({e})") from None
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA_ID:
+        found = document.get("schema") if isinstance(document, dict) else None
+        raise ConfigError(f"{path}: expected schema {SCHEMA_ID!r}, found {found!r}")
+    if document.get("status") not in EXIT_CODES or not isinstance(document.get("summary"), list):
+        raise ConfigError(f"{path}: no status or summary lines; write it with fairquant audit")
+    return document
 
 
 def write_verdict_json(verdict: Verdict, path: str | os.PathLike) -> Path:
