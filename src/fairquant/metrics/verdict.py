@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -88,7 +87,7 @@ class Tolerance:
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_drop", _points("max_drop", self.max_drop))
         groups = {str(k): _points(f"max_drop for {k!r}", v) for k, v in self.per_group.items()}
-        object.__setattr__(self, "per_group", MappingProxyType(groups))
+        object.__setattr__(self, "per_group", groups)
         if self.max_phi is not None:
             try:
                 phi = float(self.max_phi)
