@@ -6,8 +6,10 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from fairquant._explain import _correlations
 from fairquant.cli import app
 from fairquant.metrics.diagnostics import flow_metrics
+from fairquant.metrics.uncertainty import spearman_test
 from fairquant.quant import parse_precisions, quantize_model, quantized_layers
 from fairquant.quant.stats import weight_delta, weight_stats
 
@@ -121,3 +123,30 @@ def test_weight_stats_follow_mixed_and_per_channel_precisions():
     stats = weight_stats(model, parse_precisions("int2-fl8")).set_index("layer")
     # first and last layers at 8 bits: a step ~64x finer than the ternary middle layer's
     assert stats.loc["0", "step"] < stats.loc["2", "step"] / 20
+
+
+def test_correlations_over_a_few_groups_have_exact_p_values():
+    """Five groups, the factor falling as the group grows: rho = -1, whose exact two-sided p is
+    2/120 (scipy's large-sample approximation says 1.4e-24)."""
+    groups = ["a", "b", "c", "d", "e"]
+    rows = []
+    for precision, drop in (("fp32", [0.0] * 5), ("int4", [3.0, 1.0, 2.0, 0.5, -1.0])):
+        for group, n, d in zip(groups, [500, 300, 200, 100, 50], drop, strict=True):
+            rows.append(
+                {"precision": precision, "group": group, "n_train": n, "accuracy_drop": d,
+                 "grad_norm": 1000 / n, "trace": 1000 / n + d, "lambda_max": d}
+            )  # fmt: skip
+    order = parse_precisions("fp32,int4")
+    notes = []
+    rho = _correlations(pd.DataFrame(rows), order, notes).set_index(["precision", "factor"])
+    row = rho[rho.against == "n_train"].loc[("fp32", "grad_norm")]
+    assert row.rho == pytest.approx(-1) and row.p_value == pytest.approx(2 / 120)
+    for (precision, factor), r in rho.iterrows():
+        factors = pd.DataFrame(rows).set_index(["precision", "group"])
+        x = factors.loc[precision][factor]
+        if r.against == "n_train":
+            y = factors.loc["fp32"]["n_train"]
+        else:
+            y = factors.loc[r.against.split("@")[1]]["accuracy_drop"]
+        assert (r.rho, r.p_value) == pytest.approx(spearman_test(x, y))
+    assert any("lambda_max@fp32" in n for n in notes)  # a constant column: no correlation

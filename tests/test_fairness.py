@@ -6,7 +6,6 @@ import pytest
 import sklearn.metrics as skm
 import torch
 from fairlearn import metrics as flm
-from scipy import stats
 
 from fairquant._audit import COLUMNS, audit_model
 from fairquant.data import Split
@@ -17,8 +16,6 @@ from fairquant.metrics.frame import (
     UndefinedMetricWarning,
 )
 from fairquant.metrics.uncertainty import (
-    across_seeds,
-    paired_seed_test,
     percentile_interval,
     seed_interval,
     stratified_bootstrap_sums,
@@ -176,74 +173,11 @@ def test_compare_detects_a_real_difference_and_not_a_null_one():
     assert frame.worst_group("accuracy").loc["hurt", "group"] == "1"
 
 
-def _seed_table(values_a, values_b, metric="phi"):
-    rows = []
-    for seed, (a, b) in enumerate(zip(values_a, values_b, strict=True)):
-        for precision, v in (("int8", a), ("int4", b)):
-            rows.append(("ptq", precision, int(precision[3:]), "all", metric, v, seed))
-    return pd.DataFrame(
-        rows, columns=["method", "precision", "bits", "group", "metric", "value", "seed"]
-    )
-
-
-def test_paired_seed_test_detects_effect_and_not_null():
-    rng = np.random.default_rng(0)
-    base = rng.normal(0.2, 0.05, 8)
-    effect = paired_seed_test(
-        _seed_table(base, base + 0.1 + rng.normal(0, 0.01, 8)),
-        "phi",
-        baseline={"precision": "int8"},
-        candidate={"precision": "int4"},
-    )
-    assert effect.p_value == pytest.approx(1 / 256) and effect.min_p_value == 1 / 256
-    assert effect.ci_low > 0 and effect.effect_size > 3
-    null = paired_seed_test(
-        _seed_table(base, base + rng.normal(0, 0.05, 8)),
-        "phi",
-        baseline={"precision": "int8"},
-        candidate={"precision": "int4"},
-        alternative="two-sided",
-    )
-    assert null.p_value > 0.05 and null.ci_low < 0 < null.ci_high
-    summary = across_seeds(_seed_table(base, base + 0.1))
-    int8 = summary[summary.precision == "int8"].iloc[0]
-    assert int8.n_seeds == 8 and int8["mean"] == pytest.approx(base.mean())
-    low, high = stats.t.interval(0.95, 7, loc=base.mean(), scale=stats.sem(base))
-    assert (int8.ci_low, int8.ci_high) == pytest.approx((low, high))
-    two = pd.concat(
-        [_seed_table(base, base).assign(mitigation=m) for m in ("none", "re")], ignore_index=True
-    )
-    by_mitigation = across_seeds(two)
-    assert sorted(by_mitigation.mitigation) == ["none", "none", "re", "re"]
-    assert (by_mitigation.n_seeds == 8).all()
-
-
-def test_paired_seed_test_same_difference_every_seed_is_an_infinite_effect():
-    # a + 0.2 - a is not 0.2 exactly for every a: the sd of the differences is rounding noise
-    a = [0.1, 0.7, 3.3]
-    effect = paired_seed_test(
-        _seed_table(a, [v + 0.2 for v in a], metric="worst_group_accuracy"),
-        "worst_group_accuracy",
-        baseline={"precision": "int8"},
-        candidate={"precision": "int4"},
-    )
-    assert effect.effect_size == np.inf and effect.difference == pytest.approx(0.2)
-
-
 def test_bad_input_is_a_clear_error():
     y = np.array([0, 1, 0, 1])
     g = np.array(["a", "a", "b", "b"])
     with pytest.raises(ConfigError, match="at least 2 seeds, got 1"):
         seed_interval([0.3])
-    with pytest.raises(ConfigError, match="at least 2 seeds, got 1"):
-        across_seeds(_seed_table([0.1], [0.2]))
-    with pytest.raises(ConfigError, match="at least 2 seeds"):
-        paired_seed_test(
-            _seed_table([0.1], [0.2]),
-            "phi",
-            baseline={"precision": "int8"},
-            candidate={"precision": "int4"},
-        )
     with pytest.raises(ConfigError, match="n_bootstrap=10 is too few"):
         FairnessFrame(y_true=y, groups=g, predictions={"m": y}, n_bootstrap=10)
     with pytest.raises(ConfigError, match=r"groups \['c'\] are not in group_names"):

@@ -11,6 +11,7 @@ from fairquant.cli import app
 from fairquant.data import default_digits_spec
 from fairquant.errors import ConfigError
 from fairquant.experiments import load_config
+from fairquant.experiments.findings import findings
 from fairquant.experiments.mitigation import (
     RESULT_COLUMNS,
     compare_mitigations,
@@ -19,6 +20,7 @@ from fairquant.experiments.mitigation import (
 )
 from fairquant.models import ModelSpec
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG
+from fairquant.report.rundir import read_results
 from fairquant.train import TrainConfig, load_checkpoint
 
 KEY = ["dataset", "model", "mitigation", "seed", "method", "precision", "group", "metric"]
@@ -79,11 +81,14 @@ def test_compare_mitigations_writes_the_run_directory_and_resumes(
     assert [q for q in dict.fromkeys(table.columns.get_level_values(0))] == [
         "precision", *groups, "overall", "phi", "worst_group_accuracy"
     ]  # fmt: skip
-    assert table[("overall", "ci_low")].le(table[("overall", "mean")]).all()
+    assert table[("overall", "ci_low")].le(table[("overall", "value")]).all()
     tests = pd.read_csv(out / "tests.csv")
-    assert set(tests.mitigation) == {"fairqat", "balanced-calib"}
+    against_none = tests[tests.comparison.str.endswith(" vs none")]
+    assert set(against_none.mitigation) == {"fairqat", "balanced-calib"}
+    assert "int4-fl8" in set(against_none.precision)  # FairQAT lined up with int4
     assert not ((tests.metric == "phi") & (tests.precision == "fp32")).any()
     assert (tests.n_seeds == 2).all() and tests.p_value.between(0, 1).all()
+    assert (tests.alternative == "two-sided").all() and tests.p_holm.ge(tests.p_value).all()
     points = pareto_points(result)
     assert len(points) == len(cells.drop(columns="seed").drop_duplicates())
     assert points.pareto.any()
@@ -125,6 +130,19 @@ def test_mitigate_command_prints_tables_tests_and_writes_the_figure(tmp_path):
     assert res.exit_code == 0, res.output
     assert "PTQ int4: mean ± 95% interval across 2 seed(s)" in res.output
     assert "re-fixed:5" in res.output and "Paired tests" in res.output
+    # `report` states the same comparisons with the same p-values as `mitigate`
+    tests = pd.read_csv(out / "tests.csv")
+    report = CliRunner().invoke(app, ["report", str(out), "--format", "html"])
+    assert report.exit_code == 0, report.output
+    html = (out / "report.html").read_text()
+    stated = findings(read_results(out / "results.csv")[0])
+    assert list(stated.comparison) == list(tests.comparison)
+    assert stated.p_value.to_numpy() == pytest.approx(tests.p_value.to_numpy(), rel=1e-12)
+    assert stated.p_holm.to_numpy() == pytest.approx(tests.p_holm.to_numpy(), rel=1e-12)
+    row = tests[(tests.comparison == "re-fixed:5 vs none") & (tests.metric == "accuracy")]
+    row = row[row.precision == "int4"].iloc[0]
+    assert f"{row.p_value:.3g}" in res.output and f"unadjusted {row.p_value:.3g}" in html
+    assert f"{row.p_holm:.3g}" in res.output
     assert (out / "pareto.png").stat().st_size > 10_000
     results = pd.read_csv(out / "results.csv")
     assert set(results.mitigation) == {"none", "re-fixed:5"} and set(results.seed) == {0, 1}

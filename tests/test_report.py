@@ -21,13 +21,14 @@ from fairquant._explain import explain_model
 from fairquant.cli import app
 from fairquant.data import default_digits_spec, load_dataset
 from fairquant.errors import ConfigError
-from fairquant.metrics.uncertainty import paired_seed_test
+from fairquant.experiments.findings import SEED_TESTED, findings
+from fairquant.metrics.policy import ALPHA, holm
+from fairquant.metrics.uncertainty import across_seeds, paired_seed_test
 from fairquant.mitigate import resample_indices
 from fairquant.models import ModelSpec
 from fairquant.quant import parse_precisions
 from fairquant.report.html import write_report
 from fairquant.report.rundir import RESULT_COLUMNS, read_results
-from fairquant.report.summary import findings, summarise
 from fairquant.train import TrainConfig, fit
 
 SECTIONS = ["findings", "setup", "accuracy", "phi", "explain", "mitigation", "methods"]
@@ -114,7 +115,7 @@ def test_html_has_every_section_and_figure_and_the_csv_numbers(run_dir):
     acc = results[(results.metric == "accuracy") & (results.group == "3")]
     assert f"{acc[(acc.mitigation == 'none') & (acc.precision == 'int8')].value.mean():.1f}" in html
     assert '"mitigations": ["none", "over"]' in html.replace("&#34;", '"')  # run.json shown
-    assert "2 seeds" in html and "paired sign-flip" in html
+    assert "2 seeds" in html and "paired t-test" in html and "Holm" in html
     n = len(pd.read_csv(run_dir / "explain/curvature.csv"))
     assert f"explain/curvature.csv holds the {n} rows of the factor tables above" in html
 
@@ -123,7 +124,7 @@ def test_markdown_and_latex_tables_beside_it(run_dir):
     md = (run_dir / "report.md").read_text()
     tex = (run_dir / "report.tex").read_text()
     results = pd.read_csv(run_dir / "results.csv", dtype={"group": str})
-    summary = summarise(results)
+    summary = across_seeds(results)
     row = summary[
         (summary.metric == "phi")
         & (summary.mitigation == "none")
@@ -153,10 +154,14 @@ def test_findings_use_the_paired_test_across_seeds(run_dir):
         candidate={"method": "ptq", "precision": "int4"},
     )
     assert row.p_value.item() == pytest.approx(test.p_value)
-    assert row.n_seeds.item() == 2 and row.test.item().startswith("paired")
-    # two seeds cannot give p < 0.05: nothing may be called significant
-    assert not table.significant.any() and (table.min_p_value >= 0.25).all()
-    assert "2 seeds cannot give p below 0.25" in row.text.item()
+    assert row.p_sign_flip.item() == pytest.approx(test.p_sign_flip)
+    assert row.n_seeds.item() == 2 and row.test.item() == SEED_TESTED
+    assert (table.alternative == "two-sided").all()
+    # Holm over every tested comparison of the run directory
+    assert (table.test == SEED_TESTED).all()
+    assert table.p_holm.to_numpy() == pytest.approx(holm(table.p_value.to_numpy()))
+    assert (table.significant == (table.p_holm < ALPHA)).all()
+    assert f"Holm over the {len(table)} tested comparisons of this run" in row.text.item()
 
 
 def test_one_seed_compares_intervals_and_claims_nothing(run_dir, tmp_path):
@@ -166,7 +171,7 @@ def test_one_seed_compares_intervals_and_claims_nothing(run_dir, tmp_path):
     assert (table.test == "bootstrap intervals compared (no test)").all()
     assert not table.significant.any() and table.p_value.isna().all()
     assert set(table.verdict) <= {"intervals overlap", "intervals apart (no test)"}
-    summary = summarise(read_results(tmp_path / "results.csv")[0])
+    summary = across_seeds(read_results(tmp_path / "results.csv")[0])
     assert set(summary.interval) == {"bootstrap"} and (summary.n_seeds == 1).all()
     paths = write_report(tmp_path, formats=["html"])
     html = paths[0].read_text()

@@ -8,11 +8,14 @@ any backend (every mitigation with every seed trained once per training recipe: 
 The run directory is the runner's (``config.yaml``, ``cells/``, ``results.csv``) plus the
 comparison, computed from ``results.csv`` by :func:`summarize`:
 
-- ``summary.csv``: every metric's mean and Student-t interval across seeds
-  (:func:`~fairquant.metrics.uncertainty.across_seeds`);
-- ``tests.csv``: paired sign-flip tests across seeds of each mitigation against ``none`` at the
-  same method and requested precision (:func:`~fairquant.metrics.uncertainty.paired_seed_test`):
-  φ(D) lower, overall accuracy different, worst-group accuracy higher.
+- ``summary.csv``: every number over seeds, its mean (``value``) and Student-t interval across
+  seeds (:func:`~fairquant.metrics.uncertainty.across_seeds`, the one across-seed summary, as
+  ``fairquant report`` shows it);
+- ``tests.csv``: every comparison of the run directory with its test
+  (:func:`~fairquant.experiments.findings.findings`, as ``fairquant report`` states them): among
+  them each mitigation against ``none`` at the same method and requested precision (φ(D),
+  overall accuracy, worst-group accuracy), by the two-sided paired t-test across seeds,
+  Holm-adjusted over the run directory.
 
 FairQAT's rows name the precision it ran (``int4-fl8`` where ``int4`` was asked);
 :func:`comparison_table` lines them up with the requested one.
@@ -32,9 +35,11 @@ from fairquant.data.base import DataSpec
 from fairquant.errors import ConfigError
 from fairquant.experiments.cells import RESULT_COLUMNS, qat_of_twin
 from fairquant.experiments.config import ExperimentConfig, load_config, parse_config
+from fairquant.experiments.findings import findings
 from fairquant.experiments.runner import CONFIG, RESULTS, RunSummary, run_experiment
 from fairquant.metrics.functional import pareto_front
-from fairquant.metrics.uncertainty import across_seeds, paired_seed_test
+from fairquant.metrics.policy import CONFIDENCE
+from fairquant.metrics.uncertainty import across_seeds
 from fairquant.mitigate.pipeline import Mitigation, calibration_note, parse_mitigations
 from fairquant.models.registry import ModelSpec
 from fairquant.quant.methods import METHODS
@@ -47,13 +52,12 @@ DEFAULT_MITIGATIONS = ("none", "gt", "re", "over", "weighted", "fairqat", "balan
 #: Activation-quantized precisions audited with PTQ when a mitigation calibrates balanced:
 #: weight-only PTQ has no calibration, so without them balanced calibration changes nothing.
 DEFAULT_ACT_PRECISIONS = ("int8-a8", "int4-a8")
-#: The paired tests against ``none``: metric, group, alternative (what would show a benefit).
-TESTED = (("phi", "less"), ("accuracy", "two-sided"), ("worst_group_accuracy", "greater"))
 
 
 @dataclass
 class MitigationComparison:
-    """The run directory's tables: results, the summary across seeds and the paired tests."""
+    """The run directory's tables: results, the summary across seeds (:func:`across_seeds`)
+    and every comparison with its test (:func:`~fairquant.experiments.findings.findings`)."""
 
     config: ExperimentConfig
     results: pd.DataFrame
@@ -218,13 +222,15 @@ def summarize(
     *,
     config: ExperimentConfig | None = None,
     notes: list[str] | None = None,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
 ) -> MitigationComparison:
-    """Summary across seeds and paired tests against ``none`` from a run directory's
-    ``results.csv`` and ``config.yaml`` (read there unless ``config`` is given), written to
-    ``summary.csv`` and ``tests.csv``.
+    """The summary across seeds (:func:`across_seeds`) and every comparison with its test
+    (:func:`~fairquant.experiments.findings.findings`) of a run directory's ``results.csv`` and
+    ``config.yaml`` (read there unless ``config`` is given), written to ``summary.csv`` and
+    ``tests.csv``.
 
-    With one seed the summary holds that seed's values (``n_seeds`` 1, no interval).
+    With one seed the summary holds that seed's values (``n_seeds`` 1, its bootstrap interval
+    if it has one) and no comparison is tested.
     """
     out = Path(out)
     if config is None:
@@ -237,22 +243,16 @@ def summarize(
             f"{len(config.datasets)} and {len(config.models)} (report it with `fairquant report`)"
         )
     results = _read_results(out / RESULTS)
-    if results.seed.nunique() >= 2:
-        summary = across_seeds(results, confidence=confidence)
-    else:
-        summary = results.drop(columns=["seed"]).rename(columns={"value": "mean"})
-        summary = summary.assign(n_seeds=1, std=float("nan"), ci_low=float("nan"))
-        summary = summary.assign(ci_high=float("nan"))
+    summary = across_seeds(results, confidence=confidence)
     comparison = MitigationComparison(
         config=config,
         results=results,
         summary=summary,
-        tests=pd.DataFrame(),
+        tests=findings(results),
         out=out,
         notes=list(notes or []),
         group_names=[g for g in dict.fromkeys(results.group) if g != ALL],
     )
-    comparison.tests = _paired_tests(comparison, confidence)
     atomic_write(out / SUMMARY, lambda tmp: summary.to_csv(tmp, index=False))
     atomic_write(out / TESTS, lambda tmp: comparison.tests.to_csv(tmp, index=False))
     return comparison
@@ -273,47 +273,11 @@ def _cell(m: Mitigation, method: str, p: Precision) -> dict[str, object]:
     return {"mitigation": m.name, "method": method, "precision": m.precision(p).name}
 
 
-def _paired_tests(comparison: MitigationComparison, confidence: float) -> pd.DataFrame:
-    results = comparison.results
-    rows = []
-    names = set(results.mitigation)
-    if "none" not in names or results.seed.nunique() < 2:
-        return pd.DataFrame()
-    baseline = parse_mitigations("none")[0]
-    for m in parse_mitigations([n for n in comparison.mitigations if n in names]):
-        if m.name == "none":
-            continue
-        for method, p in comparison.requested():
-            for metric, alternative in TESTED:
-                if metric == "phi" and p.is_reference:
-                    continue  # φ(D) is 0 at fp32 by definition
-                base, cand = _cell(baseline, method, p), _cell(m, method, p)
-                if _missing(results, cand, metric) or _missing(results, base, metric):
-                    continue
-                test = paired_seed_test(
-                    results,
-                    metric,
-                    baseline=base,
-                    candidate=cand,
-                    alternative=alternative,  # type: ignore[arg-type]
-                    confidence=confidence,
-                )
-                rows.append({"mitigation": m.name, "method": method, "requested": p.name,
-                             "precision": cand["precision"], **test.to_dict()})  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def _missing(results: pd.DataFrame, where: dict[str, object], metric: str) -> bool:
-    mask = (results.metric == metric) & (results.group == ALL)
-    for column, value in where.items():
-        mask &= results[column] == value
-    return int(results[mask].seed.nunique()) < 2
-
-
 def comparison_table(comparison: MitigationComparison, method: str, precision: str) -> pd.DataFrame:
     """The papers' Tables 2/3/5 in form for one method and requested precision: one row per
     mitigation; columns per-group accuracy, overall accuracy, φ(D) and worst-group accuracy, each
-    as mean, ci_low, ci_high across seeds (MultiIndex columns ``(quantity, stat)``), plus
+    as value (the mean across seeds), ci_low, ci_high (MultiIndex columns ``(quantity, stat)``),
+    plus
     ``precision`` (what the mitigation ran, e.g. ``int4-fl8`` for FairQAT's ``int4``)."""
     s = comparison.summary
     requested = parse_precisions(precision)[0]
@@ -335,7 +299,7 @@ def comparison_table(comparison: MitigationComparison, method: str, precision: s
                 sel = part[(part.metric == "accuracy") & (part.group == ALL)]
             else:
                 sel = part[(part.metric == q) & (part.group == ALL)]
-            for stat in ("mean", "ci_low", "ci_high"):
+            for stat in ("value", "ci_low", "ci_high"):
                 row[(q, stat)] = float(sel[stat].iloc[0]) if len(sel) else float("nan")
         rows.append(row)
         index.append(m.name)
@@ -354,10 +318,10 @@ def pareto_points(comparison: MitigationComparison) -> pd.DataFrame:
     phi = s[s.metric == "phi"].set_index(["mitigation", "method", "precision"])
     points = pd.DataFrame(
         {
-            "accuracy": acc["mean"],
+            "accuracy": acc["value"],
             "accuracy_low": acc["ci_low"],
             "accuracy_high": acc["ci_high"],
-            "phi": phi["mean"],
+            "phi": phi["value"],
             "phi_low": phi["ci_low"],
             "phi_high": phi["ci_high"],
             "bits": acc["bits"],

@@ -27,6 +27,7 @@ from fairquant.metrics.fairness import (
     one_vs_rest_errors,
 )
 from fairquant.metrics.functional import per_sample_loss
+from fairquant.metrics.policy import CONFIDENCE
 from fairquant.metrics.uncertainty import (
     check_bootstrap,
     percentile_interval,
@@ -200,7 +201,7 @@ class FairnessFrame:
         num_classes: int | None = None,
         pos_label: int | None = None,
         n_bootstrap: int = 1000,
-        confidence: float = 0.95,
+        confidence: float = CONFIDENCE,
         random_state: int = 0,
     ) -> None:
         check_bootstrap(n_bootstrap, confidence)
@@ -559,9 +560,10 @@ class FairnessFrame:
 
         Both models are evaluated on the same resampled test sets, so the interval reflects
         test-set noise in the difference only (not training noise: see
-        :func:`fairquant.metrics.uncertainty.paired_seed_test`). ``p_value`` is the one-sided
-        bootstrap share of replicates with a difference ``<= 0`` (is the candidate larger?);
-        ``effect_size`` is the difference over the replicates' standard deviation.
+        :func:`fairquant.metrics.uncertainty.paired_seed_test`). ``p_value`` is two-sided, as
+        the policy (:mod:`fairquant.metrics.policy`) says: twice the smaller bootstrap share of
+        replicates with a difference ``<= 0`` or ``>= 0``, at most 1; ``effect_size`` is the
+        difference over the replicates' standard deviation.
         """
         if self._replicates is None:
             raise ConfigError(
@@ -588,7 +590,7 @@ class FairnessFrame:
                 "difference": float(value),
                 "ci_low": float(low),
                 "ci_high": float(high),
-                "p_value": float(np.mean(reps <= 0)),
+                "p_value": min(1.0, 2.0 * float(min(np.mean(reps <= 0), np.mean(reps >= 0)))),
                 "effect_size": float(value / sd) if sd > 0 else _infinite_effect(value),
             },
             name=f"{metric}: {candidate} - {baseline} ({group})",

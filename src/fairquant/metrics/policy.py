@@ -1,12 +1,16 @@
 """fairquant's one statistics policy: every test and interval the project prints follows it.
 
 - Level: ``ALPHA = 0.05``; intervals at ``CONFIDENCE = 0.95``.
-- Sidedness: every test is two-sided unless its docstring states otherwise.
+- Sidedness: every test is two-sided (``ALTERNATIVE``) unless its docstring states otherwise.
 - Multiplicity: within one family of comparisons (one audit's groups x precisions, one run
   directory's comparisons) p-values are adjusted by Holm's step-down method (:func:`holm`), which
-  controls the family-wise error rate at ``ALPHA`` under any dependence between the tests.
+  controls the family-wise error rate at ``ALPHA`` under any dependence between the tests; a
+  comparison is *significant* when its adjusted p-value is below ``ALPHA``
+  (:func:`significant`).
 
 The modules that compute tests import these names; none defines its own level or correction.
+``docs/statistics.md`` writes the policy out for users: which comparisons are tested, with which
+test, and the smallest p-value each test can give.
 """
 
 from __future__ import annotations
@@ -15,10 +19,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["ALPHA", "CONFIDENCE", "CORRECTION", "holm"]
+__all__ = [
+    "ALPHA",
+    "ALTERNATIVE",
+    "CONFIDENCE",
+    "CORRECTION",
+    "holm",
+    "significant",
+]
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
+#: The sidedness of every test unless its docstring states otherwise (scipy's spelling).
+ALTERNATIVE = "two-sided"
 #: The multiplicity correction, by name, as the tables and verdict.json print it.
 CORRECTION = "holm"
 
@@ -43,3 +56,13 @@ def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
     out[order] = np.maximum.accumulate(scaled)
     return out
+
+
+def significant(p_adjusted: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Whether each (already adjusted) p-value is below :data:`ALPHA`; NaN is never significant.
+
+    >>> significant([0.01, 0.05, float("nan")]).tolist()
+    [True, False, False]
+    """
+    p = np.asarray(p_adjusted, dtype=np.float64)
+    return np.nan_to_num(p, nan=1.0) < ALPHA

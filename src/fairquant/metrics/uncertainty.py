@@ -15,6 +15,8 @@ loss, changed prediction, ...), all replicates in one matrix product and no mode
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -24,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from fairquant.errors import ConfigError
+from fairquant.metrics.policy import ALTERNATIVE, CONFIDENCE
 
 __all__ = [
     "KEYS",
@@ -33,6 +36,7 @@ __all__ = [
     "paired_seed_test",
     "percentile_interval",
     "seed_interval",
+    "spearman_test",
     "stack_seeds",
     "stratified_bootstrap_sums",
 ]
@@ -102,7 +106,7 @@ def stratified_bootstrap_sums(
 
 
 def percentile_interval(
-    replicates: np.ndarray, confidence: float = 0.95, *, axis: int = 0
+    replicates: np.ndarray, confidence: float = CONFIDENCE, *, axis: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """The percentile bootstrap interval: the ``(1 ∓ confidence)/2`` quantiles of the replicates.
 
@@ -115,7 +119,9 @@ def percentile_interval(
     return low, high
 
 
-def seed_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+def seed_interval(
+    values: Sequence[float], confidence: float = CONFIDENCE
+) -> tuple[float, float, float]:
     """Mean and Student-t interval of a metric over training seeds: ``m ± t_{n-1} s / √n``.
 
     Needs at least two seeds: one seed says nothing about how much training noise there is.
@@ -137,7 +143,10 @@ def seed_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
 
 
 def stack_seeds(results: Mapping[int, object] | pd.DataFrame) -> pd.DataFrame:
-    """One long table with a ``seed`` column from ``{seed: AuditResult or table}`` (or as is)."""
+    """One long table with a ``seed`` column from ``{seed: AuditResult or table}`` (or as is).
+
+    The tables' bootstrap intervals (``ci_low``, ``ci_high``) come along when they have them.
+    """
     if isinstance(results, pd.DataFrame):
         if "seed" not in results.columns:
             raise ConfigError("the table has no 'seed' column; pass {seed: result} instead")
@@ -147,49 +156,76 @@ def stack_seeds(results: Mapping[int, object] | pd.DataFrame) -> pd.DataFrame:
     frames = []
     for seed, result in results.items():
         table = getattr(result, "table", result)
-        frames.append(table[[*KEYS, "value"]].assign(seed=seed))
+        intervals = [c for c in ("ci_low", "ci_high") if c in table.columns]
+        frames.append(table[[*KEYS, "value", *intervals]].assign(seed=seed))
     return pd.concat(frames, ignore_index=True)
 
 
-def across_seeds(
-    results: Mapping[int, object] | pd.DataFrame, *, confidence: float = 0.95
-) -> pd.DataFrame:
-    """Mean, standard deviation and Student-t interval of every metric over training seeds.
+#: How a summary row's interval was computed (:func:`across_seeds`).
+INTERVALS = {
+    "seeds": "mean over seeds, Student-t interval across seeds",
+    "bootstrap": "one seed, group-stratified bootstrap interval over test samples",
+    "none": "one seed, no interval (audited without bootstrap)",
+}
+_VALUE_COLUMNS = ("seed", "value", "ci_low", "ci_high")
 
-    ``results`` maps seed to an :class:`~fairquant.AuditResult` (or its ``table``), or is
-    one table with a ``seed`` column. Returns one row per (method, precision, bits, group,
-    metric) with ``n_seeds``, ``mean``, ``std``, ``ci_low``, ``ci_high``; a table's further key
-    columns (e.g. ``dataset``, ``model``, ``mitigation`` of a run directory's ``results.csv``)
-    are kept and grouped by too. A number missing for
-    some seeds (e.g. a group without test samples) is summarised over the seeds that have it
-    (``n_seeds`` says how many); one that only a single seed has gets no row.
+
+def across_seeds(
+    results: Mapping[int, object] | pd.DataFrame, *, confidence: float = CONFIDENCE
+) -> pd.DataFrame:
+    """Every number of ``results`` over training seeds: fairquant's one across-seed summary.
+
+    ``results`` maps seed to an :class:`~fairquant.AuditResult` (or its ``table``), or is one
+    table with a ``seed`` column (a run directory's ``results.csv``). Returns one row per
+    number, in the order the table first lists it: its key columns (every column but ``seed``,
+    ``value``, ``ci_low``, ``ci_high``; e.g. ``dataset, model, mitigation, method, precision,
+    bits, group, metric``), ``n_seeds`` (how many seeds have it), ``value`` (the mean over those
+    seeds), ``std`` (their standard deviation), ``ci_low``, ``ci_high`` and ``interval``, which
+    says what the interval is (:data:`INTERVALS`):
+
+    - ``"seeds"``: two or more seeds, the Student-t interval ``m ± t_{n-1} s / √n``
+      (:func:`seed_interval`, training noise on this test set);
+    - ``"bootstrap"``: one seed, that seed's bootstrap interval over test samples as stored;
+    - ``"none"``: one seed audited without bootstrap (``std``, ``ci_low``, ``ci_high`` NaN).
     """
     table = stack_seeds(results)
-    n_seeds = table.seed.nunique()
-    if n_seeds < 2:
+    keys = [c for c in table.columns if c not in _VALUE_COLUMNS]
+    repeated = table.duplicated([*keys, "seed"])
+    if repeated.any():
+        first = table[repeated].iloc[0]
         raise ConfigError(
-            f"an interval across seeds needs at least 2 seeds, got {n_seeds}: audit models "
-            "trained with more seeds, or use the bootstrap interval over test samples"
+            f"the table has several rows for one number and seed, e.g. {first[keys].to_dict()} "
+            f"at seed {first.seed}: add the key column that tells them apart"
         )
-    keys = [c for c in table.columns if c not in ("seed", "value", "ci_low", "ci_high")]
+    has_ci = {"ci_low", "ci_high"} <= set(table.columns)
     rows = []
     for key, part in table.groupby(keys, sort=False, dropna=False):
-        values = part.value.to_numpy()
-        if len(values) < 2:
-            continue  # one seed's number cannot get an interval across seeds
-        mean, low, high = seed_interval(values, confidence)
-        rows.append((*key, len(values), mean, float(values.std(ddof=1)), low, high))
-    return pd.DataFrame(rows, columns=[*keys, "n_seeds", "mean", "std", "ci_low", "ci_high"])
+        values = part.value.to_numpy(dtype=np.float64)
+        if len(values) >= 2:
+            mean, low, high = seed_interval(values, confidence)
+            rows.append((*key, len(values), mean, float(values.std(ddof=1)), low, high, "seeds"))
+            continue
+        low = float(part.ci_low.iloc[0]) if has_ci else np.nan
+        high = float(part.ci_high.iloc[0]) if has_ci else np.nan
+        kind = "none" if np.isnan(low) or np.isnan(high) else "bootstrap"
+        rows.append((*key, 1, float(values[0]), np.nan, low, high, kind))
+    columns = [*keys, "n_seeds", "value", "std", "ci_low", "ci_high", "interval"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 @dataclass(frozen=True)
 class PairedTest:
     """A paired comparison of one metric across seeds: candidate minus baseline.
 
-    ``effect_size`` is Cohen's d_z (mean paired difference over its standard deviation;
-    ``±inf`` when every seed gives the same non-zero difference). ``p_value`` is the sign-flip
-    permutation p-value of the mean difference, exact over all 2^n sign patterns up to 16 seeds
-    (9,999 random flips beyond); ``min_p_value`` is the smallest p-value those seeds can give.
+    ``difference`` is the mean paired difference with its Student-t interval (``ci_low``,
+    ``ci_high``); ``effect_size`` is Cohen's d_z (mean paired difference over its standard
+    deviation; ``±inf`` when every seed gives the same non-zero difference). ``p_value`` is the
+    paired t-test's (:func:`paired_t_p`; ``test`` names it), ``min_p_value`` the smallest
+    p-value that test can give (0: the t-test has no floor). ``p_sign_flip`` is the exact
+    sign-flip permutation p-value of the mean difference, which assumes only that the
+    differences are symmetric about 0 under no effect and cannot fall below ``2^(1-n)``
+    two-sided (:func:`sign_flip_floor`): read beside ``p_value`` where the normal model of the
+    t-test is in doubt (``docs/statistics.md``).
     """
 
     metric: str
@@ -203,12 +239,83 @@ class PairedTest:
     ci_low: float
     ci_high: float
     effect_size: float
+    test: str
     p_value: float
     min_p_value: float
+    p_sign_flip: float
     alternative: str
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: The across-seed test, as tables name it.
+SEED_TEST = "paired t-test across seeds"
+_MAX_EXACT_SEEDS = 16  # 2^16 sign patterns; a Monte Carlo sign-flip test beyond
+
+
+def paired_t_p(
+    differences: Sequence[float] | np.ndarray, alternative: str = ALTERNATIVE
+) -> float | np.ndarray:
+    """The paired t-test's p-value of ``differences`` (one per seed, along the last axis)
+    against a mean of 0: a float for one list, an array for a stack of them.
+
+    ``t = mean(d) / (sd(d) / √n)`` with ``n - 1`` degrees of freedom (Student, 1908), as
+    :func:`scipy.stats.ttest_1samp` (the tests compare the two), written out to give the limit
+    where every difference is the same (the standard deviation is rounding noise): ``t`` is
+    ``±inf`` (p = 0) for a non-zero difference and 0 (p = 1) for a zero one, where scipy warns
+    and returns NaN; the sign-flip p-value then says what the seeds give without the normal
+    model. Vectorised over leading axes, so a simulation checks it fast.
+
+    >>> round(paired_t_p([1.0, 2.0, 3.0]), 4)
+    0.0742
+    """
+    d = np.asarray(differences, dtype=np.float64)
+    n = d.shape[-1] if d.ndim else 0
+    if n < 2:
+        raise ConfigError(f"a paired t-test needs at least 2 differences, got {n}")
+    mean, sd = d.mean(axis=-1), d.std(axis=-1, ddof=1)
+    flat = sd <= 1e-9 * np.maximum(1.0, np.abs(mean))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        limit = np.where(np.abs(mean) <= 1e-9, 0.0, np.sign(mean) * np.inf)
+        t = np.where(flat, limit, mean / (sd / np.sqrt(n)))
+    if alternative == "two-sided":
+        p = 2.0 * stats.t.sf(np.abs(t), n - 1)
+    elif alternative == "greater":
+        p = stats.t.sf(t, n - 1)
+    elif alternative == "less":
+        p = stats.t.cdf(t, n - 1)
+    else:
+        raise ConfigError(
+            f"alternative must be 'two-sided', 'greater' or 'less'; got {alternative!r}"
+        )
+    p = np.minimum(1.0, p)
+    return float(p) if d.ndim == 1 else p
+
+
+def sign_flip_floor(n_seeds: int, alternative: str = ALTERNATIVE) -> float:
+    """The smallest p-value an exact sign-flip test over ``n_seeds`` can give: ``2^(1-n)``
+    two-sided, ``2^-n`` one-sided (every difference of one sign).
+
+    >>> sign_flip_floor(5), sign_flip_floor(3)
+    (0.0625, 0.25)
+    """
+    return 2.0 ** (1 - n_seeds) if alternative == "two-sided" else 2.0**-n_seeds
+
+
+def _sign_flip_p(d: np.ndarray, alternative: str, random_state: int) -> float:
+    exact = len(d) <= _MAX_EXACT_SEEDS
+    return float(
+        stats.permutation_test(
+            (d,),
+            np.mean,
+            permutation_type="samples",
+            alternative=alternative,
+            n_resamples=np.inf if exact else 9999,
+            vectorized=True,
+            random_state=random_state,
+        ).pvalue
+    )
 
 
 def _select(table: pd.DataFrame, metric: str, group: str, where: Mapping[str, object]) -> pd.Series:
@@ -234,17 +341,19 @@ def paired_seed_test(
     baseline: Mapping[str, object],
     candidate: Mapping[str, object],
     group: str = "all",
-    alternative: Literal["greater", "less", "two-sided"] = "greater",
-    confidence: float = 0.95,
+    alternative: Literal["greater", "less", "two-sided"] = ALTERNATIVE,  # type: ignore[assignment]
+    confidence: float = CONFIDENCE,
     random_state: int = 0,
 ) -> PairedTest:
-    """Is ``metric`` larger for ``candidate`` than for ``baseline``, pairing runs by seed?
+    """Does ``metric`` differ between ``candidate`` and ``baseline``, pairing runs by seed?
 
     ``baseline`` and ``candidate`` select rows, e.g. ``{"precision": "int8"}`` against
-    ``{"precision": "int4"}`` ("int4 is less fair than int8" is ``metric="phi"``,
-    ``alternative="greater"``), or ``{"method": "ptq", "precision": "int4"}`` against
+    ``{"precision": "int4"}``, or ``{"method": "ptq", "precision": "int4"}`` against
     ``{"method": "qat", "precision": "int4"}``, or ``{"mitigation": "none", ...}`` against
     ``{"mitigation": "re", ...}`` in a run directory's table. Only seeds that have both are used.
+    Two-sided, as the policy (:mod:`fairquant.metrics.policy`) says, unless ``alternative`` is
+    ``"greater"`` (candidate larger) or ``"less"``. The test is the paired t-test of the
+    per-seed differences (:func:`paired_t_p`), with the exact sign-flip p-value beside it.
     """
     table = stack_seeds(results)
     a = _select(table, metric, group, baseline)
@@ -255,37 +364,97 @@ def paired_seed_test(
             f"a paired test across seeds needs at least 2 seeds with both {dict(baseline)} and "
             f"{dict(candidate)}, got {len(seeds)}"
         )
-    d = b.loc[seeds].to_numpy() - a.loc[seeds].to_numpy()
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ConfigError(
+            f"alternative must be 'two-sided', 'greater' or 'less'; got {alternative!r}"
+        )
+    d = b.loc[seeds].to_numpy(dtype=np.float64) - a.loc[seeds].to_numpy(dtype=np.float64)
     mean, low, high = seed_interval(d, confidence)
     sd = d.std(ddof=1)
     # identical differences in every seed leave only rounding noise in sd: no finite d_z
     constant = sd <= 1e-9 * max(1.0, abs(mean))
     effect = (0.0 if mean == 0 else float(np.sign(mean) * np.inf)) if constant else mean / sd
-    n = len(d)
-    exact = n <= 16
-    test = stats.permutation_test(
-        (d,),
-        np.mean,
-        permutation_type="samples",
-        alternative=alternative,
-        n_resamples=np.inf if exact else 9999,
-        vectorized=True,
-        random_state=random_state,
-    )
-    min_p = 2.0 ** (1 - n) if alternative == "two-sided" else 2.0**-n
     return PairedTest(
         metric=metric,
         group=group,
         baseline=", ".join(f"{k}={v}" for k, v in baseline.items()),
         candidate=", ".join(f"{k}={v}" for k, v in candidate.items()),
-        n_seeds=n,
+        n_seeds=len(d),
         mean_baseline=float(a.loc[seeds].mean()),
         mean_candidate=float(b.loc[seeds].mean()),
         difference=mean,
         ci_low=low,
         ci_high=high,
         effect_size=float(effect),
-        p_value=float(test.pvalue),
-        min_p_value=float(min_p if exact else 1.0 / 10000),
+        test=SEED_TEST,
+        p_value=paired_t_p(d, alternative),
+        min_p_value=0.0,
+        p_sign_flip=_sign_flip_p(d, alternative, random_state),
         alternative=alternative,
     )
+
+
+#: Below this many groups a rank correlation's p-value is exact (all n! pairings, 362,880 at 9).
+EXACT_SPEARMAN_BELOW = 10
+
+
+@functools.cache
+def _permutations(n: int) -> np.ndarray:
+    """All ``n!`` orderings of ``range(n)``, one per row (int8: 3.3 MB at n = 9)."""
+    return np.array(list(itertools.permutations(range(n))), dtype=np.int8)
+
+
+def spearman_test(
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    *,
+    alternative: str = ALTERNATIVE,
+) -> tuple[float, float]:
+    """Spearman's rank correlation of ``x`` and ``y`` and its p-value: ``(rho, p)``.
+
+    With fewer than :data:`EXACT_SPEARMAN_BELOW` pairs the p-value is exact: over all ``n!``
+    re-pairings of the ranks of ``x`` with those of ``y`` (ties keep their average ranks), the
+    share whose rho is at least as large (``"greater"``) or as small (``"less"``) as the
+    observed one; two-sided, twice the smaller of the two, at most 1 (the definition of
+    :func:`scipy.stats.permutation_test`). From 10 pairs on, scipy's ``spearmanr`` p-value (a
+    t approximation) is used; below, it is badly wrong: rho = -1 over 5 groups gives 1.4e-24
+    where the exact value is 2/120.
+
+    The permutations are enumerated here rather than by ``scipy.stats.permutation_test``,
+    which builds them anew for every call: 6 s per correlation at 9 groups, against a
+    matrix product over the cached orderings.
+
+    >>> rho, p = spearman_test([1, 2, 3, 4, 5], [5, 4, 3, 2, 1])
+    >>> round(rho, 3), round(p * 120, 6)
+    (-1.0, 2.0)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or len(x) < 3:
+        raise ConfigError(
+            f"a rank correlation needs two equally long lists of at least 3 values; got "
+            f"{x.shape} and {y.shape}"
+        )
+    if np.isnan(x).any() or np.isnan(y).any():
+        raise ConfigError("a rank correlation needs numbers; the values contain NaN")
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ConfigError(
+            f"alternative must be 'two-sided', 'greater' or 'less'; got {alternative!r}"
+        )
+    rx, ry = stats.rankdata(x), stats.rankdata(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    scale = np.linalg.norm(rx) * np.linalg.norm(ry)
+    if scale == 0:
+        raise ConfigError("a rank correlation is undefined for a constant list of values")
+    rho = float(rx @ ry / scale)
+    if len(x) >= EXACT_SPEARMAN_BELOW:
+        return rho, float(stats.spearmanr(x, y, alternative=alternative).pvalue)
+    null = rx[_permutations(len(x))] @ ry / scale
+    tolerance = 1e-12  # rho of an equal re-pairing may differ from the observed in the last bits
+    greater = float(np.mean(null >= rho - tolerance))
+    less = float(np.mean(null <= rho + tolerance))
+    if alternative == "greater":
+        return rho, greater
+    if alternative == "less":
+        return rho, less
+    return rho, min(1.0, 2.0 * min(greater, less))

@@ -24,21 +24,26 @@ import pandas as pd
 
 from fairquant._io import atomic_write
 from fairquant.errors import ConfigError
+from fairquant.experiments.findings import SEED_TESTED, findings
 from fairquant.metrics.frame import ALL
+from fairquant.metrics.policy import ALPHA, CONFIDENCE
+from fairquant.metrics.uncertainty import across_seeds
 from fairquant.report.explain import plot_curvature_scatter, plot_factor_shares
 from fairquant.report.export import to_latex, to_markdown
 from fairquant.report.figures import plot_accuracy_lines
 from fairquant.report.pareto import plot_pareto
 from fairquant.report.rundir import RunDir, load_run
-from fairquant.report.summary import ALPHA, CELL, findings, headlines, summarise, summary_words
+from fairquant.report.summary import CELL, describe_tests, headlines, summary_words
 
 FORMATS = ("html", "md", "tex")
 #: Digits shown per metric (accuracy-type numbers are in %).
 DIGITS = {"phi": 3, "accuracy": 1, "worst_group_accuracy": 1, "accuracy_gap": 1}
 _DPI = 100
 _INTERVAL_WORDS = {
-    "seeds": "mean over seeds, 95% Student-t interval across seeds",
-    "bootstrap": "one seed, 95% group-stratified bootstrap interval over test samples",
+    "seeds": f"mean over seeds, {CONFIDENCE:.0%} Student-t interval across seeds",
+    "bootstrap": (
+        f"one seed, {CONFIDENCE:.0%} group-stratified bootstrap interval over test samples"
+    ),
     "none": "one seed, no interval (audited without bootstrap)",
 }
 
@@ -425,37 +430,10 @@ def _findings(results: pd.DataFrame, summary: pd.DataFrame) -> list[dict]:
     """Per dataset and model: a headline, plain-word lines, the significant statements and the
     table of every comparison."""
     table = findings(results)
+    family = int((table.test == SEED_TESTED).sum())
     out = []
     for (dataset, model), part in table.groupby(["dataset", "model"], sort=False):
-        paired = part[part.test.str.startswith("paired")]
-        seeds = "/".join(_order(part.n_seeds.astype(str)))
-        if not paired.empty:
-            headline = (
-                f"{len(paired)} comparisons tested with paired sign-flip permutation tests "
-                f"across {seeds} seeds; {int(paired.significant.sum())} significant at "
-                f"α = {ALPHA} (no correction for multiple comparisons)."
-            )
-            caption = (
-                "Difference = candidate − baseline, with its 95% Student-t interval across "
-                "seeds; p from a paired sign-flip permutation test (one-sided for “lower "
-                "precision” and “vs fp32”, in the direction of harm; two-sided otherwise)."
-            )
-        elif (part.verdict == "not assessed").all():
-            headline = (
-                "One seed and no bootstrap intervals (audited with bootstrap 0): no difference "
-                "can be assessed; the differences below are as measured, without any test."
-            )
-            caption = "Difference = candidate − baseline, one seed, no interval, no test."
-        else:
-            headline = (
-                "One seed: no paired test is possible. The comparisons only say whether two "
-                "95% bootstrap intervals over test samples overlap, which is weaker evidence "
-                "and never called significant."
-            )
-            caption = (
-                "Difference = candidate − baseline on one seed; verdict: whether the two 95% "
-                "bootstrap intervals over test samples overlap (not a test)."
-            )
+        headline, caption = describe_tests(part, family)
         rows = []
         for _, r in part.iterrows():
             ci = "" if np.isnan(r.ci_low) else f"[{r.ci_low:+.3g}, {r.ci_high:+.3g}]"
@@ -467,7 +445,11 @@ def _findings(results: pd.DataFrame, summary: pd.DataFrame) -> list[dict]:
                     (f"{r.candidate} vs {r.baseline}", ""),
                     (r.verdict, ""),
                     (f"{r.difference:+.3g}", ci),
-                    ("—" if np.isnan(r.p_value) else f"{r.p_value:.3g}", ""),
+                    (
+                        ("—", "")
+                        if np.isnan(r.p_value)
+                        else (f"{r.p_holm:.3g}", f"unadjusted {r.p_value:.3g}")
+                    ),
                     (f"{r.mean_candidate:.3g} vs {r.mean_baseline:.3g}", ""),
                 ]
             )
@@ -486,7 +468,7 @@ def _findings(results: pd.DataFrame, summary: pd.DataFrame) -> list[dict]:
                         "candidate vs baseline",
                         "verdict",
                         "difference",
-                        "p",
+                        "p (Holm)",
                         "means",
                     ],
                     text_columns=5,
@@ -543,7 +525,7 @@ def write_report(
     out = Path(out) if out is not None else run.path / "report.html"
     if out.suffix != ".html":
         raise ConfigError(f"--out {out}: expected a file name ending in .html")
-    summary = summarise(run.results)
+    summary = across_seeds(run.results)
     groups = {
         d: _order(part[part.group != ALL].group)
         for d, part in run.results.groupby("dataset", sort=False)

@@ -9,27 +9,32 @@ from pathlib import Path
 from rich import box
 from rich.table import Table
 
+from fairquant.experiments.findings import SEED_TESTED
 from fairquant.experiments.mitigation import (
     MitigationComparison,
     comparison_table,
     pareto_points,
 )
+from fairquant.metrics.policy import CONFIDENCE, CORRECTION
 from fairquant.report import pareto
 
 
-def _cell(mean: float, low: float, high: float, *, digits: int = 1) -> str:
-    """``mean ±half-width`` of a symmetric (Student-t) interval, or the mean alone."""
-    if math.isnan(mean):
+def _cell(value: float, low: float, high: float, *, digits: int = 1) -> str:
+    """``value ±half-width`` of a symmetric (Student-t) interval, ``value [low, high]`` of
+    another (one seed's bootstrap interval), or the value alone."""
+    if math.isnan(value):
         return "-"
     if math.isnan(low):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f}±{(high - low) / 2:.{digits}f}"
+        return f"{value:.{digits}f}"
+    if math.isclose(value - low, high - value, rel_tol=1e-6, abs_tol=1e-12):
+        return f"{value:.{digits}f}±{(high - low) / 2:.{digits}f}"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def mitigation_tables(comparison: MitigationComparison) -> list[Table]:
     """One table per method and requested precision: rows mitigations; columns per-group
     accuracy (%), overall accuracy (%), φ(D) and worst-group accuracy (%), each the mean across
-    seeds with its 95% Student-t interval."""
+    seeds with its Student-t interval (one seed: its bootstrap interval, if audited with one)."""
     n_seeds = len(set(comparison.results.seed))
     tables = []
     for method, precision in comparison.requested():
@@ -38,7 +43,7 @@ def mitigation_tables(comparison: MitigationComparison) -> list[Table]:
             continue
         table = Table(
             title=f"{method.upper() if method != 'none' else 'full precision'} {precision.name}: "
-            f"mean ± 95% interval across {n_seeds} seed(s)",
+            f"{_title(n_seeds)}",
             title_justify="left",
             box=box.SIMPLE_HEAD,
             pad_edge=False,
@@ -52,42 +57,59 @@ def mitigation_tables(comparison: MitigationComparison) -> list[Table]:
         for name, row in wide.iterrows():
             cells = [str(name), str(row[("precision", "")])]
             for q in quantities:
-                mean, low, high = (float(row[(q, s)]) for s in ("mean", "ci_low", "ci_high"))
-                cells.append(_cell(mean, low, high, digits=3 if q == "phi" else 1))
+                value, low, high = (float(row[(q, s)]) for s in ("value", "ci_low", "ci_high"))
+                cells.append(_cell(value, low, high, digits=3 if q == "phi" else 1))
             table.add_row(*cells, style="bold" if name == "none" else "")
         tables.append(table)
     return tables
 
 
 def paired_tests_table(comparison: MitigationComparison) -> Table | None:
-    """The paired sign-flip tests across seeds of each mitigation against ``none``."""
+    """Each mitigation against ``none`` in the run directory's comparisons (``tests.csv``, the
+    same as ``fairquant report``'s): the paired t-test across seeds, Holm-adjusted over every
+    tested comparison of the run directory. ``None`` when nothing was tested (one seed)."""
     tests = comparison.tests
     if tests.empty:
         return None
+    tested = tests[tests.test == SEED_TESTED]
+    family = len(tested)
+    rows = tested[tested.comparison == tested.mitigation + " vs none"]
+    if rows.empty:
+        return None
     table = Table(
-        title="Paired tests across seeds, mitigation minus none (φ(D): lower? accuracy: "
-        "different? worst group: higher?)",
+        title="Paired tests across seeds, mitigation minus none (two-sided)",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
-        caption=f"p: exact sign-flip permutation p-value over seeds (smallest possible with "
-        f"{int(tests.n_seeds.max())} seeds: {tests.min_p_value.min():.3f}); d: Cohen's d_z",
+        caption=f"difference: mean ± {CONFIDENCE:.0%} Student-t interval across seeds; p: paired "
+        f"t-test across {int(rows.n_seeds.max())} seeds; p {CORRECTION}: adjusted over the "
+        f"{family} tested comparisons in tests.csv; sign-flip: exact sign-flip p (floor "
+        f"2^(1-n)); d: Cohen's d_z. Bold: significant ({CORRECTION} p < α).",
         caption_justify="left",
     )
-    for column in ("mitigation", "method", "precision", "metric", "difference", "p", "d"):
+    columns = ("mitigation", "method", "precision", "metric", "difference", "p", f"p {CORRECTION}")
+    for column in (*columns, "sign-flip", "d"):
         table.add_column(column, justify="left" if column == "mitigation" else "right")
-    for r in tests.itertuples():
-        p_style = "bold green" if r.p_value <= 0.05 else ""
+    for r in rows.itertuples():
+        p_holm = f"{r.p_holm:.3g}"
         table.add_row(
             r.mitigation,
             r.method,
             r.precision,
             r.metric,
             _cell(r.difference, r.ci_low, r.ci_high, digits=3),
-            f"[{p_style}]{r.p_value:.3f}[/]" if p_style else f"{r.p_value:.3f}",
+            f"{r.p_value:.3g}",
+            f"[bold green]{p_holm}[/]" if r.significant else p_holm,
+            f"{r.p_sign_flip:.3g}",
             f"{r.effect_size:.2f}",
         )
     return table
+
+
+def _title(n_seeds: int) -> str:
+    if n_seeds > 1:
+        return f"mean ± {CONFIDENCE:.0%} interval across {n_seeds} seed(s)"
+    return f"one seed (with {CONFIDENCE:.0%} bootstrap interval over test samples, if audited so)"
 
 
 def plot_pareto(comparison: MitigationComparison, path: str | Path) -> Path:
@@ -100,5 +122,5 @@ def plot_pareto(comparison: MitigationComparison, path: str | Path) -> Path:
         path,
         title=f"{comparison.config.datasets[0].key}, {comparison.config.models[0].key}: "
         f"accuracy vs φ(D), "
-        f"mean and 95% interval over {n_seeds} seed(s)",
+        f"mean and {CONFIDENCE:.0%} interval over {n_seeds} seed(s)",
     )
