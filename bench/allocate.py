@@ -290,7 +290,7 @@ def _summarise(out: Path, method: str, tables: dict) -> None:
         f"\n{method.upper()} across {len(tables)} seeds (mean [95% t-interval]):\n"
         + view.assign(
             cell=lambda d: (
-                d["mean"].round(4).astype(str)
+                d["value"].round(4).astype(str)
                 + " ["
                 + d.ci_low.round(4).astype(str)
                 + ", "

@@ -136,7 +136,7 @@ def main() -> None:
     print(f"\nacross {len(seeds)} seeds (mean, 95% Student-t interval):")
     print(
         view.pivot(
-            index="metric", columns=["method", "precision"], values=["mean", "ci_low", "ci_high"]
+            index="metric", columns=["method", "precision"], values=["value", "ci_low", "ci_high"]
         )
         .reindex(METRICS)
         .round(3)
@@ -145,7 +145,7 @@ def main() -> None:
     groups = summary[(summary.group != "all") & (summary.metric == "accuracy")]
     print("\nper-group accuracy across seeds (mean):")
     print(
-        groups.pivot(index="group", columns=["method", "precision"], values="mean")
+        groups.pivot(index="group", columns=["method", "precision"], values="value")
         .round(3)
         .to_string()
     )
