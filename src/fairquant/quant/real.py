@@ -30,8 +30,13 @@ from torch import Tensor, nn
 from fairquant.errors import ConfigError
 
 
-def to_int8_model(model: nn.Module, calibration: Tensor, *, backend: str = "x86") -> nn.Module:
-    """An int8 copy of ``model`` calibrated on ``calibration`` (model-ready images)."""
+def to_int8_model(
+    model: nn.Module, calibration: Tensor, *, backend: str = "x86", reduce_range: bool = False
+) -> nn.Module:
+    """An int8 copy of ``model`` calibrated on ``calibration`` (model-ready images).
+
+    ``reduce_range`` gives activations 7 bits (quint8 0..127), PyTorch's own default for x86:
+    on CPUs without VNNI its uint8 x int8 kernels can saturate 16-bit sums with 8 bits."""
     from torch.ao.quantization import (
         FixedQParamsObserver,
         MinMaxObserver,
@@ -50,7 +55,9 @@ def to_int8_model(model: nn.Module, calibration: Tensor, *, backend: str = "x86"
         raise ConfigError("a real int8 model needs at least one calibration image")
     torch.backends.quantized.engine = backend
     qconfig = QConfig(
-        activation=MinMaxObserver.with_args(dtype=torch.quint8, qscheme=torch.per_tensor_affine),
+        activation=MinMaxObserver.with_args(
+            dtype=torch.quint8, qscheme=torch.per_tensor_affine, reduce_range=reduce_range
+        ),
         weight=MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric),
     )
     mapping = QConfigMapping().set_global(qconfig)

@@ -1,0 +1,133 @@
+"""Deployed precision names, and building them: PyTorch's int8 kernels, errors, missing extras."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from fairquant.errors import ConfigError
+from fairquant.quant import parse_precision, quantize_model
+from fairquant.quant.cpu import x86_without_vnni
+from fairquant.quant.deployed import (
+    FORMS,
+    TorchInt8Config,
+    build_deployed,
+    is_deployed,
+    parse_deployed,
+)
+from fairquant.quant.ort import OrtDynamicConfig, OrtStaticConfig
+from fairquant.quant.torchao import TorchaoConfig
+
+
+@pytest.mark.parametrize(
+    ("name", "toolchain", "bits", "twin", "config"),
+    [
+        ("torch:int8", "torch", 8, "int8-a8-bn", TorchInt8Config()),
+        ("torch:int8-rr", "torch", 8, "int8-a7-bn", TorchInt8Config(reduce_range=True)),
+        ("ort:int8", "ort", 8, "int8-a8-bn", OrtStaticConfig()),
+        ("ort:int8-pc", "ort", 8, "int8-pc-a8", OrtStaticConfig(per_channel=True)),
+        ("ORT:int8-entropy-pc", "ort", 8, "int8-pc-a8", OrtStaticConfig(True, "entropy")),
+        ("ort:int8-percentile", "ort", 8, "int8-a8-bn", OrtStaticConfig(calibration="percentile")),
+        ("ort:int8-minmax-rr", "ort", 7, "int7-a8-bn", OrtStaticConfig(reduce_range=True)),
+        ("ort:int8-dynamic", "ort", 8, "int8-da8-bn", OrtDynamicConfig()),
+        ("ort:int8-pc-dynamic", "ort", 8, "int8-pc-da8", OrtDynamicConfig(per_channel=True)),
+        ("torchao:int8wo", "torchao", 8, "int8-pc", TorchaoConfig("int8wo")),
+        ("torchao:int8dq", "torchao", 8, "int8-pc-da8", TorchaoConfig("int8dq")),
+        ("torchao:int4wo", "torchao", 4, None, TorchaoConfig("int4wo", 128)),
+        ("torchao:int4wo-g32", "torchao", 4, None, TorchaoConfig("int4wo", 32)),
+    ],
+)
+def test_names_parse_to_their_toolchain_config_and_twin(name, toolchain, bits, twin, config):
+    p = parse_deployed(name)
+    assert (p.name, p.toolchain, p.bits, p.twin, p.config) == (
+        name.lower(),
+        toolchain,
+        bits,
+        twin,
+        config,
+    )
+    assert is_deployed(name)
+    if twin is not None:
+        parse_precision(twin)  # every twin is a simulated precision fairquant has
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ort:int4",
+        "torch:int4",
+        "torch:int8-pc",
+        "tensorrt:int8",
+        "ort:int8-entropy-dynamic",  # dynamic quantization has no calibrator
+        "ort:int8-pc-pc",
+        "ort:int8-entropy-percentile",
+        "ort:int8-kl",
+        "torchao:int8wo-g32",
+        "torchao:int4wo-g48",
+        "torchao:int4wo-32",
+    ],
+)
+def test_an_unknown_name_lists_the_valid_forms(name):
+    with pytest.raises(ConfigError, match=f"unknown deployed precision '{name}'") as err:
+        parse_deployed(name)
+    assert all(form in str(err.value) for form in FORMS)
+
+
+def test_simulated_names_are_not_deployed():
+    assert not any(is_deployed(n) for n in ("fp32", "int8-a8", "int4-pc-fl8", "@spec.json"))
+
+
+def test_torch_int8_runs_pytorchs_kernels_close_to_its_twin(digits_cnn, tmp_path):
+    built = build_deployed(
+        parse_deployed("torch:int8"), digits_cnn.model, digits_cnn.calibration, workdir=tmp_path
+    )
+    twin = quantize_model(
+        digits_cnn.model, parse_precision("int8-a8-bn"), calibration=digits_cnn.calibration
+    )
+    with torch.inference_mode():
+        expected = twin(digits_cnn.test).argmax(1)
+    # measured: 99.4 % of 500 predictions agree (the kernels also quantize the outputs of
+    # pooling and of the head, which the simulation leaves float)
+    assert (built.predict(digits_cnn.test).argmax(1) == expected).float().mean() >= 0.97
+    assert built.notes[0] == "PyTorch int8 kernels (x86): ConvReLU2d x4, Linear x1"
+    assert (len(built.notes) == 2) == x86_without_vnni()  # the saturation note
+    assert built.size_bytes == built.artifact.stat().st_size
+    fp32_bytes = sum(p.numel() * 4 for p in digits_cnn.model.parameters())
+    assert built.size_bytes < fp32_bytes
+
+
+def test_torch_int8_refuses_dict_inputs_and_onnx_models(digits_cnn, tmp_path):
+    x = {"image": digits_cnn.calibration}
+    with pytest.raises(ConfigError, match="torch:int8 calibrates on a tensor input"):
+        build_deployed(parse_deployed("torch:int8"), digits_cnn.model, x, workdir=tmp_path)
+    pytest.importorskip("onnxruntime")
+    from fairquant.models.onnx import OnnxModel
+    from fairquant.quant.ort import export_onnx
+
+    path = export_onnx(digits_cnn.model, digits_cnn.calibration[:4], tmp_path / "m.onnx").path
+    with pytest.raises(ConfigError, match="quantizes a PyTorch module; an ONNX model takes"):
+        build_deployed(
+            parse_deployed("torchao:int8wo"),
+            OnnxModel(path),
+            digits_cnn.calibration,
+            workdir=tmp_path,
+        )
+
+
+def test_building_needs_calibration_inputs(digits_cnn, tmp_path):
+    for calibration in (None, digits_cnn.calibration[:0]):
+        with pytest.raises(ConfigError, match="ort:int8-dynamic needs calibration inputs"):
+            build_deployed(
+                parse_deployed("ort:int8-dynamic"), digits_cnn.model, calibration, workdir=tmp_path
+            )
+
+
+def test_without_onnxruntime_the_error_names_the_extra(digits_cnn, monkeypatch, tmp_path):
+    for module in ("onnx", "onnxruntime", "onnxruntime.quantization"):
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ConfigError, match=r"ort:int8 needs onnx .*pip install 'fairquant\[onnx\]'"):
+        build_deployed(
+            parse_deployed("ort:int8"), digits_cnn.model, digits_cnn.calibration, workdir=tmp_path
+        )
