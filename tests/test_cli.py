@@ -160,3 +160,37 @@ def test_allocate_then_audit_the_spec(tmp_path):
     assert r.exit_code == 0, r.output
     table = pd.read_csv(tmp_path / "results.csv")
     assert set(table.precision) == {"fp32", "int4", "alloc"}
+
+
+def test_a_checkpoint_whose_data_changed_is_refused_by_every_command(tmp_path):
+    ck = tiny_checkpoint(tmp_path)
+    payload = torch.load(ck, weights_only=True)
+    payload["dataset"]["classes"] = payload["dataset"]["classes"][::-1]  # same groups
+    torch.save(payload, ck)
+    for args in (
+        ["audit", "--checkpoint", str(ck), "--precisions", "int8"],
+        ["explain", "--checkpoint", str(ck)],
+        ["allocate", "--checkpoint", str(ck), "--out", str(tmp_path / "a.json")],
+    ):
+        r = runner.invoke(app, [*args, "--quiet"] if args[0] == "audit" else args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "no longer matches it: classes" in " ".join(r.output.split()), args
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--out", "x.pt", "--optimizer", "adam"], "'adam' is not one of"),
+        (
+            ["allocate", "--checkpoint", "m.pt", "--out", "a.json", "--objective", "mean"],
+            "'mean' is not one",
+        ),
+        (["run", "preset:liu2025", "--backend", "slurm"], "'slurm' is not one of"),
+        (["mitigate", "--out", "o", "--seeds", "0,x"], "--seeds '0,x': expected comma-separated"),
+    ],
+)
+def test_choices_are_checked_by_the_parser(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and message in " ".join(r.output.split()), r.output
+    assert not (tmp_path / "o").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -18,8 +19,9 @@ import fairquant
 from fairquant.cli import app
 from fairquant.errors import ConfigError
 from fairquant.experiments import load_config, parse_config, run_experiment
-from fairquant.experiments.cells import KEYS, RESULT_COLUMNS, expand, run_cell
+from fairquant.experiments.cells import expand, run_cell
 from fairquant.experiments.presets import load_preset, preset_names
+from fairquant.schema import CELL_KEYS, RESULT_COLUMNS
 
 #: Two cells of the embedded digits that train and audit in about a second each.
 TINY = {
@@ -32,7 +34,7 @@ TINY = {
     "seeds": [0, 1],
     "bootstrap": 100,
 }
-ROW_KEY = [*KEYS, "method", "precision", "group", "metric"]
+ROW_KEY = [*CELL_KEYS, "method", "precision", "group", "metric"]
 
 
 def _error(document) -> str:
@@ -50,13 +52,24 @@ def test_errors_name_the_key_its_path_and_the_allowed_values():
         "models": [{"name": "cnnx"}],
     }
     message = _error(bad)
-    assert "5 problems" in message
-    assert "datasets[1].image_size: Input should be greater than or equal to 4" in message
+    assert "4 problems" in message
     assert "datasets[1].colour: unknown key; allowed keys here: name, root, target" in message
     assert "methods[1].name: Input should be 'ptq' or 'qat'" in message
     assert "precisions[1]: precision 'int99'" in message
     assert "models[0].name: unknown model 'cnnx'; expected one of: cnn" in message
-    assert "training.epochs" in _error({**TINY, "training": {"epochs": 0}})
+    # a dataclass's own checks name the key of the mapping that builds it
+    assert "training: epochs must be at least 1" in _error({**TINY, "training": {"epochs": 0}})
+    image = {**TINY, "datasets": [{"name": "digits", "image_size": 2}]}
+    assert "datasets[0]: image_size must be at least 4 pixels; got 2" in _error(image)
+    assert "models[0]: model width must be a positive integer" in _error(
+        {**TINY, "models": [{"name": "cnn", "width": 0}]}
+    )
+    assert "explain.max_probes: Input should be greater than or equal to 10" in _error(
+        {**TINY, "explain": {"max_probes": 3}}
+    )
+    assert "datasets: the key 'a__b' contains '__'" in _error(
+        {**TINY, "datasets": [{"name": "digits", "label": "a__b"}]}
+    )
     assert "bootstrap: n_bootstrap=20" in _error({**TINY, "bootstrap": 20})
     assert "mitigations[0]: unknown mitigation 'magic'" in _error(
         {**TINY, "mitigations": ["magic"]}
@@ -159,7 +172,10 @@ def test_a_killed_run_resumes_without_redoing_or_losing_cells(tmp_path, one_thre
     table = pd.read_csv(run_dir / "results.csv")
     assert list(table.columns) == RESULT_COLUMNS
     assert not table.duplicated(ROW_KEY).any()
-    assert (table.groupby("seed").size() == len(first)).all() and len(table) == 3 * len(first)
+    for cell in expand(parse_config(document)):  # every cell's rows, as it stored them
+        stored = pd.read_csv(run_dir / "cells" / cell.key / f"results-{cell.eval_key}.csv")
+        rows = table[table.seed == cell.seed].reset_index(drop=True)
+        pd.testing.assert_frame_equal(rows, stored)
     pd.testing.assert_frame_equal(table[table.seed == 0].reset_index(drop=True), first)
     again = run_experiment(parse_config(document), run_dir, show_progress=False, cell_fn=counting)
     assert again.ran == 0 and len(ran) == 2
@@ -212,7 +228,7 @@ def test_cli_runs_a_config_and_reports_errors(tmp_path, one_thread):
     result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "r"), "--quiet"])
     assert "0 run now (0 trained), 1 already done" in result.output
     result = runner.invoke(app, ["run", str(path), "--backend", "spark"])
-    assert result.exit_code == 2 and "unknown backend 'spark'" in result.output
+    assert result.exit_code == 2 and "'spark' is not one of" in " ".join(result.output.split())
     result = runner.invoke(app, ["run", "preset:nope"])
     assert result.exit_code == 2 and "unknown preset 'nope'" in result.output
 
@@ -236,7 +252,7 @@ def test_explain_writes_factor_tables_per_cell(tmp_path, one_thread):
     assert list(factors.columns[:2]) == ["precision", "group"]
     assert set(factors.precision) == {"fp32", "int4"} and "trace" in factors.columns
     curvature = pd.read_csv(tmp_path / "explain" / "curvature.csv")
-    assert list(curvature.columns[:4]) == KEYS and len(curvature) == len(factors)
+    assert list(curvature.columns[:4]) == CELL_KEYS and len(curvature) == len(factors)
 
 
 def test_the_example_experiment_validates():
@@ -244,3 +260,40 @@ def test_the_example_experiment_validates():
     full, tiny = load_config(path), load_config(path, scale="tiny")
     assert len(expand(full)) == 2 * 2 * 2 * 3 and len(expand(tiny)) == 2 * 1 * 2 * 1
     assert Path(full.data_root) == path.parent
+
+
+def test_the_file_takes_its_types_and_defaults_from_the_dataclasses():
+    from dataclasses import asdict, fields
+
+    from fairquant._explain import explain_model
+    from fairquant.data import DataSpec
+    from fairquant.quant.qat import DEFAULT_QAT_CONFIG
+    from fairquant.train import TrainConfig
+
+    config = parse_config({**TINY, "training": {}, "methods": ["ptq", "qat"]})
+    assert config.training.train_config(seed=3) == TrainConfig(seed=3)
+    assert config.methods[1].qat_config(seed=0) == DEFAULT_QAT_CONFIG
+    assert config.datasets[0].spec(Path(".")) == DataSpec(name="digits")
+    assert [f.name for f in fields(DataSpec)] == list(config.datasets[0].model_dump())[:-1]
+    keywords = inspect.signature(explain_model).parameters.values()
+    defaults = {p.name: p.default for p in keywords if p.kind == p.KEYWORD_ONLY}
+    explain = config.explain.model_dump()
+    assert {k: explain[k] for k in explain if k in defaults} == {
+        k: defaults[k] for k in explain if k in defaults
+    }
+    assert len([k for k in explain if k in defaults]) == 6
+    # QAT takes every training setting: nothing a TrainConfig holds is lost on the way
+    adamw = {**asdict(DEFAULT_QAT_CONFIG), "optimizer": "adamw", "schedule": "step", "seed": 5}
+    qat = {"name": "qat", **{k: v for k, v in adamw.items() if k != "seed"}}
+    config = parse_config({**TINY, "methods": [qat]})
+    assert config.methods[0].qat_config(seed=5) == TrainConfig(**adamw)
+
+
+def test_qat_settings_at_their_defaults_keep_older_cells_finished():
+    """Keys added to a method later enter its evaluation key only when set."""
+    cell = expand(parse_config({**TINY, "methods": ["qat"]}))[0]
+    assert "optimizer" not in cell.evaluation()["methods"][0]
+    assert cell.eval_key == "de980c3819f067851fb8"  # as before the keys existed
+    other = expand(parse_config({**TINY, "methods": [{"name": "qat", "optimizer": "adamw"}]}))[0]
+    assert other.evaluation()["methods"][0]["optimizer"] == "adamw"
+    assert other.eval_key != cell.eval_key

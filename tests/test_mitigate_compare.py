@@ -16,6 +16,7 @@ from fairquant.experiments.mitigation import (
     RESULT_COLUMNS,
     compare_mitigations,
     comparison_table,
+    mitigation_config,
     pareto_points,
 )
 from fairquant.models import ModelSpec
@@ -111,10 +112,9 @@ def test_bad_settings_are_refused_before_anything_runs(tmp_path, small_digits):
         compare_mitigations(small_digits, spec, train, tmp_path, act_precisions="int4")
     with pytest.raises(ConfigError, match="methods must be some of"):
         compare_mitigations(small_digits, spec, train, tmp_path, methods=["gptq"])
-    with pytest.raises(ConfigError, match="QAT sets epochs, lr and batch_size only"):
-        compare_mitigations(
-            small_digits, spec, train, tmp_path, qat=replace(DEFAULT_QAT_CONFIG, optimizer="adamw")
-        )
+    qat = replace(DEFAULT_QAT_CONFIG, optimizer="adamw", momentum=0.5, seed=0)
+    config = mitigation_config(small_digits, spec, train, qat=qat, methods=["qat"])
+    assert config.methods[0].qat_config(0) == qat  # every QAT setting survives the config
     with pytest.raises(ConfigError, match="seeds repeat"):
         compare_mitigations(small_digits, spec, train, tmp_path, seeds=[0, 0])
     assert not any(tmp_path.iterdir())

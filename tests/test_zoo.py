@@ -186,12 +186,13 @@ def test_widths_and_options():
         (ModelSpec("resnet50", 4, depth=3), "model 'resnet50' has no option 'depth'"),
         (ModelSpec("vit_small", 16, patch_size=5), "divisible by the patch size"),
         (ModelSpec("vit_small", 129), "divisible by its 2 heads"),
-        (ModelSpec("vit_small", 16, depth=0), "model depth must be a positive integer"),
     ],
 )
 def test_bad_options(spec, message):
     with pytest.raises(ConfigError, match=message):
         build_model(spec, in_channels=1, num_classes=2)
+    with pytest.raises(ConfigError, match="model depth must be a positive integer"):
+        ModelSpec("vit_small", 16, depth=0)  # refused by the spec itself, before any build
 
 
 def test_zoo_without_torchvision_names_the_install(monkeypatch):

@@ -314,3 +314,6 @@ def _correlations(factors: pd.DataFrame, order: list[Precision], notes: list[str
         rows, columns=["precision", "factor", "against", "rho", "p_value", "groups"]
     )
 
+
+#: The public entry point, ``fairquant.explain``.
+explain = explain_model

@@ -145,8 +145,10 @@ def test_allocate_command_writes_a_spec_audit_and_qat_accept(tmp_path):
     assert "predicted G(a)" in r.output and "bits per layer" in r.output
     r = runner.invoke(app, [*common, "--budget", "2KB", "--bits", "2,4,8,16"])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, [*common, "--budget", "4", "--objective", "median"])
+    r = runner.invoke(app, [*common, "--budget", "4"])
     assert r.exit_code == 2 and "budget" in r.output
+    r = runner.invoke(app, [*common, "--objective", "median"])
+    assert r.exit_code == 2 and "'median' is not one of" in " ".join(r.output.split())
     for method in ("ptq", "qat"):
         r = runner.invoke(
             app,

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from enum import StrEnum
+from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
 
 from fairquant.data import PAPER_RATIO, DataSpec
 from fairquant.errors import ConfigError, FairquantError
+from fairquant.experiments.backends import BACKENDS
 
 app = typer.Typer(
     help="Audit who pays when a neural network is quantized: per-group accuracy, loss, "
@@ -30,6 +33,16 @@ CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.csv"
 FIGURE = "group_accuracy.png"
 
+
+def choice(name: str, values: Any) -> type[StrEnum]:
+    """A typer choice over the library's own values (a ``Literal`` or a sequence of names), so a
+    choice is written once, where the library checks it; a member is the value's string."""
+    names: Iterable[str] = get_args(values) or values
+    return StrEnum(name, [(v, v) for v in names])
+
+
+BackendChoice = choice("BackendChoice", BACKENDS)
+
 # Options that several commands share, written once.
 Dataset = Annotated[str, typer.Option(help="Registered dataset name.")]
 Root = Annotated[str | None, typer.Option(help="Dataset root folder or file.")]
@@ -44,7 +57,7 @@ Grayscale = Annotated[
     bool | None, typer.Option("--grayscale/--no-grayscale", help="Convert images to gray.")
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-Backend = Annotated[str, typer.Option(help="Where cells run: local, process or ray.")]
+Backend = Annotated[BackendChoice, typer.Option(help="Where cells run.")]
 Workers = Annotated[
     int | None, typer.Option(min=1, help="Processes (process) or local Ray CPUs (ray).")
 ]
@@ -73,6 +86,22 @@ def user_errors() -> Iterator[None]:
         # soft_wrap: one line per error, never broken inside a path (logs and grep see it whole)
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def keyword_default(function: Any, name: str) -> Any:
+    """The default of ``function``'s keyword ``name``: an option's default read from the library."""
+    return inspect.signature(function).parameters[name].default
+
+
+def parse_ints(text: str, option: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; ``option`` names the option in the error."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise ConfigError(f"{option} {text!r}: expected comma-separated integers")
+    return values
 
 
 def parse_imbalance(text: str) -> tuple[float, ...] | None:

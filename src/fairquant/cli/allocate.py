@@ -8,21 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from fairquant.cli._app import (
-    app,
-    console,
-    user_errors,
-)
-from fairquant.data import load_dataset
-from fairquant.errors import ConfigError
-from fairquant.metrics.sensitivity import SENSITIVITIES, group_sensitivity
-from fairquant.mitigate.allocate import OBJECTIVES, allocate_precision, parse_budget
-from fairquant.quant.calibrate import calibration_indices
-from fairquant.train import load_checkpoint
+from fairquant.cli._app import app, choice, console, parse_ints, user_errors
+from fairquant.metrics.sensitivity import SensitivitySource
+from fairquant.mitigate.allocate import AllocationObjective, allocate
+from fairquant.train import load_with_data
+
+ObjectiveChoice = choice("ObjectiveChoice", AllocationObjective)
+SensitivityChoice = choice("SensitivityChoice", SensitivitySource)
 
 
-@app.command()
-def allocate(
+@app.command("allocate")
+def allocate_command(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint written by `fairquant train`.")],
     out: Annotated[Path, typer.Option(help="JSON spec to write; audit it as --precisions @FILE.")],
     budget: Annotated[
@@ -36,14 +32,14 @@ def allocate(
         int | None, typer.Option(min=1, help="Packed size budget in bytes (replaces --budget).")
     ] = None,
     objective: Annotated[
-        str,
+        ObjectiveChoice,
         typer.Option(
             help="worst-group (minimise the largest predicted G(a)), phi (max - min of G(a)) or "
             "loss (population-weighted mean: the loss-only, HAWQ-style baseline)."
         ),
     ] = "worst-group",
     sensitivity: Annotated[
-        str,
+        SensitivityChoice,
         typer.Option(
             help="measured (quantize one layer at a time) or predicted (gradient and "
             "Hessian-vector products: g.delta + 1/2 delta'H delta per group)."
@@ -59,38 +55,17 @@ def allocate(
 ) -> None:
     """Choose per-layer bits that protect the worst-off group (or the loss) within a size budget."""
     with user_errors():
-        try:
-            options = sorted({int(b) for b in bits.split(",")})
-        except ValueError:
-            raise ConfigError(f"--bits {bits!r}: expected comma-separated integers") from None
-        kind, amount = ("bytes", float(budget_bytes)) if budget_bytes else parse_budget(budget)
-        if objective not in OBJECTIVES or sensitivity not in SENSITIVITIES:
-            raise ConfigError(
-                f"--objective must be one of {list(OBJECTIVES)} and --sensitivity one of "
-                f"{list(SENSITIVITIES)}; got {objective!r}, {sensitivity!r}"
-            )
-        ckpt = load_checkpoint(checkpoint)
-        dataset = load_dataset(ckpt.data_spec)
-        names = dataset.group_names
-        size = samples * len(names)
-        index = calibration_indices(dataset.train, size, balanced=True, seed=seed)
-        table = group_sensitivity(
+        ckpt, dataset = load_with_data(checkpoint)
+        result = allocate(
             ckpt.model,
-            dataset.train.subset(index),
-            names,
-            options,
-            sensitivity=sensitivity,  # type: ignore[arg-type]
+            dataset,
+            budget=f"{budget_bytes}B" if budget_bytes else budget,
+            bits=parse_ints(bits, "--bits"),
+            objective=objective.value,
+            sensitivity=sensitivity.value,
+            samples_per_group=samples,
             per_channel=per_channel,
-        )
-        counts = dataset.train.g.bincount(minlength=len(names)).double()
-        result = allocate_precision(
-            ckpt.model,
-            table,
-            objective=objective,  # type: ignore[arg-type]
-            budget_bits=amount if kind == "bits" else None,
-            budget_bytes=int(amount) if kind == "bytes" else None,
-            weights=dict(zip(names, (counts / counts.sum()).tolist(), strict=True)),
-            per_channel=per_channel,
+            seed=seed,
             name=out.stem,
         )
         path = result.precision.save(out)

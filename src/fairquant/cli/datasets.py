@@ -17,6 +17,7 @@ from fairquant.cli._app import (
     data_spec,
     user_errors,
 )
+from fairquant.data import DataSpec
 from fairquant.data.registry import SOURCES, get_source
 
 
@@ -31,7 +32,7 @@ def datasets(
     imbalance: Annotated[
         str, typer.Option(help="'paper', 'none' or ratios per class (training split).")
     ] = "none",
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option()] = DataSpec.seed,
     option: DataOptions = None,
 ) -> None:
     """List the datasets fairquant reads or, with --dataset and --root, count their samples."""
@@ -57,22 +58,16 @@ def datasets(
             seed=seed,
             option=option,
         )
-        counts = source.counts(spec)
-        wide = counts.pivot_table(
-            index=["target", "group"], columns="split", values="n", fill_value=0, sort=False
-        )
-        splits = [s for s in ("train", "test") if s in wide.columns]
+        counts = source.count_table(spec)
         table = Table(
             title=f"{dataset} at {root}: samples per split x target x group",
             title_justify="left",
         )
         table.add_column("target")
         table.add_column("group")
-        for column in (*splits, "total"):
+        for column in counts.columns:
             table.add_column(column, justify="right")
-        for (t, g), row in wide.iterrows():
-            values = [int(row[s]) for s in splits]
-            table.add_row(str(t), str(g), *map(str, values), str(sum(values)))
-        totals = [int(wide[s].sum()) for s in splits]
-        table.add_row("all", "all", *map(str, totals), str(sum(totals)), style="bold")
+        for (t, g), row in counts.iterrows():
+            table.add_row(str(t), str(g), *map(str, row))
+        table.add_row("all", "all", *map(str, counts.sum()), style="bold")
         console.print(table)

@@ -8,16 +8,12 @@ from typing import Annotated
 
 import typer
 
-from fairquant.cli._app import (
-    Quiet,
-    app,
-    console,
-    user_errors,
-)
-from fairquant.data import load_dataset
-from fairquant.errors import ConfigError
+from fairquant.cli._app import Quiet, app, choice, console, user_errors
+from fairquant.metrics.curvature import Curvature
 from fairquant.quant import parse_precisions
-from fairquant.train import load_checkpoint
+from fairquant.train import load_with_data
+
+CurvatureChoice = choice("CurvatureChoice", Curvature)
 
 
 @app.command()
@@ -33,7 +29,7 @@ def explain(
     rtol: Annotated[
         float, typer.Option(min=0.0, help="Stop the trace at this relative standard error.")
     ] = 0.05,
-    curvature: Annotated[str, typer.Option(help="hessian or ggn.")] = "hessian",
+    curvature: Annotated[CurvatureChoice, typer.Option(help="The curvature matrix.")] = "hessian",
     piecewise_linear: Annotated[
         bool,
         typer.Option(
@@ -51,15 +47,7 @@ def explain(
     from fairquant.report.explain import factor_table, plot_explanation
 
     with user_errors():
-        ckpt = load_checkpoint(checkpoint)
-        dataset = load_dataset(ckpt.data_spec)
-        if dataset.group_names != ckpt.group_names:
-            raise ConfigError(
-                f"the data rebuilt for {checkpoint} no longer matches it: groups "
-                f"{dataset.group_names} vs {ckpt.group_names}"
-            )
-        if curvature not in ("hessian", "ggn"):
-            raise ConfigError(f"--curvature {curvature!r}: expected 'hessian' or 'ggn'")
+        ckpt, dataset = load_with_data(checkpoint)
         start = time.perf_counter()
         result = explain_model(
             ckpt.model,
@@ -67,7 +55,7 @@ def explain(
             dataset.group_names,
             parse_precisions(precisions),
             train_counts=dataset.counts()["train"],
-            curvature=curvature,  # type: ignore[arg-type]
+            curvature=curvature.value,
             piecewise_linear=piecewise_linear or None,
             rtol=rtol,
             max_probes=probes,

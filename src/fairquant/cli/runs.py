@@ -26,12 +26,28 @@ from fairquant.cli._app import (
     app,
     console,
     data_spec,
+    keyword_default,
+    parse_ints,
     user_errors,
 )
+from fairquant.data import DataSpec
 from fairquant.errors import ConfigError
+from fairquant.experiments import load_config, run_experiment
+from fairquant.experiments.config import MethodConfig
+from fairquant.experiments.mitigation import (
+    DEFAULT_MITIGATIONS,
+    compare_mitigations,
+    mitigation_config,
+    summarize,
+)
+from fairquant.experiments.presets import PREFIX, load_preset
+from fairquant.metrics.policy import N_BOOTSTRAP
 from fairquant.models import ModelSpec
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG
 from fairquant.train import TrainConfig
+
+#: Where cells run unless --backend says otherwise: the runner's default.
+BACKEND = keyword_default(run_experiment, "backend")
 
 
 @app.command()
@@ -76,7 +92,7 @@ def run(
         Path | None,
         typer.Option(help="Folder the datasets' roots are relative to (presets: ../shared/data)."),
     ] = None,
-    backend: Backend = "local",
+    backend: Backend = BACKEND,
     workers: Workers = None,
     address: Annotated[
         str | None, typer.Option(help="Join this Ray cluster (e.g. auto or ray://head:10001).")
@@ -84,9 +100,6 @@ def run(
     quiet: Quiet = False,
 ) -> None:
     """Run an experiment grid resumably into a run directory (results.csv, config.yaml)."""
-    from fairquant.experiments import load_config, run_experiment
-    from fairquant.experiments.presets import PREFIX, load_preset
-
     with user_errors():
         if preset is not None and config is not None:
             raise ConfigError("give either CONFIG or --preset, not both")
@@ -94,15 +107,16 @@ def run(
             raise ConfigError("give an experiment file, preset:NAME or --preset NAME")
         name = preset or config or ""
         if preset is not None or name.startswith(PREFIX):
-            scale = scale or "cpu"
-            experiment = load_preset(name, scale=scale, data_root=data or Path("../shared/data"))
+            scale = scale or keyword_default(load_preset, "scale")
+            data = data or keyword_default(load_preset, "data_root")
+            experiment = load_preset(name, scale=scale, data_root=data)
         else:
             experiment = load_config(Path(name), scale=scale, data_root=data)
         run_dir = out or Path("runs") / (experiment.name + (f"-{scale}" if scale else ""))
         summary = run_experiment(
             experiment,
             run_dir,
-            backend=backend,
+            backend=backend.value,
             workers=workers,
             address=address,
             show_progress=not quiet,
@@ -123,7 +137,7 @@ def mitigate(
             "[:inverse-frequency|:effective-number|:w1,w2,...], focal[:G], balanced-calib, "
             "fairqat, or several joined with '+'."
         ),
-    ] = "none,gt,re,over,weighted,fairqat,balanced-calib",
+    ] = ",".join(DEFAULT_MITIGATIONS),
     dataset: Dataset = "digits",
     root: Root = None,
     target: Target = None,
@@ -132,14 +146,16 @@ def mitigate(
     imbalance: Imbalance = "none",
     model: Model = "resnet18",
     width: Annotated[int | None, typer.Option(help="Model width.")] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 30,
-    batch_size: Annotated[int, typer.Option(min=2)] = 64,
-    lr: Annotated[float, typer.Option()] = 0.05,
-    seeds: Annotated[str, typer.Option(help="Comma-separated training seeds.")] = "0,1,2",
-    data_seed: Annotated[int, typer.Option(help="Seed of the train/test split.")] = 0,
+    epochs: Annotated[int, typer.Option(min=1)] = TrainConfig.epochs,
+    batch_size: Annotated[int, typer.Option(min=2)] = TrainConfig.batch_size,
+    lr: Annotated[float, typer.Option()] = TrainConfig.lr,
+    seeds: Annotated[str, typer.Option(help="Comma-separated training seeds.")] = ",".join(
+        map(str, keyword_default(mitigation_config, "seeds"))
+    ),
+    data_seed: Annotated[int, typer.Option(help="Seed of the train/test split.")] = DataSpec.seed,
     precisions: Annotated[
         str, typer.Option(help="Comma-separated weight precisions (PTQ and QAT).")
-    ] = "fp32,int8,int4",
+    ] = ",".join(keyword_default(mitigation_config, "precisions")),
     act_precisions: Annotated[
         str | None,
         typer.Option(
@@ -147,22 +163,24 @@ def mitigate(
             "when a mitigation calibrates balanced, else none; '' for none)."
         ),
     ] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated: ptq, qat.")] = "ptq,qat",
+    methods: Annotated[str, typer.Option(help="Comma-separated: ptq, qat.")] = ",".join(
+        keyword_default(mitigation_config, "methods")
+    ),
     qat_epochs: Annotated[int, typer.Option(min=1, help="QAT fine-tuning epochs.")] = (
         DEFAULT_QAT_CONFIG.epochs
     ),
     qat_lr: Annotated[float, typer.Option(help="QAT learning rate.")] = DEFAULT_QAT_CONFIG.lr,
     calib_size: Annotated[
         int, typer.Option(min=1, help="Calibration images for -a<k> precisions.")
-    ] = 256,
-    n_bootstrap: Bootstrap = 0,
+    ] = MethodConfig.model_fields["calib_size"].default,
+    bootstrap: Bootstrap = N_BOOTSTRAP,
     report_only: Annotated[
         bool,
         typer.Option(
             help="Only summarise and print what --out holds (e.g. a run still going or stopped)."
         ),
     ] = False,
-    backend: Backend = "local",
+    backend: Backend = BACKEND,
     workers: Workers = None,
     quiet: Quiet = False,
     grayscale: Grayscale = None,
@@ -171,16 +189,10 @@ def mitigate(
     """Compare mitigations on the same data and seeds, quantized with PTQ and QAT: per-group,
     overall and worst-group accuracy and phi(D) with intervals across seeds, paired tests against
     `none`, and a Pareto figure of accuracy against phi(D)."""
-    # imported here, not at the top, so this command's additions stay in one place of the file
-    from fairquant.experiments.mitigation import compare_mitigations, summarize
     from fairquant.report.mitigation import mitigation_tables, paired_tests_table, plot_pareto
 
     with user_errors():
         start = time.perf_counter()
-        try:
-            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-        except ValueError:
-            raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers") from None
         spec = data_spec(
             dataset,
             root=root,
@@ -204,11 +216,11 @@ def mitigate(
                 precisions=precisions,
                 act_precisions=act_precisions,
                 methods=[m.strip() for m in methods.split(",") if m.strip()],
-                seeds=seed_list,
+                seeds=parse_ints(seeds, "--seeds"),
                 qat=replace(DEFAULT_QAT_CONFIG, epochs=qat_epochs, lr=qat_lr),
                 calib_size=calib_size,
-                n_bootstrap=n_bootstrap,
-                backend=backend,
+                n_bootstrap=bootstrap,
+                backend=backend.value,
                 workers=workers,
                 show_progress=not quiet,
             )

@@ -19,6 +19,7 @@ from fairquant.cli._app import (
     Root,
     Target,
     app,
+    choice,
     console,
     data_spec,
     user_errors,
@@ -27,6 +28,10 @@ from fairquant.data import load_dataset
 from fairquant.models import ModelSpec
 from fairquant.models.registry import sized_for
 from fairquant.train import TrainConfig, fit, save_checkpoint
+from fairquant.train.loop import Optimizer, Schedule
+
+OptimizerChoice = choice("OptimizerChoice", Optimizer)
+ScheduleChoice = choice("ScheduleChoice", Schedule)
 
 
 @app.command()
@@ -44,13 +49,13 @@ def train(
     ] = None,
     depth: Annotated[int | None, typer.Option(help="Transformer blocks (vit_small).")] = None,
     patch_size: Annotated[int | None, typer.Option(help="Patch side (vit_small).")] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 30,
-    batch_size: Annotated[int, typer.Option(min=2)] = 64,
-    optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "sgd",
-    lr: Annotated[float, typer.Option()] = 0.05,
-    weight_decay: Annotated[float, typer.Option()] = 5e-4,
-    schedule: Annotated[str, typer.Option(help="cosine, step or constant.")] = "cosine",
-    seed: Annotated[int, typer.Option()] = 0,
+    epochs: Annotated[int, typer.Option(min=1)] = TrainConfig.epochs,
+    batch_size: Annotated[int, typer.Option(min=2)] = TrainConfig.batch_size,
+    optimizer: OptimizerChoice = TrainConfig.optimizer,
+    lr: Annotated[float, typer.Option()] = TrainConfig.lr,
+    weight_decay: Annotated[float, typer.Option()] = TrainConfig.weight_decay,
+    schedule: ScheduleChoice = TrainConfig.schedule,
+    seed: Annotated[int, typer.Option()] = TrainConfig.seed,
     quiet: Quiet = False,
     grayscale: Grayscale = None,
     option: DataOptions = None,
@@ -60,10 +65,10 @@ def train(
         config = TrainConfig(
             epochs=epochs,
             batch_size=batch_size,
-            optimizer=optimizer,  # type: ignore[arg-type]  (validated by TrainConfig)
+            optimizer=optimizer.value,
             lr=lr,
             weight_decay=weight_decay,
-            schedule=schedule,  # type: ignore[arg-type]
+            schedule=schedule.value,
             seed=seed,
         )
         spec = data_spec(

@@ -31,6 +31,12 @@ class DataSpec:
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.image_size is not None and self.image_size < 4:
+            raise ConfigError(f"image_size must be at least 4 pixels; got {self.image_size}")
+        if self.test_size is not None and not 0 < self.test_size < 1:
+            raise ConfigError(f"test_size must lie strictly between 0 and 1; got {self.test_size}")
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["imbalance"] = list(self.imbalance) if self.imbalance is not None else None

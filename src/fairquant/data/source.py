@@ -124,6 +124,16 @@ class ImageSource(ABC):
                 rows.append((split, plan.y.names[t], plan.g.names[g], int(cells[cell])))
         return pd.DataFrame(rows, columns=["split", "target", "group", "n"])
 
+    def count_table(self, spec: DataSpec) -> pd.DataFrame:
+        """:meth:`counts` wide: one row per (target, group), in the order first counted, a
+        column per split (``train``, ``test`` where present) and their ``total``."""
+        wide = self.counts(spec).pivot_table(
+            index=["target", "group"], columns="split", values="n", fill_value=0, sort=False
+        )
+        wide = wide[[s for s in ("train", "test") if s in wide.columns]].astype(int)
+        wide.columns.name = None
+        return wide.assign(total=wide.sum(axis=1))
+
     def load(self, spec: DataSpec) -> GroupedDataset:
         """Decode (or read from the cache) the planned samples and build the dataset."""
         catalog, plan = self.plan(spec)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from fairquant._audit import COLUMNS, audit_model
+from fairquant._audit import audit_model
 from fairquant.data.base import DataSpec, GroupedDataset
 from fairquant.data.registry import load_dataset
 from fairquant.experiments.config import DatasetConfig, ExperimentConfig, ModelConfig
@@ -36,13 +36,13 @@ from fairquant.mitigate.pipeline import (
     train_mitigated,
 )
 from fairquant.models.registry import sized_for
+from fairquant.schema import RESULT_COLUMNS, CellKey, cell_label
 from fairquant.train.checkpoint import load_checkpoint, save_checkpoint
 
-#: The key columns of a run directory's ``results.csv``, before the audit's columns (written by
-#: ``fairquant run`` and ``fairquant mitigate``, read by :mod:`fairquant.report.rundir`).
-KEYS = ["dataset", "model", "mitigation", "seed"]
-#: Every column of a run directory's ``results.csv``, in order.
-RESULT_COLUMNS = [*KEYS, *COLUMNS]
+#: Method keys added after run directories existed (QAT's optimizer, momentum, weight decay and
+#: schedule): they enter the evaluation key only when they differ from their defaults, so the
+#: finished cells of an older run directory stay finished.
+LATER_METHOD_KEYS = ("optimizer", "momentum", "weight_decay", "schedule")
 
 
 def digest(payload: Any) -> str:
@@ -68,17 +68,12 @@ class Cell:
     @property
     def keys(self) -> dict[str, Any]:
         """The cell's values of the ``results.csv`` key columns."""
-        return {
-            "dataset": self.dataset.key,
-            "model": self.model.key,
-            "mitigation": self.mitigation,
-            "seed": self.seed,
-        }
+        return CellKey(self.dataset.key, self.model.key, self.mitigation, self.seed)._asdict()
 
     @property
     def label(self) -> str:
         """``<dataset>__<model>__<mitigation>__seed<k>``: the cell's name in file names."""
-        return f"{self.dataset.key}__{self.model.key}__{self.mitigation}__seed{self.seed}"
+        return cell_label(**self.keys)
 
     def data_spec(self) -> DataSpec:
         return self.dataset.spec(Path(self.experiment.data_root))
@@ -98,6 +93,9 @@ class Cell:
         methods = []
         for method in exp.methods:
             m = method.model_dump()
+            for name in LATER_METHOD_KEYS:
+                if m[name] == type(method).model_fields[name].default:
+                    del m[name]
             m["precisions"] = [p.name for p in exp.method_precisions(method)]
             methods.append(m)
         explain = None

@@ -16,9 +16,11 @@ merged under every entry of ``datasets`` (an entry's own values win).
 from __future__ import annotations
 
 import copy
-from dataclasses import fields
+import dataclasses
+import inspect
+import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -27,16 +29,22 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
+from fairquant._explain import explain_model
 from fairquant.data.base import DataSpec
 from fairquant.errors import ConfigError
+from fairquant.metrics.policy import CONFIDENCE, N_BOOTSTRAP
 from fairquant.metrics.uncertainty import check_bootstrap
 from fairquant.mitigate.pipeline import parse_mitigation
 from fairquant.models.registry import MODELS, ModelSpec
+from fairquant.quant.methods import METHODS, make_quantizer
 from fairquant.quant.precision import Precision, parse_precision
+from fairquant.quant.qat import DEFAULT_QAT_CONFIG
+from fairquant.schema import label_problem
 from fairquant.train.loop import TrainConfig
 
 SCALES = ("tiny", "cpu", "gpu")
@@ -66,7 +74,64 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DatasetConfig(_Strict):
+def dataclass_fields(
+    cls: type, names: typing.Iterable[str] | None = None, *, defaults: object | None = None
+) -> dict[str, Any]:
+    """pydantic field definitions ``{name: (type, default)}`` of the dataclass ``cls``'s fields
+    (``names``: these, in this order; default: all), typed and defaulted by the dataclass itself
+    (or by the instance ``defaults``), so the YAML edge never writes a type or default again."""
+    hints = typing.get_type_hints(cls)
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for name in by_name if names is None else names:
+        f = by_name[name]
+        if defaults is not None:
+            default: Any = copy.deepcopy(getattr(defaults, name))
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = Field(default_factory=f.default_factory)
+        else:
+            default = ...
+        out[name] = (hints[name], default)
+    return out
+
+
+def keyword_fields(function: Any, constraints: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """pydantic field definitions of ``function``'s keyword parameters named in
+    ``constraints``: their type hints and defaults, read from the signature, each with its
+    constraints (``{"rtol": {"gt": 0}}``)."""
+    hints = typing.get_type_hints(function)
+    parameters = inspect.signature(function).parameters
+    return {
+        name: (hints[name], Field(parameters[name].default, **limits))
+        for name, limits in constraints.items()
+    }
+
+
+class _Builds(_Strict):
+    """A model whose keys are a dataclass's fields; validating builds the dataclass, so its
+    own checks (``__post_init__``) run and their message is the key's error."""
+
+    builds: ClassVar[type]
+
+    def arguments(self) -> dict[str, Any]:
+        """The dataclass's keyword arguments (for validation: all that a build needs)."""
+        names = {f.name for f in dataclasses.fields(self.builds)}
+        return {k: v for k, v in self.model_dump().items() if k in names}
+
+    @model_validator(mode="after")
+    def _dataclass_checks(self) -> Any:
+        try:
+            self.builds(**self.arguments())
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+
+class DatasetConfig(
+    create_model("_DataSpecFields", __base__=_Builds, **dataclass_fields(DataSpec))  # type: ignore[misc]
+):
     """One dataset of the grid: a :class:`~fairquant.data.DataSpec` plus the label its rows get.
 
     ``root`` is relative to the experiment's ``data_root`` unless absolute. ``label`` (default:
@@ -74,15 +139,7 @@ class DatasetConfig(_Strict):
     ``results.csv`` and must be unique in the file.
     """
 
-    name: str
-    root: str | None = None
-    target: str | None = None
-    group: str | None = None
-    image_size: int | None = Field(default=None, ge=4)
-    imbalance: tuple[float, ...] | None = None
-    test_size: float | None = Field(default=None, gt=0, lt=1)
-    seed: int = 0
-    options: dict[str, Any] = Field(default_factory=dict)
+    builds: ClassVar[type] = DataSpec
     label: str | None = None
 
     @property
@@ -94,28 +151,24 @@ class DatasetConfig(_Strict):
     def spec(self, data_root: Path) -> DataSpec:
         """The data spec, with ``root`` resolved against ``data_root``."""
         root = None if self.root is None else str((data_root / self.root).resolve())
-        return DataSpec(
-            name=self.name,
-            root=root,
-            target=self.target,
-            group=self.group,
-            image_size=self.image_size,
-            imbalance=self.imbalance,
-            test_size=self.test_size,
-            seed=self.seed,
-            options=dict(self.options),
-        )
+        return DataSpec(**{**self.arguments(), "root": root, "options": dict(self.options)})
 
 
-class ModelConfig(_Strict):
+_MODEL_OPTIONS = [f.name for f in dataclasses.fields(ModelSpec) if f.name not in ("name", "width")]
+
+
+class ModelConfig(
+    create_model(  # type: ignore[misc]
+        "_ModelSpecFields", __base__=_Builds, **dataclass_fields(ModelSpec, ["name", "width"])
+    )
+):
     """An architecture of the model registry, its width and further
     :class:`~fairquant.models.ModelSpec` sizes in ``options`` (e.g. a ViT's ``patch_size``).
 
     ``label`` (default: the name) is the ``model`` column of ``results.csv``.
     """
 
-    name: str
-    width: int | None = Field(default=None, ge=1)
+    builds: ClassVar[type] = ModelSpec
     options: dict[str, int] = Field(default_factory=dict)
     label: str | None = None
 
@@ -129,67 +182,87 @@ class ModelConfig(_Strict):
     @field_validator("options")
     @classmethod
     def _spec_fields(cls, value: dict[str, int]) -> dict[str, int]:
-        known = [f.name for f in fields(ModelSpec) if f.name not in ("name", "width")]
-        unknown = sorted(set(value) - set(known))
+        unknown = sorted(set(value) - set(_MODEL_OPTIONS))
         if unknown:
-            raise ValueError(f"unknown model option(s) {unknown}; expected: {', '.join(known)}")
+            raise ValueError(
+                f"unknown model option(s) {unknown}; expected: {', '.join(_MODEL_OPTIONS)}"
+            )
         return value
+
+    def arguments(self) -> dict[str, Any]:
+        return {"name": self.name, "width": self.width, **self.options}
 
     @property
     def key(self) -> str:
         return self.label or self.name
 
     def spec(self) -> ModelSpec:
-        return ModelSpec(self.name, self.width, **self.options)
+        return ModelSpec(**self.arguments())
 
 
-class TrainingConfig(_Strict):
+#: TrainConfig's fields but the seed (a grid axis): a training recipe.
+_RECIPE = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed"]
+
+
+class TrainingConfig(
+    create_model(  # type: ignore[misc]
+        "_TrainConfigFields", __base__=_Builds, **dataclass_fields(TrainConfig, _RECIPE)
+    )
+):
     """:class:`~fairquant.train.TrainConfig` without its seed (the seed is a grid axis)."""
 
-    epochs: int = Field(default=30, ge=1)
-    batch_size: int = Field(default=64, ge=2)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(default=0.05, gt=0)
-    momentum: float = Field(default=0.9, ge=0)
-    weight_decay: float = Field(default=5e-4, ge=0)
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    builds: ClassVar[type] = TrainConfig
 
     def train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(**self.model_dump(), seed=seed)
+        return TrainConfig(**self.arguments(), seed=seed)
 
 
-class MethodConfig(_Strict):
-    """PTQ or QAT. ``precisions`` overrides the experiment's list for this method; the QAT
-    fine-tune takes ``epochs``, ``lr`` and ``batch_size``; PTQ's activation precisions calibrate
-    on ``calib_size`` training images (balanced across groups with mitigation
-    ``balanced-calib``).
-    """
-
-    name: Literal["ptq", "qat"]
+class _Method(_Builds):
+    builds: ClassVar[type] = TrainConfig
+    name: Literal[METHODS]  # type: ignore[valid-type]
     precisions: list[PrecisionName] | None = None
-    epochs: int = Field(default=5, ge=1)
-    lr: float = Field(default=0.005, gt=0)
-    batch_size: int = Field(default=64, ge=2)
-    calib_size: int = Field(default=256, ge=1)
 
     def qat_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(
-            epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, schedule="cosine", seed=seed
-        )
+        return TrainConfig(**self.arguments(), seed=seed)
 
 
-class ExplainConfig(_Strict):
-    """The impact-flow and curvature step (:func:`fairquant.explain`) per cell, at
-    the PTQ precisions (``precisions`` overrides them)."""
+MethodConfig = create_model(
+    "MethodConfig",
+    __base__=_Method,
+    __doc__="""PTQ or QAT. ``precisions`` overrides the experiment's list for this method; the
+    QAT fine-tune takes :class:`~fairquant.train.TrainConfig`'s keys but the seed (the cell's),
+    by default :data:`~fairquant.quant.qat.DEFAULT_QAT_CONFIG`'s; PTQ's activation precisions
+    calibrate on ``calib_size`` training images (balanced across groups with mitigation
+    ``balanced-calib``; default: :func:`~fairquant.quant.methods.make_quantizer`'s).
+    """,
+    **dataclass_fields(TrainConfig, _RECIPE, defaults=DEFAULT_QAT_CONFIG),
+    **keyword_fields(make_quantizer, {"calib_size": {"ge": 1}}),
+)
 
+
+class _Explain(_Strict):
     enabled: bool = False
     precisions: list[PrecisionName] | None = None
-    curvature: Literal["hessian", "ggn"] = "hessian"
-    rtol: float = Field(default=0.05, gt=0)
-    max_probes: int = Field(default=100, ge=10)
-    sketch: int = Field(default=10, ge=1)
-    eig_max_iter: int = Field(default=30, ge=1)
-    samples_per_group: int | None = Field(default=None, ge=1)
+
+
+ExplainConfig = create_model(
+    "ExplainConfig",
+    __base__=_Explain,
+    __doc__="""The impact-flow and curvature step (:func:`fairquant.explain`) per cell, at
+    the PTQ precisions (``precisions`` overrides them); the other keys are
+    :func:`~fairquant._explain.explain_model`'s, with its defaults.""",
+    **keyword_fields(
+        explain_model,
+        {
+            "curvature": {},
+            "rtol": {"gt": 0},
+            "max_probes": {"ge": 10},
+            "sketch": {"ge": 1},
+            "eig_max_iter": {"ge": 1},
+            "samples_per_group": {"ge": 1},
+        },
+    ),
+)
 
 
 class ResourcesConfig(_Strict):
@@ -211,7 +284,7 @@ class ExperimentConfig(_Strict):
     methods: list[MethodConfig] = Field(min_length=1)
     precisions: list[PrecisionName] = Field(default=["int8", "int4"], min_length=1)
     seeds: list[int] = Field(default=[0], min_length=1)
-    bootstrap: int = Field(default=1000, ge=0)
+    bootstrap: int = Field(default=N_BOOTSTRAP, ge=0)
     explain: ExplainConfig = ExplainConfig()
     resources: ResourcesConfig = ResourcesConfig()
 
@@ -227,7 +300,7 @@ class ExperimentConfig(_Strict):
     @classmethod
     def _bootstrap(cls, value: int) -> int:
         try:
-            check_bootstrap(value, 0.95)
+            check_bootstrap(value, CONFIDENCE)
         except ConfigError as e:
             raise ValueError(str(e)) from None
         return value
@@ -245,6 +318,11 @@ class ExperimentConfig(_Strict):
             if dupes:
                 hint = " (give each a distinct `label`)" if axis in ("datasets", "models") else ""
                 raise ValueError(f"{axis} repeat {dupes}{hint}")
+            if axis in ("datasets", "models", "mitigations"):
+                for key in keys:
+                    problem = label_problem(key)
+                    if problem:
+                        raise ValueError(f"{axis}: the key {key!r} {problem}")
         return self
 
     def method_precisions(self, method: MethodConfig) -> list[Precision]:

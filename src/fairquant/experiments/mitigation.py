@@ -24,7 +24,7 @@ FairQAT's rows name the precision it ran (``int4-fl8`` where ``int4`` was asked)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -33,18 +33,24 @@ from fairquant._audit import ALL
 from fairquant._io import atomic_write
 from fairquant.data.base import DataSpec
 from fairquant.errors import ConfigError
-from fairquant.experiments.cells import RESULT_COLUMNS, qat_of_twin
-from fairquant.experiments.config import ExperimentConfig, load_config, parse_config
+from fairquant.experiments.cells import qat_of_twin
+from fairquant.experiments.config import (
+    ExperimentConfig,
+    MethodConfig,
+    load_config,
+    parse_config,
+)
 from fairquant.experiments.findings import findings
 from fairquant.experiments.runner import CONFIG, RESULTS, RunSummary, run_experiment
 from fairquant.metrics.functional import pareto_front
-from fairquant.metrics.policy import CONFIDENCE
+from fairquant.metrics.policy import CONFIDENCE, N_BOOTSTRAP
 from fairquant.metrics.uncertainty import across_seeds
 from fairquant.mitigate.pipeline import Mitigation, calibration_note, parse_mitigations
 from fairquant.models.registry import ModelSpec
 from fairquant.quant.methods import METHODS
 from fairquant.quant.precision import Precision, parse_precision, parse_precisions
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG
+from fairquant.schema import RESULT_COLUMNS
 from fairquant.train.loop import TrainConfig
 
 SUMMARY, TESTS = "summary.csv", "tests.csv"
@@ -93,14 +99,15 @@ def mitigation_config(
     methods: Sequence[str] = ("ptq", "qat"),
     seeds: Sequence[int] = (0, 1, 2),
     qat: TrainConfig = DEFAULT_QAT_CONFIG,
-    calib_size: int = 256,
-    n_bootstrap: int = 0,
+    calib_size: int = MethodConfig.model_fields["calib_size"].default,
+    n_bootstrap: int = N_BOOTSTRAP,
 ) -> ExperimentConfig:
     """The experiment of a mitigation comparison: ``data`` and ``model`` once, ``train`` with
     each of ``seeds``, every mitigation, and each of ``methods`` at ``precisions``.
     ``act_precisions`` (activation-quantized, audited with PTQ only: QAT here fake-quantizes
     weights) default to :data:`DEFAULT_ACT_PRECISIONS` when a mitigation calibrates balanced,
-    else none. ``train.seed`` is replaced by each seed; ``data.seed`` fixes the one split."""
+    else none. ``train.seed`` and ``qat.seed`` are replaced by each seed; ``data.seed`` fixes
+    the one split."""
     mits = parse_mitigations(mitigations)
     if act_precisions is None:
         act_precisions = DEFAULT_ACT_PRECISIONS if any(m.balanced_calib for m in mits) else ()
@@ -125,12 +132,6 @@ def mitigation_config(
             f"QAT takes integer weight-only precisions; got {weight_only} in precisions (put "
             "activation-quantized ones in act_precisions: they are audited with PTQ)"
         )
-    settable = {"epochs": qat.epochs, "lr": qat.lr, "batch_size": qat.batch_size, "seed": qat.seed}
-    if qat != replace(DEFAULT_QAT_CONFIG, **settable):  # what MethodConfig.qat_config builds
-        raise ConfigError(
-            "qat: a comparison's QAT sets epochs, lr and batch_size only; the rest is "
-            f"{DEFAULT_QAT_CONFIG}'s; got {qat}"
-        )
     names = [p.name for p in precs]
     entries = []
     for method in methods:
@@ -139,12 +140,9 @@ def mitigation_config(
             entry |= {"precisions": names + [p.name for p in act if p.name not in names]}
             entry |= {"calib_size": calib_size}
         else:
-            entry |= {"precisions": names, "epochs": qat.epochs, "lr": qat.lr}
-            entry |= {"batch_size": qat.batch_size}
+            entry |= {"precisions": names, **_recipe(qat)}
         entries.append(entry)
     spec = model.to_dict()
-    training = train.to_dict()
-    del training["seed"]
     dataset = data.to_dict()
     if dataset["root"] is not None:  # config.yaml is read back from the run directory
         dataset["root"] = str(Path(dataset["root"]).resolve())
@@ -158,7 +156,7 @@ def mitigation_config(
                 "options": {k: v for k, v in spec.items() if v is not None},
             }
         ],
-        "training": training,
+        "training": _recipe(train),
         "mitigations": [m.name for m in mits],
         "methods": entries,
         "precisions": names,
@@ -166,6 +164,11 @@ def mitigation_config(
         "bootstrap": n_bootstrap,
     }
     return parse_config(document, source="mitigation comparison")
+
+
+def _recipe(config: TrainConfig) -> dict[str, object]:
+    """A training config's keys but the seed, which each cell sets."""
+    return {k: v for k, v in config.to_dict().items() if k != "seed"}
 
 
 def compare_mitigations(

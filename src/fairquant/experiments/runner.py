@@ -6,7 +6,7 @@ The run directory (the contract shared with ``fairquant report``):
 - ``cells/<cell key>/``: each cell's ``cell.json``, checkpoint and finished tables
   (:mod:`fairquant.experiments.cells`);
 - ``results.csv``: the finished cells' rows, in grid order, columns
-  :data:`~fairquant.experiments.cells.RESULT_COLUMNS`;
+  :data:`~fairquant.schema.RESULT_COLUMNS`;
 - ``explain/<dataset>__<model>__<mitigation>__seed<k>.csv`` (each cell's factor table) and
   ``explain/curvature.csv`` (all of them, with the key columns) when explain is on.
 
@@ -30,8 +30,9 @@ from fairquant._io import atomic_write
 from fairquant._progress import progress_bar
 from fairquant.errors import ConfigError
 from fairquant.experiments.backends import BACKENDS, run_local, run_processes, run_ray
-from fairquant.experiments.cells import KEYS, RESULT_COLUMNS, Cell, CellOutput, expand, run_cell
+from fairquant.experiments.cells import Cell, CellOutput, expand, run_cell
 from fairquant.experiments.config import ExperimentConfig
+from fairquant.schema import CELL_KEYS, RESULT_COLUMNS
 
 RESULTS = "results.csv"
 CONFIG = "config.yaml"
@@ -91,7 +92,7 @@ def collect(run_dir: Path, cells: list[Cell]) -> pd.DataFrame:
         factors = []
         for c in explained:
             f = pd.read_csv(factors_path(run_dir, c))
-            _write_csv(run_dir / "explain" / f"{c.label}.csv", f.drop(columns=KEYS))
+            _write_csv(run_dir / "explain" / f"{c.label}.csv", f.drop(columns=CELL_KEYS))
             factors.append(f)
         _write_csv(run_dir / "explain" / "curvature.csv", pd.concat(factors, ignore_index=True))
     return table

@@ -24,6 +24,7 @@ __all__ = [
     "ALTERNATIVE",
     "CONFIDENCE",
     "CORRECTION",
+    "N_BOOTSTRAP",
     "holm",
     "significant",
 ]
@@ -34,6 +35,9 @@ CONFIDENCE = 0.95
 ALTERNATIVE = "two-sided"
 #: The multiplicity correction, by name, as the tables and verdict.json print it.
 CORRECTION = "holm"
+#: Bootstrap replicates of an interval over test samples, the default of every entry point
+#: (``audit``, ``fairquant audit --bootstrap``, experiments' ``bootstrap``); 0 turns them off.
+N_BOOTSTRAP = 1000
 
 
 def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:

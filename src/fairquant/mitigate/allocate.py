@@ -39,8 +39,10 @@ import pandas as pd
 from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import nn
 
+from fairquant.data.base import GroupedDataset
 from fairquant.errors import ConfigError
-from fairquant.metrics.sensitivity import predict_excess
+from fairquant.metrics.sensitivity import SensitivitySource, group_sensitivity, predict_excess
+from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.mixed import layer_precision, layer_size_costs
 from fairquant.quant.precision import Precision
 from fairquant.quant.size import packed_size_bytes
@@ -266,3 +268,51 @@ def parse_budget(text: str) -> tuple[Literal["bits", "bytes"], float]:
     if unit == "bits":
         return "bits", value
     return "bytes", float(math.floor(value * _BYTE_UNITS[unit]))
+
+
+def allocate(
+    model: nn.Module,
+    data: GroupedDataset,
+    *,
+    budget: str = "4bits",
+    bits: Sequence[int] = (2, 3, 4, 8),
+    objective: AllocationObjective = "worst-group",
+    sensitivity: SensitivitySource = "measured",
+    samples_per_group: int = 128,
+    per_channel: bool = False,
+    seed: int = 0,
+    name: str = "allocated",
+) -> Allocation:
+    """Per-layer bits from ``bits`` for ``model`` within ``budget`` (:func:`parse_budget`:
+    ``4bits`` average weight bits, or a packed size such as ``120KB``) that minimise
+    ``objective`` over the groups of ``data``.
+
+    The sensitivities (:func:`group_sensitivity`) are taken on ``samples_per_group`` training
+    images of each group (:func:`~fairquant.quant.calibrate.calibration_indices`, balanced and
+    seeded by ``seed``), and the groups are weighted by their shares of the training split
+    (:func:`allocate_precision`).
+    """
+    kind, amount = parse_budget(budget)
+    names = data.group_names
+    index = calibration_indices(
+        data.train, samples_per_group * len(names), balanced=True, seed=seed
+    )
+    table = group_sensitivity(
+        model,
+        data.train.subset(index),
+        names,
+        sorted({int(b) for b in bits}),
+        sensitivity=sensitivity,
+        per_channel=per_channel,
+    )
+    counts = data.train.g.bincount(minlength=len(names)).double()
+    return allocate_precision(
+        model,
+        table,
+        objective=objective,
+        budget_bits=amount if kind == "bits" else None,
+        budget_bytes=int(amount) if kind == "bytes" else None,
+        weights=dict(zip(names, (counts / counts.sum()).tolist(), strict=True)),
+        per_channel=per_channel,
+        name=name,
+    )

@@ -73,6 +73,12 @@ class ModelSpec:
     patch_size: int | None = None
     image_size: int | None = None
 
+    def __post_init__(self) -> None:
+        for option in ("width", *OPTIONS):
+            value = getattr(self, option)
+            if value is not None and value < 1:
+                raise ConfigError(f"model {option} must be a positive integer; got {value}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -120,8 +126,6 @@ def build_model(spec: ModelSpec, *, in_channels: int, num_classes: int) -> nn.Mo
         value = getattr(spec, option)
         if value is None:
             continue
-        if value < 1:
-            raise ConfigError(f"model {option} must be a positive integer; got {value}")
         if option == "width" or option in takes:
             kwargs[option] = value
         elif option != "image_size":

@@ -11,27 +11,25 @@ An audit's ``results.csv`` has no cell keys: each missing key is taken as single
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from fairquant._audit import COLUMNS
 from fairquant.errors import ConfigError
-
-# the run-directory contract is written by the experiments and read here: one definition
-from fairquant.experiments.cells import KEYS as CELL_KEYS
-from fairquant.experiments.cells import RESULT_COLUMNS
+from fairquant.schema import (
+    CELL_KEYS,
+    COLUMNS,
+    RESULT_COLUMNS,
+    VALUE_COLUMNS,
+    parse_cell_label,
+)
 
 #: The setup files shown as written, in the order looked for.
 SETUP_FILES = ("config.yaml", "config.yml", "run.json")
-_TEXT = ["dataset", "model", "mitigation", "method", "precision", "group", "metric"]
-_NUMERIC = ["seed", "bits", "value", "ci_low", "ci_high"]
-_FACTOR_FILE = re.compile(
-    r"^(?P<dataset>.+)__(?P<model>.+)__(?P<mitigation>.+)__seed(?P<seed>\d+)$"
-)
+_NUMERIC = ["seed", "bits", *VALUE_COLUMNS]
+_TEXT = [c for c in RESULT_COLUMNS if c not in _NUMERIC]
 
 
 @dataclass
@@ -99,7 +97,7 @@ def read_results(path: str | Path, *, name: str | None = None) -> tuple[pd.DataF
                 f"{path}: column {column!r} must be numeric; row {row + 2} has "
                 f"{table[column].iloc[row]!r}"
             )
-        if column not in ("ci_low", "ci_high") and number.isna().any():
+        if column in ("seed", "bits", "value") and number.isna().any():
             row = int(number.isna().to_numpy().nonzero()[0][0])
             raise ConfigError(f"{path}: column {column!r} is empty on row {row + 2}")
         table[column] = number
@@ -107,7 +105,7 @@ def read_results(path: str | Path, *, name: str | None = None) -> tuple[pd.DataF
     table["bits"] = table.bits.astype(int)
     for column in _TEXT:
         table[column] = table[column].astype(str)
-    keys = [c for c in RESULT_COLUMNS if c not in ("bits", "value", "ci_low", "ci_high")]
+    keys = [c for c in RESULT_COLUMNS if c not in ("bits", *VALUE_COLUMNS)]
     dup = table.duplicated(keys)
     if dup.any():
         row = table[dup].iloc[0]
@@ -149,9 +147,8 @@ def load_run(path: str | Path) -> RunDir:
     explain = path / "explain"
     if explain.is_dir():
         for file in sorted(explain.glob("*.csv")):
-            match = _FACTOR_FILE.match(file.stem)
-            if match:
-                key = (match["dataset"], match["model"], match["mitigation"], int(match["seed"]))
+            key = parse_cell_label(file.stem)
+            if key is not None:
                 factors[key] = _read_factors(file)
             else:
                 tables[file.stem] = pd.read_csv(file)

@@ -1,6 +1,11 @@
 """Training: the seeded loop and checkpoints that rebuild model and data."""
 
-from fairquant.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fairquant.train.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_with_data,
+    save_checkpoint,
+)
 from fairquant.train.fit import fit
 from fairquant.train.loop import TrainConfig, TrainHistory, train_model
 
@@ -10,6 +15,7 @@ __all__ = [
     "TrainHistory",
     "fit",
     "load_checkpoint",
+    "load_with_data",
     "save_checkpoint",
     "train_model",
 ]

@@ -16,7 +16,8 @@ from torch import nn
 from fairquant import __version__
 from fairquant._io import atomic_write
 from fairquant.data.base import DataSpec, GroupedDataset
-from fairquant.errors import CheckpointError, FairquantError
+from fairquant.data.registry import load_dataset
+from fairquant.errors import CheckpointError, DataError, FairquantError
 from fairquant.models.registry import ModelSpec, build_model
 from fairquant.train.loop import TrainConfig, TrainHistory
 
@@ -115,3 +116,20 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         group=info["group"],
         history=dict(payload.get("history") or {}),
     )
+
+
+def load_with_data(path: str | Path) -> tuple[Checkpoint, GroupedDataset]:
+    """The checkpoint at ``path`` and the dataset it was trained on, rebuilt from its spec.
+
+    The rebuilt data must have the classes and groups the checkpoint recorded, in the same order
+    (a model's outputs and a table's group rows are read by position): a dataset file changed
+    since training is refused with a :class:`~fairquant.errors.DataError` naming both.
+    """
+    checkpoint = load_checkpoint(path)
+    dataset = load_dataset(checkpoint.data_spec)
+    if dataset.classes != checkpoint.classes or dataset.group_names != checkpoint.group_names:
+        raise DataError(
+            f"the data rebuilt for {path} no longer matches it: classes {dataset.classes} vs "
+            f"{checkpoint.classes}, groups {dataset.group_names} vs {checkpoint.group_names}"
+        )
+    return checkpoint, dataset

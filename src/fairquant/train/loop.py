@@ -50,6 +50,10 @@ class TrainConfig:
             )
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive; got {self.lr}")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise ConfigError(
+                f"momentum and weight_decay must be >= 0; got {self.momentum}, {self.weight_decay}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
