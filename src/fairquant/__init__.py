@@ -25,7 +25,20 @@ _EXPORTS: dict[str, str] = {
     "AuditResult": "fairquant._audit",
     "PerSample": "fairquant.metrics.samples",
     # explain
+    "explain": "fairquant._explain",
+    "explain_model": "fairquant._explain",
     "ExplainResult": "fairquant._explain",
+    # mitigate
+    "allocate": "fairquant.mitigate.allocate",
+    "Allocation": "fairquant.mitigate.allocate",
+    "compare_mitigations": "fairquant.experiments.mitigation",
+    "MitigationComparison": "fairquant.experiments.mitigation",
+    # experiments and reports
+    "run_experiment": "fairquant.experiments",
+    "RunSummary": "fairquant.experiments",
+    "ExperimentConfig": "fairquant.experiments",
+    "load_config": "fairquant.experiments",
+    "write_report": "fairquant.report.html",
     # data
     "DataSpec": "fairquant.data",
     "GroupedDataset": "fairquant.data",
@@ -34,7 +47,12 @@ _EXPORTS: dict[str, str] = {
     # models and training
     "ModelSpec": "fairquant.models",
     "TrainConfig": "fairquant.train",
+    "TrainHistory": "fairquant.train",
+    "Checkpoint": "fairquant.train",
+    "fit": "fairquant.train",
     "load_checkpoint": "fairquant.train",
+    "load_with_data": "fairquant.train",
+    "save_checkpoint": "fairquant.train",
     # quantization
     "Precision": "fairquant.quant",
     "parse_precisions": "fairquant.quant",
