@@ -297,3 +297,16 @@ def test_qat_settings_at_their_defaults_keep_older_cells_finished():
     other = expand(parse_config({**TINY, "methods": [{"name": "qat", "optimizer": "adamw"}]}))[0]
     assert other.evaluation()["methods"][0]["optimizer"] == "adamw"
     assert other.eval_key != cell.eval_key
+
+
+def test_a_preset_or_a_file_and_their_default_run_directories(tmp_path):
+    from fairquant.experiments.presets import default_run_dir, load_experiment
+
+    preset = load_experiment("preset:liu2025", data_root=tmp_path)
+    assert preset == load_preset("liu2025", scale="cpu", data_root=tmp_path)
+    assert default_run_dir("preset:liu2025", preset, None) == Path("runs/liu2025-cpu")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "scales": {"gpu": {"seeds": [0]}}}))
+    assert default_run_dir(path, load_experiment(path), None) == Path("runs/tiny")
+    assert load_experiment(path, scale="gpu").seeds == [0]
+    assert default_run_dir(path, load_experiment(path), "gpu") == Path("runs/tiny-gpu")

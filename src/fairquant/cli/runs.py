@@ -32,7 +32,7 @@ from fairquant.cli._app import (
 )
 from fairquant.data import DataSpec
 from fairquant.errors import ConfigError
-from fairquant.experiments import load_config, run_experiment
+from fairquant.experiments import run_experiment
 from fairquant.experiments.config import MethodConfig
 from fairquant.experiments.mitigation import (
     DEFAULT_MITIGATIONS,
@@ -40,7 +40,13 @@ from fairquant.experiments.mitigation import (
     mitigation_config,
     summarize,
 )
-from fairquant.experiments.presets import PREFIX, load_preset
+from fairquant.experiments.presets import (
+    PREFIX,
+    PRESET_DATA,
+    PRESET_SCALE,
+    default_run_dir,
+    load_experiment,
+)
 from fairquant.metrics.policy import N_BOOTSTRAP
 from fairquant.models import ModelSpec
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG
@@ -86,11 +92,14 @@ def run(
     ] = None,
     preset: Annotated[str | None, typer.Option(help="A shipped preset, instead of CONFIG.")] = None,
     scale: Annotated[
-        str | None, typer.Option(help="tiny, cpu or gpu: the file's `scales` entry (presets: cpu).")
+        str | None,
+        typer.Option(
+            help=f"tiny, cpu or gpu: the file's `scales` entry (presets: {PRESET_SCALE})."
+        ),
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option(help="Folder the datasets' roots are relative to (presets: ../shared/data)."),
+        typer.Option(help=f"Folder the datasets' roots are relative to (presets: {PRESET_DATA})."),
     ] = None,
     backend: Backend = BACKEND,
     workers: Workers = None,
@@ -105,14 +114,9 @@ def run(
             raise ConfigError("give either CONFIG or --preset, not both")
         if preset is None and config is None:
             raise ConfigError("give an experiment file, preset:NAME or --preset NAME")
-        name = preset or config or ""
-        if preset is not None or name.startswith(PREFIX):
-            scale = scale or keyword_default(load_preset, "scale")
-            data = data or keyword_default(load_preset, "data_root")
-            experiment = load_preset(name, scale=scale, data_root=data)
-        else:
-            experiment = load_config(Path(name), scale=scale, data_root=data)
-        run_dir = out or Path("runs") / (experiment.name + (f"-{scale}" if scale else ""))
+        source = config or f"{PREFIX}{(preset or '').removeprefix(PREFIX)}"
+        experiment = load_experiment(source, scale=scale, data_root=data)
+        run_dir = out or default_run_dir(source, experiment, scale)
         summary = run_experiment(
             experiment,
             run_dir,

@@ -17,9 +17,13 @@ from pathlib import Path
 import yaml
 
 from fairquant.errors import unknown_name
-from fairquant.experiments.config import ExperimentConfig, parse_config
+from fairquant.experiments.config import ExperimentConfig, load_config, parse_config
 
 PREFIX = "preset:"
+#: A preset's scale unless one is asked for.
+PRESET_SCALE = "cpu"
+#: The folder a preset's dataset roots are relative to unless one is given.
+PRESET_DATA = "../shared/data"
 
 
 def preset_names() -> list[str]:
@@ -31,7 +35,7 @@ def preset_names() -> list[str]:
 
 
 def load_preset(
-    name: str, *, scale: str = "cpu", data_root: str | Path = "../shared/data"
+    name: str, *, scale: str = PRESET_SCALE, data_root: str | Path = PRESET_DATA
 ) -> ExperimentConfig:
     """The preset ``name`` at ``scale``, reading its datasets from ``data_root``."""
     name = name.removeprefix(PREFIX)
@@ -44,3 +48,24 @@ def load_preset(
         data_root=Path(data_root).resolve(),
         source=f"{PREFIX}{name}",
     )
+
+
+def load_experiment(
+    source: str | Path, *, scale: str | None = None, data_root: str | Path | None = None
+) -> ExperimentConfig:
+    """The experiment file ``source``, or the shipped preset ``preset:NAME`` (at
+    :data:`PRESET_SCALE` and reading :data:`PRESET_DATA` unless ``scale``/``data_root`` say
+    otherwise)."""
+    if str(source).startswith(PREFIX):
+        return load_preset(
+            str(source), scale=scale or PRESET_SCALE, data_root=data_root or PRESET_DATA
+        )
+    return load_config(Path(source), scale=scale, data_root=data_root)
+
+
+def default_run_dir(source: str | Path, config: ExperimentConfig, scale: str | None) -> Path:
+    """``runs/<name>[-<scale>]``: where ``fairquant run`` writes ``source`` without ``--out``
+    (a preset's scale is :data:`PRESET_SCALE` unless given)."""
+    if str(source).startswith(PREFIX):
+        scale = scale or PRESET_SCALE
+    return Path("runs") / (config.name + (f"-{scale}" if scale else ""))
