@@ -10,6 +10,8 @@ from scipy import stats
 from fairquant.errors import ConfigError
 from fairquant.metrics.policy import ALPHA, holm, significant
 from fairquant.metrics.uncertainty import (
+    SEED_TEST,
+    SIGN_FLIP_TEST,
     across_seeds,
     paired_seed_test,
     paired_t_p,
@@ -56,14 +58,16 @@ def test_paired_seed_test_is_the_two_sided_paired_t_test_with_the_sign_flip_besi
         _test(_seed_table(base, cand), alternative="bigger")
 
 
-def test_the_same_difference_every_seed_is_an_infinite_effect_and_p_zero():
+def test_the_same_difference_every_seed_is_an_infinite_effect_tested_by_sign_flips():
     # a + 0.2 - a is not 0.2 exactly for every a: the sd of the differences is rounding noise
     a = [0.1, 0.7, 3.3]
     effect = _test(_seed_table(a, [v + 0.2 for v in a]))
     assert effect.effect_size == np.inf and effect.difference == pytest.approx(0.2)
-    assert effect.p_value == 0 and effect.p_sign_flip == pytest.approx(0.25)
+    # t is undefined; its limit p = 0 would survive any correction, so the sign-flip p stands
+    assert effect.test == SIGN_FLIP_TEST and np.isnan(paired_t_p([0.2, 0.2, 0.2]))
+    assert effect.p_value == effect.p_sign_flip == effect.min_p_value == pytest.approx(0.25)
     same = _test(_seed_table(a, a))
-    assert same.p_value == 1 and same.effect_size == 0
+    assert same.p_value == 1 and same.effect_size == 0 and same.test == SEED_TEST
     d = np.random.default_rng(1).normal(0.3, 1.0, size=(50, 4))
     for alternative in ("two-sided", "greater", "less"):
         reference = stats.ttest_1samp(d, 0.0, axis=1, alternative=alternative).pvalue

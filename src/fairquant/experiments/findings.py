@@ -15,7 +15,8 @@ same comparisons with the same p-values. Per dataset and model:
 
 The test follows :mod:`fairquant.metrics.policy`: with two or more seeds in common, the paired
 t-test across seeds (:func:`~fairquant.metrics.uncertainty.paired_seed_test`, two-sided; its
-exact sign-flip p-value beside it), its p-values adjusted by Holm's method over every tested
+exact sign-flip p-value beside it, and in its place where every seed gave the same difference),
+its p-values adjusted by Holm's method over every tested
 comparison of the run directory, and a comparison is significant when the adjusted p-value is
 below ``ALPHA``. From one seed's rows there is no paired test (``results.csv`` stores no
 bootstrap replicates): the two numbers' bootstrap intervals are compared, which is weaker
@@ -59,6 +60,7 @@ COLUMNS = [
     "ci_low",
     "ci_high",
     "effect_size",
+    "p_from",
     "p_value",
     "p_sign_flip",
     "p_holm",
@@ -68,8 +70,9 @@ COLUMNS = [
 ]
 #: ``test`` of a comparison with one seed in common: no test, two intervals compared.
 INTERVAL_TEST = "bootstrap intervals compared (no test)"
-#: ``test`` of a comparison tested across seeds.
-SEED_TESTED = "paired t-test across seeds, two-sided"
+#: ``test`` of a comparison tested across seeds; ``p_from`` says by which test: the paired
+#: t-test, or the exact sign-flip test where every seed gave the same difference.
+SEED_TESTED = "paired test across seeds, two-sided"
 _WORDS = {
     "phi": "φ(D)",
     "accuracy": "overall accuracy",
@@ -141,6 +144,7 @@ def _compare(
             "ci_low": test.ci_low,
             "ci_high": test.ci_high,
             "effect_size": test.effect_size,
+            "p_from": test.test,
             "p_value": test.p_value,
             "p_sign_flip": test.p_sign_flip,
         }
@@ -175,6 +179,7 @@ def _compare(
         "ci_low": np.nan,
         "ci_high": np.nan,
         "effect_size": np.nan,
+        "p_from": np.nan,
         "p_value": np.nan,
         "p_sign_flip": np.nan,
         "verdict": verdict,
@@ -270,8 +275,8 @@ def _tested_text(r: pd.Series, verdict: str, family: int) -> str:
     return (
         f"Does {words} differ between {r.candidate} and {r.baseline}? {_fmt(r.mean_candidate)} "
         f"vs {_fmt(r.mean_baseline)}, difference {r.difference:+.3g} ({CONFIDENCE:.0%} CI "
-        f"across seeds {r.ci_low:+.3g} to {r.ci_high:+.3g}); p = {r.p_value:.3g}, two-sided paired "
-        f"t-test over {r.n_seeds} seeds (sign-flip p = {r.p_sign_flip:.3g}); Holm over the "
+        f"across seeds {r.ci_low:+.3g} to {r.ci_high:+.3g}); p = {r.p_value:.3g}, two-sided "
+        f"{r.p_from} over {r.n_seeds} seeds (sign-flip p = {r.p_sign_flip:.3g}); Holm over the "
         f"{family} tested comparisons of this run: p = {r.p_holm:.3g}, {verdict}."
     )
 

@@ -27,9 +27,9 @@ from scipy import stats
 
 from fairquant.errors import ConfigError
 from fairquant.metrics.policy import ALTERNATIVE, CONFIDENCE
+from fairquant.schema import NUMBER_KEYS
 
 __all__ = [
-    "KEYS",
     "PairedTest",
     "across_seeds",
     "check_bootstrap",
@@ -40,9 +40,6 @@ __all__ = [
     "stack_seeds",
     "stratified_bootstrap_sums",
 ]
-
-#: The columns that identify one number in an audit table.
-KEYS = ["method", "precision", "bits", "group", "metric"]
 
 _CHUNK = 1 << 22  # replicate x sample weights held at once (32 MiB of float64)
 
@@ -157,7 +154,7 @@ def stack_seeds(results: Mapping[int, object] | pd.DataFrame) -> pd.DataFrame:
     for seed, result in results.items():
         table = getattr(result, "table", result)
         intervals = [c for c in ("ci_low", "ci_high") if c in table.columns]
-        frames.append(table[[*KEYS, "value", *intervals]].assign(seed=seed))
+        frames.append(table[[*NUMBER_KEYS, "value", *intervals]].assign(seed=seed))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -220,12 +217,14 @@ class PairedTest:
     ``difference`` is the mean paired difference with its Student-t interval (``ci_low``,
     ``ci_high``); ``effect_size`` is Cohen's d_z (mean paired difference over its standard
     deviation; ``±inf`` when every seed gives the same non-zero difference). ``p_value`` is the
-    paired t-test's (:func:`paired_t_p`; ``test`` names it), ``min_p_value`` the smallest
-    p-value that test can give (0: the t-test has no floor). ``p_sign_flip`` is the exact
-    sign-flip permutation p-value of the mean difference, which assumes only that the
-    differences are symmetric about 0 under no effect and cannot fall below ``2^(1-n)``
-    two-sided (:func:`sign_flip_floor`): read beside ``p_value`` where the normal model of the
-    t-test is in doubt (``docs/statistics.md``).
+    paired t-test's (:func:`paired_t_p`), or, where every seed gives the same non-zero
+    difference and the t statistic is undefined, the sign-flip p-value; ``test`` names which
+    (:data:`SEED_TEST`, :data:`SIGN_FLIP_TEST`) and ``min_p_value`` is the smallest p-value that
+    test can give (0 for the t-test). ``p_sign_flip`` is the exact sign-flip permutation
+    p-value of the mean difference, which assumes only that the differences are symmetric
+    about 0 under no effect and cannot fall below ``2^(1-n)`` two-sided
+    (:func:`sign_flip_floor`): read beside ``p_value`` where the normal model of the t-test is
+    in doubt (``docs/statistics.md``).
     """
 
     metric: str
@@ -250,7 +249,9 @@ class PairedTest:
 
 
 #: The across-seed test, as tables name it.
-SEED_TEST = "paired t-test across seeds"
+SEED_TEST = "paired t-test"
+#: The test where every seed gives the same non-zero difference (no spread: t is undefined).
+SIGN_FLIP_TEST = "exact sign-flip (every seed the same difference)"
 _MAX_EXACT_SEEDS = 16  # 2^16 sign patterns; a Monte Carlo sign-flip test beyond
 
 
@@ -261,11 +262,13 @@ def paired_t_p(
     against a mean of 0: a float for one list, an array for a stack of them.
 
     ``t = mean(d) / (sd(d) / √n)`` with ``n - 1`` degrees of freedom (Student, 1908), as
-    :func:`scipy.stats.ttest_1samp` (the tests compare the two), written out to give the limit
-    where every difference is the same (the standard deviation is rounding noise): ``t`` is
-    ``±inf`` (p = 0) for a non-zero difference and 0 (p = 1) for a zero one, where scipy warns
-    and returns NaN; the sign-flip p-value then says what the seeds give without the normal
-    model. Vectorised over leading axes, so a simulation checks it fast.
+    :func:`scipy.stats.ttest_1samp` (the tests compare the two), written out to say what
+    happens where every difference is the same (the standard deviation is rounding noise): all
+    zero gives p = 1; the same non-zero difference gives NaN, for t is undefined there. Its
+    limit, p = 0, would be no valid p-value: with a discrete metric (one test sample more or
+    less in every seed) the same difference in every seed happens under no effect too, and
+    p = 0 would survive any multiplicity correction. :func:`paired_seed_test` then uses the
+    sign-flip p-value. Vectorised over leading axes, so a simulation checks it fast.
 
     >>> round(paired_t_p([1.0, 2.0, 3.0]), 4)
     0.0742
@@ -277,7 +280,7 @@ def paired_t_p(
     mean, sd = d.mean(axis=-1), d.std(axis=-1, ddof=1)
     flat = sd <= 1e-9 * np.maximum(1.0, np.abs(mean))
     with np.errstate(divide="ignore", invalid="ignore"):
-        limit = np.where(np.abs(mean) <= 1e-9, 0.0, np.sign(mean) * np.inf)
+        limit = np.where(np.abs(mean) <= 1e-9, 0.0, np.nan)
         t = np.where(flat, limit, mean / (sd / np.sqrt(n)))
     if alternative == "two-sided":
         p = 2.0 * stats.t.sf(np.abs(t), n - 1)
@@ -353,7 +356,8 @@ def paired_seed_test(
     ``{"mitigation": "re", ...}`` in a run directory's table. Only seeds that have both are used.
     Two-sided, as the policy (:mod:`fairquant.metrics.policy`) says, unless ``alternative`` is
     ``"greater"`` (candidate larger) or ``"less"``. The test is the paired t-test of the
-    per-seed differences (:func:`paired_t_p`), with the exact sign-flip p-value beside it.
+    per-seed differences (:func:`paired_t_p`), with the exact sign-flip p-value beside it;
+    where every seed gives the same non-zero difference, the sign-flip test alone.
     """
     table = stack_seeds(results)
     a = _select(table, metric, group, baseline)
@@ -374,6 +378,9 @@ def paired_seed_test(
     # identical differences in every seed leave only rounding noise in sd: no finite d_z
     constant = sd <= 1e-9 * max(1.0, abs(mean))
     effect = (0.0 if mean == 0 else float(np.sign(mean) * np.inf)) if constant else mean / sd
+    p_t = paired_t_p(d, alternative)
+    p_sign_flip = _sign_flip_p(d, alternative, random_state)
+    flat = bool(np.isnan(p_t))
     return PairedTest(
         metric=metric,
         group=group,
@@ -386,10 +393,10 @@ def paired_seed_test(
         ci_low=low,
         ci_high=high,
         effect_size=float(effect),
-        test=SEED_TEST,
-        p_value=paired_t_p(d, alternative),
-        min_p_value=0.0,
-        p_sign_flip=_sign_flip_p(d, alternative, random_state),
+        test=SIGN_FLIP_TEST if flat else SEED_TEST,
+        p_value=p_sign_flip if flat else p_t,
+        min_p_value=sign_flip_floor(len(d), alternative) if flat else 0.0,
+        p_sign_flip=p_sign_flip,
         alternative=alternative,
     )
 

@@ -82,7 +82,8 @@ def paired_tests_table(comparison: MitigationComparison) -> Table | None:
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         caption=f"difference: mean ± {CONFIDENCE:.0%} Student-t interval across seeds; p: paired "
-        f"t-test across {int(rows.n_seeds.max())} seeds; p {CORRECTION}: adjusted over the "
+        f"t-test across {int(rows.n_seeds.max())} seeds (the sign-flip p where every seed gave "
+        f"the same difference); p {CORRECTION}: adjusted over the "
         f"{family} tested comparisons in tests.csv; sign-flip: exact sign-flip p (floor "
         f"2^(1-n)); d: Cohen's d_z. Bold: significant ({CORRECTION} p < α).",
         caption_justify="left",
