@@ -42,5 +42,5 @@ def saturation_note(fix: str) -> str:
     """The note of a deployed int8 model built without the 7-bit setting on such a CPU."""
     return (
         "this x86 CPU has no VNNI: the int8 kernels' 16-bit sums of uint8 x int8 products can "
-        f"saturate here, which {fix} avoids"
+        f"saturate here (the toolchain's remedy: {fix})"
     )
