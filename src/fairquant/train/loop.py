@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -42,12 +42,11 @@ class TrainConfig:
             raise ConfigError(f"epochs must be at least 1; got {self.epochs}")
         if self.batch_size < 2:
             raise ConfigError(f"batch_size must be at least 2 (BatchNorm); got {self.batch_size}")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ConfigError(f"optimizer must be 'sgd' or 'adamw'; got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "step", "constant"):
-            raise ConfigError(
-                f"schedule must be 'cosine', 'step' or 'constant'; got {self.schedule!r}"
-            )
+        for name, choices in (("optimizer", Optimizer), ("schedule", Schedule)):
+            if getattr(self, name) not in get_args(choices):
+                raise ConfigError(
+                    f"{name} must be one of {list(get_args(choices))}; got {getattr(self, name)!r}"
+                )
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive; got {self.lr}")
         if self.momentum < 0 or self.weight_decay < 0:
