@@ -23,7 +23,17 @@ _EXPORTS: dict[str, str] = {
     "audit": "fairquant._audit",
     "audit_model": "fairquant._audit",
     "AuditResult": "fairquant._audit",
+    "read_audit_json": "fairquant._audit",
+    "Preprocess": "fairquant.data.preprocess",
+    "LoadedModel": "fairquant.models.load",
+    "ModelSource": "fairquant.models.load",
+    "load_model": "fairquant.models.load",
+    "parse_model_source": "fairquant.models.load",
     "PerSample": "fairquant.metrics.samples",
+    # verdict
+    "verdict": "fairquant.metrics.verdict",
+    "Verdict": "fairquant.metrics.verdict",
+    "Tolerance": "fairquant.metrics.verdict",
     # explain
     "explain": "fairquant._explain",
     "explain_model": "fairquant._explain",

@@ -1,37 +1,75 @@
 """The quantization audit: evaluate a model at each precision and compare its groups.
 
-This is the path every fairquant feature builds on: a trained full-precision model and a test split
-with group labels go in; quantized copies are evaluated; per-group accuracy, loss, excess loss
-``G(a)`` and the disparity ``φ(D)`` come out as one tidy table.
+This is the path every fairquant feature builds on: a full-precision model and test data with
+group labels go in; quantized copies (fairquant's simulated precisions, and the deployed
+toolchains' artifacts: ``torch:int8``, ``ort:*``, ``torchao:*``) are evaluated batch by batch;
+per-group accuracy, loss, excess loss ``G(a)`` and the disparity ``φ(D)`` come out as one tidy
+table (``results.csv``), and what was audited as a record (``audit.json``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import platform
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from torch import nn
+import torch
+from torch import Tensor, nn
 
+from fairquant import __version__
 from fairquant._io import atomic_write
 from fairquant._progress import progress_bar
-from fairquant.data.base import Split
-from fairquant.errors import ConfigError
+from fairquant.data.base import GroupedDataset, Split
+from fairquant.data.preprocess import Preprocess
+from fairquant.data.stream import BatchSource, Inputs, as_batches, inputs_len, map_inputs
+from fairquant.errors import ConfigError, DataError
 from fairquant.metrics.frame import ALL, EmptyGroupWarning, FairnessFrame
 from fairquant.metrics.functional import per_sample_loss
+from fairquant.metrics.policy import CONFIDENCE
 from fairquant.metrics.samples import PerSample
-from fairquant.metrics.uncertainty import check_bootstrap
-from fairquant.models.predict import predict_logits
+from fairquant.metrics.uncertainty import (
+    check_bootstrap,
+    percentile_interval,
+    stratified_bootstrap_sums,
+)
+from fairquant.models.load import LoadedModel, load_model, parse_model_source
+from fairquant.models.predict import model_dtype
+from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.model import quantize_model
-from fairquant.quant.precision import Precision, parse_precision
+from fairquant.quant.precision import DEFAULT_PRECISIONS, Precision, parse_precision
 from fairquant.quant.size import packed_size_bytes
+from fairquant.schema import COLUMNS
 
-#: Columns of :attr:`AuditResult.table` (and of ``results.csv``); ``ci_low``/``ci_high`` bound
-#: the group-stratified bootstrap interval (NaN only when the audit ran with ``n_bootstrap=0``).
-COLUMNS = ["method", "precision", "bits", "group", "metric", "value", "ci_low", "ci_high"]
-__all__ = ["ALL", "COLUMNS", "AuditResult", "EmptyGroupWarning", "PerSample", "audit_model"]
+__all__ = [
+    "ALL",
+    "AUDIT_JSON",
+    "AUDIT_SCHEMA",
+    "COLUMNS",
+    "DEPLOYED_METRICS",
+    "AuditResult",
+    "EmptyGroupWarning",
+    "PerSample",
+    "audit",
+    "audit_model",
+    "read_audit_json",
+]
+
+#: The record of what was audited, beside ``results.csv``, and its schema id.
+AUDIT_JSON = "audit.json"
+AUDIT_SCHEMA = "fairquant.audit/1"
+#: Metrics only a deployed precision has: agreement of its predictions (%) with fp32's and with
+#: its simulated twin's (when the twin is audited too), and the artifact's size on disk.
+DEPLOYED_METRICS = ("agreement_fp32", "agreement_twin", "artifact_bytes")
+
+Quantizer = Callable[[nn.Module, Precision], nn.Module]
+Predict = Callable[[Inputs], Tensor]
 
 
 @dataclass
@@ -43,17 +81,22 @@ class AuditResult:
     precision's, in points) per group and for ``all``, and ``phi`` and ``size_bytes`` (packed
     model size) for ``all``; then the further metrics of
     :class:`~fairquant.metrics.frame.FairnessFrame` (exemplars, accuracy gap, worst group, CEV,
-    SDE, binary-target fairness), each with its bootstrap interval.
+    SDE, binary-target fairness), each with its bootstrap interval. A deployed precision
+    (``torch:int8``, ``ort:*``, ``torchao:*``) has no ``size_bytes`` but the metrics of
+    :data:`DEPLOYED_METRICS`. ``precisions`` holds :class:`Precision` and deployed precisions
+    (both have ``name`` and ``bits``); ``record`` is what ``audit.json`` holds.
     """
 
     table: pd.DataFrame
     group_names: list[str]
-    precisions: list[Precision]
+    precisions: list[Any]
     notes: list[str] = field(default_factory=list)
     #: All metrics with their bootstrap replicates: differences, ratios, paired comparisons.
     frame: FairnessFrame | None = None
     #: Per-sample predictions and losses of every precision (paired tests, verdicts).
     samples: PerSample | None = None
+    #: What was audited (model source, data, preprocessing, precisions, seeds): ``audit.json``.
+    record: dict[str, Any] = field(default_factory=dict)
 
     def by_group(self, metric: str = "accuracy") -> pd.DataFrame:
         """A groups x precisions table of one metric (the papers' Table 1 layout)."""
@@ -77,6 +120,216 @@ class AuditResult:
         """Write :attr:`table` atomically as CSV (the ``results.csv`` schema)."""
         return atomic_write(path, lambda tmp: self.table.to_csv(tmp, index=False))
 
+    def write_record(self, path: str | Path) -> Path:
+        """Write :attr:`record` atomically as JSON (``audit.json``)."""
+        text = json.dumps(self.record, indent=2, allow_nan=False) + "\n"
+        return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_audit_json(path: str | Path) -> dict[str, Any]:
+    """The record an audit wrote (``audit.json``, or the folder holding it), schema checked."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / AUDIT_JSON
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist; expected the audit.json an audit wrote") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    if not isinstance(record, dict) or record.get("schema") != AUDIT_SCHEMA:
+        found = record.get("schema") if isinstance(record, dict) else type(record).__name__
+        raise DataError(f"{path} has schema {found!r}; expected {AUDIT_SCHEMA!r}")
+    return record
+
+
+# ---- the public entry ---------------------------------------------------------------------
+
+
+def audit(
+    model: nn.Module | str | Path | LoadedModel | Any,
+    data: GroupedDataset | Split | Any,
+    *,
+    precisions: str | Sequence[str | Precision | Any] = DEFAULT_PRECISIONS,
+    group_names: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    preprocess: Preprocess | Callable[[Inputs], Inputs] | None = None,
+    calibration: Tensor | dict[str, Tensor] | Split | None = None,
+    calib_size: int = 256,
+    calib_balanced: bool = False,
+    calib_seed: int | None = None,
+    calibration_method: str = "minmax",
+    method: str = "ptq",
+    quantize: Quantizer | None = None,
+    batch_size: int = 256,
+    n_bootstrap: int = 1000,
+    confidence: float = CONFIDENCE,
+    random_state: int = 0,
+    pos_label: int | None = None,
+    workdir: str | Path | None = None,
+    show_progress: bool = False,
+) -> AuditResult:
+    """Evaluate ``model`` at fp32 and at every precision in ``precisions`` on ``data``.
+
+    ``model``: an ``nn.Module``; a path to an ``.onnx`` file (run by ONNX Runtime; it audits fp32
+    and deployed ``ort:*`` precisions); or a :class:`~fairquant.models.load.LoadedModel`, whose
+    source is recorded. ``data``: a :class:`GroupedDataset` (its test split; calibration from its
+    training split), a :class:`Split`, or a torch ``Dataset`` / ``DataLoader`` yielding
+    ``(x, y, g)`` with ``x`` a tensor or a dict of tensors, read batch by batch (once per
+    precision, in the same order: no shuffling), so peak memory is bounded by the batch, not the
+    data set. Group and class names come from ``group_names``/``class_names``, else from the
+    data (a ``group_names``/``classes`` attribute), else the codes themselves.
+
+    ``precisions``: fairquant's simulated ones (``int8``, ``int4-pc``, ``int8-pc-a8``, ...; see
+    :mod:`fairquant.quant.precision`) and deployed ones (``torch:int8``, ``ort:int8``,
+    ``torchao:int8wo``, ...; :mod:`fairquant.quant.deployed`), comma-separated or a sequence.
+    ``preprocess`` maps each batch to the model's input: a :class:`Preprocess` (for a
+    GroupedDataset it first undoes the data's own standardization when it sets mean and std) or
+    any function of the batch's ``x``. Static activation ranges (``-a<k>``) and deployed
+    artifacts are calibrated on ``calibration`` (inputs, or a Split to draw ``calib_size``
+    samples from, random or ``calib_balanced`` across groups, seeded by ``calib_seed``, default
+    ``random_state``);
+    without it, on the GroupedDataset's training split, or else on the first ``calib_size``
+    audited samples (said in ``notes``). ``quantize(model, precision)`` replaces PTQ (e.g. QAT,
+    with ``method="qat"``).
+
+    fp32 is always evaluated first: it is the reference for excess loss, accuracy drop and
+    agreement; its rows have method ``none``. Every number gets a ``confidence`` interval from
+    ``n_bootstrap`` group-stratified bootstrap resamples of the per-sample outcomes (0: none).
+    A deployed precision's rows also carry :data:`DEPLOYED_METRICS`.
+    """
+    check_bootstrap(n_bootstrap, confidence)
+    loaded = _as_loaded(model)
+    source = as_batches(data, batch_size=batch_size)
+    order = _precisions(precisions)
+    is_onnx = not isinstance(loaded.model, nn.Module)
+    simulated = [p for p in order if isinstance(p, Precision) and not p.is_reference]
+    deployed = [p for p in order if not isinstance(p, Precision)]
+    if is_onnx and simulated:
+        raise ConfigError(
+            f"precision(s) {[p.name for p in simulated]} quantize a PyTorch model; an ONNX model "
+            "audits fp32 and the deployed ort:* precisions"
+        )
+    if method != "ptq" and deployed:
+        raise ConfigError(
+            f"deployed precisions {[p.name for p in deployed]} are post-training quantization; "
+            f"they cannot run with method={method!r}"
+        )
+    notes = list(loaded.notes)
+    transform = _transform(preprocess, data)
+    if is_onnx:  # a clear error naming the file before any precision is built
+        example = source.take(min(batch_size, 8))
+        loaded.model.check_input(transform(example) if transform is not None else example)
+    needs_calibration = bool(deployed) or any(
+        p.act_bits is not None and not p.dynamic for p in simulated
+    )
+    calib, calib_record = None, None
+    if needs_calibration:
+        calib, calib_record = _calibration(
+            calibration,
+            data,
+            source,
+            calib_size,
+            calib_balanced,
+            random_state if calib_seed is None else calib_seed,
+            notes,
+        )
+        calib_record["method"] = calibration_method
+        if transform is not None:
+            calib = transform(calib)
+    if quantize is None:
+
+        def quantize(m: nn.Module, p: Precision) -> nn.Module:
+            if calib is not None and not isinstance(calib, Tensor):
+                raise ConfigError(
+                    f"precision {p.name} calibrates activation ranges on a tensor input; the "
+                    "data's inputs are a dict of tensors"
+                )
+            return quantize_model(m, p, calibration=calib, calibration_method=calibration_method)
+
+    num_classes = len(class_names) if class_names is not None else None
+    if num_classes is None and source.class_names is not None:
+        num_classes = len(source.class_names)
+    what = str(loaded.source) if loaded.source is not None else type(loaded.model).__name__
+
+    predictions: dict[str, np.ndarray] = {}
+    losses: dict[str, np.ndarray] = {}
+    sizes: dict[str, int] = {}
+    artifacts: dict[str, int] = {}
+    y = g = None
+    with (
+        ExitStack() as stack,
+        progress_bar("evaluate", len(order), enabled=show_progress) as advance,
+    ):
+        work = Path(workdir) if workdir is not None else None
+        if work is None and deployed:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fairquant-")))
+        for precision in order:
+            advance(0, status=precision.name)
+            predict, size, artifact = _predictor(
+                loaded.model, precision, quantize, calib, work, is_onnx
+            )
+            out = _evaluate(predict, source, transform, num_classes, what, reference=(y, g))
+            if y is None:
+                y, g = out[2], out[3]
+                num_classes = num_classes or out[4]
+            predictions[precision.name], losses[precision.name] = out[0], out[1]
+            if size is not None:
+                sizes[precision.name] = size
+            if artifact is not None:
+                artifacts[precision.name] = artifact
+            advance(1)
+    assert y is not None and g is not None and num_classes is not None
+    if len(y) == 0:
+        raise ConfigError(f"{source.description} has no samples")
+    names = _group_names(group_names, source.group_names, g, source.description)
+    frame = FairnessFrame(
+        y_true=y,
+        groups=g,
+        group_names=names,
+        predictions=predictions,
+        losses=losses,
+        reference=order[0].name,
+        num_classes=num_classes,
+        pos_label=pos_label,
+        n_bootstrap=n_bootstrap,
+        confidence=confidence,
+        random_state=random_state,
+    )
+    table = _tidy(frame, order, method, sizes=sizes, intervals=n_bootstrap > 0)
+    extra = _deployed_rows(
+        order, predictions, g, names, artifacts, n_bootstrap, confidence, random_state, method
+    )
+    if len(extra):
+        table = _merge(table, extra, order)
+    notes += frame.notes
+    record = _record(
+        loaded,
+        data,
+        source,
+        preprocess,
+        order,
+        y,
+        method=method,
+        calibration=calib_record,
+        n_bootstrap=n_bootstrap,
+        confidence=confidence,
+        random_state=random_state,
+        batch_size=getattr(data, "batch_size", None) or batch_size,
+        group_names=names,
+        class_names=list(class_names or source.class_names or map(str, range(num_classes))),
+        notes=notes,
+    )
+    return AuditResult(
+        table=table,
+        group_names=list(names),
+        precisions=order,
+        notes=notes,
+        frame=frame,
+        samples=PerSample(y=y, g=g, predictions=predictions, losses=losses),
+        record=record,
+    )
+
 
 def audit_model(
     model: nn.Module,
@@ -85,83 +338,297 @@ def audit_model(
     precisions: list[Precision],
     *,
     method: str = "ptq",
-    quantize: Callable[[nn.Module, Precision], nn.Module] = quantize_model,
+    quantize: Quantizer = quantize_model,
     batch_size: int = 512,
     show_progress: bool = True,
     n_bootstrap: int = 1000,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
     random_state: int = 0,
     pos_label: int | None = None,
 ) -> AuditResult:
-    """Evaluate ``model`` at fp32 and every precision in ``precisions`` on ``test``.
+    """:func:`audit` of ``model`` on an in-memory ``test`` split with ``quantize`` making each
+    quantized copy (PTQ by default, or e.g. :func:`~fairquant.quant.qat.qat_finetune` bound to a
+    training split, with ``method="qat"``); kept for the callers that pass a quantizer that
+    already holds its calibration data.
 
-    ``quantize(model, precision)`` makes each quantized copy: PTQ by default, or e.g.
-    :func:`~fairquant.quant.qat.qat_finetune` bound to a training split, with ``method="qat"``.
-    fp32 is always evaluated: it is the reference for excess loss and accuracy drop. Its rows have
-    method ``none``. Each precision also gets its packed model size (metric ``size_bytes``,
-    exact, so its interval is the value itself). A group with no test samples is reported
-    (``n = 0``, an :class:`EmptyGroupWarning`, a line in ``notes``) and left out of φ(D), never
-    turned into NaN.
-
-    Every number gets a ``confidence`` interval from ``n_bootstrap`` group-stratified bootstrap
-    resamples of the test split (seeded by ``random_state``; 0 turns intervals off). It reuses
-    the per-sample predictions and losses, so no model is evaluated again: 1,000 replicates add
-    under a second at 8 precisions on the digits test split. The table also carries the
-    between-group metrics of :class:`~fairquant.metrics.frame.FairnessFrame` (accuracy gap,
-    worst group, CEV, SDE, exemplars; for a 2-class target, or ``pos_label`` one-vs-rest,
-    demographic parity, equalized odds, predictive equality and equal opportunity).
+    Each precision also gets its packed model size (metric ``size_bytes``, exact, so its
+    interval is the value itself). A group with no test samples is reported (``n = 0``, an
+    :class:`EmptyGroupWarning`, a line in ``notes``) and left out of φ(D), never turned into NaN.
     """
-    check_bootstrap(n_bootstrap, confidence)
-    reference = parse_precision("fp32")
-    order = [reference, *(p for p in precisions if p != reference)]
     if len(test) == 0:
         raise ConfigError("the test split has no samples in any group")
-
-    logits, losses = {}, {}
-    with progress_bar("evaluate", len(order), enabled=show_progress) as advance:
-        for precision in order:
-            advance(0, status=precision.name)
-            make = quantize_model if precision.is_reference else quantize
-            out = predict_logits(make(model, precision), test.x, batch_size=batch_size)
-            logits[precision.name], losses[precision.name] = out, per_sample_loss(out, test.y)
-            advance(1)
-    frame = FairnessFrame(
-        y_true=test.y,
-        groups=test.g,
+    return audit(
+        model,
+        test,
+        precisions=precisions,
         group_names=group_names,
-        predictions=logits,
-        losses=losses,
-        reference=reference.name,
-        num_classes=next(iter(logits.values())).shape[1],
-        pos_label=pos_label,
+        method=method,
+        quantize=quantize,
+        batch_size=batch_size,
+        show_progress=show_progress,
         n_bootstrap=n_bootstrap,
         confidence=confidence,
         random_state=random_state,
+        pos_label=pos_label,
     )
-    return AuditResult(
-        table=_tidy(
-            frame,
-            order,
-            method,
-            sizes={p.name: packed_size_bytes(model, p) for p in order},
-            intervals=n_bootstrap > 0,
-        ),
-        group_names=list(group_names),
-        precisions=order,
-        notes=list(frame.notes),
-        frame=frame,
-        samples=PerSample(
-            y=test.y.numpy().astype(np.int64),
-            g=test.g.numpy().astype(np.int64),
-            predictions={k: v.argmax(1).numpy() for k, v in logits.items()},
-            losses={k: v.double().numpy() for k, v in losses.items()},
-        ),
+
+
+# ---- pieces -------------------------------------------------------------------------------
+
+
+def _as_loaded(model: Any) -> LoadedModel:
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, (str, Path)):
+        path = str(model)
+        if not path.lower().endswith(".onnx"):
+            raise ConfigError(
+                f"model {path!r}: a path must name an .onnx file; load other models first "
+                "(fairquant.models.load.load_model, or torch) and pass the nn.Module"
+            )
+        return load_model(parse_model_source(path), num_classes=1, in_channels=1)
+    if isinstance(model, nn.Module) or callable(getattr(model, "predict", None)):
+        return LoadedModel(model, None)  # type: ignore[arg-type]
+    raise ConfigError(
+        f"model must be an nn.Module, an .onnx path or a LoadedModel; got {type(model).__name__}"
     )
+
+
+def _precisions(precisions: str | Sequence[Any]) -> list[Any]:
+    """fp32 first, then each named precision once: simulated ones parsed by
+    :func:`parse_precision`, deployed ones (``toolchain:...``) by the deployed module."""
+    items = precisions.split(",") if isinstance(precisions, str) else list(precisions)
+    out: list[Any] = [parse_precision("fp32")]
+    for item in items:
+        if isinstance(item, str):
+            text = item.strip()
+            if not text:
+                continue
+            item = _parse_deployed(text) if ":" in text else parse_precision(text)
+        if item.name not in [p.name for p in out]:
+            out.append(item)
+    return out
+
+
+def _parse_deployed(name: str) -> Any:
+    try:
+        from fairquant.quant.deployed import is_deployed, parse_deployed
+    except ImportError as e:
+        raise ConfigError(f"precision {name!r} needs the deployed toolchains ({e})") from None
+    if not is_deployed(name):
+        raise ConfigError(
+            f"unknown precision {name!r}; deployed precisions are toolchain:..., e.g. "
+            "torch:int8, ort:int8, torchao:int8wo"
+        )
+    return parse_deployed(name)
+
+
+def _transform(preprocess: Any, data: Any) -> Callable[[Inputs], Inputs] | None:
+    if preprocess is None:
+        return None
+    if isinstance(preprocess, Preprocess):
+        if isinstance(data, GroupedDataset):
+            return preprocess.transform(data.mean, data.std)
+        return preprocess.transform()
+    if callable(preprocess):
+        return preprocess
+    raise ConfigError(
+        f"preprocess must be a Preprocess or a function of a batch; got {type(preprocess).__name__}"
+    )
+
+
+def _calibration(
+    calibration: Any,
+    data: Any,
+    source: BatchSource,
+    size: int,
+    balanced: bool,
+    seed: int,
+    notes: list[str],
+) -> tuple[Inputs, dict[str, Any]]:
+    """Calibration inputs and how they were drawn (for the record)."""
+    if isinstance(calibration, (Tensor, dict)):
+        n = (
+            len(calibration)
+            if isinstance(calibration, Tensor)
+            else len(next(iter(calibration.values())))
+        )
+        return calibration, {"source": "given", "size": n}
+    if calibration is None and isinstance(data, GroupedDataset):
+        calibration = data.train
+        where = f"the training split of {data.spec.name}"
+    elif isinstance(calibration, Split):
+        where = "the given split"
+    elif calibration is None:
+        x = source.take(size)
+        n = inputs_len(x)
+        if balanced:
+            raise ConfigError(
+                "calib_balanced draws calibration samples per group from a split; pass "
+                "calibration=Split (e.g. the training split) to use it with streamed data"
+            )
+        notes.append(
+            f"calibrated on the first {n} audited samples ({source.description}): no "
+            "calibration set was given"
+        )
+        return x, {"source": "the first audited samples", "size": n}
+    else:
+        raise ConfigError(
+            "calibration must be inputs (a tensor or dict of tensors) or a Split; got "
+            f"{type(calibration).__name__}"
+        )
+    index = calibration_indices(calibration, size, balanced=balanced, seed=seed)
+    return calibration.x[index], {
+        "source": where,
+        "size": len(index),
+        "balanced": balanced,
+        "seed": seed,
+    }
+
+
+def _module_predict(model: nn.Module) -> Predict:
+    model.eval()
+    dtype = model_dtype(model)
+
+    def cast(t: Tensor) -> Tensor:
+        return t.to(dtype) if t.is_floating_point() else t
+
+    @torch.inference_mode()
+    def predict(x: Inputs) -> Tensor:
+        x = map_inputs(x, cast)
+        return (model(x) if isinstance(x, Tensor) else model(**x)).float()
+
+    return predict
+
+
+def _predictor(
+    model: Any, precision: Any, quantize: Quantizer, calib: Any, work: Path | None, is_onnx: bool
+) -> tuple[Predict, int | None, int | None]:
+    """How to predict at ``precision``, its packed size and its artifact's size on disk."""
+    if not isinstance(precision, Precision):
+        from fairquant.quant.deployed import build_deployed
+
+        assert work is not None
+        folder = work / precision.name.replace(":", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        built = build_deployed(precision, model, calib, workdir=folder)
+        return built.predict, None, int(built.size_bytes)
+    if is_onnx:
+        return model.predict, None, Path(model.path).stat().st_size
+    copy = (
+        quantize_model(model, precision) if precision.is_reference else quantize(model, precision)
+    )
+    return _module_predict(copy), packed_size_bytes(model, precision), None
+
+
+def _evaluate(
+    predict: Predict,
+    source: BatchSource,
+    transform: Callable[[Inputs], Inputs] | None,
+    num_classes: int | None,
+    what: str,
+    *,
+    reference: tuple[np.ndarray | None, np.ndarray | None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Predicted classes and per-sample losses of one pass over ``source`` (and its y, g)."""
+    out = _Columns(source.size_hint() or 4096)
+    width = num_classes
+    for x, y, g in source:
+        if transform is not None:
+            x = transform(x)
+        logits = predict(x)
+        if logits.ndim != 2 or len(logits) != len(y):
+            raise ConfigError(
+                f"{what} returned shape {tuple(logits.shape)} for a batch of {len(y)}; expected "
+                "logits (batch, classes)"
+            )
+        if width is None:
+            width = logits.shape[1]
+        if logits.shape[1] != width:
+            raise ConfigError(
+                f"{what} outputs {logits.shape[1]} values per sample but the data has {width} "
+                "classes; expected one logit per class (--num-classes sets the model's classes)"
+            )
+        if len(y) and int(y.max()) >= width:
+            raise DataError(
+                f"{source.description} has class code {int(y.max())} but {what} outputs "
+                f"{width} classes"
+            )
+        out.add(
+            pred=logits.argmax(1).numpy(),
+            loss=per_sample_loss(logits, y).numpy(),
+            y=y.numpy(),
+            g=g.numpy(),
+        )
+    if out.n == 0:
+        raise DataError(f"{source.description} yielded no samples")
+    cols = out.columns()
+    y_ref, g_ref = reference
+    if y_ref is not None and not (
+        np.array_equal(y_ref, cols["y"]) and np.array_equal(g_ref, cols["g"])
+    ):
+        raise DataError(
+            f"{source.description} yielded other samples on a second pass (a shuffling "
+            "DataLoader?); an audit reads the data once per precision: use shuffle=False"
+        )
+    assert width is not None
+    return cols["pred"], cols["loss"], cols["y"], cols["g"], width
+
+
+class _Columns:
+    """Per-sample outputs of a pass, copied into arrays that double when full.
+
+    Nothing allocated for a batch outlives it: keeping each batch's small output arrays in a list
+    pinned glibc's heap between the batches' transient tensors, and a streamed audit's peak RSS
+    grew with the data (by ~60 KB a sample of 27 KB in ``bench/stream_memory.py``).
+    """
+
+    DTYPES: ClassVar[dict[str, type]] = {
+        "pred": np.int64,
+        "loss": np.float64,
+        "y": np.int64,
+        "g": np.int64,
+    }
+
+    def __init__(self, capacity: int) -> None:
+        self.n = 0
+        self.arrays = {k: np.empty(max(capacity, 1), dtype) for k, dtype in self.DTYPES.items()}
+
+    def add(self, **values: np.ndarray) -> None:
+        b = len(values["y"])
+        size = len(self.arrays["y"])
+        if self.n + b > size:
+            while size < self.n + b:
+                size *= 2
+            for k, a in self.arrays.items():
+                grown = np.empty(size, a.dtype)
+                grown[: self.n] = a[: self.n]
+                self.arrays[k] = grown
+        for k, v in values.items():
+            self.arrays[k][self.n : self.n + b] = v
+        self.n += b
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {k: a[: self.n] for k, a in self.arrays.items()}
+
+
+def _group_names(
+    given: Sequence[str] | None, declared: list[str] | None, g: np.ndarray, where: str
+) -> list[str]:
+    names = list(given) if given is not None else declared
+    k = int(g.max()) + 1 if len(g) else 0
+    if names is None:
+        return [str(a) for a in range(k)]
+    if k > len(names):
+        raise DataError(
+            f"{where} has group code {k - 1} but {len(names)} group names {list(names)}"
+        )
+    return [str(n) for n in names]
 
 
 def _tidy(
     frame: FairnessFrame,
-    order: list[Precision],
+    order: list[Any],
     method: str,
     *,
     sizes: dict[str, int],
@@ -177,10 +644,146 @@ def _tidy(
     )
     table = pd.concat([frame.table, size_rows], ignore_index=True)
     table = table.rename(columns={"model": "precision"})
-    table.insert(
-        0, "method", [method if not by_name[n].is_reference else "none" for n in table.precision]
-    )
+    table.insert(0, "method", [_method(by_name[n], method) for n in table.precision])
     table.insert(2, "bits", [by_name[n].bits for n in table.precision])
+    return _ordered(table, order)
+
+
+def _method(precision: Any, method: str) -> str:
+    return "none" if isinstance(precision, Precision) and precision.is_reference else method
+
+
+def _ordered(table: pd.DataFrame, order: list[Any]) -> pd.DataFrame:
     order_index = {p.name: i for i, p in enumerate(order)}
     table = table.sort_values("precision", key=lambda c: c.map(order_index), kind="stable")
     return table.reset_index(drop=True)[COLUMNS]
+
+
+def _merge(table: pd.DataFrame, extra: pd.DataFrame, order: list[Any]) -> pd.DataFrame:
+    return _ordered(pd.concat([table, extra], ignore_index=True), order)
+
+
+def _deployed_rows(
+    order: list[Any],
+    predictions: dict[str, np.ndarray],
+    g: np.ndarray,
+    names: list[str],
+    artifacts: dict[str, int],
+    n_bootstrap: int,
+    confidence: float,
+    random_state: int,
+    method: str,
+) -> pd.DataFrame:
+    """For each deployed precision: agreement (%) of its predictions with fp32's and with its
+    simulated twin's, per group and overall with group-stratified bootstrap intervals (the
+    audit's resampling scheme), and its artifact's size on disk."""
+    rows = []
+    reference = order[0].name
+    for p in order:
+        if isinstance(p, Precision) and p.name not in artifacts:
+            continue
+        if p.name in artifacts:
+            b = float(artifacts[p.name])
+            ci = b if n_bootstrap else float("nan")
+            rows.append((_method(p, method), p.name, p.bits, ALL, "artifact_bytes", b, ci, ci))
+        if isinstance(p, Precision):
+            continue
+        others = [("agreement_fp32", reference)]
+        twin = getattr(p, "twin", None)
+        if twin is not None and twin in predictions:
+            others.append(("agreement_twin", twin))
+        for metric, other in others:
+            agree = (predictions[p.name] == predictions[other]).astype(np.float64)
+            for group, value, low, high in _agreement(
+                agree, g, names, n_bootstrap, confidence, random_state
+            ):
+                rows.append((method, p.name, p.bits, group, metric, value, low, high))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _agreement(
+    agree: np.ndarray,
+    g: np.ndarray,
+    names: list[str],
+    n_bootstrap: int,
+    confidence: float,
+    random_state: int,
+) -> Iterable[tuple[str, float, float, float]]:
+    """(group, % agreeing, interval) per non-empty group and for ``all``."""
+    k = len(names)
+    counts = np.bincount(g, minlength=k).astype(np.float64)
+    sums = np.bincount(g, weights=agree, minlength=k)
+    low = high = None
+    if n_bootstrap:
+        boot, totals = stratified_bootstrap_sums(
+            agree[:, None],
+            g,
+            k,
+            n_bootstrap=n_bootstrap,
+            random_state=random_state,
+            totals=agree[:, None],
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_group = 100 * boot[:, :, 0] / counts
+        overall = 100 * totals[:, 0] / len(agree)
+        replicates = np.concatenate([per_group, overall[:, None]], axis=1)
+        low, high = percentile_interval(replicates, confidence, axis=0)
+    values = [*(100 * sums / np.maximum(counts, 1)), 100 * agree.mean()]
+    for a, name in enumerate([*names, ALL]):
+        if a < k and counts[a] == 0:
+            continue
+        lo = float(low[a]) if low is not None else float("nan")
+        hi = float(high[a]) if high is not None else float("nan")
+        yield name, float(values[a]), lo, hi
+
+
+def _record(
+    loaded: LoadedModel,
+    data: Any,
+    source: BatchSource,
+    preprocess: Any,
+    order: list[Any],
+    y: np.ndarray,
+    **fields: Any,
+) -> dict[str, Any]:
+    """What ``audit.json`` holds: enough to say what was audited and to audit it again."""
+    if loaded.source is not None:
+        model = loaded.source.to_dict()
+    else:
+        model = {"kind": "python", "name": type(loaded.model).__name__}
+    if isinstance(data, GroupedDataset):
+        data_record: dict[str, Any] = {
+            "spec": data.spec.to_dict(),
+            "split": "test",
+            "target": data.target,
+            "group": data.group,
+            "samples": len(y),
+        }
+    else:
+        data_record = {"description": source.description, "samples": len(y)}
+    pre: dict[str, Any] | None = None
+    if isinstance(preprocess, Preprocess):
+        pre = preprocess.to_dict()
+    elif preprocess is not None:
+        pre = {"function": getattr(preprocess, "__qualname__", type(preprocess).__name__)}
+    if isinstance(data, GroupedDataset):
+        # what the model saw: the data's decoding (size, channels) and, unless stated, its own
+        # standardization (images: per channel; tables: per feature)
+        pre = pre or Preprocess().to_dict()
+        if data.test.x.ndim == 4:
+            pre["image_size"] = pre["image_size"] or data.image_size[0]
+            pre["channels"] = pre["channels"] or data.in_channels
+        if pre.get("mean") is None:
+            pre["mean"], pre["std"] = list(data.mean), list(data.std)
+            pre["normalization"] = "the data's own: the training split's mean and std"
+    return {
+        "schema": AUDIT_SCHEMA,
+        "fairquant_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "model": model,
+        "data": data_record,
+        "preprocessing": pre,
+        "precisions": [p.name for p in order],
+        **fields,
+    }

@@ -9,26 +9,53 @@ from typing import Annotated
 
 import typer
 
-from fairquant._audit import AuditResult, audit_model
+from fairquant._audit import AUDIT_JSON, AuditResult
+from fairquant._audit import audit as run_audit
 from fairquant.cli._app import (
     CHECKPOINT,
     FIGURE,
     RESULTS,
     Bootstrap,
+    DataOptions,
+    Grayscale,
+    Group,
+    ImageSize,
     Model,
     Quiet,
+    Root,
+    Target,
     app,
     console,
+    data_spec,
     user_errors,
 )
 from fairquant.data import GroupedDataset, default_digits_spec, load_dataset
+from fairquant.data.preprocess import Preprocess, parse_floats
 from fairquant.errors import ConfigError
+from fairquant.metrics.verdict import Tolerance, Verdict
 from fairquant.models import ModelSpec
+from fairquant.models.load import LoadedModel, ModelSource, load_model, parse_model_source
 from fairquant.quant import DEFAULT_PRECISIONS, parse_precisions
 from fairquant.quant.methods import make_quantizer
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG
 from fairquant.report import accuracy_table, plot_group_accuracy
+from fairquant.report.verdict import exit_code, summary_lines, write_verdict
 from fairquant.train import TrainConfig, fit, load_checkpoint, save_checkpoint
+
+PRECISIONS_HELP = (
+    "Comma-separated precisions. Simulated (fairquant's quantizer): fp32, fp16, bf16, "
+    "int2..int16 with suffixes -pc (per channel), -fl<k> (first/last layers at k bits), "
+    "-a<k> (static activations, calibrated), -da<k> (dynamic activations), -bn (BatchNorm "
+    "folded), or @FILE.json (per-layer bits). Deployed (the toolchain's own artifact): "
+    "torch:int8 (PyTorch's x86 int8 kernels), ort:int8, ort:int8-pc, ort:int8-dynamic (ONNX "
+    "Runtime, extra onnx), torchao:int8wo, torchao:int4wo, torchao:int8dq (extra torchao)."
+)
+MODEL_HELP = (
+    "A model trained elsewhere: torchvision:NAME or timm:NAME with --weights FILE; "
+    "package.module:function, which IMPORTS AND RUNS that Python code (only this option "
+    "does) and takes --weights optionally; or FILE.onnx, run by ONNX Runtime (nothing in the "
+    "file is executed). Instead of --checkpoint."
+)
 
 
 def audit_and_report(
@@ -46,38 +73,53 @@ def audit_and_report(
     calib_size: int = 256,
     calib_balanced: bool = False,
     n_bootstrap: int = 1000,
-) -> AuditResult:
-    parsed = parse_precisions(precisions)
-    quantize = make_quantizer(
-        method,
-        parsed,
-        dataset.train,
-        qat_config=qat_config,
-        lsq=lsq,
-        calibration=calibration,
+    preprocess: Preprocess | None = None,
+    tolerance: Tolerance | None = None,
+) -> tuple[AuditResult, Verdict | None]:
+    """Audit ``model`` (an nn.Module, or a LoadedModel that records its source) on the test
+    split of ``dataset``; write results.csv, audit.json and the figure; print the table. With a
+    ``tolerance``, also judge it (verdict.json, verdict.junit.xml) and print the verdict first."""
+    quantize = None
+    if method != "ptq":  # QAT fine-tunes each simulated precision (make_quantizer checks them)
+        simulated = parse_precisions([t for t in precisions.split(",") if ":" not in t])
+        quantize = make_quantizer(
+            method,
+            simulated,
+            dataset.train,
+            qat_config=qat_config,
+            lsq=lsq,
+            seed=dataset.spec.seed,
+            show_progress=not quiet,
+        )
+    result = run_audit(
+        model,
+        dataset,
+        precisions=precisions,
+        preprocess=preprocess,
         calib_size=calib_size,
         calib_balanced=calib_balanced,
-        seed=dataset.spec.seed,
-        show_progress=not quiet,
-    )
-    result = audit_model(
-        model,
-        dataset.test,
-        dataset.group_names,
-        parsed,
+        calib_seed=dataset.spec.seed,
+        calibration_method=calibration,
         method=method,
         quantize=quantize,
-        show_progress=not quiet,
+        batch_size=512,
         n_bootstrap=n_bootstrap,
+        show_progress=not quiet,
     )
     train_counts = dataset.counts()["train"]
     csv = result.to_csv(out / RESULTS)
+    record = result.write_record(out / AUDIT_JSON)
     png = plot_group_accuracy(result, out / FIGURE, train_counts=train_counts, title=title)
+    judged, written = None, []
+    if tolerance is not None:
+        judged, written = write_verdict(result, tolerance, out, n_bootstrap=n_bootstrap)
+        for line in summary_lines(judged):
+            console.print(line, markup=False, highlight=False)
     console.print(accuracy_table(result, train_counts=train_counts, title=title))
-    for note in result.notes:
+    for note in [*result.notes, *(judged.notes if judged else [])]:
         console.print(f"[yellow]note:[/] {note}")
-    console.print(f"wrote {csv} and {png}")
-    return result
+    console.print(f"wrote {', '.join(map(str, [csv, record, *written]))} and {png}")
+    return result, judged
 
 
 @app.command()
@@ -122,7 +164,7 @@ def quickstart(
         )
         console.print(f"wrote {ckpt}")
         audit_and_report(
-            net,
+            LoadedModel(net, ModelSource("checkpoint", str(ckpt))),
             dataset,
             precisions,
             out,
@@ -135,12 +177,55 @@ def quickstart(
 
 @app.command()
 def audit(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint written by `fairquant train`.")],
-    precisions: Annotated[str, typer.Option(help="Comma-separated precisions.")] = ",".join(
-        DEFAULT_PRECISIONS
-    ),
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint written by `fairquant train`.")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help=MODEL_HELP)] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="State_dict for --model: a torch.save file (read with weights_only=True) or "
+            ".safetensors (extra safetensors)."
+        ),
+    ] = None,
+    num_classes: Annotated[
+        int | None, typer.Option(min=1, help="Classes the model outputs (default: the data's).")
+    ] = None,
+    in_channels: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Input channels the model takes, or a table's feature count (default: "
+            "the data's; gray data is "
+            "repeated to 3 channels for a 3-channel model).",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Registered dataset to audit --model on (or 'table').")
+    ] = None,
+    root: Root = None,
+    target: Target = None,
+    group: Group = None,
+    image_size: ImageSize = None,
+    grayscale: Grayscale = None,
+    option: DataOptions = None,
+    seed: Annotated[int, typer.Option(help="Seed of the data's split (--model).")] = 0,
+    mean: Annotated[
+        str | None,
+        typer.Option(
+            help="The model's input normalization, (pixels in [0,1] - mean) / std, one value "
+            "or one per channel, e.g. 0.485,0.456,0.406 (default: the data's own, the training "
+            "split's mean and std)."
+        ),
+    ] = None,
+    std: Annotated[str | None, typer.Option(help="See --mean, e.g. 0.229,0.224,0.225.")] = None,
+    precisions: Annotated[str, typer.Option(help=PRECISIONS_HELP)] = ",".join(DEFAULT_PRECISIONS),
     out: Annotated[
-        Path | None, typer.Option(help="Folder for results (default: beside the checkpoint).")
+        Path | None,
+        typer.Option(
+            help="Folder for results.csv and audit.json (default: beside the checkpoint, or "
+            "fairquant-audit)."
+        ),
     ] = None,
     method: Annotated[
         str, typer.Option(help="ptq (post-training) or qat (fine-tune through fake quantization).")
@@ -162,22 +247,93 @@ def audit(
     ] = False,
     quiet: Quiet = False,
     bootstrap: Bootstrap = 1000,
+    max_drop: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Tolerance: accuracy points any group may lose against fp32 (e.g. 2), and "
+            "repeatable GROUP=POINTS overrides (--max-drop Others=1). Writes verdict.json and "
+            "verdict.junit.xml and prints the verdict per precision (docs/verdict.md)."
+        ),
+    ] = None,
+    max_phi: Annotated[
+        float | None, typer.Option(min=0, help="Tolerance on phi(D) (with --max-drop).")
+    ] = None,
+    gate: Annotated[
+        bool,
+        typer.Option(help="Exit 0 if every precision passes, 3 if any fails, 4 if inconclusive."),
+    ] = False,
 ) -> None:
-    """Quantize a trained model to each precision and compare its groups on the test split."""
+    """Quantize a model to each precision and compare its groups on the test split.
+
+    The model is a checkpoint of `fairquant train` (its data is rebuilt from it), or one
+    trained elsewhere (--model, with the data options --dataset --root --target --group
+    --image-size -o): results.csv and audit.json record what was audited.
+    """
     with user_errors():
-        ckpt = load_checkpoint(checkpoint)
-        dataset = load_dataset(ckpt.data_spec)
-        if dataset.classes != ckpt.classes or dataset.group_names != ckpt.group_names:
-            raise ConfigError(
-                f"the data rebuilt for {checkpoint} no longer matches it: classes "
-                f"{dataset.classes} vs {ckpt.classes}, groups {dataset.group_names} vs "
-                f"{ckpt.group_names}"
+        tolerance = Tolerance.parse(max_drop, max_phi)
+        if gate and tolerance is None:
+            raise ConfigError("--gate needs a tolerance to judge against: --max-drop POINTS")
+        if (checkpoint is None) == (model is None):
+            raise ConfigError("give either --checkpoint FILE or --model SOURCE (see --help)")
+        preprocess = None
+        if mean is not None or std is not None:
+            if mean is None or std is None:
+                raise ConfigError("--mean and --std go together")
+            preprocess = Preprocess(
+                mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std")
             )
-        audit_and_report(
-            ckpt.model,
-            dataset,
+        if checkpoint is not None:
+            if dataset is not None or weights is not None:
+                raise ConfigError(
+                    "--checkpoint rebuilds its own model and data; --dataset and --weights go "
+                    "with --model"
+                )
+            ckpt = load_checkpoint(checkpoint)
+            data = load_dataset(ckpt.data_spec)
+            if data.classes != ckpt.classes or data.group_names != ckpt.group_names:
+                raise ConfigError(
+                    f"the data rebuilt for {checkpoint} no longer matches it: classes "
+                    f"{data.classes} vs {ckpt.classes}, groups {data.group_names} vs "
+                    f"{ckpt.group_names}"
+                )
+            loaded = LoadedModel(ckpt.model, ModelSource("checkpoint", str(checkpoint)))
+            title = f"{ckpt.data_spec.name}, {ckpt.model_spec.name}: test accuracy (%) by "
+            title += ckpt.group
+            folder = out or checkpoint.parent
+        else:
+            assert model is not None
+            source = parse_model_source(model, weights=weights)
+            if dataset is None:
+                raise ConfigError(
+                    f"--model {model} needs the data to audit it on: --dataset NAME --root PATH "
+                    "(fairquant datasets lists them; 'table' reads a CSV or Parquet table)"
+                )
+            spec = data_spec(
+                dataset,
+                root=root,
+                target=target,
+                group=group,
+                imbalance="none",
+                seed=seed,
+                option=option,
+                grayscale=grayscale,
+                image_size=image_size,
+            )
+            data = load_dataset(spec)
+            loaded = load_model(
+                source,
+                num_classes=num_classes or data.num_classes,
+                in_channels=in_channels or data.in_channels,
+            )
+            if in_channels is not None and in_channels != data.in_channels:
+                preprocess = replace(preprocess or Preprocess(), channels=in_channels)
+            title = f"{dataset}, {model}: test accuracy (%) by {data.group}"
+            folder = out or Path("fairquant-audit")
+        _, judged = audit_and_report(
+            loaded,
+            data,
             precisions,
-            out or checkpoint.parent,
+            folder,
             quiet=quiet,
             method=method,
             qat_config=replace(DEFAULT_QAT_CONFIG, epochs=qat_epochs, lr=qat_lr),
@@ -185,7 +341,10 @@ def audit(
             calibration=calibration,
             calib_size=calib_size,
             calib_balanced=calib_balanced,
-            title=f"{ckpt.data_spec.name}, {ckpt.model_spec.name}: test accuracy (%) by "
-            f"{ckpt.group}",
+            title=title,
             n_bootstrap=bootstrap,
+            preprocess=preprocess,
+            tolerance=tolerance,
         )
+    if gate and judged is not None:
+        raise typer.Exit(exit_code(judged))

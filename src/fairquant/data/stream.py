@@ -119,10 +119,21 @@ class BatchSource:
     class_names: list[str] | None
     split: Split | None
     _batches: Callable[[], Iterator[object]]
+    #: What ``len`` gives the number of samples of (a Dataset), for :meth:`size_hint`.
+    _sized: object = None
 
     def __iter__(self) -> Iterator[Batch]:
         for i, batch in enumerate(self._batches()):
             yield check_batch(batch, f"{self.description}, batch {i}")
+
+    def size_hint(self) -> int | None:
+        """Samples in the data when it can tell (a sized Dataset), else None."""
+        if self.split is not None:
+            return len(self.split)
+        try:
+            return len(self._sized)  # type: ignore[arg-type]
+        except TypeError:
+            return None
 
     def take(self, n: int) -> Inputs:
         """The inputs of the first ``n`` samples (fewer if the data has fewer)."""
@@ -175,6 +186,7 @@ def as_batches(data: object, *, batch_size: int = 256) -> BatchSource:
             _names(data, "classes") or _names(data.dataset, "classes"),
             None,
             lambda: iter(data),
+            data.dataset,
         )
     if isinstance(data, Dataset):
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)
@@ -184,6 +196,7 @@ def as_batches(data: object, *, batch_size: int = 256) -> BatchSource:
             _names(data, "classes"),
             None,
             lambda: iter(loader),
+            data,
         )
     raise ConfigError(
         "data must be a GroupedDataset, a Split, a torch Dataset of (x, y, g) samples or a "

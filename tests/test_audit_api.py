@@ -1,0 +1,234 @@
+"""fairquant.audit: the public entry, its record (audit.json) and the `audit` command."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import fairquant
+from fairquant._audit import AUDIT_SCHEMA, audit, audit_model, read_audit_json
+from fairquant.cli import app
+from fairquant.data.preprocess import Preprocess
+from fairquant.errors import ConfigError, DataError
+from fairquant.models import SmallCNN
+from fairquant.models.load import LoadedModel, ModelSource
+from fairquant.quant import parse_precisions
+
+pytestmark = pytest.mark.filterwarnings("ignore:cev and sde")
+
+
+@pytest.fixture
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return SmallCNN(in_channels=1, num_classes=3).eval()
+
+
+def test_exported_from_the_package():
+    assert fairquant.audit is audit
+    assert fairquant.Preprocess is Preprocess
+    assert fairquant.load_model.__name__ == "load_model"
+
+
+def test_audit_equals_audit_model_on_a_split(tiny_dataset, model):
+    old = audit_model(
+        model,
+        tiny_dataset.test,
+        tiny_dataset.group_names,
+        parse_precisions("int8,int4"),
+        show_progress=False,
+        n_bootstrap=0,
+    )
+    new = audit(model, tiny_dataset, precisions=["int8", "int4"], n_bootstrap=0)
+    pd.testing.assert_frame_equal(old.table, new.table)
+    assert new.record["data"]["spec"]["name"] == "tiny"
+
+
+def test_record_round_trip(tmp_path, tiny_dataset, model):
+    loaded = LoadedModel(model, ModelSource("checkpoint", str(tmp_path / "none.pt")))
+    (tmp_path / "none.pt").write_bytes(b"weights")
+    result = audit(loaded, tiny_dataset, precisions="int4", n_bootstrap=0, random_state=3)
+    result.write_record(tmp_path / "audit.json")
+    record = read_audit_json(tmp_path)
+    assert record["schema"] == AUDIT_SCHEMA
+    assert record["model"]["kind"] == "checkpoint"
+    assert len(record["model"]["sha256"]) == 64
+    assert record["precisions"] == ["fp32", "int4"]
+    assert record["random_state"] == 3 and record["n_bootstrap"] == 0
+    assert record["preprocessing"]["normalization"].startswith("the data's own")
+    assert record["fairquant_version"] == fairquant.__version__
+    (tmp_path / "other.json").write_text(json.dumps({"schema": "x/1"}))
+    with pytest.raises(DataError, match=r"has schema 'x/1'; expected 'fairquant\.audit/1'"):
+        read_audit_json(tmp_path / "other.json")
+
+
+def test_preprocess_undoes_the_data_normalization(tiny_dataset, model):
+    """mean/std given: the model sees (pixels - mean) / std, whatever the data applied."""
+    pre = Preprocess(mean=(0.5,), std=(0.25,))
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, x):
+            seen.append(x)
+            return model(x)
+
+    data = tiny_dataset
+    data.mean, data.std = (0.2,), (2.0,)
+    result = audit(Spy(), data, precisions="fp32", preprocess=pre, n_bootstrap=0)
+    expected = ((data.test.x * 2.0 + 0.2) - 0.5) / 0.25
+    torch.testing.assert_close(torch.cat(seen), expected)
+    assert result.record["preprocessing"]["mean"] == [0.5]
+
+
+def test_gray_images_repeated_for_a_three_channel_model(tiny_dataset):
+    torch.manual_seed(0)
+    rgb = SmallCNN(in_channels=3, num_classes=3).eval()
+    result = audit(
+        rgb, tiny_dataset, precisions="fp32", preprocess=Preprocess(channels=3), n_bootstrap=0
+    )
+    expected = rgb(tiny_dataset.test.x.expand(-1, 3, -1, -1)).argmax(1).numpy()
+    assert (result.samples.predictions["fp32"] == expected).all()
+
+
+def test_output_width_that_differs_from_the_classes(tiny_dataset):
+    torch.manual_seed(0)
+    four = SmallCNN(in_channels=1, num_classes=4)
+    with pytest.raises(ConfigError, match="outputs 4 values per sample but the data has 3"):
+        audit(four, tiny_dataset, precisions="fp32", n_bootstrap=0)
+
+
+def test_bad_model_and_precision_arguments(tiny_dataset, model):
+    with pytest.raises(ConfigError, match=r"a path must name an \.onnx file"):
+        audit("model.pt", tiny_dataset)
+    with pytest.raises(ConfigError, match="precision 'int9x'"):
+        audit(model, tiny_dataset, precisions="int8,int9x")
+
+
+def test_deployed_precision_has_agreement_and_artifact_size(random_images, model):
+    pytest.importorskip("fairquant.quant.deployed")
+    data = random_images(40, 30, 8)
+    result = audit(model, data, precisions="int8-a8,torch:int8", n_bootstrap=200)
+    table = result.table[result.table.precision == "torch:int8"]
+    metrics = set(table.metric)
+    assert {"agreement_fp32", "artifact_bytes", "accuracy"} <= metrics
+    agree = table[(table.metric == "agreement_fp32") & (table.group == "all")].iloc[0]
+    fp32 = result.samples.predictions["fp32"]
+    expected = 100 * np.mean(result.samples.predictions["torch:int8"] == fp32)
+    assert agree.value == pytest.approx(expected)
+    assert agree.ci_low <= agree.value <= agree.ci_high
+    assert table[table.metric == "artifact_bytes"].value.iloc[0] > 0
+
+
+# ---- the command --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def table_and_factory(tmp_path, monkeypatch):
+    """A CSV with a real group column and a user's MLP factory in the working folder."""
+    rng = np.random.default_rng(0)
+    n = 120
+    x = rng.normal(size=(n, 3))
+    frame = pd.DataFrame(x, columns=["f1", "f2", "f3"])
+    frame["label"] = (x[:, 0] + 0.3 * rng.normal(size=n) > 0).astype(int)
+    frame["sex"] = np.where(rng.random(n) < 0.3, "female", "male")
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    (tmp_path / "fq_cli_models.py").write_text(
+        textwrap.dedent(
+            """
+            import torch.nn as nn
+
+            def mlp(num_classes, in_channels):
+                return nn.Sequential(nn.Linear(in_channels, 8), nn.ReLU(),
+                                     nn.Linear(8, num_classes))
+            """
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    import sys
+
+    sys.modules.pop("fq_cli_models", None)
+
+
+def test_cli_audits_a_factory_model_on_a_table(table_and_factory):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
+    torch.save(net.state_dict(), table_and_factory / "mlp.pt")
+    args = [
+        "audit",
+        "--model",
+        "fq_cli_models:mlp",
+        "--weights",
+        "mlp.pt",
+        "--dataset",
+        "table",
+        "--root",
+        "data.csv",
+        "--group",
+        "sex",
+        "--precisions",
+        "fp32,int8,int4",
+        "--bootstrap",
+        "0",
+        "-q",
+        "--out",
+        "out",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(table_and_factory / "out" / "results.csv")
+    assert set(table.group) == {"female", "male", "all"}
+    record = read_audit_json(table_and_factory / "out")
+    assert record["model"]["name"] == "fq_cli_models:mlp"
+    assert record["data"]["spec"]["group"] == "sex"
+    assert "help" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--model", "resnet18", "--dataset", "table", "--root", "data.csv"],
+            "unknown model source 'resnet18'",
+        ),
+        (
+            [
+                "--model",
+                "fq_cli_models:mlp",
+                "--dataset",
+                "table",
+                "--root",
+                "data.csv",
+                "--num-classes",
+                "3",
+                "--group",
+                "sex",
+            ],
+            "outputs 3 values per sample but the data has 2 classes",
+        ),
+        (["--model", "fq_cli_models:mlp"], "needs the data to audit it on"),
+        (
+            ["--model", "fq_cli_models:mlp", "--dataset", "table", "--root", "data.csv"],
+            r"lacks column\(s\) \['group'\]",
+        ),
+        ([], "give either --checkpoint FILE or --model SOURCE"),
+    ],
+)
+def test_cli_errors_are_one_line(table_and_factory, extra, message):
+    result = CliRunner().invoke(app, ["audit", *extra, "-q", "--bootstrap", "0"])
+    assert result.exit_code == 2, result.output
+    import re
+
+    assert re.search(message, result.output.replace("\n", " ")), result.output
+
+
+def test_cli_help_says_the_factory_runs_code():
+    result = CliRunner().invoke(app, ["audit", "--help"], env={"COLUMNS": "200"})
+    assert "IMPORTS AND RUNS" in result.output
+    assert "torch:int8" in result.output
