@@ -60,7 +60,7 @@ def accuracy_table(
     table.add_row("all", *pad, *(f"{v:.1f}" for v in overall["accuracy"]), style="bold")
     table.add_row("phi(D)", *pad, *(f"{v:.3f}" for v in overall["phi"]), style="bold magenta")
     _add_interval_rows(result, table, pad)
-    sizes = overall["size_bytes"]
+    sizes = overall.reindex(columns=["size_bytes"])["size_bytes"]  # none: an ONNX model
     if "artifact_bytes" in overall:  # a deployed precision: the size of its artifact on disk
         sizes = sizes.fillna(overall["artifact_bytes"])
     table.add_row("size KiB", *pad, *(f"{v / 1024:.1f}" for v in sizes))
