@@ -217,7 +217,7 @@ def test_cli_audits_a_factory_model_on_a_table(table_and_factory):
             ["--model", "fq_cli_models:mlp", "--dataset", "table", "--root", "data.csv"],
             r"lacks column\(s\) \['group'\]",
         ),
-        ([], "give either --checkpoint FILE or --model SOURCE"),
+        ([], "give either a checkpoint or a model source"),
     ],
 )
 def test_cli_errors_are_one_line(table_and_factory, extra, message):

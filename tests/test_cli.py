@@ -45,7 +45,15 @@ def test_quickstart_end_to_end(tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert "phi(D)" in r.output and "int4" in r.output
-    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "results.csv", "group_accuracy.png"}
+    assert 0 <= r.output.index("Verdict") < r.output.index("phi(D)")  # default tolerance, first
+    assert {p.name for p in out.iterdir()} == {
+        "checkpoint.pt",
+        "results.csv",
+        "group_accuracy.png",
+        "audit.json",
+        "verdict.json",
+        "verdict.junit.xml",
+    }
     table = pd.read_csv(out / "results.csv")
     assert list(table.columns)[:6] == ["method", "precision", "bits", "group", "metric", "value"]
     assert set(table.precision) == {"fp32", "fp16", "int8", "int4", "int2"}

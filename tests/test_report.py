@@ -196,6 +196,35 @@ def test_an_audit_output_folder_is_a_run_with_one_cell(run_dir, tmp_path):
     assert len(table) == len(audit)
 
 
+def test_an_audit_folder_is_named_by_its_audit_json(tmp_path):
+    """`fairquant audit --out` writes audit.json; the report names dataset and model from it and
+    shows the record in its setup section."""
+    out = tmp_path / "audit-out"
+    r = CliRunner().invoke(
+        app,
+        [
+            "quickstart",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--width",
+            "4",
+            "--precisions",
+            "fp32,int4",
+            "--bootstrap",
+            "0",
+            "--quiet",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["report", str(out), "--format", "html"])
+    assert r.exit_code == 0, r.output
+    html = (out / "report.html").read_text()
+    assert "taken as &#39;digits&#39;" in html and "checkpoint:checkpoint.pt" in html
+    assert "fairquant.audit/1" in html  # audit.json shown as written
+
+
 def _write(folder: Path, table: pd.DataFrame) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / "results.csv", index=False)

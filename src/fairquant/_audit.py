@@ -14,7 +14,7 @@ import platform
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from fairquant import __version__
 from fairquant._io import atomic_write
 from fairquant._progress import progress_bar
-from fairquant.data.base import GroupedDataset, Split
+from fairquant.data import load_dataset
+from fairquant.data.base import DataSpec, GroupedDataset, Split
 from fairquant.data.preprocess import Preprocess
 from fairquant.data.stream import BatchSource, Inputs, as_batches, inputs_len, map_inputs
 from fairquant.errors import ConfigError, DataError
@@ -39,13 +40,14 @@ from fairquant.metrics.uncertainty import (
     percentile_interval,
     stratified_bootstrap_sums,
 )
-from fairquant.models.load import LoadedModel, load_model, parse_model_source
+from fairquant.models.load import LoadedModel, ModelSource, load_model, parse_model_source
 from fairquant.models.predict import model_dtype
 from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.model import quantize_model
 from fairquant.quant.precision import DEFAULT_PRECISIONS, Precision, parse_precision
 from fairquant.quant.size import packed_size_bytes
 from fairquant.schema import COLUMNS
+from fairquant.train.checkpoint import load_with_data
 
 __all__ = [
     "ALL",
@@ -54,10 +56,12 @@ __all__ = [
     "COLUMNS",
     "DEPLOYED_METRICS",
     "AuditResult",
+    "AuditTarget",
     "EmptyGroupWarning",
     "PerSample",
     "audit",
     "audit_model",
+    "load_target",
     "read_audit_json",
 ]
 
@@ -374,6 +378,67 @@ def audit_model(
 
 
 # ---- pieces -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditTarget:
+    """A model and the data to audit it on, as the command line names them: ``label`` is the
+    model's name (for titles) and ``preprocess`` the input the model expects, if stated."""
+
+    model: LoadedModel
+    data: GroupedDataset
+    preprocess: Preprocess | None
+    label: str
+
+
+def load_target(
+    *,
+    checkpoint: str | Path | None = None,
+    model: str | None = None,
+    weights: str | Path | None = None,
+    spec: DataSpec | None = None,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> AuditTarget:
+    """Load what to audit: a fairquant ``checkpoint`` with the data it was trained on (checked to
+    match), or a ``model`` source (``torchvision:NAME``, ``timm:NAME``, ``package.module:function``,
+    ``FILE.onnx``; see :func:`~fairquant.models.load.parse_model_source`) with its ``weights`` and
+    the data ``spec`` to audit it on. Classes and input channels default to the data's; ``mean``
+    and ``std`` state the model's own input normalization (pixels in [0, 1])."""
+    if (checkpoint is None) == (model is None):
+        raise ConfigError("give either a checkpoint or a model source (--checkpoint or --model)")
+    preprocess = None
+    if mean is not None or std is not None:
+        preprocess = Preprocess(
+            mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std)
+        )
+    if checkpoint is not None:
+        if spec is not None or weights is not None:
+            raise ConfigError(
+                f"checkpoint {checkpoint} rebuilds its own model and data; a dataset and weights "
+                "go with a model source (--model)"
+            )
+        ckpt, data = load_with_data(checkpoint)
+        loaded = LoadedModel(ckpt.model, ModelSource("checkpoint", str(checkpoint)))
+        return AuditTarget(loaded, data, preprocess, ckpt.model_spec.name)
+    assert model is not None  # narrowed by the either-or check above
+    source = parse_model_source(model, weights=weights)
+    if spec is None:
+        raise ConfigError(
+            f"model {model} needs the data to audit it on: --dataset NAME --root PATH "
+            "(fairquant datasets lists them; 'table' reads a CSV or Parquet table)"
+        )
+    data = load_dataset(spec)
+    loaded = load_model(
+        source,
+        num_classes=num_classes or data.num_classes,
+        in_channels=in_channels or data.in_channels,
+    )
+    if in_channels is not None and in_channels != data.in_channels:
+        preprocess = replace(preprocess or Preprocess(), channels=in_channels)
+    return AuditTarget(loaded, data, preprocess, model)
 
 
 def _as_loaded(model: Any) -> LoadedModel:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fairquant._audit import AUDIT_JSON, AuditResult
+from fairquant._audit import AUDIT_JSON, AuditResult, load_target
 from fairquant._audit import audit as run_audit
 from fairquant.cli._app import (
     CHECKPOINT,
@@ -25,6 +25,7 @@ from fairquant.cli._app import (
     Root,
     Target,
     app,
+    choice,
     console,
     data_spec,
     user_errors,
@@ -32,23 +33,31 @@ from fairquant.cli._app import (
 from fairquant.data import GroupedDataset, default_digits_spec, load_dataset
 from fairquant.data.preprocess import Preprocess, parse_floats
 from fairquant.errors import ConfigError
-from fairquant.metrics.verdict import Tolerance, Verdict
+from fairquant.metrics.policy import N_BOOTSTRAP
+from fairquant.metrics.verdict import DEFAULT_MAX_DROP, Tolerance, Verdict
 from fairquant.models import ModelSpec
-from fairquant.models.load import LoadedModel, ModelSource, load_model, parse_model_source
+from fairquant.models.load import LoadedModel, ModelSource
 from fairquant.quant import DEFAULT_PRECISIONS, parse_precisions
-from fairquant.quant.methods import make_quantizer
+from fairquant.quant.activations import CALIBRATIONS
+from fairquant.quant.methods import METHODS, make_quantizer
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG
 from fairquant.report import accuracy_table, plot_group_accuracy
 from fairquant.report.verdict import exit_code, summary_lines, write_verdict
-from fairquant.train import TrainConfig, fit, load_checkpoint, save_checkpoint
+from fairquant.train import TrainConfig, fit, save_checkpoint
 
+MethodChoice = choice("MethodChoice", METHODS)
+CalibrationChoice = choice("CalibrationChoice", CALIBRATIONS)
 PRECISIONS_HELP = (
     "Comma-separated precisions. Simulated (fairquant's quantizer): fp32, fp16, bf16, "
     "int2..int16 with suffixes -pc (per channel), -fl<k> (first/last layers at k bits), "
     "-a<k> (static activations, calibrated), -da<k> (dynamic activations), -bn (BatchNorm "
-    "folded), or @FILE.json (per-layer bits). Deployed (the toolchain's own artifact): "
-    "torch:int8 (PyTorch's x86 int8 kernels), ort:int8, ort:int8-pc, ort:int8-dynamic (ONNX "
-    "Runtime, extra onnx), torchao:int8wo, torchao:int4wo, torchao:int8dq (extra torchao)."
+    "folded), or @FILE.json (per-layer bits). Deployed (the toolchain's own artifact on its "
+    "kernels; docs/precisions.md): torch:int8[-rr] (PyTorch x86 int8; -rr: 7-bit "
+    "activations); ort:int8[-pc][-minmax|-entropy|-percentile][-rr] (ONNX Runtime static QDQ, "
+    "ORT's calibrator on the --calib-size images; -rr: 7-bit weights) and "
+    "ort:int8-dynamic[-pc][-rr] (extra onnx); torchao:int8wo, torchao:int8dq, "
+    "torchao:int4wo[-g32|-g64|-g128|-g256] (nn.Linear layers only; extra torchao). On x86 "
+    "CPUs without VNNI use -rr."
 )
 MODEL_HELP = (
     "A model trained elsewhere: torchvision:NAME or timm:NAME with --weights FILE; "
@@ -72,7 +81,7 @@ def audit_and_report(
     calibration: str = "minmax",
     calib_size: int = 256,
     calib_balanced: bool = False,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = N_BOOTSTRAP,
     preprocess: Preprocess | None = None,
     tolerance: Tolerance | None = None,
 ) -> tuple[AuditResult, Verdict | None]:
@@ -129,15 +138,23 @@ def quickstart(
     ] = Path("fairquant-quickstart"),
     model: Model = "resnet18",
     width: Annotated[int, typer.Option(help="Model width (channels of the first stage).")] = 8,
-    epochs: Annotated[int, typer.Option(min=1)] = 30,
-    seed: Annotated[int, typer.Option()] = 0,
+    epochs: Annotated[int, typer.Option(min=1)] = TrainConfig.epochs,
+    seed: Annotated[int, typer.Option()] = TrainConfig.seed,
     precisions: Annotated[str, typer.Option(help="Comma-separated precisions.")] = ",".join(
         DEFAULT_PRECISIONS
     ),
     quiet: Quiet = False,
-    bootstrap: Bootstrap = 1000,
+    bootstrap: Bootstrap = N_BOOTSTRAP,
+    max_drop: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Tolerance of the verdict: accuracy points any group may lose against fp32, "
+            f"and GROUP=POINTS overrides (default {DEFAULT_MAX_DROP:g})."
+        ),
+    ] = None,
 ) -> None:
-    """Train on the embedded imbalanced digits, quantize to every precision and audit the groups."""
+    """Train on the embedded imbalanced digits, quantize to every precision, audit the groups and
+    judge each precision against a tolerance (verdict.json)."""
     with user_errors():
         start = time.perf_counter()
         dataset = load_dataset(default_digits_spec(seed=seed))
@@ -171,6 +188,7 @@ def quickstart(
             quiet=quiet,
             title=f"digits (imbalanced), {model} w{width}: test accuracy (%) per class",
             n_bootstrap=bootstrap,
+            tolerance=Tolerance.parse(max_drop, None) or Tolerance(),
         )
         console.print(f"done in {time.perf_counter() - start:.0f}s")
 
@@ -228,17 +246,17 @@ def audit(
         ),
     ] = None,
     method: Annotated[
-        str, typer.Option(help="ptq (post-training) or qat (fine-tune through fake quantization).")
-    ] = "ptq",
+        MethodChoice,
+        typer.Option(help="ptq (post-training) or qat (fine-tune through fake quantization)."),
+    ] = MethodChoice.ptq,
     qat_epochs: Annotated[int, typer.Option(min=1, help="QAT fine-tuning epochs.")] = (
         DEFAULT_QAT_CONFIG.epochs
     ),
     qat_lr: Annotated[float, typer.Option(help="QAT learning rate.")] = DEFAULT_QAT_CONFIG.lr,
     qat_lsq: Annotated[bool, typer.Option(help="QAT learns step sizes (LSQ).")] = False,
     calibration: Annotated[
-        str,
-        typer.Option(help="Activation range rule for -a<k> precisions: minmax, percentile, mse."),
-    ] = "minmax",
+        CalibrationChoice, typer.Option(help="Activation range rule for -a<k> precisions.")
+    ] = CalibrationChoice.minmax,
     calib_size: Annotated[
         int, typer.Option(min=1, help="Calibration images (training split).")
     ] = 256,
@@ -246,7 +264,7 @@ def audit(
         bool, typer.Option(help="Draw calibration images equally from every group.")
     ] = False,
     quiet: Quiet = False,
-    bootstrap: Bootstrap = 1000,
+    bootstrap: Bootstrap = N_BOOTSTRAP,
     max_drop: Annotated[
         list[str] | None,
         typer.Option(
@@ -273,41 +291,8 @@ def audit(
         tolerance = Tolerance.parse(max_drop, max_phi)
         if gate and tolerance is None:
             raise ConfigError("--gate needs a tolerance to judge against: --max-drop POINTS")
-        if (checkpoint is None) == (model is None):
-            raise ConfigError("give either --checkpoint FILE or --model SOURCE (see --help)")
-        preprocess = None
-        if mean is not None or std is not None:
-            if mean is None or std is None:
-                raise ConfigError("--mean and --std go together")
-            preprocess = Preprocess(
-                mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std")
-            )
-        if checkpoint is not None:
-            if dataset is not None or weights is not None:
-                raise ConfigError(
-                    "--checkpoint rebuilds its own model and data; --dataset and --weights go "
-                    "with --model"
-                )
-            ckpt = load_checkpoint(checkpoint)
-            data = load_dataset(ckpt.data_spec)
-            if data.classes != ckpt.classes or data.group_names != ckpt.group_names:
-                raise ConfigError(
-                    f"the data rebuilt for {checkpoint} no longer matches it: classes "
-                    f"{data.classes} vs {ckpt.classes}, groups {data.group_names} vs "
-                    f"{ckpt.group_names}"
-                )
-            loaded = LoadedModel(ckpt.model, ModelSource("checkpoint", str(checkpoint)))
-            title = f"{ckpt.data_spec.name}, {ckpt.model_spec.name}: test accuracy (%) by "
-            title += ckpt.group
-            folder = out or checkpoint.parent
-        else:
-            assert model is not None
-            source = parse_model_source(model, weights=weights)
-            if dataset is None:
-                raise ConfigError(
-                    f"--model {model} needs the data to audit it on: --dataset NAME --root PATH "
-                    "(fairquant datasets lists them; 'table' reads a CSV or Parquet table)"
-                )
+        spec = None
+        if dataset is not None:
             spec = data_spec(
                 dataset,
                 root=root,
@@ -319,31 +304,33 @@ def audit(
                 grayscale=grayscale,
                 image_size=image_size,
             )
-            data = load_dataset(spec)
-            loaded = load_model(
-                source,
-                num_classes=num_classes or data.num_classes,
-                in_channels=in_channels or data.in_channels,
-            )
-            if in_channels is not None and in_channels != data.in_channels:
-                preprocess = replace(preprocess or Preprocess(), channels=in_channels)
-            title = f"{dataset}, {model}: test accuracy (%) by {data.group}"
-            folder = out or Path("fairquant-audit")
+        target_ = load_target(
+            checkpoint=checkpoint,
+            model=model,
+            weights=weights,
+            spec=spec,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            mean=None if mean is None else parse_floats(mean, "--mean"),
+            std=None if std is None else parse_floats(std, "--std"),
+        )
+        data = target_.data
+        folder = out or (checkpoint.parent if checkpoint else Path("fairquant-audit"))
         _, judged = audit_and_report(
-            loaded,
+            target_.model,
             data,
             precisions,
             folder,
             quiet=quiet,
-            method=method,
+            method=method.value,
             qat_config=replace(DEFAULT_QAT_CONFIG, epochs=qat_epochs, lr=qat_lr),
             lsq=qat_lsq,
-            calibration=calibration,
+            calibration=calibration.value,
             calib_size=calib_size,
             calib_balanced=calib_balanced,
-            title=title,
+            title=f"{data.spec.name}, {target_.label}: test accuracy (%) by {data.group}",
             n_bootstrap=bootstrap,
-            preprocess=preprocess,
+            preprocess=target_.preprocess,
             tolerance=tolerance,
         )
     if gate and judged is not None:

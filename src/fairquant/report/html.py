@@ -34,6 +34,7 @@ from fairquant.report.figures import plot_accuracy_lines
 from fairquant.report.pareto import plot_pareto
 from fairquant.report.rundir import RunDir, load_run
 from fairquant.report.summary import CELL, describe_tests, headlines, summary_words
+from fairquant.report.verdict import VERDICT_JSON, read_verdict_json
 
 FORMATS = ("html", "md", "tex")
 #: Digits shown per metric (accuracy-type numbers are in %).
@@ -550,6 +551,11 @@ def write_report(
             run_dir=str(run.path.resolve()),
             generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             findings=_findings(run.results, summary),
+            verdict=(
+                read_verdict_json(run.path / VERDICT_JSON)
+                if (run.path / VERDICT_JSON).is_file()
+                else None
+            ),
             setup=_setup(run),
             setup_files=run.setup,
             accuracy=accuracy,

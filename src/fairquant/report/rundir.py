@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fairquant._audit import AUDIT_JSON, read_audit_json
 from fairquant.errors import ConfigError
 from fairquant.schema import (
     CELL_KEYS,
@@ -50,13 +51,15 @@ class RunDir:
     defaults: dict[str, object] = field(default_factory=dict)
 
 
-def read_results(path: str | Path, *, name: str | None = None) -> tuple[pd.DataFrame, dict]:
+def read_results(
+    path: str | Path, *, name: str | None = None, model: str | None = None
+) -> tuple[pd.DataFrame, dict]:
     """``results.csv`` checked and with every cell key filled: ``(table, defaults used)``.
 
-    A missing key column gets one value: ``dataset`` the run directory's name (``name``),
-    ``model`` ``"model"``, ``mitigation`` ``"none"``, ``seed`` ``0``. Unknown columns, missing
-    audit columns, an empty table, a non-numeric or missing value and a duplicated row are
-    refused with a :class:`ConfigError` naming the file.
+    A missing key column gets one value: ``dataset`` ``name`` (default: the run directory's
+    name), ``model`` ``model`` (default ``"model"``), ``mitigation`` ``"none"``, ``seed`` ``0``.
+    Unknown columns, missing audit columns, an empty table, a non-numeric or missing value and a
+    duplicated row are refused with a :class:`ConfigError` naming the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -81,7 +84,7 @@ def read_results(path: str | Path, *, name: str | None = None) -> tuple[pd.DataF
         raise ConfigError(f"{path} has a header but no rows: nothing to report")
     defaults = {
         "dataset": name or path.parent.resolve().name,
-        "model": "model",
+        "model": model or "model",
         "mitigation": "none",
         "seed": "0",
     }
@@ -136,13 +139,30 @@ def _read_factors(path: Path) -> pd.DataFrame:
     return table
 
 
+def _audited(record: dict) -> tuple[str | None, str | None]:
+    """(dataset, model) names of an ``audit.json`` record: the data spec's name and the model
+    source as spelled on the command line (a file by its name, not its whole path)."""
+    spec = (record.get("data") or {}).get("spec") or {}
+    source = record.get("model") or {}
+    name = source.get("name")
+    if name and source.get("kind") in ("checkpoint", "onnx"):
+        name = Path(name).name
+    model = f"{source['kind']}:{name}" if name and source.get("kind") else None
+    return spec.get("name"), model
+
+
 def load_run(path: str | Path) -> RunDir:
     """Read the run directory ``path`` (module docstring)."""
     path = Path(path)
     if not path.is_dir():
         raise ConfigError(f"run directory {path} does not exist or is not a folder")
-    results, defaults = read_results(path / "results.csv")
     setup = {n: (path / n).read_text() for n in SETUP_FILES if (path / n).is_file()}
+    dataset = model = None
+    if (path / AUDIT_JSON).is_file():  # an audit folder: name its dataset and model from it
+        record = read_audit_json(path / AUDIT_JSON)
+        setup[AUDIT_JSON] = (path / AUDIT_JSON).read_text()
+        dataset, model = _audited(record)
+    results, defaults = read_results(path / "results.csv", name=dataset, model=model)
     factors, tables = {}, {}
     explain = path / "explain"
     if explain.is_dir():
