@@ -271,7 +271,7 @@ def audit(
         for precision in order:
             advance(0, status=precision.name)
             predict, size, artifact = _predictor(
-                loaded.model, precision, quantize, calib, work, is_onnx
+                loaded.model, precision, quantize, calib, work, is_onnx, notes
             )
             out = _evaluate(predict, source, transform, num_classes, what, reference=(y, g))
             if y is None:
@@ -567,9 +567,16 @@ def _module_predict(model: nn.Module) -> Predict:
 
 
 def _predictor(
-    model: Any, precision: Any, quantize: Quantizer, calib: Any, work: Path | None, is_onnx: bool
+    model: Any,
+    precision: Any,
+    quantize: Quantizer,
+    calib: Any,
+    work: Path | None,
+    is_onnx: bool,
+    notes: list[str],
 ) -> tuple[Predict, int | None, int | None]:
-    """How to predict at ``precision``, its packed size and its artifact's size on disk."""
+    """How to predict at ``precision``, its packed size and its artifact's size on disk; what a
+    toolchain says of its artifact (layers it quantized, this CPU's kernels) goes to ``notes``."""
     if not isinstance(precision, Precision):
         from fairquant.quant.deployed import build_deployed
 
@@ -577,6 +584,7 @@ def _predictor(
         folder = work / precision.name.replace(":", "_")
         folder.mkdir(parents=True, exist_ok=True)
         built = build_deployed(precision, model, calib, workdir=folder)
+        notes.extend(f"{precision.name}: {note}" for note in built.notes)
         return built.predict, None, int(built.size_bytes)
     if is_onnx:
         return model.predict, None, Path(model.path).stat().st_size
