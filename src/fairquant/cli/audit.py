@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -33,6 +34,7 @@ from fairquant.cli._app import (
 from fairquant.data import GroupedDataset, default_digits_spec, load_dataset
 from fairquant.data.preprocess import Preprocess, parse_floats
 from fairquant.errors import ConfigError
+from fairquant.metrics.frame import EmptyGroupWarning, UndefinedMetricWarning
 from fairquant.metrics.policy import N_BOOTSTRAP
 from fairquant.metrics.verdict import DEFAULT_MAX_DROP, Tolerance, Verdict
 from fairquant.models import ModelSpec
@@ -100,21 +102,24 @@ def audit_and_report(
             seed=dataset.spec.seed,
             show_progress=not quiet,
         )
-    result = run_audit(
-        model,
-        dataset,
-        precisions=precisions,
-        preprocess=preprocess,
-        calib_size=calib_size,
-        calib_balanced=calib_balanced,
-        calib_seed=dataset.spec.seed,
-        calibration_method=calibration,
-        method=method,
-        quantize=quantize,
-        batch_size=512,
-        n_bootstrap=n_bootstrap,
-        show_progress=not quiet,
-    )
+    with warnings.catch_warnings():  # these say what the notes below say: print them once
+        warnings.simplefilter("ignore", EmptyGroupWarning)
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        result = run_audit(
+            model,
+            dataset,
+            precisions=precisions,
+            preprocess=preprocess,
+            calib_size=calib_size,
+            calib_balanced=calib_balanced,
+            calib_seed=dataset.spec.seed,
+            calibration_method=calibration,
+            method=method,
+            quantize=quantize,
+            batch_size=512,
+            n_bootstrap=n_bootstrap,
+            show_progress=not quiet,
+        )
     train_counts = dataset.counts()["train"]
     csv = result.to_csv(out / RESULTS)
     record = result.write_record(out / AUDIT_JSON)

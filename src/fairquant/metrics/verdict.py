@@ -187,7 +187,7 @@ class Verdict:
 
     @property
     def alpha(self) -> float:
-        return 1.0 - self.confidence
+        return round(1.0 - self.confidence, 12)  # 0.05, not 1 - 0.95's 0.050000000000000044
 
     @property
     def overall(self) -> str:
