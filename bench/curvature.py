@@ -8,8 +8,8 @@ the same threads, model and data:
 
 * **reference** trace: the exact per-group GGN trace. The ResNet is piecewise linear in each
   layer's weights (ReLU, BatchNorm in eval mode, average pooling, residual sums), so its Hessian
-  trace equals the GGN trace exactly (tests/test_curvature.py checks the identity against the
-  float64 Hessian); the bench also checks it statistically: fairquant's general estimator (exact
+  trace equals the GGN trace exactly (tests/metrics/test_curvature.py checks the identity against
+  the float64 Hessian); the bench also checks it statistically: fairquant's general estimator (exact
   GGN trace + Hutchinson on the residual ``H - G``, which assumes nothing) must agree within its
   standard error.
 * **trace**, fairquant: (a) the general estimator to ``--rtol`` relative standard error for every

@@ -9,7 +9,7 @@ import pytest
 import fairquant
 
 #: Modules `import fairquant` must not load: plotting, the command line, process tuning.
-HEAVY = ("matplotlib", "fairquant.cli", "fairquant._runtime", "torch", "pandas", "pydantic")
+HEAVY = ("matplotlib", "fairquant.cli", "fairquant.cli._runtime", "torch", "pandas", "pydantic")
 
 
 @pytest.mark.parametrize("name", fairquant.__all__)

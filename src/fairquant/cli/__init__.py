@@ -11,7 +11,7 @@ __all__ = ["app", "main"]
 def main() -> None:
     import matplotlib
 
-    from fairquant._runtime import tune_malloc
+    from fairquant.cli._runtime import tune_malloc
 
     # Process-wide settings belong to the command line, never to `import fairquant`: figures are
     # written to files (no window, no display needed), and glibc keeps large freed blocks.

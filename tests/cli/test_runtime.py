@@ -10,7 +10,7 @@ import pytest
     ("env", "expected"), [({}, "True"), ({"FAIRQUANT_MALLOC": "default"}, "False")]
 )
 def test_malloc_tuning(env, expected):
-    code = "import fairquant._runtime as r; print(r.tune_malloc())"
+    code = "import fairquant.cli._runtime as r; print(r.tune_malloc())"
     out = subprocess.run(
         [sys.executable, "-c", code],
         env={**{k: v for k, v in os.environ.items() if k != "FAIRQUANT_MALLOC"}, **env},
@@ -26,7 +26,7 @@ def test_import_changes_nothing_in_the_process():
     code = (
         "import sys, matplotlib; before = matplotlib.get_backend(); import fairquant; "
         "fairquant.AuditResult; import fairquant.report; "
-        "print('fairquant._runtime' in sys.modules, matplotlib.get_backend() == before)"
+        "print('fairquant.cli._runtime' in sys.modules, matplotlib.get_backend() == before)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],

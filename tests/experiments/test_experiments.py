@@ -256,7 +256,7 @@ def test_explain_writes_factor_tables_per_cell(tmp_path, one_thread):
 
 
 def test_the_example_experiment_validates():
-    path = Path(__file__).resolve().parents[1] / "examples" / "experiment.yaml"
+    path = Path(__file__).resolve().parents[2] / "examples" / "experiment.yaml"
     full, tiny = load_config(path), load_config(path, scale="tiny")
     assert len(expand(full)) == 2 * 2 * 2 * 3 and len(expand(tiny)) == 2 * 1 * 2 * 1
     assert Path(full.data_root) == path.parent
