@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import warnings
 from pathlib import PurePosixPath
-from typing import Any
 
 import numpy as np
-from torch import Tensor
 
 from fairquant.data.base import DataSpec
 from fairquant.data.catalog import Attribute, Catalog
-from fairquant.data.files import FileTree, file_fingerprint
+from fairquant.data.files import FileTree
 from fairquant.data.folder import is_image
-from fairquant.data.images import decode_files
-from fairquant.data.source import ImageSource
-from fairquant.data.tabular import int_column, parse_pixels, read_csv
+from fairquant.data.source import PixelTableOrFiles
+from fairquant.data.tabular import int_column, read_csv
 from fairquant.errors import DataError
 
 EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
@@ -33,12 +30,13 @@ CSV_COLUMNS = ("emotion", "pixels", "Usage")
 EXPECTED = "fer2013.csv, or the train/ and test/ image folders (or fer2013_images.tar.gz)"
 
 
-class FER2013(ImageSource):
+class FER2013(PixelTableOrFiles):
     name = "fer2013"
     expected_root = EXPECTED
     description = "FER2013 emotions: fer2013.csv or train|test/<emotion>/ image folders"
     default_target = "emotion"
     attribute_help = "emotion, usage"
+    csv_columns = CSV_COLUMNS
 
     def scan(self, spec: DataSpec) -> Catalog:
         root = self.root(spec)
@@ -87,14 +85,5 @@ class FER2013(ImageSource):
             source=str(root),
         )
 
-    def decode(self, spec: DataSpec, catalog: Catalog, rows: np.ndarray) -> Tensor:
-        root = self.root(spec)
-        if self.root_is_csv(spec):
-            frame = read_csv(root, CSV_COLUMNS, usecols=["pixels"])
-            return parse_pixels(frame["pixels"].to_numpy()[rows], root, rows + 2)
-        names = [catalog.keys[i] for i in rows]
-        return decode_files(FileTree(root), names, channels=1, size=spec.image_size)
-
-    def fingerprint(self, spec: DataSpec) -> Any:
-        root = self.root(spec)
-        return file_fingerprint(root) if self.root_is_csv(spec) else FileTree(root).fingerprint()
+    def file_channels(self, spec: DataSpec) -> int:
+        return 1  # FER2013 is gray

@@ -21,9 +21,10 @@ from torch import Tensor
 from fairquant.data.base import DataSpec, GroupedDataset, Split, standardize_
 from fairquant.data.cache import cached
 from fairquant.data.catalog import Catalog
-from fairquant.data.files import require_root
-from fairquant.data.images import to_float
+from fairquant.data.files import FileTree, file_fingerprint, require_root
+from fairquant.data.images import decode_files, to_float
 from fairquant.data.split import Plan, plan_splits
+from fairquant.data.tabular import parse_pixels, read_csv
 from fairquant.errors import ConfigError
 
 #: Options every dataset accepts (``DataSpec.options``).
@@ -178,3 +179,28 @@ class ImageSource(ABC):
 
 def _tensor(codes: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(codes, dtype=np.int64))
+
+
+class PixelTableOrFiles(ImageSource):
+    """A format read from one CSV of pixel strings (columns ``csv_columns``, as Kaggle ships
+    FER2013 and UTKFace) or from image files named by the catalog's keys."""
+
+    csv_columns: ClassVar[tuple[str, ...]]
+
+    def file_channels(self, spec: DataSpec) -> int:
+        """Channels to decode image files to."""
+        return self.channels(spec)
+
+    def decode(self, spec: DataSpec, catalog: Catalog, rows: np.ndarray) -> Tensor:
+        root = self.root(spec)
+        if self.root_is_csv(spec):
+            frame = read_csv(root, self.csv_columns, usecols=["pixels"])
+            return parse_pixels(frame["pixels"].to_numpy()[rows], root, rows + 2)
+        names = [catalog.keys[i] for i in rows]
+        return decode_files(
+            FileTree(root), names, channels=self.file_channels(spec), size=spec.image_size
+        )
+
+    def fingerprint(self, spec: DataSpec) -> Any:
+        root = self.root(spec)
+        return file_fingerprint(root) if self.root_is_csv(spec) else FileTree(root).fingerprint()

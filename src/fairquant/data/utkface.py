@@ -20,14 +20,12 @@ from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 import numpy as np
-from torch import Tensor
 
 from fairquant.data.base import DataSpec
 from fairquant.data.catalog import Attribute, Catalog
-from fairquant.data.files import FileTree, file_fingerprint
-from fairquant.data.images import decode_files
-from fairquant.data.source import ImageSource
-from fairquant.data.tabular import int_column, parse_pixels, read_csv
+from fairquant.data.files import FileTree
+from fairquant.data.source import PixelTableOrFiles
+from fairquant.data.tabular import int_column, read_csv
 from fairquant.errors import ConfigError
 
 RACES = ["White", "Black", "Asian", "Indian", "Others"]
@@ -77,12 +75,13 @@ def age_buckets(ages: np.ndarray, edges: Any) -> Attribute:
     return Attribute(np.searchsorted(np.asarray(edges), ages, side="right").astype(np.int64), names)
 
 
-class UTKFace(ImageSource):
+class UTKFace(PixelTableOrFiles):
     name = "utkface"
     expected_root = EXPECTED
     description = "UTKFace faces: image folder, UTKFace.tar.gz, or the 48x48 age_gender.csv"
     default_target = "ethnicity"
     attribute_help = "race (alias ethnicity), gender, age, age_bucket; combine as gender*age_bucket"
+    csv_columns = CSV_COLUMNS
     options: ClassVar[dict[str, str]] = {
         "age_buckets": "ascending age edges for age_bucket, default [18, 40, 60]",
     }
@@ -127,19 +126,3 @@ class UTKFace(ImageSource):
             aliases={"ethnicity": "race"},
             source=str(root),
         )
-
-    def decode(self, spec: DataSpec, catalog: Catalog, rows: np.ndarray) -> Tensor:
-        root = self.root(spec)
-        if self.root_is_csv(spec):
-            frame = read_csv(root, CSV_COLUMNS, usecols=["pixels"])
-            return parse_pixels(frame["pixels"].to_numpy()[rows], root, rows + 2)
-        return decode_files(
-            FileTree(root),
-            [catalog.keys[i] for i in rows],
-            channels=self.channels(spec),
-            size=spec.image_size,
-        )
-
-    def fingerprint(self, spec: DataSpec) -> Any:
-        root = self.root(spec)
-        return file_fingerprint(root) if self.root_is_csv(spec) else FileTree(root).fingerprint()
