@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from fairquant.cli import allocate, audit, datasets, explain, runs, train  # noqa: F401  (register)
+import importlib
+
 from fairquant.cli._app import app
+
+# Importing a command module registers its commands; `fairquant --help` lists them in this order.
+for _module in ("audit", "train", "explain", "allocate", "runs", "datasets"):
+    importlib.import_module(f"fairquant.cli.{_module}")
 
 __all__ = ["app", "main"]
 
