@@ -108,3 +108,21 @@ def test_damaged_checkpoint(tmp_path):
     torch.save({"format": "fairquant-checkpoint", "version": 99}, path)
     with pytest.raises(CheckpointError, match="version 99"):
         load_checkpoint(path)
+
+
+def test_fit_refuses_feature_rows_with_a_clear_error():
+    """A table's (N, F) rows cannot train the zoo's image models: say so, naming the dataset."""
+    import pytest
+    import torch
+
+    from fairquant.data.base import DataSpec, GroupedDataset, Split
+    from fairquant.errors import ConfigError
+    from fairquant.models import ModelSpec
+    from fairquant.train import TrainConfig, fit
+
+    rows = Split(torch.randn(8, 3), torch.tensor([0, 1] * 4), torch.tensor([0] * 4 + [1] * 4))
+    data = GroupedDataset(
+        DataSpec("table"), rows, rows, ["a", "b"], ["g0", "g1"], "y", "g", (0.0,), (1.0,)
+    )
+    with pytest.raises(ConfigError, match=r"dataset 'table' holds feature rows \(3,\)"):
+        fit(data, ModelSpec("cnn", 4), TrainConfig(epochs=1), show_progress=False)

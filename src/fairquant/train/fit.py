@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from fairquant.data.base import GroupedDataset, Split
+from fairquant.errors import ConfigError
 from fairquant.models.registry import ModelSpec, build_model
 from fairquant.train.loop import TrainConfig, TrainHistory, train_model
 
@@ -27,6 +28,12 @@ def fit(
     ``dataset``'s channels and classes. ``class_weights`` and ``focal_gamma`` go to
     :func:`~fairquant.train.loop.train_model`.
     """
+    if dataset.train.x.ndim != 4:  # a table's (N, F) feature rows: the zoo holds image models
+        raise ConfigError(
+            f"dataset {dataset.spec.name!r} holds feature rows {tuple(dataset.train.x.shape[1:])}, "
+            "not images: fairquant trains image models only; train a tabular model with your own "
+            "script and audit it with `fairquant audit --model package.module:function`"
+        )
     torch.manual_seed(config.seed)
     model = build_model(
         model_spec, in_channels=dataset.in_channels, num_classes=dataset.num_classes
