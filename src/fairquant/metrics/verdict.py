@@ -59,6 +59,12 @@ STATUSES = ("pass", "fail", "inconclusive")
 GAPS = ("phi", "accuracy_gap", "worst_group_accuracy")
 
 
+def _alpha(confidence: float) -> float:
+    """The level of the tests whose decisions use ``confidence`` intervals' ends: 0.05 for 0.95
+    (rounded, not 1 − 0.95's 0.050000000000000044, which verdict.json would print)."""
+    return round(1.0 - confidence, 12)
+
+
 def _points(name: str, value: float) -> float:
     try:
         value = float(value)
@@ -187,7 +193,7 @@ class Verdict:
 
     @property
     def alpha(self) -> float:
-        return round(1.0 - self.confidence, 12)  # 0.05, not 1 - 0.95's 0.050000000000000044
+        return _alpha(self.confidence)
 
     @property
     def overall(self) -> str:
@@ -280,7 +286,7 @@ def verdict(
     samples, names = _inputs(result_or_samples, group_names)
     reference, chosen = _precisions(samples, precisions)
     tolerance.check_groups(names)
-    alpha, k, q = 1.0 - confidence, len(names), len(chosen)
+    alpha, k, q = _alpha(confidence), len(names), len(chosen)
     y, g = np.asarray(samples.y), np.asarray(samples.g, dtype=np.int64)
     counts = np.bincount(g, minlength=k)
     present = counts > 0
@@ -432,7 +438,7 @@ def _gaps(
         ),
         "worst_group_accuracy": (np.repeat(acc[0].min(), len(chosen)), acc[1:].min(1)),
     }
-    alpha = 1.0 - confidence
+    alpha = _alpha(confidence)
     rows, phi_status = [], []
     for i, precision in enumerate(chosen):
         for metric in GAPS:
