@@ -81,6 +81,7 @@ class UTKFace(ImageSource):
     name = "utkface"
     expected_root = EXPECTED
     description = "UTKFace faces: image folder, UTKFace.tar.gz, or the 48x48 age_gender.csv"
+    flip_ok = True
     default_target = "ethnicity"
     attribute_help = "race (alias ethnicity), gender, age, age_bucket; combine as gender*age_bucket"
     options: ClassVar[dict[str, str]] = {

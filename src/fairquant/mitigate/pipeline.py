@@ -286,6 +286,7 @@ def train_mitigated(
         model,
         split,
         config,
+        flip_ok=data.flip_ok,
         class_weights=weights,
         focal_gamma=mitigation.focal or 0.0,
         show_progress=show_progress,

@@ -17,10 +17,13 @@ def fit(
     *,
     show_progress: bool = True,
 ) -> tuple[nn.Module, TrainHistory]:
-    """A freshly initialised (seeded by ``config.seed``) model trained on ``dataset.train``."""
+    """A freshly initialised (seeded by ``config.seed``) model trained on ``dataset.train``,
+    mirrored at random in augmentation only where ``dataset.flip_ok``."""
     torch.manual_seed(config.seed)
     model = build_model(
         model_spec, in_channels=dataset.in_channels, num_classes=dataset.num_classes
     )
-    history = train_model(model, dataset.train, config, show_progress=show_progress)
+    history = train_model(
+        model, dataset.train, config, flip_ok=dataset.flip_ok, show_progress=show_progress
+    )
     return model, history
