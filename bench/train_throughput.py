@@ -6,7 +6,8 @@ three variants: ``eager`` (contiguous memory format), ``channels-last`` (model a
 NHWC) and ``compiled`` (``torch.compile`` of the channels-last model; compilation is done in a
 warm-up run outside the timing). All train the same architecture from the same initial weights on
 the same in-memory tensors with the same batch size and SGD settings, fairquant's loop without
-augmentation (the bare loops have none); runs alternate so that machine noise hits all alike.
+augmentation (the bare loops have none); runs alternate, in an order that rotates each repeat,
+so that machine noise hits all alike.
 The issue's bar: fairquant >= 0.95x the fastest bare loop.
 
     python bench/train_throughput.py [--model resnet18 --width 16 --image-size 48 --repeats 3]
@@ -117,27 +118,29 @@ def main() -> None:
         copy.deepcopy(init), Split(x[:warm], y[:warm], y[:warm]), config, show_progress=False
     )
 
-    rates: dict[str, list[float]] = {v: [] for v in variants}
-    rates |= {"fairquant": [], "fairquant+progress": []}
+    def run_bare(v: str, r: int) -> float:
+        model = models[v]
+        # the same start each run; in place, so the compiled graph stays valid
+        getattr(model, "_orig_mod", model).load_state_dict(init.state_dict())
+        return bare_loop(
+            model, data[v], y, epochs=args.epochs, batch_size=args.batch_size, lr=0.01, seed=r
+        )
+
+    def run_fairquant(show: bool) -> float:
+        model = copy.deepcopy(init)
+        return train_model(model, Split(x, y, y), config, show_progress=show).images_per_second
+
+    runs = {v: (lambda r, v=v: run_bare(v, r)) for v in variants}
+    runs |= {
+        "fairquant": lambda r: run_fairquant(False),
+        "fairquant+progress": lambda r: run_fairquant(True),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
     for r in range(args.repeats):
-        for v in variants:
-            model = models[v]
-            # the same start each run; in place, so the compiled graph stays valid
-            getattr(model, "_orig_mod", model).load_state_dict(init.state_dict())
-            rates[v].append(
-                bare_loop(
-                    model,
-                    data[v],
-                    y,
-                    epochs=args.epochs,
-                    batch_size=args.batch_size,
-                    lr=0.01,
-                    seed=r,
-                )
-            )
-        for name, show in (("fairquant", False), ("fairquant+progress", True)):
-            history = train_model(copy.deepcopy(init), Split(x, y, y), config, show_progress=show)
-            rates[name].append(history.images_per_second)
+        # the order rotates each repeat, so that no loop always runs in the same slot
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            rates[name].append(runs[name](r))
     medians = {name: statistics.median(v) for name, v in rates.items()}
     fastest = max(variants, key=medians.__getitem__)
     print(
