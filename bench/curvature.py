@@ -1,4 +1,5 @@
-"""Per-group curvature: fairquant against PyHessian, side by side in one run on the same model.
+"""Per-group curvature: fairquant against PyHessian and curvlinops, side by side in one run on
+the same model.
 
 A narrow CIFAR-style ResNet-18 (``--width``, default 16) is trained on UTKFace ethnicity at
 32x32 gray (``--epochs``, cached as ``--work/utkface_r18w<width>.pt``) unless ``--checkpoint`` is
@@ -18,6 +19,15 @@ the same threads, model and data:
   less than 0.1 %), one ``hessian`` object per group, and its relative error against the
   reference; and PyHessian's probes continued until *its* relative standard error reaches
   ``--rtol`` (at most ``--ph-max-probes``).
+* **trace**, curvlinops (``curvlinops-for-pytorch``, Dangel et al.): its
+  ``HessianLinearOperator`` (forward-over-reverse Hessian-vector products, ``vmap``-ed over the
+  probe matrix) on each group's mean cross-entropy, with its Hutch++ (Meyer et al., 2021) and
+  XTrace (Epperly et al., 2024) estimators. They take a fixed number of products and report no
+  error, so each runs on a doubling budget (6, 12, 24, ... products, up to ``--cl-max-matvecs``)
+  until its estimate lands within ``--rtol`` of the reference: the budget is chosen with the
+  answer in hand, which favours curvlinops (a user without the reference cannot stop there).
+  Printed per group: the products and the seconds of that run alone, and of the whole schedule.
+  fairquant's traces come for all groups from one pass, so its per-group time is its total / k.
 * **lambda_max**: fairquant's Lanczos (largest algebraic, Ritz-residual stop at ``--eig-rtol``,
   at least ``--eig-min-iter`` steps, started from the group's gradient plus a random vector, as
   ``fairquant explain`` does) against PyHessian's power iteration (default ``maxIter=100,
@@ -34,7 +44,7 @@ ratios; it extrapolates nothing it did not run.
     python bench/curvature.py --root ../shared/data/UTKFace.tar.gz [--images 1000 --groups 5
                               --width 16 --epochs 3 --work bench-curvature]
                               [--parts trace|lambda|both]
-    python bench/curvature.py --checkpoint model.pt [...]
+    python bench/curvature.py --checkpoint model.pt [...] [--skip-curvlinops]
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from curvlinops import HessianLinearOperator, hutchpp_trace, xtrace
 from pyhessian import hessian
 
 from fairquant.data import DataSpec, load_dataset
@@ -173,6 +184,10 @@ def main() -> None:
     ap.add_argument("--rtol", type=float, default=0.05)
     ap.add_argument("--max-probes", type=int, default=300, help="cap of fairquant's probes")
     ap.add_argument("--ph-max-probes", type=int, default=300, help="cap of PyHessian's probes")
+    ap.add_argument(
+        "--cl-max-matvecs", type=int, default=384, help="cap of curvlinops' doubling budget"
+    )
+    ap.add_argument("--skip-curvlinops", action="store_true", help="leave curvlinops out")
     ap.add_argument("--eig-rtol", type=float, default=1e-2)
     ap.add_argument("--eig-min-iter", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
@@ -219,12 +234,15 @@ def _trace_part(args, model, x, y, g, names) -> None:
     ggn = op.ggn_trace()
     t_exact = time.perf_counter() - start
     print(f"dimension {op.dim}; exact GGN traces {t_exact:.1f}s", flush=True)
-    ours = None
+    ours, t_general = None, math.nan
     if not args.skip_general:
         budget = ProbeBudget(rtol=args.rtol, max_probes=args.max_probes, block=5)
         ours = group_traces(op, budget=budget, generator=gen)
         t_general = time.perf_counter() - start
         print(f"general estimator (exact GGN + residual) {t_general:.1f}s", flush=True)
+
+    if not args.skip_curvlinops:
+        _curvlinops_part(args, model, x, y, g, names, ggn, t_exact, ours, t_general)
 
     ph_default, ph_more = [], []
     t_ph_default = t_ph_more = 0.0
@@ -283,6 +301,71 @@ def _trace_part(args, model, x, y, g, names) -> None:
         f"{t_ph_more / t_exact:.2f}x",
         flush=True,
     )
+
+
+def _curvlinops_trace(model, x, y, estimator, ref: float, rtol: float, cap: int, seed: int):
+    """curvlinops' ``estimator`` on a doubling budget until within ``rtol`` of ``ref``: (estimate,
+    products, seconds of that run, seconds of the whole schedule); products 0 if never within."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    start = time.perf_counter()
+    op = HessianLinearOperator(
+        model, torch.nn.CrossEntropyLoss(), params, [(x, y)], check_deterministic=False
+    )
+    budget, estimate, t_run = 6, math.nan, math.nan
+    while budget <= min(cap, op.shape[0] - 1):
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        estimate = float(estimator(op, budget))
+        t_run = time.perf_counter() - t0
+        if abs(estimate - ref) <= rtol * abs(ref):
+            return estimate, budget, t_run, time.perf_counter() - start
+        budget *= 2
+    return estimate, 0, t_run, time.perf_counter() - start
+
+
+def _curvlinops_part(args, model, x, y, g, names, ggn, t_exact, ours, t_general) -> None:
+    k = len(names)
+    print(
+        f"\ncurvlinops HessianLinearOperator, doubling budget to within {args.rtol:.0%} of the "
+        "reference (chosen with the answer in hand)"
+    )
+    print("group     ref Tr     | estimator  estimate  err     products  run s  schedule s")
+    totals = {"Hutch++": [0.0, 0.0], "XTrace": [0.0, 0.0]}
+    missed = {"Hutch++": 0, "XTrace": 0}
+    for a in range(k):
+        m = g == a
+        ref = ggn[a].item()
+        for name, est in (("Hutch++", hutchpp_trace), ("XTrace", xtrace)):
+            value, mv, t_run, t_all = _curvlinops_trace(
+                model, x[m], y[m], est, ref, args.rtol, args.cl_max_matvecs, args.seed + a
+            )
+            totals[name][0] += t_run
+            totals[name][1] += t_all
+            missed[name] += mv == 0
+            reached = f"{mv:>8}" if mv else f"{'>' + str(args.cl_max_matvecs):>8}"
+            print(
+                f"{names[a]:<9} {ref:10.3f} | {name:<9} {value:9.3f} "
+                f"{abs(value - ref) / abs(ref):6.1%} {reached} {t_run:6.1f} {t_all:10.1f}",
+                flush=True,
+            )
+    model.zero_grad(set_to_none=True)
+    print(
+        f"per group: fairquant piecewise-linear exact {t_exact / k:.2f}s"
+        + (f", fairquant general to {args.rtol:.0%} SE {t_general / k:.2f}s" if ours else "")
+    )
+    for name, (t_run, t_all) in totals.items():
+        if missed[name]:
+            print(
+                f"per group: curvlinops {name} did not come within {args.rtol:.0%} in "
+                f"{args.cl_max_matvecs} products for {missed[name]} of {k} groups (its last run "
+                f"took {t_run / k:.2f}s a group; equal-error time unknown, above that)"
+            )
+            continue
+        print(
+            f"per group: curvlinops {name} {t_run / k:.2f}s at the oracle budget "
+            f"({t_all / k:.2f}s with the schedule): {t_run / t_exact:.2f}x fairquant's exact path"
+            + (f", {t_run / t_general:.2f}x fairquant's general estimator" if ours else "")
+        )
 
 
 def _lambda_part(args, model, x, y, g, names) -> None:

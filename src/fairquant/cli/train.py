@@ -28,10 +28,12 @@ from fairquant.data import load_dataset
 from fairquant.models import ModelSpec
 from fairquant.models.registry import sized_for
 from fairquant.train import TrainConfig, fit, save_checkpoint
-from fairquant.train.loop import Optimizer, Schedule
+from fairquant.train.loop import Optimizer, Schedule, Select, SelectMetric
 
 OptimizerChoice = choice("OptimizerChoice", Optimizer)
 ScheduleChoice = choice("ScheduleChoice", Schedule)
+SelectChoice = choice("SelectChoice", Select)
+SelectMetricChoice = choice("SelectMetricChoice", SelectMetric)
 
 
 @app.command()
@@ -56,6 +58,39 @@ def train(
     weight_decay: Annotated[float, typer.Option()] = TrainConfig.weight_decay,
     schedule: ScheduleChoice = TrainConfig.schedule,
     seed: Annotated[int, typer.Option()] = TrainConfig.seed,
+    augment: Annotated[
+        bool,
+        typer.Option(
+            help="Random crops after reflect padding, and left-right flips where the data allows "
+            "them (not digits), seeded by --seed."
+        ),
+    ] = TrainConfig.augment,
+    crop_padding: Annotated[
+        int | None,
+        typer.Option(min=0, help="Padding of the random crop in pixels (default: side / 8)."),
+    ] = TrainConfig.crop_padding,
+    flip: Annotated[
+        bool, typer.Option(help="Left-right flips in the augmentation (where the data allows).")
+    ] = TrainConfig.flip,
+    val_size: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Validation split held out of training (stratified by target x group, seeded "
+            "by --seed): a fraction in (0, 1) or a count; 0 trains on all of it.",
+        ),
+    ] = TrainConfig.val_size,
+    select: Annotated[
+        SelectChoice,
+        typer.Option(help="Keep the last epoch, or the best on the validation split."),
+    ] = TrainConfig.select,
+    select_metric: Annotated[
+        SelectMetricChoice, typer.Option(help="What --select best and --patience watch.")
+    ] = TrainConfig.select_metric,
+    patience: Annotated[
+        int | None,
+        typer.Option(min=1, help="Stop after this many epochs without a validation improvement."),
+    ] = TrainConfig.patience,
     quiet: Quiet = False,
     grayscale: Grayscale = None,
     option: DataOptions = None,
@@ -70,6 +105,13 @@ def train(
             weight_decay=weight_decay,
             schedule=schedule.value,
             seed=seed,
+            augment=augment,
+            crop_padding=crop_padding,
+            flip=flip,
+            val_size=int(val_size) if val_size >= 1 else val_size,
+            select=select.value,
+            select_metric=select_metric.value,
+            patience=patience,
         )
         spec = data_spec(
             dataset,
@@ -98,6 +140,13 @@ def train(
             train_config=config,
             history=history,
         )
+        if history.val_accuracy:
+            best = history.selected_epoch - 1
+            console.print(
+                f"validation: epoch {history.selected_epoch} kept, accuracy "
+                f"{history.val_accuracy[best]:.1f}%, worst group "
+                f"{history.val_worst_group_accuracy[best]:.1f}%"
+            )
         console.print(
             f"trained in {history.seconds:.1f}s ({history.images_per_second:.0f} img/s), final "
             f"loss {history.epoch_loss[-1]:.3f}; wrote {path}"

@@ -12,6 +12,7 @@ from fairquant.data.registry import (
     register_source,
 )
 from fairquant.data.source import ImageSource
+from fairquant.data.split import validation_split
 
 __all__ = [
     "DATASETS",
@@ -27,4 +28,5 @@ __all__ = [
     "load_dataset",
     "register_dataset",
     "register_source",
+    "validation_split",
 ]

@@ -86,7 +86,10 @@ class GroupedDataset:
     """Train and test splits with class and group names.
 
     ``mean`` and ``std`` are the per-channel statistics already applied to ``x`` (recorded so a
-    user can map images back to pixel values).
+    user can map images back to pixel values). ``flip_ok`` says whether a horizontally mirrored
+    image keeps its target and group (faces and natural photos: yes; digits and text: no, a
+    mirrored digit is another shape); training flips images at random only where it is true, so
+    it defaults to false for data that does not say.
     """
 
     spec: DataSpec
@@ -98,6 +101,7 @@ class GroupedDataset:
     group: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    flip_ok: bool = False
 
     def __post_init__(self) -> None:
         for name, split in (("train", self.train), ("test", self.test)):

@@ -65,6 +65,7 @@ class CelebA(ImageSource):
     name = "celeba"
     expected_root = EXPECTED
     description = "CelebA: list_attr_celeba.txt (+ list_eval_partition.txt) with img_align_celeba/"
+    flip_ok = True
     default_target = "Smiling"
     attribute_help = "any of the 40 attributes (Male, Young, Smiling, ...) or a*b combinations"
     default_group = "Male*Young"

@@ -82,6 +82,7 @@ class CIFAR10(ImageSource):
     name = "cifar10"
     expected_root = EXPECTED
     description = "CIFAR-10: the python batches (folder or .tar.gz) or train|test/<class>/ images"
+    flip_ok = True
     default_target = "label"
     attribute_help = "label (alias class)"
 

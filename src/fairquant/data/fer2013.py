@@ -34,6 +34,7 @@ class FER2013(PixelTableOrFiles):
     name = "fer2013"
     expected_root = EXPECTED
     description = "FER2013 emotions: fer2013.csv or train|test/<emotion>/ image folders"
+    flip_ok = True
     default_target = "emotion"
     attribute_help = "emotion, usage"
     csv_columns = CSV_COLUMNS

@@ -58,6 +58,7 @@ class MNIST(ImageSource):
     name = "mnist"
     expected_root = EXPECTED
     description = "MNIST digits from the idx files (gzipped or not)"
+    flip_ok = False  # a mirrored digit is another shape (or none)
     default_target = "digit"
     attribute_help = "digit"
 

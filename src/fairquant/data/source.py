@@ -34,6 +34,8 @@ COMMON_OPTIONS = {
     "split": "'own' (the dataset's split, where it has one) or 'random' (seeded, stratified)",
     "limit": 'a seeded random subset: at most N samples per split, or {"train": N, "test": M}',
     "group_imbalance": "per-group ratios applied to the training split, like imbalance",
+    "flip": "whether a mirrored image keeps its labels, so training may flip images at random "
+    "(default: the dataset's own rule, true for faces and photos, false for digits and folders)",
 }
 
 
@@ -50,6 +52,9 @@ class ImageSource(ABC):
     options: ClassVar[dict[str, str]] = {}
     #: Defaults of common options that differ for this dataset.
     option_defaults: ClassVar[dict[str, Any]] = {}
+    #: Whether a horizontally mirrored image keeps its labels (option ``flip`` overrides it):
+    #: true for faces and natural photos, false where mirroring changes the content (digits).
+    flip_ok: ClassVar[bool] = False
 
     #: What ``DataSpec.root`` must point at, for error messages.
     expected_root: ClassVar[str]
@@ -88,6 +93,17 @@ class ImageSource(ABC):
     def group_default(self, catalog: Catalog) -> str | None:
         """The group when the spec names none (None: the target itself, as in the papers)."""
         return self.default_group
+
+    def flips(self, spec: DataSpec) -> bool:
+        """Whether training may mirror this data's images: option ``flip``, else ``flip_ok``."""
+        flip = self.option(spec, "flip")
+        if flip is None:
+            return self.flip_ok
+        if not isinstance(flip, bool):
+            raise ConfigError(
+                f"option flip={flip!r} of dataset {self.name!r}: expected true or false"
+            )
+        return flip
 
     def option(self, spec: DataSpec, key: str) -> Any:
         return spec.options.get(key, self.option_defaults.get(key))
@@ -174,6 +190,7 @@ class ImageSource(ABC):
             group=plan.group,
             mean=mean,
             std=std,
+            flip_ok=self.flips(spec),
         )
 
 

@@ -1,6 +1,7 @@
 """Which samples go to training and test: the dataset's own split or a seeded stratified one,
 optionally a seeded subset (``limit``), and imbalanced variants of the training split by class
-and by group (Liu et al., 2025)."""
+and by group (Liu et al., 2025); and a seeded validation split carved from the training split
+(:func:`validation_split`), for model selection, calibration and search without the test split."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from fairquant.data.base import DataSpec
+from fairquant.data.base import DataSpec, Split
 from fairquant.data.catalog import Attribute, Catalog
 from fairquant.data.imbalance import imbalance_indices
 from fairquant.errors import ConfigError, DataError
@@ -139,3 +140,70 @@ def _imbalance(idx: np.ndarray, attr: Attribute, ratio, seed: int, option: str) 
             f"{option}: value {attr.names[-1]!r} has no training samples to keep a share of"
         )
     return idx[imbalance_indices(labels, tuple(ratio), seed=seed).numpy()]
+
+
+def validation_split(split: Split, size: float | int, *, seed: int) -> tuple[Split, Split]:
+    """``(rest, validation)``: a seeded validation split of ``size`` samples carved from
+    ``split``, stratified by target x group (:func:`validation_indices`).
+
+    ``size`` is a fraction in (0, 1) of the split or a count of samples. The same split, size and
+    seed give the same samples, so training, calibration and search can each rebuild it from the
+    training config that a checkpoint records.
+    """
+    rest, val = validation_indices(split.y, split.g, size, seed=seed)
+    return split.subset(torch.from_numpy(rest)), split.subset(torch.from_numpy(val))
+
+
+def validation_indices(
+    y: torch.Tensor, g: torch.Tensor, size: float | int, *, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted indices ``(rest, validation)`` of a validation split stratified by cell = target x
+    group, every cell keeping at least one sample in ``rest``.
+
+    Each cell contributes its proportional share ``size * n_cell / n`` rounded by largest
+    remainder (Hamilton's method; ties broken at random), capped at ``n_cell - 1``; its members
+    are drawn at random. Written here because scikit-learn's stratified splits refuse a cell of
+    one sample, which long-tailed training splits have: such a cell stays in training whole.
+    """
+    n = len(y)
+    count = _validation_count(size, n)
+    k = int(g.max()) + 1 if n else 1
+    cells = (y.long() * k + g.long()).numpy()
+    rng = np.random.default_rng(seed)
+    names, inverse, counts = np.unique(cells, return_inverse=True, return_counts=True)
+    capacity = counts - 1
+    if capacity.sum() < count:
+        raise ConfigError(
+            f"a validation split of {count} samples leaves a cell of target x group without "
+            f"training samples ({len(names)} cells in {n} samples allow at most "
+            f"{int(capacity.sum())})"
+        )
+    quota = count * counts / n
+    take = np.minimum(np.floor(quota).astype(np.int64), capacity)
+    while take.sum() < count:  # largest remainder first, among cells with room left
+        room = np.flatnonzero(take < capacity)
+        order = np.lexsort((rng.random(len(room)), -(quota - take)[room]))
+        for c in room[order][: count - int(take.sum())]:
+            take[c] += 1
+    val = [rng.permutation(np.flatnonzero(inverse == c))[: take[c]] for c in range(len(names))]
+    val_idx = np.sort(np.concatenate(val)) if val else np.empty(0, dtype=np.int64)
+    rest = np.setdiff1d(np.arange(n), val_idx)
+    return rest, val_idx
+
+
+def _validation_count(size: float | int, n: int) -> int:
+    """``size`` as a number of samples: a fraction in (0, 1) of ``n`` or a count."""
+    if isinstance(size, bool) or not isinstance(size, (int, float)):
+        raise ConfigError(f"validation size {size!r}: expected a fraction in (0, 1) or a count")
+    if isinstance(size, float):
+        if not 0 < size < 1:
+            raise ConfigError(f"validation size {size} must be a fraction in (0, 1) or a count")
+        count = round(size * n)
+    else:
+        count = size
+    if not 1 <= count <= n - 2:
+        raise ConfigError(
+            f"validation size {size!r} gives {count} of {n} training samples; it must leave at "
+            "least 1 for validation and 2 for training"
+        )
+    return count

@@ -79,6 +79,7 @@ class UTKFace(PixelTableOrFiles):
     name = "utkface"
     expected_root = EXPECTED
     description = "UTKFace faces: image folder, UTKFace.tar.gz, or the 48x48 age_gender.csv"
+    flip_ok = True
     default_target = "ethnicity"
     attribute_help = "race (alias ethnicity), gender, age, age_bucket; combine as gender*age_bucket"
     csv_columns = CSV_COLUMNS

@@ -21,7 +21,8 @@ def fit(
     focal_gamma: float = 0.0,
     show_progress: bool = True,
 ) -> tuple[nn.Module, TrainHistory]:
-    """A freshly initialised (seeded by ``config.seed``) model trained on ``dataset.train``.
+    """A freshly initialised (seeded by ``config.seed``) model trained on ``dataset.train``,
+    mirrored at random in augmentation only where ``dataset.flip_ok``.
 
     ``train`` replaces the training split (e.g. a resampled or augmented one: a mitigation's,
     :func:`~fairquant.mitigate.pipeline.train_mitigated`); the model is still sized for
@@ -42,6 +43,7 @@ def fit(
         model,
         dataset.train if train is None else train,
         config,
+        flip_ok=dataset.flip_ok,
         class_weights=class_weights,
         focal_gamma=focal_gamma,
         show_progress=show_progress,

@@ -2,7 +2,10 @@
 
 The loop indexes the split's tensors directly instead of going through a ``DataLoader``: the data
 already sits in memory as model-ready tensors, so a loader would only add per-sample Python
-overhead (``bench/train_throughput.py`` compares this loop with a bare PyTorch loop).
+overhead; augmentation runs on each drawn batch as one vectorised op (:mod:`.augment`), and
+convolutional models train in channels-last memory format on the CPU as on the GPU
+(:func:`~fairquant.models.predict.memory_format_for`). ``bench/train_throughput.py`` compares
+this loop with the fastest of the bare PyTorch loops.
 """
 
 from __future__ import annotations
@@ -12,21 +15,43 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fairquant._progress import progress_bar
 from fairquant.data.base import Split
+from fairquant.data.split import validation_split
 from fairquant.errors import ConfigError
+from fairquant.models.predict import memory_format_for, predict_logits
+from fairquant.train.augment import crop_flip, default_padding
 
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["cosine", "step", "constant"]
+Select = Literal["last", "best"]
+SelectMetric = Literal["accuracy", "loss", "worst_group_accuracy"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimiser, schedule and seed of one training run."""
+    """Optimiser, schedule, augmentation, validation and seed of one training run.
+
+    Augmentation (on by default): ``augment`` crops each training image at a random offset after
+    reflect-padding it by ``crop_padding`` pixels (``None``: an eighth of the shorter image side,
+    4 px at 32 px) and, with ``flip`` and only where the data allows it
+    (``GroupedDataset.flip_ok``: not for digits), mirrors it left-right with probability 1/2
+    (:mod:`fairquant.train.augment`); seeded by ``seed``.
+
+    Validation (off by default): ``val_size`` > 0, a fraction in (0, 1) of the training split or
+    a count of samples, holds out a validation split stratified by target x group
+    (:func:`fairquant.data.validation_split` with this ``seed``, so calibration or a search can
+    rebuild it) and trains on the rest; the history then records the validation accuracy, loss
+    and worst-group accuracy of every epoch. ``select="best"`` keeps the weights of the epoch
+    with the best ``select_metric`` on it (``"accuracy"`` and ``"worst_group_accuracy"``:
+    highest, ``"loss"``: lowest; a tie keeps the earlier epoch) instead of the last epoch's;
+    ``patience`` stops training after that many epochs without an improvement of it.
+    """
 
     epochs: int = 30
     batch_size: int = 64
@@ -36,13 +61,26 @@ class TrainConfig:
     weight_decay: float = 5e-4
     schedule: Schedule = "cosine"
     seed: int = 0
+    augment: bool = True
+    crop_padding: int | None = None
+    flip: bool = True
+    val_size: float | int = 0
+    select: Select = "last"
+    select_metric: SelectMetric = "accuracy"
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1; got {self.epochs}")
         if self.batch_size < 2:
             raise ConfigError(f"batch_size must be at least 2 (BatchNorm); got {self.batch_size}")
-        for name, choices in (("optimizer", Optimizer), ("schedule", Schedule)):
+        choices_of = (
+            ("optimizer", Optimizer),
+            ("schedule", Schedule),
+            ("select", Select),
+            ("select_metric", SelectMetric),
+        )
+        for name, choices in choices_of:
             if getattr(self, name) not in get_args(choices):
                 raise ConfigError(
                     f"{name} must be one of {list(get_args(choices))}; got {getattr(self, name)!r}"
@@ -53,20 +91,40 @@ class TrainConfig:
             raise ConfigError(
                 f"momentum and weight_decay must be >= 0; got {self.momentum}, {self.weight_decay}"
             )
+        if self.crop_padding is not None and self.crop_padding < 0:
+            raise ConfigError(f"crop_padding must be >= 0 or None; got {self.crop_padding}")
+        size = self.val_size
+        if isinstance(size, bool) or not isinstance(size, (int, float)) or size < 0:
+            raise ConfigError(f"val_size must be 0, a fraction in (0, 1) or a count; got {size!r}")
+        if isinstance(size, float) and size >= 1:
+            raise ConfigError(f"val_size {size} must be a fraction in (0, 1) or an integer count")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"patience must be at least 1 or None; got {self.patience}")
+        if (self.select == "best" or self.patience is not None) and not size:
+            raise ConfigError("select='best' and patience need a validation split: set val_size")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        return cls(**d)
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown training-config keys {sorted(unknown)}")
+        # configs recorded before augmentation existed describe runs trained without it
+        return cls(**{"augment": False, **d})
 
 
 @dataclass
 class TrainHistory:
-    """Mean training loss per epoch and the measured throughput."""
+    """Per-epoch training loss (and validation metrics with a validation split), the epoch whose
+    weights the model keeps (1-based) and the measured throughput."""
 
     epoch_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_worst_group_accuracy: list[float] = field(default_factory=list)
+    selected_epoch: int = 0
     seconds: float = 0.0
     images_per_second: float = 0.0
 
@@ -146,40 +204,82 @@ def focal_cross_entropy(
     return (w * losses).sum() / w.sum()
 
 
+def validation_metrics(model: nn.Module, val: Split) -> dict[str, float]:
+    """Accuracy (%), mean cross-entropy and worst-group accuracy (%) of ``model`` on ``val``."""
+    logits = predict_logits(model, val.x)
+    correct = (logits.argmax(1) == val.y).double()
+    groups = torch.unique(val.g)
+    return {
+        "accuracy": 100 * float(correct.mean()),
+        "loss": float(F.cross_entropy(logits, val.y)),
+        "worst_group_accuracy": 100 * min(float(correct[val.g == a].mean()) for a in groups),
+    }
+
+
+def _improves(value: float, best: float | None, metric: SelectMetric) -> bool:
+    if best is None:
+        return True
+    return value < best if metric == "loss" else value > best
+
+
 def train_model(
     model: nn.Module,
     data: Split,
     config: TrainConfig,
     *,
+    flip_ok: bool = False,
     class_weights: Tensor | None = None,
     focal_gamma: float = 0.0,
     show_progress: bool = True,
 ) -> TrainHistory:
     """Train ``model`` in place with cross-entropy; the same seed gives the same weights.
 
-    ``class_weights`` (one per class) weight the cross-entropy, normalised per batch by the
-    summed weights of its samples, as ``torch.nn.functional.cross_entropy`` does;
-    ``focal_gamma`` > 0 trains with the focal loss instead (:func:`focal_cross_entropy`).
+    ``flip_ok`` says whether mirrored images keep their labels (``GroupedDataset.flip_ok``):
+    without it ``config.flip`` has no effect. ``class_weights`` (one per class) weight the
+    cross-entropy, normalised per batch by the summed weights of its samples, as
+    ``torch.nn.functional.cross_entropy`` does; ``focal_gamma`` > 0 trains with the focal loss
+    instead (:func:`focal_cross_entropy`). With ``config.val_size`` the model trains on the rest
+    of ``data`` and is scored on the validation split after every epoch (see
+    :class:`TrainConfig`).
 
-    With a GPU present (:func:`training_device`) the model trains there in channels-last memory
-    format under bfloat16 autocast (no loss scaling needed), batches copied over as they are
-    drawn, and is moved back to the CPU afterwards: the caller's model stays a CPU model.
+    A convolutional model trains in channels-last memory format
+    (:func:`~fairquant.models.predict.memory_format_for`). With a GPU present
+    (:func:`training_device`) it trains there under bfloat16 autocast (no loss scaling needed),
+    batches copied over as they are drawn and augmented there. Either way the caller's model
+    ends as a contiguous CPU model.
     """
+    val = None
+    if config.val_size:
+        data, val = validation_split(data, config.val_size, seed=config.seed)
     n = len(data)
     if n < 2:
         raise ConfigError(f"training needs at least 2 samples; the split has {n}")
     torch.manual_seed(config.seed)  # any randomness inside the model (dropout)
     order = torch.Generator().manual_seed(config.seed)
+    # a stream of its own, so turning augmentation on or off leaves the batch order unchanged
+    augment_seed = int(np.random.SeedSequence([config.seed, 1]).generate_state(1)[0])
+    shifts = torch.Generator().manual_seed(augment_seed)
+    padding = (
+        config.crop_padding
+        if config.crop_padding is not None
+        else default_padding(*data.x.shape[2:])
+    )
+    flip = config.flip and flip_ok
     bounds = batch_bounds(n, config.batch_size)
     steps = len(bounds) - 1
     device = training_device()
     gpu = device.type == "cuda"
-    if gpu:
-        model.to(device, memory_format=torch.channels_last)
-        class_weights = None if class_weights is None else class_weights.to(device)
+    layout = memory_format_for(model)
+    model.to(device, memory_format=layout)
+    if class_weights is not None:
+        class_weights = class_weights.to(device)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps * config.epochs)
     history = TrainHistory()
+    best: float | None = None
+    best_epoch = 0
+    best_state: dict[str, Tensor] | None = None
+    stale = 0
     model.train()
     start = time.perf_counter()
     with progress_bar("train", config.epochs * steps, enabled=show_progress) as advance:
@@ -188,10 +288,11 @@ def train_model(
             total = torch.zeros((), device=device)
             for lo, hi in itertools.pairwise(bounds):
                 idx = perm[lo:hi]
-                x, y = data.x[idx], data.y[idx]
-                if gpu:
-                    x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
-                    y = y.to(device, non_blocking=True)
+                x = data.x[idx].to(device, non_blocking=True)
+                y = data.y[idx].to(device, non_blocking=True)
+                if config.augment:
+                    x = crop_flip(x, padding=padding, flip=flip, generator=shifts)
+                x = x.contiguous(memory_format=layout)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
                     loss = focal_cross_entropy(model(x), y, weight=class_weights, gamma=focal_gamma)
                 optimizer.zero_grad(set_to_none=True)
@@ -201,10 +302,29 @@ def train_model(
                 total += loss.detach() * (hi - lo)
                 advance()
             history.epoch_loss.append(float(total) / n)
-            advance(0, status=f"epoch {epoch + 1} loss {history.epoch_loss[-1]:.3f}")
-    if gpu:
-        model.to("cpu", memory_format=torch.contiguous_format)
+            status = f"epoch {epoch + 1} loss {history.epoch_loss[-1]:.3f}"
+            history.selected_epoch = epoch + 1
+            if val is not None:
+                scores = validation_metrics(model, val)  # restores training mode
+                history.val_accuracy.append(scores["accuracy"])
+                history.val_loss.append(scores["loss"])
+                history.val_worst_group_accuracy.append(scores["worst_group_accuracy"])
+                status += f" val acc {scores['accuracy']:.1f}%"
+                score = scores[config.select_metric]
+                if _improves(score, best, config.select_metric):
+                    best, best_epoch, stale = score, epoch + 1, 0
+                    if config.select == "best":
+                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    stale += 1
+            advance(0, status=status)
+            if config.patience is not None and stale >= config.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        history.selected_epoch = best_epoch
+    model.to("cpu", memory_format=torch.contiguous_format)
     history.seconds = time.perf_counter() - start
-    history.images_per_second = n * config.epochs / history.seconds
+    history.images_per_second = n * len(history.epoch_loss) / history.seconds
     model.eval()
     return history
