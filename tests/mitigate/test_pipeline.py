@@ -197,7 +197,7 @@ def test_train_mitigated_is_fit_on_the_mitigated_data_and_loss(tiny_dataset):
         tiny_dataset,
         spec,
         config,
-        train=mitigated_split(tiny_dataset.train, m, seed=1),
+        prepare=lambda train: mitigated_split(train, m, seed=1),
         class_weights=mitigated_weights(tiny_dataset.train, m, num_classes=3),
         focal_gamma=2.0,
         show_progress=False,

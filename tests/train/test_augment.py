@@ -159,19 +159,23 @@ def test_best_epoch_selection_restores_the_best_weights():
     config = TrainConfig(
         epochs=6, batch_size=10, lr=0.05, val_size=0.25, select="best", select_metric="loss"
     )
+    rest, val = validation_split(data, 0.25, seed=0)
     torch.manual_seed(0)
     model = build_model(ModelSpec("cnn", 8), in_channels=1, num_classes=3)
-    history = train_model(model, data, config, show_progress=False)
+    history = train_model(model, rest, config, validation=val, show_progress=False)
     assert len(history.val_loss) == len(history.val_accuracy) == len(history.epoch_loss) == 6
     assert len(history.val_worst_group_accuracy) == 6
     best = int(np.argmin(history.val_loss)) + 1
     assert history.selected_epoch == best < 6
-    _, val = validation_split(data, 0.25, seed=0)
     assert validation_metrics(model, val)["loss"] == pytest.approx(history.val_loss[best - 1])
     torch.manual_seed(0)
     last = build_model(ModelSpec("cnn", 8), in_channels=1, num_classes=3)
     h_last = train_model(
-        last, data, TrainConfig(**{**config.to_dict(), "select": "last"}), show_progress=False
+        last,
+        rest,
+        TrainConfig(**{**config.to_dict(), "select": "last"}),
+        validation=val,
+        show_progress=False,
     )
     assert h_last.selected_epoch == 6 and h_last.val_loss == history.val_loss
     assert validation_metrics(last, val)["loss"] == pytest.approx(history.val_loss[-1])
@@ -182,11 +186,14 @@ def test_patience_stops_early():
     config = TrainConfig(
         epochs=8, batch_size=10, lr=0.05, val_size=0.25, select_metric="loss", patience=2
     )
+    rest, val = validation_split(data, 0.25, seed=0)
     torch.manual_seed(0)
     model = build_model(ModelSpec("cnn", 8), in_channels=1, num_classes=3)
-    history = train_model(model, data, config, show_progress=False)
+    history = train_model(model, rest, config, validation=val, show_progress=False)
     best = int(np.argmin(history.val_loss)) + 1
     assert len(history.epoch_loss) == best + 2 < 8
+    with pytest.raises(ConfigError, match="need a validation split"):
+        train_model(model, rest, config, show_progress=False)
     assert history.selected_epoch == len(history.epoch_loss)  # select="last" keeps the last
 
 
@@ -215,3 +222,18 @@ def test_training_and_prediction_use_the_memory_format(tiny_dataset):
     layouts.clear()
     predict_logits(model, tiny_dataset.test.x, batch_size=5)
     assert layouts == [True] * 3
+
+
+def test_fit_holds_the_validation_split_out_before_a_mitigation_resamples():
+    data = load_digits_dataset(DataSpec(name="digits", image_size=8))
+    seen: list[Split] = []
+
+    def prepare(train: Split) -> Split:  # a mitigation that duplicates every training image
+        seen.append(train)
+        return train.subset(torch.arange(len(train)).repeat(2))
+
+    config = TrainConfig(epochs=1, batch_size=64, val_size=0.2, select="best")
+    _, history = fit(data, ModelSpec("cnn", 4), config, prepare=prepare, show_progress=False)
+    rest, _ = validation_split(data.train, 0.2, seed=0)
+    assert len(seen) == 1 and torch.equal(seen[0].x, rest.x)
+    assert history.selected_epoch == 1 and len(history.val_accuracy) == 1

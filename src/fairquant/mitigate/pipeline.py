@@ -279,12 +279,13 @@ def train_mitigated(
     show_progress: bool = False,
 ) -> tuple[nn.Module, TrainHistory]:
     """A fresh model (seeded by ``config.seed``) trained with ``mitigation``'s data and loss:
-    :func:`~fairquant.train.fit.fit` on :func:`mitigated_split` with :func:`mitigated_weights`."""
+    :func:`~fairquant.train.fit.fit` on :func:`mitigated_split` (of the training split less any
+    validation split) with :func:`mitigated_weights`."""
     return fit(
         data,
         model_spec,
         config,
-        train=mitigated_split(data.train, mitigation, seed=config.seed),
+        prepare=lambda train: mitigated_split(train, mitigation, seed=config.seed),
         class_weights=mitigated_weights(data.train, mitigation, num_classes=data.num_classes),
         focal_gamma=mitigation.focal or 0.0,
         show_progress=show_progress,

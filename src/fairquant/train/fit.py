@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
 from fairquant.data.base import GroupedDataset, Split
+from fairquant.data.split import validation_split
 from fairquant.errors import ConfigError
 from fairquant.models.registry import ModelSpec, build_model
 from fairquant.train.loop import TrainConfig, TrainHistory, train_model
@@ -16,7 +19,7 @@ def fit(
     model_spec: ModelSpec,
     config: TrainConfig,
     *,
-    train: Split | None = None,
+    prepare: Callable[[Split], Split] | None = None,
     class_weights: Tensor | None = None,
     focal_gamma: float = 0.0,
     show_progress: bool = True,
@@ -24,10 +27,12 @@ def fit(
     """A freshly initialised (seeded by ``config.seed``) model trained on ``dataset.train``,
     mirrored at random in augmentation only where ``dataset.flip_ok``.
 
-    ``train`` replaces the training split (e.g. a resampled or augmented one: a mitigation's,
-    :func:`~fairquant.mitigate.pipeline.train_mitigated`); the model is still sized for
-    ``dataset``'s channels and classes. ``class_weights`` and ``focal_gamma`` go to
-    :func:`~fairquant.train.loop.train_model`.
+    With ``config.val_size`` a validation split (:func:`~fairquant.data.validation_split`, seeded
+    by ``config.seed``) is held out of ``dataset.train`` first; ``prepare`` then maps the rest to
+    the data trained on (e.g. a mitigation's resampling or balancing augmentation:
+    :func:`~fairquant.mitigate.pipeline.train_mitigated`), so no copy of a validation image is
+    trained on. The model is sized for ``dataset``'s channels and classes. ``class_weights`` and
+    ``focal_gamma`` go to :func:`~fairquant.train.loop.train_model`.
     """
     if dataset.train.x.ndim != 4:  # a table's (N, F) feature rows: the zoo holds image models
         raise ConfigError(
@@ -39,10 +44,16 @@ def fit(
     model = build_model(
         model_spec, in_channels=dataset.in_channels, num_classes=dataset.num_classes
     )
+    train, validation = dataset.train, None
+    if config.val_size:
+        train, validation = validation_split(train, config.val_size, seed=config.seed)
+    if prepare is not None:
+        train = prepare(train)
     history = train_model(
         model,
-        dataset.train if train is None else train,
+        train,
         config,
+        validation=validation,
         flip_ok=dataset.flip_ok,
         class_weights=class_weights,
         focal_gamma=focal_gamma,

@@ -22,7 +22,6 @@ from torch import Tensor, nn
 
 from fairquant._progress import progress_bar
 from fairquant.data.base import Split
-from fairquant.data.split import validation_split
 from fairquant.errors import ConfigError
 from fairquant.models.predict import memory_format_for, predict_logits
 from fairquant.train.augment import crop_flip, default_padding
@@ -227,6 +226,7 @@ def train_model(
     data: Split,
     config: TrainConfig,
     *,
+    validation: Split | None = None,
     flip_ok: bool = False,
     class_weights: Tensor | None = None,
     focal_gamma: float = 0.0,
@@ -239,8 +239,9 @@ def train_model(
     cross-entropy, normalised per batch by the summed weights of its samples, as
     ``torch.nn.functional.cross_entropy`` does; ``focal_gamma`` > 0 trains with the focal loss
     instead (:func:`focal_cross_entropy`). With ``config.val_size`` the model trains on the rest
-    of ``data`` and is scored on the validation split after every epoch (see
-    :class:`TrainConfig`).
+    ``validation`` (held out of ``data`` by the caller: :func:`~fairquant.train.fit.fit` carves
+    it by ``config.val_size`` before any resampling) scores the model after every epoch, and
+    ``config.select`` and ``config.patience`` act on it (see :class:`TrainConfig`).
 
     A convolutional model trains in channels-last memory format
     (:func:`~fairquant.models.predict.memory_format_for`). With a GPU present
@@ -248,9 +249,9 @@ def train_model(
     batches copied over as they are drawn and augmented there. Either way the caller's model
     ends as a contiguous CPU model.
     """
-    val = None
-    if config.val_size:
-        data, val = validation_split(data, config.val_size, seed=config.seed)
+    val = validation
+    if val is None and (config.select == "best" or config.patience is not None):
+        raise ConfigError("select='best' and patience need a validation split; none was given")
     n = len(data)
     if n < 2:
         raise ConfigError(f"training needs at least 2 samples; the split has {n}")
