@@ -1,0 +1,109 @@
+"""Does balancing augmentation lower φ(D)? Liu et al. (ICML 2025) Table 2 at several lengths.
+
+UTKFace with the group equal to the target (race, A = Y, the paper's setting), mitigations
+``none``, ``gt`` (geometric transforms) and ``re`` (random erasing), PTQ and QAT at int8 and int4,
+over seeds, once per training length in ``--epochs``: each length is one mitigation comparison
+(``fairquant.compare_mitigations``, resumable run directory ``OUT/epochs-L``) with the project's
+paired statistics across seeds (``tests.csv``: two-sided paired t-test with the exact sign-flip
+p beside it, Holm over the run directory). Training holds out a validation split (``--val-size``)
+and keeps the last epoch (so that the length is the length), recording every epoch's validation
+accuracy: ``curves.csv`` shows whether it plateaued. ``trend.csv`` holds φ(D), overall and
+worst-group accuracy per length, mitigation, method and precision (mean and 95% Student-t
+interval across seeds).
+
+    OMP_NUM_THREADS=1 python bench/augment_study.py --out runs/augment-study \\
+        --epochs 3,10,20 --seeds 0,1,2,3,4 --train-limit 3000 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+import fairquant
+from fairquant.data import DataSpec
+from fairquant.models import ModelSpec
+from fairquant.quant.qat import DEFAULT_QAT_CONFIG
+from fairquant.train import TrainConfig
+
+METRICS = ("phi", "accuracy", "worst_group_accuracy")
+
+
+def _curves(run_dir: Path, epochs: int) -> pd.DataFrame:
+    rows = []
+    for ckpt in sorted(run_dir.glob("cells/*/*.pt")):
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        history = state.get("history") or {}
+        label = state.get("label") or ckpt.parent.name
+        for epoch, acc in enumerate(history.get("val_accuracy", []), start=1):
+            rows.append(
+                {
+                    "length": epochs,
+                    "model": label,
+                    "file": ckpt.name,
+                    "epoch": epoch,
+                    "val_accuracy": acc,
+                    "val_worst_group_accuracy": history["val_worst_group_accuracy"][epoch - 1],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/augment-study"))
+    parser.add_argument("--root", type=Path, default=Path("../shared/data/UTKFace.tar.gz"))
+    parser.add_argument("--epochs", default="3,10,20", help="training lengths, comma-separated")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--mitigations", default="none,gt,re")
+    parser.add_argument("--train-limit", type=int, default=3000, help="training images (seeded)")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--val-size", type=float, default=0.1)
+    parser.add_argument("--qat-epochs", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if not args.root.exists():
+        raise SystemExit(f"{args.root}: no UTKFace archive there (see ../shared/data/README.md)")
+    spec = DataSpec(
+        name="utkface",
+        root=str(args.root.resolve()),
+        target="ethnicity",
+        image_size=args.image_size,
+        options={"grayscale": True, "limit": {"train": args.train_limit}},
+    )
+    seeds = [int(s) for s in args.seeds.split(",")]
+    trend, curves, tests = [], [], []
+    for epochs in (int(e) for e in args.epochs.split(",")):
+        out = args.out / f"epochs-{epochs}"
+        comparison = fairquant.compare_mitigations(
+            spec,
+            ModelSpec("resnet18", args.width),
+            TrainConfig(epochs=epochs, val_size=args.val_size),
+            out,
+            mitigations=args.mitigations,
+            precisions=("fp32", "int8", "int4"),
+            methods=("ptq", "qat"),
+            seeds=seeds,
+            qat=replace(DEFAULT_QAT_CONFIG, epochs=args.qat_epochs),
+            n_bootstrap=0,
+            backend="process",
+            workers=args.workers,
+        )
+        summary = pd.read_csv(out / "summary.csv", dtype={"precision": str, "group": str})
+        trend.append(summary[summary.metric.isin(METRICS)].assign(length=epochs))
+        curves.append(_curves(out, epochs))
+        tests.append(pd.read_csv(out / "tests.csv").assign(length=epochs))
+        print(f"epochs {epochs}: {comparison.run} -> {out}")
+    pd.concat(trend).to_csv(args.out / "trend.csv", index=False)
+    pd.concat(curves).to_csv(args.out / "curves.csv", index=False)
+    pd.concat(tests).to_csv(args.out / "tests.csv", index=False)
+    print(f"wrote trend.csv, curves.csv and tests.csv to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
