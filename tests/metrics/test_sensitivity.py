@@ -5,20 +5,23 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call, grad, hessian
+from torch.func import functional_call, grad, hessian, jacrev
 
 from fairquant.data import Split
 from fairquant.errors import ConfigError
-from fairquant.metrics.curvature import GroupCurvature
+from fairquant.metrics.curvature import GroupCurvature, ggn_diagonal
 from fairquant.metrics.sensitivity import (
+    diagonal_excess,
     group_sensitivity,
+    layer_trace_sensitivity,
     measured_excess,
     measured_layer_excess,
     predict_excess,
     taylor_excess,
 )
 from fairquant.mitigate.allocate import allocate_precision
-from fairquant.quant import parse_precision, quantized_layers
+from fairquant.quant import parse_precision, quantize_model, quantized_layers
+from fairquant.quant.functional import quantize_symmetric
 from fairquant.quant.mixed import layer_deltas
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -77,6 +80,71 @@ def test_taylor_terms_are_exact_in_float64(tiny):
             assert row.predicted == pytest.approx(row.first + row.second, abs=1e-15)
 
 
+def test_diagonal_terms_are_exact_in_float64(tiny):
+    """``first = g_a·δ`` and ``second = ½ Σ_k (G_a)_kk δ_k²`` against the full float64 GGN
+    ``1/n Σ J_iᵀ (diag p_i - p_i p_iᵀ) J_i`` from Jacobians."""
+    model, x, y, g = tiny
+    curv = ggn_diagonal(model, x, y, g, 3)
+    table = diagonal_excess(curv, model, GROUPS, [2, 4, 8]).set_index(["layer", "bits", "group"])
+    assert len(table) == 2 * 3 * 3
+    exact = []
+    for a in range(3):
+        loss, flat = _group_loss(model, x, y, g, a)
+        layers = quantized_layers(model)
+
+        def logits(v, a=a, layers=layers):
+            params, start = {}, 0
+            for name, m in layers:
+                n = m.weight.numel()
+                params[f"{name}.weight"] = v[start : start + n].reshape(m.weight.shape)
+                start += n
+            return functional_call(model, params, (x[g == a],))
+
+        jac = jacrev(logits)(flat)
+        p = logits(flat).softmax(1)
+        lam = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+        ggn = torch.einsum("ncp,ncd,ndq->pq", jac, lam, jac) / len(p)
+        exact.append((grad(loss)(flat), ggn.diagonal()))
+    for name, b, d in layer_deltas(model, [2, 4, 8]):
+        delta = _flat_delta(model, name, d)
+        for (g_a, diag), group in zip(exact, GROUPS, strict=True):
+            row = table.loc[(name, b, group)]
+            assert row.first == pytest.approx((g_a @ delta).item(), rel=1e-10, abs=1e-13)
+            second = 0.5 * (diag * delta**2).sum().item()
+            assert row.second == pytest.approx(second, rel=1e-10, abs=1e-13)
+            assert row.predicted == pytest.approx(row.first + row.second, abs=1e-15)
+
+
+def test_layer_trace_sensitivity_is_hawq_v2_on_a_relu_network():
+    """``trace`` is ``Tr(H_l)/n_l`` (the Hessian's: the network is piecewise linear), ``error``
+    is ``||Q_b(w_l) - w_l||²`` and ``score`` their product; the groups are pooled."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).double()
+    data = Split(
+        torch.randn(50, 1, 2, 3, dtype=torch.float64), torch.arange(50) % 3, torch.arange(50) % 2
+    )
+    table = layer_trace_sensitivity(model, data, [2, 8]).set_index(["layer", "bits"])
+    assert len(table) == 4
+    y = data.y
+    for name, m in quantized_layers(model):
+        w = m.weight.detach()
+
+        def loss(v, name=name):
+            return nn.functional.cross_entropy(
+                functional_call(model, {f"{name}.weight": v}, (data.x,)), y
+            )
+
+        trace = torch.trace(hessian(loss)(w).reshape(w.numel(), w.numel())).item()
+        for b in (2, 8):
+            row = table.loc[(name, b)]
+            error = (quantize_symmetric(w, b) - w).square().sum().item()
+            assert row.numel == w.numel()
+            assert row.trace == pytest.approx(trace / w.numel(), rel=1e-10)
+            assert row.error == pytest.approx(error, rel=1e-12)
+            assert row.score == pytest.approx(row.trace * row.error, rel=1e-12)
+    assert (table.xs(2, level="bits").error > table.xs(8, level="bits").error).all()
+
+
 def test_taylor_prediction_error_is_third_order(tiny):
     """Along t * δ the prediction t g·δ + t² ½δᵀHδ misses the exact loss change by O(t³)."""
     model, x, y, g = tiny
@@ -93,7 +161,7 @@ def test_taylor_prediction_error_is_third_order(tiny):
     assert 6.0 < errors[0] / errors[1] < 10.0  # halving t divides a cubic error by ~8
 
 
-@pytest.mark.parametrize("sensitivity", ["predicted", "measured"])
+@pytest.mark.parametrize("sensitivity", ["predicted", "diagonal", "measured"])
 def test_pooled_sensitivity_is_the_count_weighted_group_mean(sensitivity):
     """All samples in one group give the pooled, loss-only sensitivity of HAWQ and AIMET: the
     count-weighted mean of the groups' (the loss is a mean over samples), so the ``"loss"``
@@ -131,6 +199,34 @@ def test_measured_per_layer_excess_of_a_one_layer_model_is_its_whole_excess():
     )
     with pytest.raises(ConfigError, match="differ from the table's layers"):
         predict_excess(table, {"0": 4}, column="excess")
+
+
+def test_measured_drop_is_each_groups_accuracy_loss_in_points():
+    """``drop`` is fp32 accuracy minus the accuracy with only that layer quantized, per group."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+    data = Split(torch.randn(60, 1, 4, 4), torch.arange(60) % 3, torch.arange(60) // 20)
+    table = measured_layer_excess(model, data, GROUPS, [2, 8])
+    assert list(table.columns) == ["layer", "bits", "numel", "group", "excess", "drop"]
+    with torch.no_grad():
+        base = model(data.x).argmax(1) == data.y
+        for b in (2, 8):
+            quantized = parse_precision(f"int{b}")
+            hits = quantize_model(model, quantized)(data.x).argmax(1) == data.y
+            for a, group in enumerate(GROUPS):
+                row = table[(table.bits == b) & (table.group == group)].iloc[0]
+                mask = data.g == a
+                expected = 100 * (base[mask].double().mean() - hits[mask].double().mean())
+                assert row["drop"] == pytest.approx(expected.item(), abs=1e-9)
+    assert table[table.bits == 2]["drop"].abs().sum() > 0  # 2 bits moves some predictions
+
+
+def test_diagonal_sensitivity_has_the_allocation_columns(tiny):
+    model, x, y, g = tiny
+    table = group_sensitivity(model, Split(x, y, g), GROUPS, [2, 4], sensitivity="diagonal")
+    assert {"layer", "bits", "numel", "group", "excess"} <= set(table.columns)
+    assert len(table) == 2 * 2 * 3
+    assert allocate_precision(model, table, objective="worst-group", budget_bits=3.0).size_bytes
 
 
 def test_unknown_sensitivity_is_named():

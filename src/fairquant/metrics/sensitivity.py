@@ -18,8 +18,22 @@ bit widths of a block in one batched double-backward pass). A spec that puts lay
 ``δ_lᵀ H_a δ_{l'}`` (``l ≠ l'``) and every higher-order term are ignored (compare with
 :func:`measured_excess` of the whole spec to see what that costs).
 
+That costs one Hessian-vector product per (layer, bits, group), more than measuring on a
+ResNet-18. :func:`diagonal_excess` keeps only the diagonal ``D_a`` of each group's generalized
+Gauss-Newton ``G_a`` (positive semi-definite; equal in trace to ``H_a`` for piecewise-linear
+networks):
+
+    ``G_{l,b}(a) ≈ g_a · δ_{l,b} + ½ Σ_k D_{a,k} δ_{l,b,k}²``,
+
+where ``g_a`` and ``D_a`` come exactly from one pass over the samples
+(:func:`~fairquant.metrics.curvature.ggn_diagonal`), and every layer and bit width afterwards is a
+dot product. The off-diagonal curvature within a layer is dropped, as in the diagonal Fisher
+saliencies of Optimal Brain Damage (LeCun et al., 1990). Pooled over all samples, the diagonal's
+per-layer sum is HAWQ-V2's trace-weighted sensitivity ``Tr(H_l)/n_l · ||Q_b(w_l) - w_l||²``
+(Dong et al., NeurIPS 2020): :func:`layer_trace_sensitivity`.
+
 :func:`measured_layer_excess` gives the same table measured: quantize only layer ``l`` at ``b``
-bits and evaluate each group's loss.
+bits and evaluate each group's loss (and accuracy, the exhaustive search of AIMET).
 """
 
 from __future__ import annotations
@@ -34,7 +48,7 @@ from torch import Tensor, nn
 
 from fairquant.data.base import Split
 from fairquant.errors import ConfigError, DataError
-from fairquant.metrics.curvature import GroupCurvature
+from fairquant.metrics.curvature import GroupCurvature, GroupDiagonal, ggn_diagonal
 from fairquant.metrics.functional import group_counts, group_mean, per_sample_loss
 from fairquant.models.predict import predict_logits
 from fairquant.quant.functional import check_bits, quantize_symmetric
@@ -43,10 +57,14 @@ from fairquant.quant.model import quantize_model, quantized_layers
 from fairquant.quant.precision import Precision
 
 #: How :func:`group_sensitivity` gets ``G_{l,b}(a)``.
-SensitivitySource = Literal["measured", "predicted"]
+SensitivitySource = Literal["measured", "predicted", "diagonal"]
 SENSITIVITIES: tuple[str, ...] = get_args(SensitivitySource)
-#: Columns of :func:`taylor_excess`.
+#: Columns of :func:`taylor_excess` and :func:`diagonal_excess`.
 TAYLOR_COLUMNS = ["layer", "bits", "numel", "group", "first", "second", "predicted"]
+#: Columns of :func:`measured_layer_excess`.
+MEASURED_COLUMNS = ["layer", "bits", "numel", "group", "excess", "drop"]
+#: Columns of :func:`layer_trace_sensitivity`.
+TRACE_COLUMNS = ["layer", "bits", "numel", "trace", "error", "score"]
 
 
 def _offsets(op: GroupCurvature, model: nn.Module) -> dict[str, tuple[int, int]]:
@@ -107,6 +125,79 @@ def taylor_excess(
     return pd.DataFrame(rows, columns=TAYLOR_COLUMNS)
 
 
+def _diagonal_keys(curv: GroupDiagonal, model: nn.Module) -> dict[str, str]:
+    """Each quantized layer's weight name in ``curv``."""
+    keys = {name: f"{name}.weight" for name, _ in quantized_layers(model)}
+    missing = [key for key in keys.values() if key not in curv.grads]
+    if missing:
+        raise ConfigError(
+            f"the GroupDiagonal has no entries for the weights {missing}: build it on this model "
+            "with parameters='quantized'"
+        )
+    return keys
+
+
+def diagonal_excess(
+    curv: GroupDiagonal,
+    model: nn.Module,
+    group_names: Sequence[str],
+    options: Sequence[int],
+    *,
+    per_channel: bool = False,
+) -> pd.DataFrame:
+    """Predicted per-layer, per-group excess loss with the diagonal curvature (module doc):
+    ``first = g_a · δ``, ``second = ½ Σ_k D_{a,k} δ_k²`` and ``predicted = first + second`` for
+    every quantized layer, bit width and group with samples.
+
+    ``curv`` holds every group's gradient and GGN diagonal
+    (:func:`~fairquant.metrics.curvature.ggn_diagonal` of ``model``, ``parameters="quantized"``);
+    nothing here differentiates. Returns the columns :data:`TAYLOR_COLUMNS`, one row per
+    (layer, bits, group).
+    """
+    if len(group_names) != len(curv.counts):
+        raise ConfigError(f"{len(group_names)} group names for {len(curv.counts)} groups")
+    keys = _diagonal_keys(curv, model)
+    groups = curv.present()
+    rows = []
+    for name, b, d in layer_deltas(model, options, per_channel=per_channel):
+        d = d.double()
+        first = (curv.grads[keys[name]] * d).flatten(1).sum(1)
+        second = 0.5 * (curv.diag[keys[name]] * d**2).flatten(1).sum(1)
+        rows += [
+            (name, b, d.numel(), group_names[a], f, s, f + s)
+            for a, f, s in zip(groups, first[groups].tolist(), second[groups].tolist(), strict=True)
+        ]
+    return pd.DataFrame(rows, columns=TAYLOR_COLUMNS)
+
+
+def layer_trace_sensitivity(
+    model: nn.Module,
+    data: Split,
+    options: Sequence[int],
+    *,
+    per_channel: bool = False,
+    chunk: int = 32,
+) -> pd.DataFrame:
+    """HAWQ-V2's trace-weighted sensitivity of each quantized layer on all of ``data`` (groups
+    pooled): ``trace = Tr(G_l)/n_l``, the layer's exact GGN trace per weight (the Hessian's for a
+    piecewise-linear network), ``error = ||Q_b(w_l) - w_l||²`` and ``score = trace * error``.
+
+    Dong et al. (NeurIPS 2020) quantize the layers with the smallest score hardest. Returns the
+    columns :data:`TRACE_COLUMNS`, one row per (layer, bits).
+    """
+    if len(data) == 0:
+        raise DataError("the data has no samples: a trace needs at least one")
+    pooled = torch.zeros(len(data), dtype=torch.long)
+    curv = ggn_diagonal(model, data.x, data.y, pooled, 1, chunk=chunk)
+    keys = _diagonal_keys(curv, model)
+    rows = []
+    for name, b, d in layer_deltas(model, options, per_channel=per_channel):
+        trace = curv.diag[keys[name]].sum().item() / d.numel()
+        error = d.double().square().sum().item()
+        rows.append((name, b, d.numel(), trace, error, trace * error))
+    return pd.DataFrame(rows, columns=TRACE_COLUMNS)
+
+
 def predict_excess(table: pd.DataFrame, bits: Mapping[str, int], *, column: str = "predicted"):
     """``Σ_l table[l, bits[l], a]`` per group: the additive prediction of a per-layer spec (no
     cross-layer terms). ``table`` has columns ``layer, bits, group`` and ``column``; ``bits``
@@ -125,9 +216,12 @@ def predict_excess(table: pd.DataFrame, bits: Mapping[str, int], *, column: str 
     return picked.groupby("group", sort=False)[column].sum()
 
 
-def _group_losses(model: nn.Module, data: Split, num_groups: int) -> Tensor:
-    losses = per_sample_loss(predict_logits(model, data.x), data.y)
-    return group_mean(losses, data.g, num_groups)
+def _group_stats(model: nn.Module, data: Split, num_groups: int) -> tuple[Tensor, Tensor]:
+    """Each group's mean loss and accuracy in points (one forward pass)."""
+    logits = predict_logits(model, data.x)
+    losses = group_mean(per_sample_loss(logits, data.y), data.g, num_groups)
+    correct = (logits.argmax(1) == data.y).double() * 100
+    return losses, group_mean(correct, data.g, num_groups)
 
 
 def _present(data: Split, num_groups: int) -> list[int]:
@@ -148,26 +242,30 @@ def measured_layer_excess(
     per_channel: bool = False,
 ) -> pd.DataFrame:
     """Measured per-layer, per-group excess loss: ``G_{l,b}(a) = L_a(θ with only layer l at b
-    bits) - L_a(θ)`` on ``data``, for every quantized layer, bit width and group with samples.
+    bits) - L_a(θ)`` on ``data``, for every quantized layer, bit width and group with samples,
+    and from the same forward passes the accuracy drop in points, ``drop = acc_a(θ) - acc_a(θ
+    with only layer l at b bits)`` (positive: the group loses accuracy).
 
-    Returns columns ``layer, bits, numel, group, excess``; ``model`` is unchanged.
+    Returns the columns :data:`MEASURED_COLUMNS`; ``model`` is unchanged.
     """
     for b in options:
         check_bits(b)
     work = copy.deepcopy(model).eval()
     present = _present(data, len(group_names))
-    base = _group_losses(work, data, len(group_names))
+    base_loss, base_acc = _group_stats(work, data, len(group_names))
     rows = []
     for name, layer in quantized_layers(work):
         original = layer.weight.detach().clone()
         for b in options:
             layer.weight.copy_(quantize_symmetric(original, b, per_channel=per_channel))
-            excess = _group_losses(work, data, len(group_names)) - base
+            loss, acc = _group_stats(work, data, len(group_names))
+            excess, drop = loss - base_loss, base_acc - acc
             rows += [
-                (name, int(b), original.numel(), group_names[a], excess[a].item()) for a in present
+                (name, int(b), original.numel(), group_names[a], excess[a].item(), drop[a].item())
+                for a in present
             ]
         layer.weight.copy_(original)
-    return pd.DataFrame(rows, columns=["layer", "bits", "numel", "group", "excess"])
+    return pd.DataFrame(rows, columns=MEASURED_COLUMNS)
 
 
 def measured_excess(
@@ -176,8 +274,8 @@ def measured_excess(
     """Measured ``G(a)`` of the whole model at ``precision`` (weights quantized by
     :func:`quantize_model`) on ``data``, by group name, for the groups with samples."""
     present = _present(data, len(group_names))
-    base = _group_losses(model, data, len(group_names))
-    quantized = _group_losses(quantize_model(model, precision), data, len(group_names))
+    base = _group_stats(model, data, len(group_names))[0]
+    quantized = _group_stats(quantize_model(model, precision), data, len(group_names))[0]
     return pd.Series(
         [(quantized[a] - base[a]).item() for a in present],
         index=pd.Index([group_names[a] for a in present], name="group"),
@@ -197,13 +295,20 @@ def group_sensitivity(
 ) -> pd.DataFrame:
     """Per-layer, per-group excess loss ``G_{l,b}(a)`` on ``data`` (columns ``layer, bits,
     numel, group, excess``): ``"measured"`` quantizes one layer at a time and evaluates
-    (:func:`measured_layer_excess`); ``"predicted"`` is the Taylor prediction
-    ``g_a·δ + ½ δᵀH_aδ`` (:func:`taylor_excess`, Hessian-vector products). With all samples in
-    one group it is the pooled, loss-only sensitivity of HAWQ and AIMET."""
+    (:func:`measured_layer_excess`, with the accuracy drop ``drop`` too); ``"predicted"`` is the
+    Taylor prediction ``g_a·δ + ½ δᵀH_aδ`` (:func:`taylor_excess`, one Hessian-vector product per
+    layer, bit width and group); ``"diagonal"`` keeps the diagonal of each group's GGN
+    (:func:`diagonal_excess`, one pass over ``data`` for all of them); the predictions keep their
+    terms ``first`` and ``second``. With all samples in one group it is the pooled, loss-only
+    sensitivity of HAWQ and AIMET."""
     if sensitivity == "measured":
         return measured_layer_excess(model, data, group_names, options, per_channel=per_channel)
     if sensitivity == "predicted":
         op = GroupCurvature(model, data.x, data.y, data.g, len(group_names))
         table = taylor_excess(op, model, group_names, options, per_channel=per_channel, block=block)
+        return table.rename(columns={"predicted": "excess"})
+    if sensitivity == "diagonal":
+        curv = ggn_diagonal(model, data.x, data.y, data.g, len(group_names))
+        table = diagonal_excess(curv, model, group_names, options, per_channel=per_channel)
         return table.rename(columns={"predicted": "excess"})
     raise ConfigError(f"sensitivity must be one of {SENSITIVITIES}; got {sensitivity!r}")

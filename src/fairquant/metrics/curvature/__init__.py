@@ -13,6 +13,7 @@ As in curvlinops, the estimators are small pure functions of a batched matrix-ve
   and a relative-error stopping rule (:class:`ProbeBudget`), and :func:`group_traces`, every
   group's trace at once as an exact GGN trace plus a shared-probe residual;
 * :mod:`.eigen`: Lanczos for the largest algebraic eigenvalue;
+* :mod:`.diagonal`: :func:`ggn_diagonal`, every group's gradient and exact GGN diagonal in one pass;
 * :mod:`.operators`: :class:`GroupCurvature` (per-group Hessian or GGN matvecs on kept graphs,
   fairquant's own part: PyHessian and curvlinops take one dataset at a time) and
   :class:`SampleCurvature` (per-sample forward-over-forward terms of all groups in one pass);
@@ -23,6 +24,7 @@ Whether a model is piecewise linear (so that ``Tr(H_a) = Tr(G_a)`` exactly) is d
 models themselves: :func:`fairquant.models.piecewise.is_piecewise_linear`, re-exported here.
 """
 
+from fairquant.metrics.curvature.diagonal import GroupDiagonal, ggn_diagonal
 from fairquant.metrics.curvature.eigen import lanczos_max
 from fairquant.metrics.curvature.introspect import (
     Curvature,
@@ -45,6 +47,7 @@ from fairquant.models.piecewise import is_piecewise_linear
 __all__ = [
     "Curvature",
     "GroupCurvature",
+    "GroupDiagonal",
     "MatVec",
     "Parameters",
     "ProbeBudget",
@@ -53,6 +56,7 @@ __all__ = [
     "check_deterministic",
     "curvature_parameters",
     "curvature_table",
+    "ggn_diagonal",
     "group_curvature",
     "group_traces",
     "hutchinson",
