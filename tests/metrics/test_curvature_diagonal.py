@@ -118,3 +118,16 @@ def test_chunks_and_empty_groups(tanh_groups):
         assert not one.diag[name][2].any()
     with pytest.raises(ConfigError, match="chunk must be >= 1"):
         ggn_diagonal(model, x, y, g, 4, chunk=0)
+
+
+def test_pooled_groups_are_one_group(tanh_groups):
+    """Every term is a mean over samples, so pooling by counts is the one-group pass."""
+    model, x, y, g = tanh_groups(4)
+    g = torch.where(g == 2, 0, g)  # groups of 60 and 30, group 2 empty
+    pooled = ggn_diagonal(model, x, y, g, 3).pooled()
+    one = ggn_diagonal(model, x, y, torch.zeros_like(g), 1)
+    assert pooled.counts.tolist() == [90]
+    assert pooled.loss.item() == pytest.approx(one.loss.item(), abs=1e-13)
+    for name in one.diag:
+        assert torch.allclose(pooled.diag[name], one.diag[name], rtol=1e-12, atol=1e-15)
+        assert torch.allclose(pooled.grads[name], one.grads[name], rtol=1e-12, atol=1e-15)

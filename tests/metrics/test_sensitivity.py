@@ -143,6 +143,9 @@ def test_layer_trace_sensitivity_is_hawq_v2_on_a_relu_network():
             assert row.error == pytest.approx(error, rel=1e-12)
             assert row.score == pytest.approx(row.trace * row.error, rel=1e-12)
     assert (table.xs(2, level="bits").error > table.xs(8, level="bits").error).all()
+    groups = ggn_diagonal(model, data.x, data.y, data.g, 2)
+    reused = layer_trace_sensitivity(model, data, [2, 8], curvature=groups)
+    assert np.allclose(reused.trace, table.trace, rtol=1e-12, atol=0)
 
 
 def test_taylor_prediction_error_is_third_order(tiny):

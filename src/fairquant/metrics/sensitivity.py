@@ -176,19 +176,24 @@ def layer_trace_sensitivity(
     options: Sequence[int],
     *,
     per_channel: bool = False,
-    chunk: int = 32,
+    curvature: GroupDiagonal | None = None,
 ) -> pd.DataFrame:
     """HAWQ-V2's trace-weighted sensitivity of each quantized layer on all of ``data`` (groups
     pooled): ``trace = Tr(G_l)/n_l``, the layer's exact GGN trace per weight (the Hessian's for a
     piecewise-linear network), ``error = ||Q_b(w_l) - w_l||²`` and ``score = trace * error``.
 
-    Dong et al. (NeurIPS 2020) quantize the layers with the smallest score hardest. Returns the
-    columns :data:`TRACE_COLUMNS`, one row per (layer, bits).
+    Dong et al. (NeurIPS 2020) quantize the layers with the smallest score hardest. ``curvature``:
+    the per-group :func:`~fairquant.metrics.curvature.ggn_diagonal` of ``model`` on ``data``
+    already at hand (pooled instead of another pass over ``data``). Returns the columns
+    :data:`TRACE_COLUMNS`, one row per (layer, bits).
     """
-    if len(data) == 0:
-        raise DataError("the data has no samples: a trace needs at least one")
-    pooled = torch.zeros(len(data), dtype=torch.long)
-    curv = ggn_diagonal(model, data.x, data.y, pooled, 1, chunk=chunk)
+    if curvature is None:
+        if len(data) == 0:
+            raise DataError("the data has no samples: a trace needs at least one")
+        pooled = torch.zeros(len(data), dtype=torch.long)
+        curv = ggn_diagonal(model, data.x, data.y, pooled, 1)
+    else:
+        curv = curvature.pooled()
     keys = _diagonal_keys(curv, model)
     rows = []
     for name, b, d in layer_deltas(model, options, per_channel=per_channel):

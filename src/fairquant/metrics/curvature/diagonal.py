@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fairquant.errors import ConfigError
+from fairquant.errors import ConfigError, DataError
 from fairquant.metrics.curvature.introspect import Parameters, check_group_data, named_parameters
 from fairquant.metrics.curvature.operators.base import GroupOperator
 
@@ -53,6 +53,25 @@ class GroupDiagonal(GroupOperator):
     loss: Tensor
     grads: dict[str, Tensor]
     diag: dict[str, Tensor]
+
+    def pooled(self) -> GroupDiagonal:
+        """All groups as one: the count-weighted means (every term is a mean over samples), the
+        same as :func:`ggn_diagonal` with every sample in one group, without another pass."""
+        present = self.present()
+        if not present:
+            raise DataError("no group has samples: nothing to pool")
+        w = self.counts[present].double() / self.counts[present].sum()
+
+        def pool(t: Tensor) -> Tensor:
+            return torch.tensordot(w, t[present], dims=1)[None]
+
+        return GroupDiagonal(
+            counts=self.counts.sum()[None],
+            dim=self.dim,
+            loss=pool(self.loss),
+            grads={k: pool(v) for k, v in self.grads.items()},
+            diag={k: pool(v) for k, v in self.diag.items()},
+        )
 
 
 def ggn_diagonal(
@@ -90,14 +109,15 @@ def ggn_diagonal(
             xs, ys, gs = x[s : s + chunk], y[s : s + chunk], g[s : s + chunk]
             jac = jacobian(theta, xs)  # name -> (b, C, *shape)
             z = torch.func.functional_call(model, theta, (xs,)).double()
-            p = z.softmax(1)
-            r = p - F.one_hot(ys, z.shape[1]).double()
             loss.index_add_(0, gs, F.cross_entropy(z, ys, reduction="none"))
+            # in the model's dtype (float32 halves the memory traffic), summed in float64
+            p = z.softmax(1).to(dtype)
+            r = p - F.one_hot(ys, z.shape[1]).to(dtype)
             for name, j in jac.items():
-                j = j.flatten(2).double()  # (b, C, P_name)
-                grads[name].index_add_(0, gs, torch.einsum("bc,bcp->bp", r, j))
+                j = j.flatten(2)  # (b, C, P_name)
+                grads[name].index_add_(0, gs, torch.einsum("bc,bcp->bp", r, j).double())
                 centred = j - torch.einsum("bc,bcp->bp", p, j)[:, None]
-                diag[name].index_add_(0, gs, torch.einsum("bc,bcp->bp", p, centred**2))
+                diag[name].index_add_(0, gs, torch.einsum("bc,bcp->bp", p, centred**2).double())
     n = counts.clamp(min=1).double()
     return GroupDiagonal(
         counts=counts,
