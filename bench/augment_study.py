@@ -18,6 +18,7 @@ interval across seeds).
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,20 +35,22 @@ METRICS = ("phi", "accuracy", "worst_group_accuracy")
 
 
 def _curves(run_dir: Path, epochs: int) -> pd.DataFrame:
+    """Every trained model's validation accuracy per epoch, keyed by mitigation and seed."""
     rows = []
-    for ckpt in sorted(run_dir.glob("cells/*/*.pt")):
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    for cell in sorted(run_dir.glob("cells/*/cell.json")):
+        keys = json.loads(cell.read_text())["keys"]
+        state = torch.load(cell.parent / "model.pt", map_location="cpu", weights_only=True)
         history = state.get("history") or {}
-        label = state.get("label") or ckpt.parent.name
+        worst = history.get("val_worst_group_accuracy", [])
         for epoch, acc in enumerate(history.get("val_accuracy", []), start=1):
             rows.append(
                 {
                     "length": epochs,
-                    "model": label,
-                    "file": ckpt.name,
+                    "mitigation": keys["mitigation"],
+                    "seed": keys["seed"],
                     "epoch": epoch,
                     "val_accuracy": acc,
-                    "val_worst_group_accuracy": history["val_worst_group_accuracy"][epoch - 1],
+                    "val_worst_group_accuracy": worst[epoch - 1],
                 }
             )
     return pd.DataFrame(rows)
