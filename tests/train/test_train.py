@@ -126,3 +126,30 @@ def test_fit_refuses_feature_rows_with_a_clear_error():
     )
     with pytest.raises(ConfigError, match=r"dataset 'table' holds feature rows \(3,\)"):
         fit(data, ModelSpec("cnn", 4), TrainConfig(epochs=1), show_progress=False)
+
+
+def test_the_held_out_validation_split_is_rebuilt_from_the_checkpoint(tiny_dataset, tmp_path):
+    from fairquant.data import validation_split
+    from fairquant.train import held_out_validation
+
+    config = TrainConfig(epochs=1, batch_size=16, val_size=0.25, seed=3)
+    model, _ = fit(tiny_dataset, ModelSpec("cnn", 4), config, show_progress=False)
+    path = save_checkpoint(
+        tmp_path / "m.pt",
+        model=model,
+        model_spec=ModelSpec("cnn", 4),
+        dataset=tiny_dataset,
+        train_config=config,
+    )
+    ckpt = load_checkpoint(path)
+    val, note = held_out_validation(ckpt, tiny_dataset)
+    want = validation_split(tiny_dataset.train, 0.25, seed=3)[1]
+    assert torch.equal(val.x, want.x) and torch.equal(val.g, want.g)
+    assert "held out of training" in note
+    with pytest.raises(ConfigError, match="val_size=0.25"):
+        held_out_validation(ckpt, tiny_dataset, size=0.5)
+    ckpt.train_config = TrainConfig(epochs=1)
+    with pytest.raises(ConfigError, match="without a validation split"):
+        held_out_validation(ckpt, tiny_dataset)
+    carved, note = held_out_validation(ckpt, tiny_dataset, size=10)
+    assert len(carved) == 10 and "trained on them" in note

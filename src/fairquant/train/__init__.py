@@ -2,6 +2,7 @@
 
 from fairquant.train.checkpoint import (
     Checkpoint,
+    held_out_validation,
     load_checkpoint,
     load_with_data,
     save_checkpoint,
@@ -14,6 +15,7 @@ __all__ = [
     "TrainConfig",
     "TrainHistory",
     "fit",
+    "held_out_validation",
     "load_checkpoint",
     "load_with_data",
     "save_checkpoint",

@@ -15,9 +15,10 @@ from torch import nn
 
 from fairquant import __version__
 from fairquant._io import atomic_write
-from fairquant.data.base import DataSpec, GroupedDataset
+from fairquant.data.base import DataSpec, GroupedDataset, Split
 from fairquant.data.registry import load_dataset
-from fairquant.errors import CheckpointError, DataError, FairquantError
+from fairquant.data.split import validation_split
+from fairquant.errors import CheckpointError, ConfigError, DataError, FairquantError
 from fairquant.models.registry import ModelSpec, build_model
 from fairquant.train.loop import TrainConfig, TrainHistory
 
@@ -133,3 +134,40 @@ def load_with_data(path: str | Path) -> tuple[Checkpoint, GroupedDataset]:
             f"{checkpoint.classes}, groups {dataset.group_names} vs {checkpoint.group_names}"
         )
     return checkpoint, dataset
+
+
+def held_out_validation(
+    checkpoint: Checkpoint, dataset: GroupedDataset, *, size: float | int | None = None
+) -> tuple[Split, str]:
+    """The validation split of ``checkpoint``'s training, rebuilt, and a sentence saying what it is.
+
+    A model trained with ``TrainConfig.val_size`` never saw that split
+    (:func:`~fairquant.train.fit.fit` holds it out with the config's seed), so it is rebuilt
+    exactly, and ``size`` must be omitted or agree with it. A checkpoint trained on its whole
+    training split has none: ``size`` then carves one (seeded by the data spec's seed) and the
+    sentence says the model was trained on those images, so that a selection on it is optimistic.
+    """
+    config = checkpoint.train_config
+    held = config.val_size if config is not None else 0
+    if held:
+        if size is not None and size != held:
+            raise ConfigError(
+                f"the checkpoint holds out a validation split of val_size={held}; a size of "
+                f"{size} would differ from it (omit the size to use the checkpoint's)"
+            )
+        _, validation = validation_split(dataset.train, held, seed=config.seed)
+        return validation, (
+            f"the checkpoint's validation split ({len(validation)} training images held out of "
+            f"training, val_size={held}, seed {config.seed})"
+        )
+    if size is None:
+        raise ConfigError(
+            "the checkpoint was trained without a validation split (train with --val-size); give "
+            "a validation size to carve one from its training split"
+        )
+    _, validation = validation_split(dataset.train, size, seed=dataset.spec.seed)
+    return validation, (
+        f"a validation split of {len(validation)} images carved from the training split (seed "
+        f"{dataset.spec.seed}): the model was trained on them, so what is selected on them is "
+        "judged optimistically; train with --val-size to hold one out"
+    )
