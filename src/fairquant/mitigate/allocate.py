@@ -86,6 +86,10 @@ class ToleranceUnreachable(ConfigError):
         self.group, self.limit, self.reachable = group, float(limit), float(reachable)
 
 
+class CutsExhausted(ConfigError):
+    """The limits are met by some allocation, but ``exclude_below`` and ``max_size`` leave none."""
+
+
 class _Infeasible(ConfigError):
     """HiGHS proved the program infeasible."""
 
@@ -328,7 +332,7 @@ def smallest_bits(
     Raises :class:`ToleranceUnreachable` naming the group (or ``"phi"``/``"average"``) whose
     limit no allocation meets, with the smallest value reachable for it: alone (every layer at
     its best option) or, when the limits are only jointly unreachable, in the program that
-    minimises the largest violation of any limit. Raises :class:`ConfigError` when the cuts or
+    minimises the largest violation of any limit. Raises :class:`CutsExhausted` when the cuts or
     ``max_size`` leave nothing.
 
     >>> smallest_bits(np.array([[[2.0, 0.0], [1.0, 0.0]]]), np.array([[1, 4], [1, 4]]), [1.5],
@@ -397,7 +401,7 @@ def smallest_bits(
             del program.constraints[structural:]
             with contextlib.suppress(_Infeasible):
                 program.solve(size, time_limit, tie=False)
-                raise ConfigError(
+                raise CutsExhausted(
                     "no allocation within the limits is left by exclude_below and max_size"
                 ) from None
         raise _elastic(c, w, lim, group_names, phi_limit, average_limit, time_limit) from None

@@ -1,0 +1,813 @@
+"""The smallest model that keeps every group within tolerance: a measured mixed-precision search.
+
+Mixed-precision tools take one scalar limit (AIMET's allowed accuracy drop, NNCF's max drop):
+they may meet it by sacrificing the smallest group. :func:`search_smallest` answers "no group may
+lose more than ``t_a`` points: what is the smallest model that keeps that?" on a validation split
+(never the test split, which then judges the result: :func:`fairquant.metrics.verdict.verdict`):
+
+    ``min_b size(b)``  s.t.  ``drop_a(b) <= t_a`` for every group ``a`` (and ``φ(b) <= φ_max``),
+
+with ``drop_a(b)`` group ``a``'s measured accuracy drop (fp32 accuracy minus the model's with
+layer ``l`` at ``b_l`` bits, same validation samples, points). The predictor proposes, measurement
+verifies, cuts tighten (a cutting-plane loop):
+
+1. every uniform width is measured (the :func:`smallest_uniform` baseline, shared); the smallest
+   one that passes is the first incumbent, so the search is never larger than it;
+2. the per-layer, per-group excess losses ``G_{l,b}(a)`` (predicted from one GGN-diagonal pass,
+   :func:`~fairquant.metrics.sensitivity.group_sensitivity`, or measured) give the additive
+   prediction ``P_a(b) = Σ_l G_{l,b_l}(a)``; each group's limit ``λ_a`` on ``P_a`` starts where
+   its measured uniform drops cross ``t_a`` (:func:`boundary`);
+3. :func:`~fairquant.mitigate.allocate.smallest_bits` proposes the smallest allocation with
+   ``P_a(b) <= λ_a``, smaller than the incumbent and not dominated by a failed one; it is
+   measured; a failure adds a dominance cut (every allocation with no more bits in any layer is
+   excluded: it fails too when drops are monotone in bits), and each ``λ_a`` is re-read off all
+   allocations measured so far (:func:`boundary`: regula falsi safeguarded by bisection);
+4. when nothing is left to propose, the limits are relaxed, until they no longer constrain:
+   then every smaller allocation is dominated by a measured failure and the result is
+   ``proven`` (the smallest feasible allocation if drops are monotone in every layer's bits).
+
+Each candidate is quantized and evaluated once (:class:`Evaluator`, shared by every method of a
+run) and every method reports the seconds and forward evaluations it would cost alone. The
+baselines at the same tolerance: :func:`smallest_uniform`, :func:`loss_only` (AIMET/HAWQ: the
+population-weighted average drop within the tolerance) and :func:`hawq_order` (HAWQ-V2's
+trace x quantization-error order, bits lowered while every group stays within tolerance).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from fairquant.data.base import Split
+from fairquant.errors import ConfigError, DataError
+from fairquant.metrics.functional import group_counts, group_mean, per_sample_loss
+from fairquant.metrics.sensitivity import (
+    SENSITIVITIES,
+    SensitivitySource,
+    group_sensitivity,
+    layer_trace_sensitivity,
+    measured_layer_excess,
+)
+from fairquant.metrics.verdict import Tolerance
+from fairquant.mitigate.allocate import CutsExhausted, ToleranceUnreachable, smallest_bits
+from fairquant.models.predict import predict_logits
+from fairquant.quant.calibrate import calibration_indices
+from fairquant.quant.functional import check_bits
+from fairquant.quant.mixed import layer_precision, layer_size_costs
+from fairquant.quant.model import quantize_model, quantized_layers
+from fairquant.quant.precision import Precision
+from fairquant.quant.size import packed_size_bytes
+
+#: The methods of :func:`compare_searches`, in the order of its table.
+SearchMethod = Literal["fairquant", "measured", "uniform", "loss-only", "hawq"]
+METHODS: tuple[str, ...] = ("fairquant", "measured", "uniform", "loss-only", "hawq")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Options of the measured search (one config for the workflow, as torchao's).
+
+    ``bits``: the widths a layer may take; ``sensitivity``: the predictor of ``G_{l,b}(a)``
+    (``"diagonal"``: one GGN-diagonal pass; ``"predicted"``: Hessian-vector products;
+    ``"measured"``: every layer at every width measured on the validation split, AIMET's
+    exhaustive table); ``samples_per_group``: balanced, seeded validation samples per group for a
+    predictor (and the HAWQ trace); ``max_rounds``: proposals measured after the uniform widths;
+    ``time_limit``: seconds per integer program; ``random_state``: the seed of the samples.
+    """
+
+    bits: tuple[int, ...] = (2, 3, 4, 8, 16)
+    sensitivity: SensitivitySource = "diagonal"
+    samples_per_group: int = 128
+    max_rounds: int = 12
+    per_channel: bool = False
+    time_limit: float = 20.0
+    random_state: int = 0
+
+    def __post_init__(self) -> None:
+        bits = tuple(sorted({int(b) for b in self.bits}))
+        if not bits:
+            raise ConfigError("SearchConfig.bits: give at least one bit width")
+        for b in bits:
+            check_bits(b)
+        object.__setattr__(self, "bits", bits)
+        if self.sensitivity not in SENSITIVITIES:
+            raise ConfigError(
+                f"SearchConfig.sensitivity must be one of {list(SENSITIVITIES)}; "
+                f"got {self.sensitivity!r}"
+            )
+        if self.samples_per_group < 1:
+            raise ConfigError(
+                f"SearchConfig.samples_per_group must be >= 1; got {self.samples_per_group}"
+            )
+        if self.max_rounds < 0:
+            raise ConfigError(f"SearchConfig.max_rounds must be >= 0; got {self.max_rounds}")
+        if not self.time_limit > 0:
+            raise ConfigError(f"SearchConfig.time_limit must be > 0 seconds; got {self.time_limit}")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One allocation measured on the validation split."""
+
+    bits: tuple[int, ...]
+    size_bytes: int
+    accuracy: pd.Series
+    """Accuracy by group, points."""
+    drop: pd.Series
+    """fp32 accuracy minus this allocation's, by group, points (positive: the group loses)."""
+    excess: pd.Series
+    """Excess loss ``G(a)`` by group (cross-entropy units)."""
+
+    @property
+    def phi(self) -> float:
+        """φ(D): max − min of the excess losses."""
+        return float(self.excess.max() - self.excess.min())
+
+    def margins(self, tolerance: Tolerance) -> pd.Series:
+        """Each group's drop minus its tolerance (> 0: the group is broken)."""
+        return self.drop - [tolerance.for_group(a) for a in self.drop.index]
+
+    def feasible(self, tolerance: Tolerance) -> bool:
+        """Whether every group is within ``tolerance`` (and φ within ``max_phi`` if set)."""
+        phi_ok = tolerance.max_phi is None or self.phi <= tolerance.max_phi
+        return bool((self.margins(tolerance) <= 0).all()) and phi_ok
+
+
+class Evaluator:
+    """Measures allocations of ``model`` on ``validation`` once each, and times them.
+
+    The fp32 reference is evaluated once; each per-layer bits tuple (weights quantized by
+    :func:`~fairquant.quant.model.quantize_model` at :func:`~fairquant.quant.mixed.layer_precision`)
+    once; the per-layer tables (measured, predicted, HAWQ trace) once. Every method of a run
+    shares it; :meth:`usage` gives what a method would have cost alone.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        validation: Split,
+        group_names: Sequence[str],
+        *,
+        per_channel: bool = False,
+        batch_size: int = 512,
+    ) -> None:
+        counts = group_counts(validation.g, len(group_names))
+        if len(counts) > len(group_names):
+            raise DataError(f"the validation split has group codes beyond {list(group_names)}")
+        empty = [a for a, n in zip(group_names, counts.tolist(), strict=True) if n == 0]
+        if empty:
+            raise DataError(
+                f"the validation split has no samples of the groups {empty}: their drop cannot be "
+                "measured (enlarge the validation split, e.g. TrainConfig.val_size)"
+            )
+        self.model, self.validation = model, validation
+        self.group_names = list(group_names)
+        self.per_channel, self.batch_size = per_channel, batch_size
+        self.layers = [name for name, _ in quantized_layers(model)]
+        if not self.layers:
+            raise ConfigError(f"{type(model).__name__} has no Conv or Linear layer to quantize")
+        self.numel = np.array([m.weight.numel() for _, m in quantized_layers(model)])
+        self.evaluations = 0
+        self.seconds = 0.0
+        self._memo: dict[Hashable, object] = {}
+        self._cost: dict[Hashable, tuple[float, int]] = {}
+        self._active: list[_Usage] = []
+        self._reference = self._cached(("fp32",), 1, lambda: self._stats(model))
+
+    def _stats(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each group's accuracy (points) and mean loss on the validation split."""
+        v, k = self.validation, len(self.group_names)
+        logits = predict_logits(model, v.x, batch_size=self.batch_size)
+        correct = (logits.argmax(1) == v.y).double() * 100
+        return group_mean(correct, v.g, k), group_mean(per_sample_loss(logits, v.y), v.g, k)
+
+    def _cached(self, key: Hashable, count: int, compute: Callable[[], object]):
+        for use in self._active:
+            use.keys.add(key)
+        if key not in self._memo:
+            start = time.perf_counter()
+            self._memo[key] = compute()
+            spent = time.perf_counter() - start
+            self._cost[key] = (spent, count)
+            self.evaluations += count
+            self.seconds += spent
+            for use in self._active:
+                use.inside += spent
+        return self._memo[key]
+
+    def evaluate(self, bits: Sequence[int]) -> Evaluation:
+        """``bits[l]`` for layer ``l``, measured (once)."""
+        key = tuple(int(b) for b in bits)
+        if len(key) != len(self.layers):
+            raise ConfigError(f"{len(key)} bit widths for the {len(self.layers)} quantized layers")
+        return self._cached(key, 1, lambda: self._evaluate(key))
+
+    def _evaluate(self, bits: tuple[int, ...]) -> Evaluation:
+        precision = self.precision(bits)
+        accuracy, loss = self._stats(quantize_model(self.model, precision))
+        base_accuracy, base_loss = self._reference
+        index = pd.Index(self.group_names, name="group")
+        return Evaluation(
+            bits=bits,
+            size_bytes=packed_size_bytes(self.model, precision),
+            accuracy=pd.Series(accuracy.numpy(), index=index, name="accuracy"),
+            drop=pd.Series((base_accuracy - accuracy).numpy(), index=index, name="drop"),
+            excess=pd.Series((loss - base_loss).numpy(), index=index, name="excess"),
+        )
+
+    def precision(self, bits: Sequence[int], name: str = "searched") -> Precision:
+        """The per-layer precision (a ``@spec.json``) of ``bits``."""
+        return layer_precision(self.layers, list(bits), name=name, per_channel=self.per_channel)
+
+    def measured_table(self, options: Sequence[int]) -> pd.DataFrame:
+        """AIMET's exhaustive table on the whole validation split: every layer at every width
+        (:func:`~fairquant.metrics.sensitivity.measured_layer_excess`), once."""
+        options = tuple(sorted(int(b) for b in options))
+        return self._cached(
+            ("measured", options),
+            len(self.layers) * len(options) + 1,
+            lambda: measured_layer_excess(
+                self.model, self.validation, self.group_names, options, per_channel=self.per_channel
+            ),
+        )
+
+    def predicted_table(
+        self, options: Sequence[int], sensitivity: SensitivitySource, samples: int, seed: int
+    ) -> pd.DataFrame:
+        """``G_{l,b}(a)`` predicted on ``samples`` balanced validation samples per group."""
+        options = tuple(sorted(int(b) for b in options))
+        subset = self._subset(samples, seed, balanced=True)
+        return self._cached(
+            (sensitivity, options, samples, seed),
+            0,
+            lambda: group_sensitivity(
+                self.model,
+                subset,
+                self.group_names,
+                options,
+                sensitivity=sensitivity,
+                per_channel=self.per_channel,
+            ),
+        )
+
+    def trace_table(self, options: Sequence[int], samples: int, seed: int) -> pd.DataFrame:
+        """HAWQ-V2's pooled trace x quantization error on as many random validation samples as
+        the predictor's (:func:`~fairquant.metrics.sensitivity.layer_trace_sensitivity`)."""
+        options = tuple(sorted(int(b) for b in options))
+        subset = self._subset(samples, seed, balanced=False)
+        return self._cached(
+            ("trace", options, samples, seed),
+            0,
+            lambda: layer_trace_sensitivity(
+                self.model, subset, options, per_channel=self.per_channel
+            ),
+        )
+
+    def _subset(self, samples: int, seed: int, *, balanced: bool) -> Split:
+        size = samples * len(self.group_names)
+        index = calibration_indices(self.validation, size, balanced=balanced, seed=seed)
+        return self.validation.subset(index)
+
+    @contextmanager
+    def usage(self) -> Iterator[_Usage]:
+        """Records what the block uses; ``seconds`` is what it would have cost alone (its own
+        computing plus the first evaluation of everything it used, cached or not)."""
+        use = _Usage(self)
+        self._active.append(use)
+        try:
+            yield use
+        finally:
+            self._active.remove(use)
+            use.wall = time.perf_counter() - use.start
+
+
+@dataclass
+class _Usage:
+    evaluator: Evaluator
+    keys: set = field(default_factory=set)
+    inside: float = 0.0
+    start: float = field(default_factory=time.perf_counter)
+    wall: float = 0.0
+
+    @property
+    def evaluations(self) -> int:
+        """Forward evaluations of the validation split used (the fp32 reference included)."""
+        return 1 + sum(self.evaluator._cost[k][1] for k in self.keys if k != ("fp32",))
+
+    @property
+    def seconds(self) -> float:
+        cost = self.evaluator._cost
+        return self.wall - self.inside + cost[("fp32",)][0] + sum(cost[k][0] for k in self.keys)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """An allocation chosen by one method, measured on the validation split."""
+
+    method: str
+    precision: Precision
+    """The per-layer spec (``precision.save(path)`` writes a ``@spec.json``)."""
+    layers: pd.DataFrame
+    """``layer, numel, bits``."""
+    size_bytes: int
+    average_bits: float
+    drop: pd.Series
+    """Measured validation accuracy drop by group, points."""
+    excess: pd.Series
+    """Measured validation excess loss by group."""
+    phi: float
+    feasible: bool
+    """Every group within the tolerance on the validation split (the loss-only baseline may
+    break one: it only bounds the average)."""
+    rounds: pd.DataFrame
+    """One row per measured proposal: ``round, size_bytes, average_bits, feasible,
+    worst_group, worst_margin`` (drop minus tolerance) and the drop of every group."""
+    evaluations: int
+    """Forward evaluations of the validation split it needed (alone)."""
+    seconds: float
+    """Seconds it would take alone (evaluations shared with other methods counted in full)."""
+    proven: bool = False
+    """No smaller allocation is left that a measured failure does not dominate."""
+
+    def summary(self, tolerance: Tolerance) -> dict:
+        """One row of :func:`compare`."""
+        margins = self.drop - [tolerance.for_group(a) for a in self.drop.index]
+        row = {
+            "method": self.method,
+            "size_bytes": self.size_bytes,
+            "average_bits": self.average_bits,
+            "feasible": self.feasible,
+            "worst_group": margins.idxmax(),
+            "worst_drop": float(self.drop[margins.idxmax()]),
+            "phi": self.phi,
+            "evaluations": self.evaluations,
+            "seconds": self.seconds,
+            "proven": self.proven,
+        }
+        return row | {f"drop[{a}]": float(d) for a, d in self.drop.items()}
+
+
+def _result(
+    method: str,
+    evaluator: Evaluator,
+    best: Evaluation,
+    tolerance: Tolerance,
+    rounds: list[dict],
+    use: _Usage,
+    *,
+    proven: bool = False,
+) -> SearchResult:
+    numel = evaluator.numel
+    groups = evaluator.group_names
+    columns = ["round", "size_bytes", "average_bits", "feasible", "worst_group", "worst_margin"]
+    return SearchResult(
+        method=method,
+        precision=evaluator.precision(best.bits, name=f"smallest-{method}"),
+        layers=pd.DataFrame({"layer": evaluator.layers, "numel": numel, "bits": list(best.bits)}),
+        size_bytes=best.size_bytes,
+        average_bits=float(np.dot(numel, best.bits) / numel.sum()),
+        drop=best.drop,
+        excess=best.excess,
+        phi=best.phi,
+        feasible=best.feasible(tolerance),
+        rounds=pd.DataFrame(rounds, columns=columns + [f"drop[{a}]" for a in groups]),
+        evaluations=use.evaluations,
+        seconds=use.seconds,
+        proven=proven,
+    )
+
+
+def _round(index: int, ev: Evaluation, evaluator: Evaluator, feasible: bool, margins) -> dict:
+    numel = evaluator.numel
+    worst = margins.idxmax()
+    return {
+        "round": index,
+        "size_bytes": ev.size_bytes,
+        "average_bits": float(np.dot(numel, ev.bits) / numel.sum()),
+        "feasible": feasible,
+        "worst_group": worst,
+        "worst_margin": float(margins[worst]),
+    } | {f"drop[{a}]": float(d) for a, d in ev.drop.items()}
+
+
+def _evaluator(
+    evaluator: Evaluator | None,
+    model: nn.Module,
+    validation: Split,
+    group_names: Sequence[str],
+    tolerance: Tolerance,
+    config: SearchConfig,
+) -> Evaluator:
+    tolerance.check_groups(group_names)
+    if evaluator is None:
+        return Evaluator(model, validation, group_names, per_channel=config.per_channel)
+    same = (
+        evaluator.model is model
+        and evaluator.validation is validation
+        and evaluator.group_names == list(group_names)
+    )
+    if not same or evaluator.per_channel != config.per_channel:
+        raise ConfigError(
+            "the evaluator was built for another model, validation split, groups or per_channel"
+        )
+    return evaluator
+
+
+def _uniform(evaluator: Evaluator, config: SearchConfig) -> list[Evaluation]:
+    n = len(evaluator.layers)
+    return [evaluator.evaluate((b,) * n) for b in config.bits]
+
+
+def _unreachable(evaluator: Evaluator, uniform: list[Evaluation], tolerance: Tolerance):
+    """The error for a tolerance that even the largest width breaks on the validation split."""
+    top = uniform[-1]
+    margins = top.margins(tolerance)
+    width = top.bits[0]
+    if (margins > 0).any():
+        group = margins.idxmax()
+        reached = min(ev.drop[group] for ev in uniform)
+        return ToleranceUnreachable(
+            f"group {group!r} loses {top.drop[group]:.2f} points on the validation split with "
+            f"every layer at {width} bits, above its tolerance of {tolerance.for_group(group):g}: "
+            f"no allocation is expected to keep it (the smallest drop reached, by a uniform "
+            f"width, is {reached:.2f})",
+            group=group,
+            limit=tolerance.for_group(group),
+            reachable=float(reached),
+        )
+    return ToleranceUnreachable(
+        f"φ(D) is {top.phi:.3g} on the validation split with every layer at {width} bits, above "
+        f"max_phi {tolerance.max_phi:g} (the smallest reached by a uniform width is "
+        f"{min(ev.phi for ev in uniform):.3g})",
+        group="phi",
+        limit=float(tolerance.max_phi or 0.0),
+        reachable=float(min(ev.phi for ev in uniform)),
+    )
+
+
+def smallest_uniform(
+    model: nn.Module,
+    validation: Split,
+    group_names: Sequence[str],
+    tolerance: Tolerance,
+    *,
+    config: SearchConfig = SearchConfig(),
+    evaluator: Evaluator | None = None,
+) -> SearchResult:
+    """The smallest uniform width of ``config.bits`` that keeps every group within ``tolerance``
+    on ``validation``: every width is measured. Raises :class:`ToleranceUnreachable` when none
+    does (naming the group and the smallest drop reached)."""
+    ev = _evaluator(evaluator, model, validation, group_names, tolerance, config)
+    with ev.usage() as use:
+        uniform = _uniform(ev, config)
+        rounds = [
+            _round(i, u, ev, u.feasible(tolerance), u.margins(tolerance))
+            for i, u in enumerate(uniform)
+        ]
+        feasible = [u for u in uniform if u.feasible(tolerance)]
+        if not feasible:
+            raise _unreachable(ev, uniform, tolerance)
+        best = min(feasible, key=lambda u: u.size_bytes)
+    return _result("uniform", ev, best, tolerance, rounds, use)
+
+
+def _cube(table: pd.DataFrame, layers: list[str], groups: list[str], options) -> np.ndarray:
+    """``(G, L, K)`` excess of a per-layer table (columns ``layer, bits, group, excess``)."""
+    cube = table.pivot_table(index=["group", "layer"], columns="bits", values="excess")
+    cube = cube.reindex(pd.MultiIndex.from_product([groups, layers]))[list(options)]
+    if cube.isna().any().any():
+        raise ConfigError("the sensitivity table must give every (group, layer, bits) one excess")
+    return cube.to_numpy().reshape(len(groups), len(layers), len(options))
+
+
+def boundary(predicted: np.ndarray, measured: np.ndarray, target: float) -> float:
+    """The predicted value at which the measured one reaches ``target``, read off the pairs
+    ``(predicted[i], measured[i])`` measured so far: between the smallest failing prediction
+    ``hi`` and the largest passing one below it ``lo``, the linear interpolation (regula falsi),
+    but at most the midpoint ``(lo + hi) / 2`` (bisection: each failure at least halves the
+    bracket, where the measured drops move in steps of one sample); through the origin when no
+    pass lies below ``hi`` (``hi`` itself if that is not positive); ``inf`` when none fails.
+
+    >>> boundary(np.array([0.0, 1.0, 3.0]), np.array([0.0, 0.5, 2.5]), 1.0)
+    1.5
+    """
+    fail = measured > target
+    if not fail.any():
+        return float("inf")
+    hi = int(np.flatnonzero(fail)[np.argmin(predicted[fail])])
+    below = ~fail & (predicted < predicted[hi])
+    if not below.any():
+        p = predicted[hi]
+        return float(p * target / measured[hi]) if p > 0 and measured[hi] > 0 else float(p)
+    lo = int(np.flatnonzero(below)[np.argmax(predicted[below])])
+    t = (target - measured[lo]) / (measured[hi] - measured[lo])
+    return float(predicted[lo] + min(t, 0.5) * (predicted[hi] - predicted[lo]))
+
+
+@dataclass
+class _Criterion:
+    """What the cut loop keeps within bounds: rows ``(R, L, K)`` of per-layer costs predicting
+    the measured ``values(evaluation)`` ``(R,)``, each within ``targets``; optionally φ of the
+    rows within ``max_phi``."""
+
+    names: list[str]
+    rows: np.ndarray
+    targets: np.ndarray
+    values: Callable[[Evaluation], np.ndarray]
+    max_phi: float | None = None
+
+    def margins(self, ev: Evaluation) -> pd.Series:
+        return pd.Series(self.values(ev) - self.targets, index=self.names)
+
+    def feasible(self, ev: Evaluation) -> bool:
+        phi_ok = self.max_phi is None or ev.phi <= self.max_phi
+        return bool((self.margins(ev) <= 0).all()) and phi_ok
+
+
+def _cut_loop(
+    evaluator: Evaluator,
+    criterion: _Criterion,
+    uniform: list[Evaluation],
+    config: SearchConfig,
+    tolerance: Tolerance,
+) -> tuple[Evaluation, list[dict], bool]:
+    """The loop of the module docstring; returns the best measured-feasible allocation, the
+    rounds and whether it is proven (step 4).
+
+    Each row's limit is :func:`boundary` over every allocation measured so far (φ's too); when
+    nothing is left to propose, a floor lifts every limit (by its size or a sixteenth of the
+    row's range): no allocation under the old limits is left, so they never fall back below it.
+    """
+    options = list(config.bits)
+    layers = np.arange(len(evaluator.layers))
+    size_costs, fixed = layer_size_costs(
+        evaluator.model, options, per_channel=evaluator.per_channel
+    )
+    rows, targets = criterion.rows, criterion.targets
+    top, bottom = rows.max(axis=2).sum(axis=1), rows.min(axis=2).sum(axis=1)
+    step = np.maximum((top - bottom) / 16, 1e-12)
+    phi_top = float(top.max() - bottom.min())
+    phi_step = max(phi_top / 16, 1e-12)
+
+    def predicted(bits: Sequence[int]) -> np.ndarray:
+        return rows[:, layers, [options.index(b) for b in bits]].sum(axis=1)
+
+    seen_p = [predicted(u.bits) for u in uniform]
+    seen_v = [criterion.values(u) for u in uniform]
+    seen_phi = [u.phi for u in uniform]
+    floor, phi_floor = np.full(len(rows), -np.inf), -np.inf
+    best = min((u for u in uniform if criterion.feasible(u)), key=lambda u: u.size_bytes)
+    failed = [u.bits for u in uniform if not criterion.feasible(u)]
+    log: list[dict] = []
+
+    def limits() -> tuple[np.ndarray, float]:
+        p, v = np.array(seen_p), np.array(seen_v)
+        lim = np.array([boundary(p[:, r], v[:, r], targets[r]) for r in range(len(rows))])
+        lim = np.maximum(lim, floor)
+        if criterion.max_phi is None:
+            return lim, np.inf
+        spread = p.max(axis=1) - p.min(axis=1)
+        phi = boundary(spread, np.array(seen_phi), criterion.max_phi)
+        return lim, max(phi, phi_floor)
+
+    def is_open(lim: np.ndarray, phi: float) -> bool:
+        return bool((lim >= top).all()) and phi >= phi_top
+
+    def propose(lim: np.ndarray, phi: float) -> list[int] | None:
+        try:
+            return smallest_bits(
+                rows,
+                size_costs,
+                np.where(lim >= top, np.inf, lim),
+                options,
+                group_names=criterion.names,
+                phi_limit=None if phi >= phi_top else phi,
+                time_limit=config.time_limit,
+                exclude_below=failed,
+                max_size=best.size_bytes - fixed - 1,
+            )
+        except (ToleranceUnreachable, CutsExhausted):  # nothing left to propose
+            return None
+
+    proven = False
+    for index in range(1, config.max_rounds + 1):
+        lim, phi = limits()
+        bits = propose(lim, phi)
+        while bits is None and not is_open(lim, phi):
+            floor = np.where(lim >= top, np.inf, lim + np.maximum(np.abs(lim), step))
+            phi_floor = np.inf if phi >= phi_top else phi + max(abs(phi), phi_step)
+            lim, phi = limits()
+            bits = propose(lim, phi)
+        if bits is None:
+            proven = True
+            break
+        ev = evaluator.evaluate(bits)
+        ok = criterion.feasible(ev)
+        log.append(_round(index, ev, evaluator, ok, ev.margins(tolerance)))
+        if ok:
+            best = ev
+        else:
+            failed.append(ev.bits)
+        seen_p.append(predicted(ev.bits))
+        seen_v.append(criterion.values(ev))
+        seen_phi.append(ev.phi)
+    else:
+        lim, phi = limits()
+        proven = is_open(lim, phi) and propose(lim, phi) is None
+    return best, log, proven
+
+
+def search_smallest(
+    model: nn.Module,
+    validation: Split,
+    group_names: Sequence[str],
+    tolerance: Tolerance,
+    *,
+    config: SearchConfig = SearchConfig(),
+    evaluator: Evaluator | None = None,
+) -> SearchResult:
+    """The smallest per-layer bits of ``config.bits`` that keep every group's measured accuracy
+    drop on ``validation`` within ``tolerance`` (and φ within ``tolerance.max_phi``): the
+    predictor-led cutting-plane loop of the module docstring, ``config.max_rounds`` proposals
+    at most. Never larger than :func:`smallest_uniform`; ``proven`` when the loop showed that
+    no smaller allocation is left undominated by a measured failure. Raises
+    :class:`~fairquant.mitigate.allocate.ToleranceUnreachable` when every layer at the largest
+    width already breaks a group."""
+    ev = _evaluator(evaluator, model, validation, group_names, tolerance, config)
+    groups = ev.group_names
+    with ev.usage() as use:
+        uniform = _uniform(ev, config)
+        if not uniform[-1].feasible(tolerance):
+            raise _unreachable(ev, uniform, tolerance)
+        if config.sensitivity == "measured":
+            table = ev.measured_table(config.bits)
+        else:
+            table = ev.predicted_table(
+                config.bits, config.sensitivity, config.samples_per_group, config.random_state
+            )
+        criterion = _Criterion(
+            names=groups,
+            rows=_cube(table, ev.layers, groups, config.bits),
+            targets=np.array([tolerance.for_group(a) for a in groups]),
+            values=lambda e: e.drop.to_numpy(),
+            max_phi=tolerance.max_phi,
+        )
+        best, rounds, proven = _cut_loop(ev, criterion, uniform, config, tolerance)
+    method = "fairquant" if config.sensitivity == "diagonal" else config.sensitivity
+    return _result(method, ev, best, tolerance, rounds, use, proven=proven)
+
+
+def population_weights(validation: Split, group_names: Sequence[str]) -> dict[str, float]:
+    """Each group's share of ``validation`` (a stratified split keeps the training shares)."""
+    counts = group_counts(validation.g, len(group_names)).double()
+    return dict(zip(group_names, (counts / counts.sum()).tolist(), strict=True))
+
+
+def loss_only(
+    model: nn.Module,
+    validation: Split,
+    group_names: Sequence[str],
+    tolerance: Tolerance,
+    *,
+    config: SearchConfig = SearchConfig(),
+    weights: Mapping[str, float] | None = None,
+    evaluator: Evaluator | None = None,
+) -> SearchResult:
+    """The AIMET/HAWQ-style baseline: the smallest bits whose population-``weights``-averaged
+    drop (:func:`population_weights` by default; the overall accuracy drop) stays within
+    ``tolerance.max_drop`` on ``validation``, with the measured per-layer table and the same
+    cut loop as :func:`search_smallest`. Its per-group drops are reported as measured: it may
+    break a group (``feasible`` is then False), which is the point of the comparison."""
+    ev = _evaluator(evaluator, model, validation, group_names, tolerance, config)
+    groups = ev.group_names
+    shares = population_weights(validation, groups) if weights is None else dict(weights)
+    missing = [a for a in groups if a not in shares]
+    if missing:
+        raise ConfigError(f"weights {shares} do not cover the groups {missing}")
+    w = np.array([float(shares[a]) for a in groups])
+    if (w < 0).any() or w.sum() <= 0:
+        raise ConfigError(f"weights must be non-negative and not all 0; got {shares}")
+    w = w / w.sum()
+    with ev.usage() as use:
+        uniform = _uniform(ev, config)
+        average = _Criterion(
+            names=["average"],
+            rows=np.tensordot(
+                w, _cube(ev.measured_table(config.bits), ev.layers, groups, config.bits), 1
+            )[None],
+            targets=np.array([tolerance.max_drop]),
+            values=lambda e: np.array([float(w @ e.drop.to_numpy())]),
+        )
+        if not average.feasible(uniform[-1]):
+            raise ToleranceUnreachable(
+                f"the average drop is {float(w @ uniform[-1].drop.to_numpy()):.2f} points on the "
+                f"validation split with every layer at {config.bits[-1]} bits, above "
+                f"max_drop {tolerance.max_drop:g}",
+                group="average",
+                limit=tolerance.max_drop,
+                reachable=float(min(w @ u.drop.to_numpy() for u in uniform)),
+            )
+        best, rounds, proven = _cut_loop(ev, average, uniform, config, tolerance)
+    return _result("loss-only", ev, best, tolerance, rounds, use, proven=proven)
+
+
+def hawq_order(
+    model: nn.Module,
+    validation: Split,
+    group_names: Sequence[str],
+    tolerance: Tolerance,
+    *,
+    config: SearchConfig = SearchConfig(),
+    evaluator: Evaluator | None = None,
+) -> SearchResult:
+    """HAWQ-V2's order as a baseline: from every layer at the largest width, lower one layer
+    by one width at a time, always the step whose trace x quantization error (``score`` of
+    :func:`~fairquant.metrics.sensitivity.layer_trace_sensitivity`, groups pooled) at the lower
+    width is smallest, keeping each step while every group stays within ``tolerance`` on
+    ``validation``; stop at the first step that would break it (or when every layer is at the
+    smallest width)."""
+    ev = _evaluator(evaluator, model, validation, group_names, tolerance, config)
+    options = list(config.bits)
+    with ev.usage() as use:
+        top = ev.evaluate((options[-1],) * len(ev.layers))
+        if not top.feasible(tolerance):
+            raise _unreachable(ev, _uniform(ev, config), tolerance)
+        table = ev.trace_table(options, config.samples_per_group, config.random_state)
+        score = table.set_index(["layer", "bits"])["score"]
+        current, best, rounds = list(top.bits), top, []
+        while True:
+            steps = [
+                (score[(layer, options[options.index(b) - 1])], i)
+                for i, (layer, b) in enumerate(zip(ev.layers, current, strict=True))
+                if b != options[0]
+            ]
+            if not steps:
+                break
+            i = min(steps)[1]
+            current[i] = options[options.index(current[i]) - 1]
+            trial = ev.evaluate(current)
+            ok = trial.feasible(tolerance)
+            rounds.append(_round(len(rounds) + 1, trial, ev, ok, trial.margins(tolerance)))
+            if not ok:
+                break
+            best = trial
+    return _result("hawq", ev, best, tolerance, rounds, use)
+
+
+def compare(results: Sequence[SearchResult], tolerance: Tolerance) -> pd.DataFrame:
+    """The methods side by side: one row each (``method, size_bytes, average_bits, feasible,
+    worst_group, worst_drop, phi, evaluations, seconds, proven`` and ``drop[<group>]``), with
+    ``speedup``, the measured search's seconds over each method's."""
+    frame = pd.DataFrame([r.summary(tolerance) for r in results])
+    measured = frame.loc[frame.method == "measured", "seconds"]
+    frame["speedup"] = float(measured.iloc[0]) / frame.seconds if len(measured) else np.nan
+    return frame
+
+
+def compare_searches(
+    model: nn.Module,
+    validation: Split,
+    group_names: Sequence[str],
+    tolerance: Tolerance,
+    *,
+    config: SearchConfig = SearchConfig(),
+    methods: Sequence[str] = METHODS,
+    weights: Mapping[str, float] | None = None,
+    evaluator: Evaluator | None = None,
+) -> tuple[dict[str, SearchResult], pd.DataFrame]:
+    """Run ``methods`` (of :data:`METHODS`) on one shared :class:`Evaluator`: ``"fairquant"``
+    (:func:`search_smallest` with ``config``'s predictor), ``"measured"`` (the same with
+    AIMET's exhaustive table), ``"uniform"``, ``"loss-only"`` and ``"hawq"``; ``evaluator``
+    (optional) shares the evaluations with other calls, e.g. other tolerances. Returns the
+    results by method and :func:`compare`'s table."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown search methods {unknown}; expected some of {list(METHODS)}")
+    ev = _evaluator(evaluator, model, validation, group_names, tolerance, config)
+    common = {"config": config, "evaluator": ev}
+    run: dict[str, Callable[[], SearchResult]] = {
+        "fairquant": lambda: search_smallest(model, validation, group_names, tolerance, **common),
+        "measured": lambda: search_smallest(
+            model,
+            validation,
+            group_names,
+            tolerance,
+            config=replace(config, sensitivity="measured"),
+            evaluator=ev,
+        ),
+        "uniform": lambda: smallest_uniform(model, validation, group_names, tolerance, **common),
+        "loss-only": lambda: loss_only(
+            model, validation, group_names, tolerance, weights=weights, **common
+        ),
+        "hawq": lambda: hawq_order(model, validation, group_names, tolerance, **common),
+    }
+    results = {m: run[m]() for m in methods}
+    return results, compare(list(results.values()), tolerance)
