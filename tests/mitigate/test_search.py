@@ -134,7 +134,7 @@ def test_evaluator_measures_each_candidate_once(tiny, monkeypatch):
     with ev.usage() as use:  # alone, a method is charged for what it used, cached or not
         smallest_uniform(model, validation, GROUPS, tolerance, config=CONFIG, evaluator=ev)
     assert use.evaluations == 1 + len(CONFIG.bits)
-    assert use.seconds >= sum(ev._cost[(b,) * 3][0] for b in CONFIG.bits)
+    assert use.seconds >= sum(ev.cost((b,) * 3) for b in CONFIG.bits)
 
 
 class _Monotone(Evaluator):

@@ -179,7 +179,7 @@ class Evaluator:
         self.seconds = 0.0
         self._memo: dict[Hashable, object] = {}
         self._cost: dict[Hashable, tuple[float, int]] = {}
-        self._active: list[_Usage] = []
+        self._active: list[Usage] = []
         self._reference = self._cached(("fp32",), 1, lambda: self._stats(model))
 
     def _stats(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,6 +222,10 @@ class Evaluator:
             drop=pd.Series((base_accuracy - accuracy).numpy(), index=index, name="drop"),
             excess=pd.Series((loss - base_loss).numpy(), index=index, name="excess"),
         )
+
+    def cost(self, bits: Sequence[int]) -> float:
+        """Seconds the (first) evaluation of ``bits`` took."""
+        return self._cost[tuple(int(b) for b in bits)][0]
 
     def precision(self, bits: Sequence[int], name: str = "searched") -> Precision:
         """The per-layer precision (a ``@spec.json``) of ``bits``."""
@@ -277,10 +281,10 @@ class Evaluator:
         return self.validation.subset(index)
 
     @contextmanager
-    def usage(self) -> Iterator[_Usage]:
+    def usage(self) -> Iterator[Usage]:
         """Records what the block uses; ``seconds`` is what it would have cost alone (its own
         computing plus the first evaluation of everything it used, cached or not)."""
-        use = _Usage(self)
+        use = Usage(self)
         self._active.append(use)
         try:
             yield use
@@ -290,7 +294,9 @@ class Evaluator:
 
 
 @dataclass
-class _Usage:
+class Usage:
+    """What one method used of an :class:`Evaluator` (:meth:`Evaluator.usage`)."""
+
     evaluator: Evaluator
     keys: set = field(default_factory=set)
     inside: float = 0.0
@@ -361,7 +367,7 @@ def _result(
     best: Evaluation,
     tolerance: Tolerance,
     rounds: list[dict],
-    use: _Usage,
+    use: Usage,
     *,
     proven: bool = False,
 ) -> SearchResult:
@@ -532,6 +538,17 @@ class _Criterion:
         return bool((self.margins(ev) <= 0).all()) and phi_ok
 
 
+def _lift(limit: float, failing: np.ndarray, top: float, step: float) -> float:
+    """The next limit when nothing is left under ``limit``: the smallest prediction of a
+    measured failure above it (the allocations just past the measured boundary come first),
+    else ``limit`` plus its size (at least ``step``); ``inf`` from ``top`` (no constraint) on."""
+    if limit >= top:
+        return float("inf")
+    above = failing[failing > limit]
+    lifted = float(above.min()) if len(above) else limit + max(abs(limit), step)
+    return float("inf") if lifted >= top else lifted
+
+
 def _cut_loop(
     evaluator: Evaluator,
     criterion: _Criterion,
@@ -543,8 +560,8 @@ def _cut_loop(
     rounds and whether it is proven (step 4).
 
     Each row's limit is :func:`boundary` over every allocation measured so far (φ's too); when
-    nothing is left to propose, a floor lifts every limit (by its size or a sixteenth of the
-    row's range): no allocation under the old limits is left, so they never fall back below it.
+    nothing is left to propose, a floor lifts every limit (:func:`_lift`): no allocation under
+    the old limits is left, so they never fall back below it.
     """
     options = list(config.bits)
     layers = np.arange(len(evaluator.layers))
@@ -602,8 +619,16 @@ def _cut_loop(
         lim, phi = limits()
         bits = propose(lim, phi)
         while bits is None and not is_open(lim, phi):
-            floor = np.where(lim >= top, np.inf, lim + np.maximum(np.abs(lim), step))
-            phi_floor = np.inf if phi >= phi_top else phi + max(abs(phi), phi_step)
+            p, v = np.array(seen_p), np.array(seen_v)
+            floor = np.array(
+                [
+                    _lift(lim[r], p[v[:, r] > targets[r], r], top[r], step[r])
+                    for r in range(len(rows))
+                ]
+            )
+            if criterion.max_phi is not None:
+                spread, over = p.max(axis=1) - p.min(axis=1), np.array(seen_phi) > criterion.max_phi
+                phi_floor = _lift(phi, spread[over], phi_top, phi_step)
             lim, phi = limits()
             bits = propose(lim, phi)
         if bits is None:
