@@ -41,6 +41,10 @@ _EXPORTS: dict[str, str] = {
     # mitigate
     "allocate": "fairquant.mitigate.allocate",
     "Allocation": "fairquant.mitigate.allocate",
+    "search_smallest": "fairquant.mitigate.search",
+    "compare_searches": "fairquant.mitigate.search",
+    "SearchConfig": "fairquant.mitigate.search",
+    "SearchResult": "fairquant.mitigate.search",
     "compare_mitigations": "fairquant.experiments.mitigation",
     "MitigationComparison": "fairquant.experiments.mitigation",
     # experiments and reports
@@ -58,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     "ModelSpec": "fairquant.models",
     "TrainConfig": "fairquant.train",
     "TrainHistory": "fairquant.train",
+    "held_out_validation": "fairquant.train",
     "Checkpoint": "fairquant.train",
     "fit": "fairquant.train",
     "load_checkpoint": "fairquant.train",

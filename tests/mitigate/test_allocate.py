@@ -191,3 +191,74 @@ def test_allocation_keeps_the_optimum_when_the_tie_break_is_infeasible(monkeypat
     costs = np.array([[[3.0, 1.0, 0.0]], [[2.0, 0.5, 0.0]]])  # (groups, layers, options)
     chosen = allocate.allocate_bits(costs, [10], [2, 4, 8], budget_bits=40)
     assert chosen == [4] and len(calls) == 2
+
+
+def test_allocate_max_drop_searches_on_the_validation_split_and_judges_on_test(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    ck, plain = tmp_path / "m.pt", tmp_path / "plain.pt"
+    args = ["--model", "cnn", "--width", "2", "--epochs", "1", "--image-size", "8", "--quiet"]
+    r = runner.invoke(app, ["train", "--out", str(ck), *args, "--val-size", "0.3"])
+    assert r.exit_code == 0, r.output
+    assert "validation: epoch 1 kept" in r.output
+    spec = tmp_path / "small.json"
+    common = ["allocate", "--checkpoint", str(ck), "--out", str(spec), "--samples", "4"]
+    search = [*common, "--max-drop", "50", "--rounds", "2", "--bootstrap", "0", "--bits", "2,8"]
+    r = runner.invoke(app, [*search, "--baselines", "--gate"])
+    assert r.exit_code in (0, 3, 4), r.output
+    text = " ".join(r.output.split())
+    assert "held out of training" in text and "search rounds" in text
+    for method in ("fairquant", "measured", "uniform", "loss-only", "hawq"):
+        assert method in text
+    assert "test split verdict of the searched model" in text
+    saved = json.loads(spec.read_text())
+    assert saved["name"] == "small" and set(saved["layers"].values()) <= {2, 8}
+    # a budget and a tolerance at once, or search options without a tolerance: refused
+    r = runner.invoke(app, [*common, "--max-drop", "2", "--budget", "4bits"])
+    assert r.exit_code == 2 and "not both" in r.output
+    r = runner.invoke(app, [*common, "--baselines"])
+    assert r.exit_code == 2 and "--max-drop" in r.output
+    # a checkpoint trained on its whole training split: the carved split says the model saw it
+    assert runner.invoke(app, ["train", "--out", str(plain), *args]).exit_code == 0
+    r = runner.invoke(
+        app,
+        [
+            "allocate",
+            "--checkpoint",
+            str(plain),
+            "--out",
+            str(spec),
+            "--max-drop",
+            "50",
+            "--rounds",
+            "1",
+            "--bootstrap",
+            "0",
+        ],
+    )
+    assert r.exit_code == 2 and "without a validation split" in r.output
+    r = runner.invoke(
+        app,
+        [
+            "allocate",
+            "--checkpoint",
+            str(plain),
+            "--out",
+            str(spec),
+            "--max-drop",
+            "50",
+            "--rounds",
+            "1",
+            "--bootstrap",
+            "0",
+            "--val-size",
+            "0.3",
+            "--samples",
+            "4",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "the model was trained on them" in " ".join(r.output.split())
