@@ -112,7 +112,7 @@ def main() -> None:
     for path in (Path(p) for p in args.checkpoints.split(",")):
         frames.append(_one(path, tolerances, config, methods))
         runs = pd.concat(frames, ignore_index=True)
-        atomic_write(args.out / "runs.csv", runs.to_csv(index=False))
+        atomic_write(args.out / "runs.csv", lambda p, f=runs: f.to_csv(p, index=False))
     runs = pd.concat(frames, ignore_index=True)
     table = (
         runs.groupby(["dataset", "max_drop", "method"], sort=False)
@@ -134,7 +134,7 @@ def main() -> None:
     )
     fp32 = runs.groupby("dataset").fp32_bytes.mean()
     table["size_vs_fp32"] = table.size_vs_fp32 / table.dataset.map(fp32)
-    atomic_write(args.out / "table.csv", table.to_csv(index=False))
+    atomic_write(args.out / "table.csv", lambda p: table.to_csv(p, index=False))
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.round(3).to_string(index=False))
     print(f"wrote {args.out / 'runs.csv'} and {args.out / 'table.csv'}")
