@@ -56,6 +56,70 @@ def _curves(run_dir: Path, epochs: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _cell(row: pd.Series, digits: int) -> str:
+    return f"{row.value:.{digits}f} [{row.ci_low:.{digits}f}, {row.ci_high:.{digits}f}]"
+
+
+def report(trend: pd.DataFrame, tests: pd.DataFrame, curves: pd.DataFrame) -> str:
+    """The study's tables in Markdown: φ(D) per length, method and precision for each
+    mitigation with the paired test against ``none``; fp32 and worst-group accuracy; plateaus."""
+    lines = []
+    mitigations = list(dict.fromkeys(trend.mitigation))
+    phi = trend[(trend.metric == "phi") & (trend.precision != "fp32")]
+    head = ["epochs", "method", "precision", *mitigations]
+    head += [f"{m} vs none: diff, p (Holm)" for m in mitigations if m != "none"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    vs = tests[(tests.metric == "phi") & tests.comparison.str.endswith("vs none")]
+    for (length, method, precision), part in phi.groupby(
+        ["length", "method", "precision"], sort=False
+    ):
+        row = [str(length), method, precision]
+        row += [_cell(part[part.mitigation == m].iloc[0], 3) for m in mitigations]
+        for m in mitigations:
+            if m == "none":
+                continue
+            t = vs[
+                (vs.length == length)
+                & (vs.mitigation == m)
+                & (vs.candidate == f"{m}: {method} {precision}")
+            ]
+            row.append(f"{t.difference.iloc[0]:+.3f}, {t.p_holm.iloc[0]:.2g}" if len(t) else "n/a")
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    acc = trend[(trend.precision == "fp32") & (trend.group == "all")]
+    head = ["epochs", *(f"{m} accuracy" for m in mitigations)]
+    head += [f"{m} worst group" for m in mitigations]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for length, part in acc.groupby("length", sort=False):
+        row = [str(length)]
+        for metric in ("accuracy", "worst_group_accuracy"):
+            for m in mitigations:
+                sel = part[(part.metric == metric) & (part.mitigation == m)]
+                row.append(_cell(sel.iloc[0], 1) if len(sel) else "n/a")
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    if len(curves):
+        last = curves.groupby(["length", "mitigation", "seed"]).apply(
+            lambda c: pd.Series(
+                {
+                    "final": c.val_accuracy.iloc[-1],
+                    "best": c.val_accuracy.max(),
+                    "last_third_gain": c.val_accuracy.iloc[-1]
+                    - c.val_accuracy.iloc[max(0, len(c) - 1 - max(1, len(c) // 3))],
+                }
+            ),
+            include_groups=False,
+        )
+        summary = last.groupby(["length", "mitigation"]).mean().round(1).reset_index()
+        head = ["epochs", "mitigation", "final val acc", "best val acc", "gain over last third"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in summary.itertuples():
+            lines.append(
+                f"| {r.length} | {r.mitigation} | {r.final} | {r.best} | {r.last_third_gain:+.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/augment-study"))
@@ -102,10 +166,14 @@ def main() -> None:
         curves.append(_curves(out, epochs))
         tests.append(pd.read_csv(out / "tests.csv").assign(length=epochs))
         print(f"epochs {epochs}: {comparison.run} -> {out}")
-    pd.concat(trend).to_csv(args.out / "trend.csv", index=False)
-    pd.concat(curves).to_csv(args.out / "curves.csv", index=False)
-    pd.concat(tests).to_csv(args.out / "tests.csv", index=False)
-    print(f"wrote trend.csv, curves.csv and tests.csv to {args.out}")
+    trend, curves, tests = pd.concat(trend), pd.concat(curves), pd.concat(tests)
+    trend.to_csv(args.out / "trend.csv", index=False)
+    curves.to_csv(args.out / "curves.csv", index=False)
+    tests.to_csv(args.out / "tests.csv", index=False)
+    text = report(trend, tests, curves)
+    (args.out / "study.md").write_text(text)
+    print(text)
+    print(f"wrote trend.csv, curves.csv, tests.csv and study.md to {args.out}")
 
 
 if __name__ == "__main__":
