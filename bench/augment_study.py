@@ -67,7 +67,7 @@ def report(trend: pd.DataFrame, tests: pd.DataFrame, curves: pd.DataFrame) -> st
     mitigations = list(dict.fromkeys(trend.mitigation))
     phi = trend[(trend.metric == "phi") & (trend.precision != "fp32")]
     head = ["epochs", "method", "precision", *mitigations]
-    head += [f"{m} vs none: diff, p (Holm)" for m in mitigations if m != "none"]
+    head += [f"{m} − none: diff, p, p Holm" for m in mitigations if m != "none"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     vs = tests[(tests.metric == "phi") & tests.comparison.str.endswith("vs none")]
     for (length, method, precision), part in phi.groupby(
