@@ -7,9 +7,9 @@ over seeds, once per training length in ``--epochs``: each length is one mitigat
 paired statistics across seeds (``tests.csv``: two-sided paired t-test with the exact sign-flip
 p beside it, Holm over the run directory). Training holds out a validation split (``--val-size``)
 and keeps the last epoch (so that the length is the length), recording every epoch's validation
-accuracy: ``curves.csv`` shows whether it plateaued. ``trend.csv`` holds φ(D), overall and
-worst-group accuracy per length, mitigation, method and precision (mean and 95% Student-t
-interval across seeds).
+accuracy: ``curves.csv`` and ``curves.png`` show whether it plateaued. ``trend.csv`` holds
+φ(D), overall and worst-group accuracy per length, mitigation, method and precision (mean and 95%
+Student-t interval across seeds); ``study.md`` the tables.
 
     OMP_NUM_THREADS=1 python bench/augment_study.py --out runs/augment-study \\
         --epochs 3,10,20 --seeds 0,1,2,3,4 --train-limit 3000 --workers 2
@@ -120,6 +120,29 @@ def report(trend: pd.DataFrame, tests: pd.DataFrame, curves: pd.DataFrame) -> st
     return "\n".join(lines) + "\n"
 
 
+def plot_curves(curves: pd.DataFrame, path: Path) -> Path:
+    """Validation accuracy and worst-group accuracy per epoch (mean over seeds) of each
+    mitigation at each training length."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # a bench script, run on machines without a display
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    mean = curves.groupby(["length", "mitigation", "epoch"]).mean(numeric_only=True).reset_index()
+    for (length, mitigation), part in mean.groupby(["length", "mitigation"]):
+        label = f"{mitigation}, {length} epochs"
+        axes[0].plot(part.epoch, part.val_accuracy, label=label)
+        axes[1].plot(part.epoch, part.val_worst_group_accuracy, label=label)
+    axes[0].set(xlabel="epoch", ylabel="validation accuracy (%)")
+    axes[1].set(xlabel="epoch", ylabel="validation worst-group accuracy (%)")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/augment-study"))
@@ -172,8 +195,9 @@ def main() -> None:
     tests.to_csv(args.out / "tests.csv", index=False)
     text = report(trend, tests, curves)
     (args.out / "study.md").write_text(text)
+    plot_curves(curves, args.out / "curves.png")
     print(text)
-    print(f"wrote trend.csv, curves.csv, tests.csv and study.md to {args.out}")
+    print(f"wrote trend.csv, curves.csv, curves.png, tests.csv and study.md to {args.out}")
 
 
 if __name__ == "__main__":
