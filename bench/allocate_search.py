@@ -48,7 +48,13 @@ def _one(path: Path, tolerances: list[float], config: SearchConfig, methods) -> 
     for t in tolerances:
         tolerance = Tolerance(max_drop=t)
         if evaluator is None:
-            evaluator = Evaluator(ckpt.model, validation, names, per_channel=config.per_channel)
+            evaluator = Evaluator(
+                ckpt.model,
+                validation,
+                names,
+                per_channel=config.per_channel,
+                criterion=config.criterion,
+            )
         start = time.perf_counter()
         results, table = compare_searches(
             ckpt.model,
@@ -99,11 +105,13 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--samples", type=int, default=128, help="predictor samples per group")
     parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--criterion", default="estimate", help="estimate or upper-bound")
     args = parser.parse_args()
     config = SearchConfig(
         bits=tuple(int(b) for b in args.bits.split(",")),
         samples_per_group=args.samples,
         max_rounds=args.rounds,
+        criterion=args.criterion,
     )
     tolerances = [float(t) for t in args.max_drop.split(",")]
     methods = [m.strip() for m in args.methods.split(",")]

@@ -4,6 +4,7 @@ candidate evaluated once; the baselines (uniform, loss-only, HAWQ order) and the
 tolerance's message."""
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -161,6 +162,7 @@ class _Monotone(Evaluator):
             accuracy=pd.Series(100 - drop, index=index),
             drop=pd.Series(drop, index=index),
             excess=pd.Series(drop / 100, index=index),
+            drop_high=pd.Series(drop, index=index),
         )
 
     def predicted_table(self, options, sensitivity, samples, seed):
@@ -281,3 +283,21 @@ def test_boundary_reads_the_crossing_off_the_uniform_widths():
     assert boundary(np.array([2.0]), np.array([4.0]), 1.0) == pytest.approx(0.5)
     p, m = np.array([0.0, 1.0]), np.array([0.0, 1.2])  # one sample over: bisect, not creep
     assert boundary(p, m, 1.0) == pytest.approx(0.5)
+
+
+def test_the_upper_bound_criterion_keeps_each_group_s_interval_within_the_tolerance(tiny):
+    model, validation, _ = tiny
+    tolerance = Tolerance(max_drop=10.0)
+    strict = replace(CONFIG, criterion="upper-bound")
+    loose = smallest_uniform(model, validation, GROUPS, tolerance, config=CONFIG)
+    bounded = smallest_uniform(model, validation, GROUPS, tolerance, config=strict)
+    assert bounded.size_bytes >= loose.size_bytes  # the bound is never below the estimate
+    ev = Evaluator(model, validation, GROUPS, criterion="upper-bound")
+    r = search_smallest(model, validation, GROUPS, tolerance, config=strict, evaluator=ev)
+    measured = ev.evaluate(tuple(r.layers.bits))
+    assert (measured.drop_high >= measured.drop - 1e-9).all()
+    assert (measured.drop_high <= 10.0).all() and r.feasible
+    with pytest.raises(ConfigError, match="criterion"):
+        search_smallest(model, validation, GROUPS, tolerance, config=CONFIG, evaluator=ev)
+    with pytest.raises(ConfigError, match="criterion must be one of"):
+        SearchConfig(criterion="median")  # type: ignore[arg-type]

@@ -19,12 +19,13 @@ from fairquant.metrics.sensitivity import SensitivitySource
 from fairquant.metrics.verdict import Tolerance
 from fairquant.metrics.verdict import verdict as judge
 from fairquant.mitigate.allocate import AllocationObjective, allocate
-from fairquant.mitigate.search import METHODS, SearchConfig, compare_searches
+from fairquant.mitigate.search import METHODS, Criterion, SearchConfig, compare_searches
 from fairquant.report.verdict import exit_code, summary_lines
 from fairquant.train import held_out_validation, load_with_data
 
 ObjectiveChoice = choice("ObjectiveChoice", AllocationObjective)
 SensitivityChoice = choice("SensitivityChoice", SensitivitySource)
+CriterionChoice = choice("CriterionChoice", Criterion)
 
 
 @app.command("allocate")
@@ -92,6 +93,14 @@ def allocate_command(
             "to carve from its training split (a fraction or a count; it says the model saw it).",
         ),
     ] = None,
+    criterion: Annotated[
+        CriterionChoice,
+        typer.Option(
+            help="Search mode: a group is within its tolerance on the validation split when its "
+            "drop is (estimate), or when the upper end of its paired 95% interval is "
+            "(upper-bound: guards against picking candidates the validation noise flattered)."
+        ),
+    ] = SearchConfig.criterion,
     rounds: Annotated[
         int, typer.Option(min=0, help="Search mode: measured proposals at most.")
     ] = SearchConfig.max_rounds,
@@ -146,6 +155,7 @@ def allocate_command(
             max_rounds=rounds,
             per_channel=per_channel,
             random_state=seed,
+            criterion=criterion.value,
         )
         code = _search_mode(ckpt, dataset, out, tolerance, config, val_size, baselines, bootstrap)
     if gate:

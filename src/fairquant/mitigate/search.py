@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,8 @@ from torch import nn
 from fairquant.data.base import Split
 from fairquant.errors import ConfigError, DataError
 from fairquant.metrics.functional import group_counts, group_mean, per_sample_loss
+from fairquant.metrics.paired import drop_interval
+from fairquant.metrics.policy import CONFIDENCE
 from fairquant.metrics.sensitivity import (
     SENSITIVITIES,
     SensitivitySource,
@@ -68,6 +70,8 @@ from fairquant.quant.size import packed_size_bytes
 
 #: The methods of :func:`compare_searches`, in the order of its table.
 SearchMethod = Literal["fairquant", "measured", "uniform", "loss-only", "hawq"]
+#: What "within the tolerance" means on the validation split (:class:`SearchConfig`).
+Criterion = Literal["estimate", "upper-bound"]
 METHODS: tuple[str, ...] = ("fairquant", "measured", "uniform", "loss-only", "hawq")
 
 
@@ -81,6 +85,14 @@ class SearchConfig:
     exhaustive table); ``samples_per_group``: balanced, seeded validation samples per group for a
     predictor (and the HAWQ trace); ``max_rounds``: proposals measured after the uniform widths;
     ``time_limit``: seconds per integer program; ``random_state``: the seed of the samples.
+
+    ``criterion``: when a group counts as within its tolerance on the validation split.
+    ``"estimate"``: its measured drop is (AIMET's and NNCF's rule). ``"upper-bound"``: the upper
+    end of the paired 95 % interval of its drop is (Tango's score interval,
+    :func:`~fairquant.metrics.paired.drop_interval`, the verdict's pass rule for one group, without
+    Holm): a search that keeps the smallest of many candidates whose estimates sit just under the
+    tolerance picks the ones whose validation noise flattered them (the winner's curse), and the
+    test split then sees them lose more; the bound leaves room for that noise.
     """
 
     bits: tuple[int, ...] = (2, 3, 4, 8, 16)
@@ -90,6 +102,7 @@ class SearchConfig:
     per_channel: bool = False
     time_limit: float = 20.0
     random_state: int = 0
+    criterion: Criterion = "estimate"
 
     def __post_init__(self) -> None:
         bits = tuple(sorted({int(b) for b in self.bits}))
@@ -109,6 +122,11 @@ class SearchConfig:
             )
         if self.max_rounds < 0:
             raise ConfigError(f"SearchConfig.max_rounds must be >= 0; got {self.max_rounds}")
+        if self.criterion not in get_args(Criterion):
+            raise ConfigError(
+                f"SearchConfig.criterion must be one of {list(get_args(Criterion))}; "
+                f"got {self.criterion!r}"
+            )
         if not self.time_limit > 0:
             raise ConfigError(f"SearchConfig.time_limit must be > 0 seconds; got {self.time_limit}")
 
@@ -125,6 +143,14 @@ class Evaluation:
     """fp32 accuracy minus this allocation's, by group, points (positive: the group loses)."""
     excess: pd.Series
     """Excess loss ``G(a)`` by group (cross-entropy units)."""
+    drop_high: pd.Series
+    """Upper end of the paired 95 % interval of each group's drop, points."""
+    criterion: Criterion = "estimate"
+
+    @property
+    def judged(self) -> pd.Series:
+        """What the tolerance is compared with: the drop, or its upper bound (``criterion``)."""
+        return self.drop if self.criterion == "estimate" else self.drop_high
 
     @property
     def phi(self) -> float:
@@ -132,8 +158,8 @@ class Evaluation:
         return float(self.excess.max() - self.excess.min())
 
     def margins(self, tolerance: Tolerance) -> pd.Series:
-        """Each group's drop minus its tolerance (> 0: the group is broken)."""
-        return self.drop - [tolerance.for_group(a) for a in self.drop.index]
+        """Each group's judged drop minus its tolerance (> 0: the group is broken)."""
+        return self.judged - [tolerance.for_group(a) for a in self.judged.index]
 
     def feasible(self, tolerance: Tolerance) -> bool:
         """Whether every group is within ``tolerance`` (and φ within ``max_phi`` if set)."""
@@ -157,6 +183,7 @@ class Evaluator:
         group_names: Sequence[str],
         *,
         per_channel: bool = False,
+        criterion: Criterion = "estimate",
         batch_size: int = 512,
     ) -> None:
         counts = group_counts(validation.g, len(group_names))
@@ -171,6 +198,7 @@ class Evaluator:
         self.model, self.validation = model, validation
         self.group_names = list(group_names)
         self.per_channel, self.batch_size = per_channel, batch_size
+        self.criterion = criterion
         self.layers = [name for name, _ in quantized_layers(model)]
         if not self.layers:
             raise ConfigError(f"{type(model).__name__} has no Conv or Linear layer to quantize")
@@ -182,12 +210,14 @@ class Evaluator:
         self._active: list[Usage] = []
         self._reference = self._cached(("fp32",), 1, lambda: self._stats(model))
 
-    def _stats(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each group's accuracy (points) and mean loss on the validation split."""
+    def _stats(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each group's accuracy (points) and mean loss on the validation split, and which
+        samples the model gets right."""
         v, k = self.validation, len(self.group_names)
         logits = predict_logits(model, v.x, batch_size=self.batch_size)
-        correct = (logits.argmax(1) == v.y).double() * 100
-        return group_mean(correct, v.g, k), group_mean(per_sample_loss(logits, v.y), v.g, k)
+        right = logits.argmax(1) == v.y
+        accuracy = group_mean(right.double() * 100, v.g, k)
+        return accuracy, group_mean(per_sample_loss(logits, v.y), v.g, k), right
 
     def _cached(self, key: Hashable, count: int, compute: Callable[[], object]):
         for use in self._active:
@@ -212,15 +242,22 @@ class Evaluator:
 
     def _evaluate(self, bits: tuple[int, ...]) -> Evaluation:
         precision = self.precision(bits)
-        accuracy, loss = self._stats(quantize_model(self.model, precision))
-        base_accuracy, base_loss = self._reference
+        accuracy, loss, right = self._stats(quantize_model(self.model, precision))
+        base_accuracy, base_loss, base_right = self._reference
         index = pd.Index(self.group_names, name="group")
+        k, g = len(self.group_names), self.validation.g
+        lost = torch.bincount(g[base_right & ~right], minlength=k).numpy()
+        gained = torch.bincount(g[~base_right & right], minlength=k).numpy()
+        n = torch.bincount(g, minlength=k).numpy()
+        _, high = drop_interval(lost, gained, n, confidence=CONFIDENCE)
         return Evaluation(
             bits=bits,
             size_bytes=packed_size_bytes(self.model, precision),
             accuracy=pd.Series(accuracy.numpy(), index=index, name="accuracy"),
             drop=pd.Series((base_accuracy - accuracy).numpy(), index=index, name="drop"),
             excess=pd.Series((loss - base_loss).numpy(), index=index, name="excess"),
+            drop_high=pd.Series(100.0 * high, index=index, name="drop_high"),
+            criterion=self.criterion,
         )
 
     def cost(self, bits: Sequence[int]) -> float:
@@ -414,15 +451,25 @@ def _evaluator(
 ) -> Evaluator:
     tolerance.check_groups(group_names)
     if evaluator is None:
-        return Evaluator(model, validation, group_names, per_channel=config.per_channel)
+        return Evaluator(
+            model,
+            validation,
+            group_names,
+            per_channel=config.per_channel,
+            criterion=config.criterion,
+        )
     same = (
         evaluator.model is model
         and evaluator.validation is validation
         and evaluator.group_names == list(group_names)
     )
-    if not same or evaluator.per_channel != config.per_channel:
+    if not same or (evaluator.per_channel, evaluator.criterion) != (
+        config.per_channel,
+        config.criterion,
+    ):
         raise ConfigError(
-            "the evaluator was built for another model, validation split, groups or per_channel"
+            "the evaluator was built for another model, validation split, groups, per_channel "
+            "or criterion"
         )
     return evaluator
 
@@ -439,12 +486,13 @@ def _unreachable(evaluator: Evaluator, uniform: list[Evaluation], tolerance: Tol
     width = top.bits[0]
     if (margins > 0).any():
         group = margins.idxmax()
-        reached = min(ev.drop[group] for ev in uniform)
+        reached = min(ev.judged[group] for ev in uniform)
+        bound = "" if top.criterion == "estimate" else " (upper bound)"
         return ToleranceUnreachable(
-            f"group {group!r} loses {top.drop[group]:.2f} points on the validation split with "
-            f"every layer at {width} bits, above its tolerance of {tolerance.for_group(group):g}: "
-            f"no allocation is expected to keep it (the smallest drop reached, by a uniform "
-            f"width, is {reached:.2f})",
+            f"group {group!r} loses {top.judged[group]:.2f} points{bound} on the validation split "
+            f"with every layer at {width} bits, above its tolerance of "
+            f"{tolerance.for_group(group):g}: no allocation is expected to keep it (the smallest "
+            f"reached, by a uniform width, is {reached:.2f})",
             group=group,
             limit=tolerance.for_group(group),
             reachable=float(reached),
@@ -682,7 +730,7 @@ def search_smallest(
             names=groups,
             rows=_cube(table, ev.layers, groups, config.bits),
             targets=np.array([tolerance.for_group(a) for a in groups]),
-            values=lambda e: e.drop.to_numpy(),
+            values=lambda e: e.judged.to_numpy(),
             max_phi=tolerance.max_phi,
         )
         best, rounds, proven = _cut_loop(ev, criterion, uniform, config, tolerance)
