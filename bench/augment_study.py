@@ -83,7 +83,11 @@ def report(trend: pd.DataFrame, tests: pd.DataFrame, curves: pd.DataFrame) -> st
                 & (vs.mitigation == m)
                 & (vs.candidate == f"{m}: {method} {precision}")
             ]
-            row.append(f"{t.difference.iloc[0]:+.3f}, {t.p_holm.iloc[0]:.2g}" if len(t) else "n/a")
+            row.append(
+                f"{t.difference.iloc[0]:+.3f}, {t.p_value.iloc[0]:.2g}, {t.p_holm.iloc[0]:.2g}"
+                if len(t)
+                else "n/a"
+            )
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     acc = trend[(trend.precision == "fp32") & (trend.group == "all")]
