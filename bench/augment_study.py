@@ -11,8 +11,8 @@ accuracy: ``curves.csv`` and ``curves.png`` show whether it plateaued. ``trend.c
 φ(D), overall and worst-group accuracy per length, mitigation, method and precision (mean and 95%
 Student-t interval across seeds); ``study.md`` the tables.
 
-    OMP_NUM_THREADS=1 python bench/augment_study.py --out runs/augment-study \\
-        --epochs 3,10,20 --seeds 0,1,2,3,4 --train-limit 3000 --workers 2
+    OMP_NUM_THREADS=1 python bench/augment_study.py --out examples/augment-study \\
+        --epochs 15,2,6 --seeds 0,1,2,3,4 --train-limit 2000 --workers 2
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ def test_the_held_out_validation_split_is_rebuilt_from_the_checkpoint(tiny_datas
     want = validation_split(tiny_dataset.train, 0.25, seed=3)[1]
     assert torch.equal(val.x, want.x) and torch.equal(val.g, want.g)
     assert "held out of training" in note
-    with pytest.raises(ConfigError, match="val_size=0.25"):
+    with pytest.raises(ConfigError, match=r"val_size=0\.25"):
         held_out_validation(ckpt, tiny_dataset, size=0.5)
     ckpt.train_config = TrainConfig(epochs=1)
     with pytest.raises(ConfigError, match="without a validation split"):
