@@ -452,6 +452,19 @@ def _elastic(
     )
 
 
+def cost_cube(
+    table: pd.DataFrame, layers: Sequence[str], groups: Sequence[str], options: Sequence[int]
+) -> np.ndarray:
+    """``(G, L, K)`` costs of the programs from a per-layer table (columns ``layer, bits, group,
+    excess``, e.g. :func:`~fairquant.metrics.sensitivity.group_sensitivity`), in the order of
+    ``groups``, ``layers`` and ``options``; every (group, layer, bits) must have one value."""
+    cube = table.pivot_table(index=["group", "layer"], columns="bits", values="excess")
+    cube = cube.reindex(pd.MultiIndex.from_product([list(groups), list(layers)]))[list(options)]
+    if cube.isna().any().any():
+        raise ConfigError("the sensitivity table must give every (group, layer, bits) one excess")
+    return cube.to_numpy().reshape(len(groups), len(layers), len(options))
+
+
 @dataclass(frozen=True)
 class Allocation:
     """A per-layer precision chosen by :func:`allocate_precision` and what it is predicted to do."""
@@ -491,11 +504,7 @@ def allocate_precision(
     layers = list(dict.fromkeys(table.layer))
     groups = list(dict.fromkeys(table.group))
     options = sorted({int(b) for b in table.bits})
-    cube = table.pivot_table(index=["group", "layer"], columns="bits", values="excess")
-    cube = cube.reindex(pd.MultiIndex.from_product([groups, layers]))[options]
-    if cube.isna().any().any():
-        raise ConfigError("the sensitivity table must give every (group, layer, bits) one excess")
-    costs = cube.to_numpy().reshape(len(groups), len(layers), len(options))
+    costs = cost_cube(table, layers, groups, options)
     sizes = table.drop_duplicates("layer").set_index("layer").loc[layers, "numel"].to_numpy()
     w = None
     if weights is not None:

@@ -59,7 +59,12 @@ from fairquant.metrics.sensitivity import (
     measured_layer_excess,
 )
 from fairquant.metrics.verdict import Tolerance
-from fairquant.mitigate.allocate import CutsExhausted, ToleranceUnreachable, smallest_bits
+from fairquant.mitigate.allocate import (
+    CutsExhausted,
+    ToleranceUnreachable,
+    cost_cube,
+    smallest_bits,
+)
 from fairquant.models.predict import predict_logits
 from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.functional import check_bits
@@ -533,15 +538,6 @@ def smallest_uniform(
     return _result("uniform", ev, best, tolerance, rounds, use)
 
 
-def _cube(table: pd.DataFrame, layers: list[str], groups: list[str], options) -> np.ndarray:
-    """``(G, L, K)`` excess of a per-layer table (columns ``layer, bits, group, excess``)."""
-    cube = table.pivot_table(index=["group", "layer"], columns="bits", values="excess")
-    cube = cube.reindex(pd.MultiIndex.from_product([groups, layers]))[list(options)]
-    if cube.isna().any().any():
-        raise ConfigError("the sensitivity table must give every (group, layer, bits) one excess")
-    return cube.to_numpy().reshape(len(groups), len(layers), len(options))
-
-
 def boundary(predicted: np.ndarray, measured: np.ndarray, target: float) -> float:
     """The predicted value at which the measured one reaches ``target``, read off the pairs
     ``(predicted[i], measured[i])`` measured so far: between the smallest failing prediction
@@ -728,7 +724,7 @@ def search_smallest(
             )
         criterion = _Criterion(
             names=groups,
-            rows=_cube(table, ev.layers, groups, config.bits),
+            rows=cost_cube(table, ev.layers, groups, config.bits),
             targets=np.array([tolerance.for_group(a) for a in groups]),
             values=lambda e: e.judged.to_numpy(),
             max_phi=tolerance.max_phi,
@@ -774,7 +770,7 @@ def loss_only(
         average = _Criterion(
             names=["average"],
             rows=np.tensordot(
-                w, _cube(ev.measured_table(config.bits), ev.layers, groups, config.bits), 1
+                w, cost_cube(ev.measured_table(config.bits), ev.layers, groups, config.bits), 1
             )[None],
             targets=np.array([tolerance.max_drop]),
             values=lambda e: np.array([float(w @ e.drop.to_numpy())]),
