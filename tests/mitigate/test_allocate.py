@@ -216,6 +216,10 @@ def test_allocate_max_drop_searches_on_the_validation_split_and_judges_on_test(t
     assert "test split verdict of the searched model" in text
     saved = json.loads(spec.read_text())
     assert saved["name"] == "small" and set(saved["layers"].values()) <= {2, 8}
+    # another predictor runs the search with it (not the exhaustive measured table)
+    r = runner.invoke(app, [*search, "--sensitivity", "predicted"])
+    assert r.exit_code == 0, r.output
+    assert "search rounds (predicted)" in " ".join(r.output.split())
     # a budget and a tolerance at once, or search options without a tolerance: refused
     r = runner.invoke(app, [*common, "--max-drop", "2", "--budget", "4bits"])
     assert r.exit_code == 2 and "not both" in r.output

@@ -104,6 +104,15 @@ def parse_ints(text: str, option: str) -> list[int]:
     return values
 
 
+def fraction_or_count(value: float) -> float | int:
+    """A size option read as a float: a fraction in (0, 1) stays one, 1 or more is a count.
+
+    >>> fraction_or_count(0.2), fraction_or_count(500.0)
+    (0.2, 500)
+    """
+    return int(value) if value >= 1 else value
+
+
 def parse_imbalance(text: str) -> tuple[float, ...] | None:
     if text == "none":
         return None

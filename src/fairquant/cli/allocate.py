@@ -12,7 +12,15 @@ import typer
 from rich.table import Table
 
 from fairquant._audit import audit as run_audit
-from fairquant.cli._app import app, choice, console, parse_ints, user_errors
+from fairquant.cli._app import (
+    app,
+    choice,
+    console,
+    fraction_or_count,
+    keyword_default,
+    parse_ints,
+    user_errors,
+)
 from fairquant.errors import ConfigError
 from fairquant.metrics.policy import N_BOOTSTRAP
 from fairquant.metrics.sensitivity import SensitivitySource
@@ -129,18 +137,21 @@ def allocate_command(
         if tolerance is None:
             if val_size is not None or baselines or gate:
                 raise ConfigError("--val-size, --baselines and --gate belong to --max-drop")
+            # only what was given: the rest takes allocate()'s defaults
+            given = {
+                "budget": f"{budget_bytes}B" if budget_bytes else budget,
+                "bits": parse_ints(bits, "--bits") if bits else None,
+                "sensitivity": sensitivity.value if sensitivity else None,
+            }
             _budget_mode(
                 ckpt,
                 dataset,
                 out,
-                budget,
-                budget_bytes,
-                objective,
-                sensitivity,
-                bits,
-                samples,
-                per_channel,
-                seed,
+                objective.value,
+                {k: v for k, v in given.items() if v is not None},
+                samples_per_group=samples,
+                per_channel=per_channel,
+                seed=seed,
             )
             return
         if budget is not None or budget_bytes is not None:
@@ -162,35 +173,12 @@ def allocate_command(
         raise typer.Exit(code)
 
 
-def _budget_mode(
-    ckpt,
-    dataset,
-    out,
-    budget,
-    budget_bytes,
-    objective,
-    sensitivity,
-    bits,
-    samples,
-    per_channel,
-    seed,
-) -> None:
-    result = allocate(
-        ckpt.model,
-        dataset,
-        budget=f"{budget_bytes}B" if budget_bytes else (budget or "4bits"),
-        bits=parse_ints(bits or "2,3,4,8", "--bits"),
-        objective=objective.value,
-        sensitivity=(sensitivity.value if sensitivity else "measured"),
-        samples_per_group=samples,
-        per_channel=per_channel,
-        seed=seed,
-        name=out.stem,
-    )
+def _budget_mode(ckpt, dataset, out, objective: str, given: dict, **options) -> None:
+    result = allocate(ckpt.model, dataset, objective=objective, name=out.stem, **given, **options)
+    budget = given.get("budget", keyword_default(allocate, "budget"))
+    sensitivity = given.get("sensitivity", keyword_default(allocate, "sensitivity"))
     path = result.precision.save(out)
-    layers = Table(
-        title=f"bits per layer ({objective.value}, {sensitivity or 'measured'} sensitivity)"
-    )
+    layers = Table(title=f"bits per layer ({objective}, {sensitivity} sensitivity)")
     for column in ("layer", "weights", "bits"):
         layers.add_column(column, justify="left" if column == "layer" else "right")
     for row in result.layers.itertuples():
@@ -201,23 +189,23 @@ def _budget_mode(
     console.print(f"predicted G(a) (sum over layers): {predicted}; phi {spread:.4f}")
     console.print(
         f"average {result.average_bits:.3f} weight bits, {result.size_bytes} bytes packed "
-        f"(budget {budget_bytes if budget_bytes else (budget or '4bits')})"
+        f"(budget {budget})"
     )
     console.print(f"wrote {path}; audit it with --precisions @{path}")
 
 
 def _search_mode(ckpt, dataset, out, tolerance, config, val_size, baselines, bootstrap) -> int:
-    size = None if val_size is None else (int(val_size) if val_size >= 1 else val_size)
+    size = None if val_size is None else fraction_or_count(val_size)
     validation, note = held_out_validation(ckpt, dataset, size=size)
     console.print(f"selecting on {note}")
     names = dataset.group_names
     methods = METHODS if baselines else ("fairquant",)
-    if config.sensitivity != "diagonal":
-        methods = tuple(m for m in methods if m != "fairquant") if baselines else ("measured",)
+    if config.sensitivity == "measured":  # "fairquant" then is the measured search itself
+        methods = tuple(m for m in methods if m != "measured")
     results, table = compare_searches(
         ckpt.model, validation, names, tolerance, config=config, methods=methods
     )
-    chosen = results["fairquant" if "fairquant" in results else "measured"]
+    chosen = results["fairquant"]  # the search with config's predictor
     rounds = Table(title=f"search rounds ({chosen.method}): validation drop (points) per group")
     for column in ("round", "KiB", "avg bits", "within", *names):
         rounds.add_column(column, justify="right")
@@ -266,14 +254,12 @@ def _search_mode(ckpt, dataset, out, tolerance, config, val_size, baselines, boo
     with warnings.catch_warnings():  # the audit's notes on CEV/SDE: not what this command judges
         warnings.simplefilter("ignore")
         audited = run_audit(ckpt.model, dataset, precisions=specs, n_bootstrap=0)
-    verdict = judge(audited, tolerance, precisions=[chosen.method], n_bootstrap=bootstrap)
+    verdict = judge(audited, tolerance, precisions=["fairquant"], n_bootstrap=bootstrap)
     console.print("[bold]test split verdict of the searched model[/]")
     for line in summary_lines(verdict):
         console.print(line, highlight=False)
-    if len(specs) > 1:
-        for m in results:
-            if m == chosen.method:
-                continue
+    for m in results:
+        if m != "fairquant":
             other = judge(audited, tolerance, precisions=[m], n_bootstrap=0)
             console.print(f"{m}: {other.status[m].upper()} on the test split", highlight=False)
     return exit_code(verdict)

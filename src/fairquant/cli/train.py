@@ -22,6 +22,7 @@ from fairquant.cli._app import (
     choice,
     console,
     data_spec,
+    fraction_or_count,
     user_errors,
 )
 from fairquant.data import load_dataset
@@ -108,7 +109,7 @@ def train(
             augment=augment,
             crop_padding=crop_padding,
             flip=flip,
-            val_size=int(val_size) if val_size >= 1 else val_size,
+            val_size=fraction_or_count(val_size),
             select=select.value,
             select_metric=select_metric.value,
             patience=patience,
