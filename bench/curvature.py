@@ -44,7 +44,7 @@ ratios; it extrapolates nothing it did not run.
     python bench/curvature.py --root ../shared/data/UTKFace.tar.gz [--images 1000 --groups 5
                               --width 16 --epochs 3 --work bench-curvature]
                               [--parts trace|lambda|both]
-    python bench/curvature.py --checkpoint model.pt [...] [--skip-curvlinops]
+    python bench/curvature.py --checkpoint model.pt [...] [--skip-curvlinops] [--skip-pyhessian]
 """
 
 from __future__ import annotations
@@ -188,6 +188,11 @@ def main() -> None:
         "--cl-max-matvecs", type=int, default=384, help="cap of curvlinops' doubling budget"
     )
     ap.add_argument("--skip-curvlinops", action="store_true", help="leave curvlinops out")
+    ap.add_argument(
+        "--skip-pyhessian",
+        action="store_true",
+        help="leave PyHessian's trace out (its run to --rtol takes the longest)",
+    )
     ap.add_argument("--eig-rtol", type=float, default=1e-2)
     ap.add_argument("--eig-min-iter", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
@@ -243,6 +248,8 @@ def _trace_part(args, model, x, y, g, names) -> None:
 
     if not args.skip_curvlinops:
         _curvlinops_part(args, model, x, y, g, names, ggn, t_exact, ours, t_general)
+    if args.skip_pyhessian:
+        return
 
     ph_default, ph_more = [], []
     t_ph_default = t_ph_more = 0.0
