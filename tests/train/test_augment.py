@@ -1,5 +1,9 @@
 """Augmentation, the validation split, best-epoch selection and the memory-format rule."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -200,11 +204,40 @@ def test_patience_stops_early():
 def test_memory_format_rule():
     resnet = build_model(ModelSpec("resnet18", 16), in_channels=3, num_classes=2)
     assert memory_format_for(resnet) == torch.channels_last
-    # a strided convolution with < 8 input channels: contiguous (a torch 2.14 CPU heap bug)
-    thin = build_model(ModelSpec("resnet18", 4), in_channels=3, num_classes=2)
-    assert memory_format_for(thin) == torch.contiguous_format
+    # a strided convolution with < 16 input channels: contiguous (a torch 2.14 CPU heap bug)
+    for width in (4, 8):
+        thin = build_model(ModelSpec("resnet18", width), in_channels=3, num_classes=2)
+        assert memory_format_for(thin) == torch.contiguous_format
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
     assert memory_format_for(mlp) == torch.contiguous_format
+
+
+# ResNet-18 at width 8 on 16 px gray images with an odd last batch, on two threads, with the
+# machine's own kernels: the case that crashed the CPU training loop on AVX-512 under the old rule.
+_TRAIN_THIN_RESNET = """
+import torch
+from fairquant.data import Split
+from fairquant.models import ModelSpec, build_model
+from fairquant.train import TrainConfig, train_model
+torch.manual_seed(0)
+split = Split(torch.randn(101, 1, 16, 16), torch.randint(0, 2, (101,)), torch.zeros(101).long())
+model = build_model(ModelSpec("resnet18", 8), in_channels=1, num_classes=2)
+config = TrainConfig(epochs=2, batch_size=50, augment=False)
+train_model(model, split, config, show_progress=False)
+print("trained")
+"""
+
+
+def test_training_a_thin_resnet_on_two_threads_does_not_crash():
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_ISA", "_CAPABILITY"))}
+    done = subprocess.run(
+        [sys.executable, "-c", _TRAIN_THIN_RESNET],
+        env={**env, "OMP_NUM_THREADS": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "trained" in done.stdout, done.stderr[-2000:]
 
 
 def test_training_and_prediction_use_the_memory_format(tiny_dataset):
