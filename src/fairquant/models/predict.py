@@ -29,9 +29,10 @@ def memory_format_for(model: nn.Module) -> torch.memory_format:
     The rule, measured: channels-last (NHWC) lets oneDNN on x86 CPUs and cuDNN on NVIDIA GPUs
     run convolutions without reordering each activation; on the 2-core AVX2 reference machine it
     trained ResNet-18 (width 16, 48 px, batch 64) 1.24x faster than the contiguous layout, and
-    ``torch.compile`` was slower than either there (``bench/train_throughput.py`` measures all
-    three). A convolution takes the channels-last path when its input or its weight is
-    channels-last, so converting a batch is enough for evaluation.
+    ``torch.compile`` was slower than either there; on a 2-core AVX-512 machine 1.47x, with
+    ``torch.compile`` between the two (``bench/train_throughput.py`` measures all three). A
+    convolution takes the channels-last path when its input or its weight is channels-last, so
+    converting a batch is enough for evaluation.
 
     The exception: a strided convolution with fewer than 16 input channels keeps the model
     contiguous. With torch 2.14.1 on the CPU, the weight gradient of a channels-last 1x1
