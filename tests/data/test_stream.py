@@ -29,7 +29,12 @@ def test_streamed_loader_equals_in_memory_split(random_images, model):
     loader = DataLoader(SplitDataset(data.test, data.group_names), batch_size=7)
     streamed = audit(model, loader, **kwargs)
     assert streamed.group_names == data.group_names  # declared by the dataset
-    pd.testing.assert_frame_equal(memory.table, streamed.table, check_exact=False, rtol=1e-6)
+    # float32 kernels may sum a batch of 7 in another order than the whole split (oneDNN picks
+    # them by batch size on AVX-512 machines): losses agree to float32 rounding, and so do their
+    # differences (excess loss) in absolute terms, not relative to their small size
+    pd.testing.assert_frame_equal(
+        memory.table, streamed.table, check_exact=False, rtol=1e-6, atol=1e-6
+    )
     assert memory.by_group("accuracy").notna().all().all()
 
 
@@ -111,7 +116,7 @@ def test_streamed_calibration_takes_the_first_samples_and_says_so(random_images,
     memory = audit(
         model, data.test, precisions="int8-a8", calibration=data.test.x[:12], n_bootstrap=0
     )
-    pd.testing.assert_frame_equal(memory.table, result.table)
+    pd.testing.assert_frame_equal(memory.table, result.table, rtol=1e-6, atol=1e-6)  # as above
 
 
 def test_group_codes_beyond_the_names_are_an_error(model):
