@@ -17,13 +17,18 @@ EXAMPLES = REPO / "examples"
 FINDINGS = REPO / "docs" / "findings"
 
 
+def _read(path: Path) -> str:
+    """The text with every run of whitespace as one space (the pages wrap their lines)."""
+    return " ".join(path.read_text().split())
+
+
 def _augment_gt_vs_none(metric: str) -> pd.DataFrame:
     tests = pd.read_csv(EXAMPLES / "augment-study" / "tests.csv")
     return tests[(tests.comparison == "gt vs none") & (tests.metric == metric)]
 
 
 def test_augment_page_names_every_length_where_gts_worst_group_lift_survives_holm():
-    page = (FINDINGS / "augment-study.md").read_text()
+    page = _read(FINDINGS / "augment-study.md")
     wg = _augment_gt_vs_none("worst_group_accuracy")
     fp32 = wg[wg.precision == "fp32"].set_index("length").p_holm
     assert (fp32[2] < ALPHA) and (fp32[15] < ALPHA) and not (fp32[6] < ALPHA)
@@ -35,7 +40,7 @@ def test_augment_page_names_every_length_where_gts_worst_group_lift_survives_hol
 
 
 def test_augment_page_states_gts_accuracy_cost_at_two_epochs():
-    page = (FINDINGS / "augment-study.md").read_text()
+    page = _read(FINDINGS / "augment-study.md")
     acc = _augment_gt_vs_none("accuracy")
     two = acc[(acc.length == 2) & (acc.precision == "fp32")].iloc[0]
     assert two.ci_high < 0  # gt costs overall accuracy at 2 epochs
@@ -46,8 +51,8 @@ def test_augment_page_states_gts_accuracy_cost_at_two_epochs():
 
 
 def test_smallest_model_states_loss_only_worst_group_per_run():
-    page = (FINDINGS / "smallest-model.md").read_text()
-    readme = (REPO / "README.md").read_text()
+    page = _read(FINDINGS / "smallest-model.md")
+    readme = _read(REPO / "README.md")
     runs = pd.concat(
         pd.read_csv(EXAMPLES / "smallest-model" / d / "runs.csv") for d in ("utkface", "cifar")
     )
