@@ -230,6 +230,7 @@ def words(items: list[str], conjunction: str = "and") -> str:
 
 def table(head: list[str], rows: Iterable[list[str]]) -> str:
     """A Markdown table (no trailing newline)."""
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    lines = [head, *rows]
+    text = ["|" + "|".join(f" {cell} " if cell else " " for cell in line) + "|" for line in lines]
+    text.insert(1, "|" + "---|" * len(head))
+    return "\n".join(text)
