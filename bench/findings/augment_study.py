@@ -102,6 +102,7 @@ def values(root: Path) -> dict[str, str]:
     if per_length.nunique() != 1:
         raise ValueError(f"tests.csv: different numbers of comparisons per length {per_length}")
     v["n_comparisons"] = str(per_length.iloc[0])
+    v["alpha"] = f"{ALPHA:g}"
     qat_precisions = [p for p in cfg["precisions"] if p != "fp32"]
     v["n_trainings"] = str(len(lengths) * len(mitigations) * seeds * (1 + len(qat_precisions)))
 
@@ -152,6 +153,8 @@ def values(root: Path) -> dict[str, str]:
     mean = per_seed.groupby("mitigation").mean()
     v["longest"] = str(longest)
     v["curve_final"] = words([f"{m} {num(mean.final[m], 1)} %" for m in mitigations])
+    if not (mean.gain > 0).all():
+        raise ValueError("curves.csv: validation accuracy no longer rises over the last third")
     v["curve_gain"] = span(mean.gain, 1)
     v["third"] = str(max(1, longest // 3))
 
@@ -205,6 +208,8 @@ def values(root: Path) -> dict[str, str]:
     v["gt_worst"] = span(wg["gt"], 1, unit=" %")
     v["re_worst"] = span(wg["re"], 1, unit=" %")
     lift = tests[(tests.metric == "worst_group_accuracy") & (tests.comparison == "gt vs none")]
+    if not (lift[lift.precision == "fp32"].ci_low > 0).all():
+        raise ValueError("tests.csv: gt's fp32 worst-group lift is not above 0 at every length")
     fp32_lift = lift[lift.precision == "fp32"].set_index("length")
     sig_lengths = [n_ for n_ in lengths if fp32_lift.p_holm[n_] < ALPHA]
     not_lengths = [n_ for n_ in lengths if n_ not in sig_lengths]
