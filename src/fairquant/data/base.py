@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
 from fairquant.errors import ConfigError, DataError
+
+#: The one rule for small cells: a class or a group with fewer test samples than this is named in
+#: a warning that the audit's notes and the CLI summary repeat (one sample moves its accuracy by
+#: more than 5 points). An empty group has a note of its own and is left out of phi(D).
+MIN_TEST_SAMPLES = 20
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,8 @@ class GroupedDataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     flip_ok: bool = False
+    #: A table's feature columns, in the order of ``x``'s columns (None for images).
+    features: list[str] | None = None
 
     def __post_init__(self) -> None:
         for name, split in (("train", self.train), ("test", self.test)):
@@ -120,6 +130,48 @@ class GroupedDataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def coding(self) -> dict[str, Any]:
+        """Which name each target and group code stands for (:func:`coding`)."""
+        return coding(self.target, self.classes, self.group, self.group_names)
+
+    def count_table(self) -> pd.DataFrame:
+        """Samples per (target, group) and split (:func:`wide_counts`)."""
+        splits = [
+            (name, s.y.numpy(), s.g.numpy())
+            for name, s in (("train", self.train), ("test", self.test))
+        ]
+        return wide_counts(cell_counts(splits, self.classes, self.group_names))
+
+    def with_class_order(self, order: Sequence[str]) -> GroupedDataset:
+        """This dataset with its targets recoded so that code ``i`` is the class ``order[i]``:
+        the order of a model's outputs. The map is exact: every class of the data must be in
+        ``order`` and every name in ``order`` a class of the data (each once)."""
+        order = [str(name) for name in order]
+        known = ", ".join(self.classes)
+        seen: set[str] = set()
+        for name in order:
+            if name in seen:
+                raise ConfigError(f"class order (--classes) names {name!r} twice")
+            seen.add(name)
+            if name not in self.classes:
+                raise ConfigError(
+                    f"class order (--classes) names {name!r}, which the data lacks; the data's "
+                    f"{self.target} classes are: {known}"
+                )
+        for name in self.classes:
+            if name not in seen:
+                raise ConfigError(
+                    f"the data's class {name!r} is not in the class order (--classes) "
+                    f"{','.join(order)}; expected every one of: {known}"
+                )
+        new_code = torch.tensor([order.index(name) for name in self.classes], dtype=torch.long)
+        return replace(
+            self,
+            train=Split(self.train.x, new_code[self.train.y], self.train.g),
+            test=Split(self.test.x, new_code[self.test.y], self.test.g),
+            classes=order,
+        )
+
     def counts(self) -> dict[str, list[int]]:
         """Samples per group in each split."""
         k = len(self.group_names)
@@ -127,6 +179,63 @@ class GroupedDataset:
             "train": torch.bincount(self.train.g, minlength=k).tolist(),
             "test": torch.bincount(self.test.g, minlength=k).tolist(),
         }
+
+
+def coding(
+    target: str, classes: Sequence[str], group: str, groups: Sequence[str]
+) -> dict[str, Any]:
+    """``{"target", "classes", "group", "groups"}``: the attributes and the name each code stands
+    for, codes as strings (as ``audit.json`` records them and ``fairquant datasets`` shows them)."""
+    return {
+        "target": target,
+        "classes": {str(i): str(name) for i, name in enumerate(classes)},
+        "group": group,
+        "groups": {str(i): str(name) for i, name in enumerate(groups)},
+    }
+
+
+def cell_counts(
+    splits: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    classes: Sequence[str],
+    groups: Sequence[str],
+) -> pd.DataFrame:
+    """Samples per split x target x group (non-empty cells) of ``(split, y codes, g codes)``:
+    columns split, target, group, n."""
+    k = len(groups)
+    rows = []
+    for split, y, g in splits:
+        cells = np.bincount(np.asarray(y) * k + np.asarray(g), minlength=0)
+        for cell in np.flatnonzero(cells):
+            t, a = divmod(int(cell), k)
+            rows.append((split, classes[t], groups[a], int(cells[cell])))
+    return pd.DataFrame(rows, columns=["split", "target", "group", "n"])
+
+
+def wide_counts(counts: pd.DataFrame) -> pd.DataFrame:
+    """:func:`cell_counts` wide: one row per (target, group), in the order first counted, a
+    column per split (``train``, ``test`` where present) and their ``total``."""
+    wide = counts.pivot_table(
+        index=["target", "group"], columns="split", values="n", fill_value=0, sort=False
+    )
+    wide = wide[[s for s in ("train", "test") if s in wide.columns]].astype(int)
+    wide.columns.name = None
+    return wide.assign(total=wide.sum(axis=1))
+
+
+def small_cells(y: Tensor, g: Tensor, classes: Sequence[str], groups: Sequence[str]) -> list[str]:
+    """One line for each class and each non-empty group with fewer than
+    :data:`MIN_TEST_SAMPLES` samples among the test codes ``y`` and ``g``."""
+    lines = []
+    for what, codes, names in (("class", y, classes), ("group", g, groups)):
+        counts = torch.bincount(codes.long(), minlength=len(names)).tolist()
+        for name, n in zip(names, counts, strict=False):
+            if n < MIN_TEST_SAMPLES and (n or what == "class"):
+                moves = f"; one sample moves its accuracy by {100 / n:.1f} points" if n else ""
+                lines.append(
+                    f"{what} {name!r} has {n} test samples, fewer than {MIN_TEST_SAMPLES} "
+                    f"(docs/datasets.md){moves}: read its numbers with their intervals"
+                )
+    return lines
 
 
 def _check_codes(split: str, what: str, codes: Tensor, k: int) -> None:
