@@ -424,13 +424,14 @@ def test_cli_classes_from_a_file_and_the_summary(faces):
 
     (faces / "classes.txt").write_text("White\nBlack\nAsian\n")
     args = ["audit", "--model", "fq_oracle:make", "--dataset", "folder", "--root", "faces.csv",
-            "--mean", "0.5", "--std", "0.25", "--precisions", "fp32", "-q", "--bootstrap", "0"]  # fmt: skip
+            "--mean", "0.5", "--std", "0.25", "--precisions", "fp32", "-q",
+            "--bootstrap", "0"]  # fmt: skip
     good = CliRunner().invoke(app, [*args, "--classes", "@classes.txt", "--out", "good"])
     assert good.exit_code == 0, good.output
     assert read_audit_json(faces / "good")["data"]["coding"]["classes"]["0"] == "White"
     bad = CliRunner().invoke(app, [*args, "--out", "bad"])
     assert bad.exit_code == 0, bad.output
     assert "majority-class rate" in " ".join(bad.output.split())
-    data = CliRunner().invoke(app, [*args[:6], "--normalize", "data", "-q", "--out", "data"])
+    data = CliRunner().invoke(app, [*args[:7], "--normalize", "data", "-q", "--out", "data"])
     assert data.exit_code == 0, data.output
     assert read_audit_json(faces / "data")["preprocessing"]["normalize"] == "data"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -112,6 +113,9 @@ class GroupedDataset:
     flip_ok: bool = False
     #: A table's feature columns, in the order of ``x``'s columns (None for images).
     features: list[str] | None = None
+    #: Where the class coding comes from: None, the data's own; else the order a model's
+    #: outputs were stated in (:meth:`with_class_order`).
+    class_order: str | None = None
 
     def __post_init__(self) -> None:
         for name, split in (("train", self.train), ("test", self.test)):
@@ -170,6 +174,7 @@ class GroupedDataset:
             train=Split(self.train.x, new_code[self.train.y], self.train.g),
             test=Split(self.test.x, new_code[self.test.y], self.test.g),
             classes=order,
+            class_order=f"given: {','.join(order)}",
         )
 
     def counts(self) -> dict[str, list[int]]:
@@ -179,6 +184,29 @@ class GroupedDataset:
             "train": torch.bincount(self.train.g, minlength=k).tolist(),
             "test": torch.bincount(self.test.g, minlength=k).tolist(),
         }
+
+
+def parse_class_order(text: str) -> list[str]:
+    """A model's class order as written on the command line: ``White,Black,Asian``, or
+    ``@FILE`` naming a text file with one class a line (blank lines skipped)."""
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(
+                f"--classes {text!r}: cannot read {path} ({e}); expected a text file with one "
+                "class name a line"
+            ) from None
+        names = [line.strip() for line in lines if line.strip()]
+    else:
+        names = [name.strip() for name in text.split(",")]
+    if not names or not all(names):
+        raise ConfigError(
+            f"--classes {text!r}: expected the model's class names in its output order, "
+            "comma-separated (White,Black,Asian) or @FILE with one a line"
+        )
+    return names
 
 
 def coding(
@@ -222,12 +250,12 @@ def wide_counts(counts: pd.DataFrame) -> pd.DataFrame:
     return wide.assign(total=wide.sum(axis=1))
 
 
-def small_cells(y: Tensor, g: Tensor, classes: Sequence[str], groups: Sequence[str]) -> list[str]:
+def small_cells(y: Any, g: Any, classes: Sequence[str], groups: Sequence[str]) -> list[str]:
     """One line for each class and each non-empty group with fewer than
-    :data:`MIN_TEST_SAMPLES` samples among the test codes ``y`` and ``g``."""
+    :data:`MIN_TEST_SAMPLES` samples among the test codes ``y`` and ``g`` (arrays or tensors)."""
     lines = []
     for what, codes, names in (("class", y, classes), ("group", g, groups)):
-        counts = torch.bincount(codes.long(), minlength=len(names)).tolist()
+        counts = np.bincount(np.asarray(codes, dtype=np.int64), minlength=len(names)).tolist()
         for name, n in zip(names, counts, strict=False):
             if n < MIN_TEST_SAMPLES and (n or what == "class"):
                 moves = f"; one sample moves its accuracy by {100 / n:.1f} points" if n else ""
