@@ -139,6 +139,12 @@ def test_bad_rows_are_dropped_only_when_asked_and_counted(tmp_path):
 
 
 def test_a_column_without_numbers_is_not_a_feature_and_features_are_recorded(csv):
+    from fairquant import audit
+
     data = load_dataset(DataSpec("table", root=str(csv)))
     assert data.features == ["age", "income"]  # 'note' holds no number
     assert data.coding()["classes"] == {"0": "0", "1": "1"}
+    torch.manual_seed(0)
+    result = audit(torch.nn.Linear(2, 2), data, precisions="fp32", n_bootstrap=0)
+    assert result.record["data"]["features"] == ["age", "income"]
+    assert result.record["data"]["coding"]["groups"] == {"0": "f", "1": "m"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 
@@ -327,6 +328,9 @@ def test_the_models_class_order_maps_its_outputs(faces):
     assert result.record["data"]["coding"]["groups"] == {"0": "a", "1": "b"}
     assert result.record["data"]["class_order"] == "given: White,Black,Asian"
     assert not [n for n in result.notes if "majority" in n]
+    # 5 test samples a class: the small-cell rule names each class in the notes and the record
+    assert "class 'White' has 5 test samples, fewer than 20" in " ".join(result.notes)
+    assert result.record["notes"] == result.notes
 
 
 def test_a_wrong_class_order_is_a_loud_warning(faces):
@@ -431,7 +435,9 @@ def test_cli_classes_from_a_file_and_the_summary(faces):
     assert read_audit_json(faces / "good")["data"]["coding"]["classes"]["0"] == "White"
     bad = CliRunner().invoke(app, [*args, "--out", "bad"])
     assert bad.exit_code == 0, bad.output
-    assert "majority-class rate" in " ".join(bad.output.split())
+    summary = " ".join(bad.output.split())
+    assert summary.count("WARNING: fp32 accuracy 33.3% is at or below the majority-class") == 2
+    assert len(re.findall(r"class 'Asian' has \d test samples, fewer than 20", summary)) == 2
     data = CliRunner().invoke(app, [*args[:7], "--normalize", "data", "-q", "--out", "data"])
     assert data.exit_code == 0, data.output
     assert read_audit_json(faces / "data")["preprocessing"]["normalize"] == "data"

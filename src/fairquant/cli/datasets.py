@@ -57,7 +57,7 @@ def datasets(
         )
         counts, coding = describe(spec)
         table = Table(
-            title=f"{dataset} at {root}: samples per split x target x group",
+            title=f"{dataset}{f' at {root}' if root else ''}: samples per split x target x group",
             title_justify="left",
         )
         table.add_column("target")
