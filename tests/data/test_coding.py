@@ -102,15 +102,21 @@ def test_duplicated_csv_row_is_named_as_a_duplicate(tmp_path):
 def test_small_groups_and_classes_follow_one_rule():
     y = torch.tensor([0] * 30 + [1] * (MIN_TEST_SAMPLES - 1))
     g = torch.tensor([0] * 50 + [1] * 9)
-    lines = small_cells(y, g, ["cat", "dog"], ["a", "b"])
-    assert len(lines) == 2
-    assert f"class 'dog' has {MIN_TEST_SAMPLES - 1} test samples" in lines[0]
-    assert "group 'b' has 9 test samples" in lines[1]
-    assert f"fewer than {MIN_TEST_SAMPLES}" in lines[1]
-    assert small_cells(torch.zeros(40, dtype=torch.long), torch.zeros(40, dtype=torch.long),
-                       ["cat"], ["a"]) == []  # fmt: skip
-    docs = DOCS.read_text()
-    assert f"fewer than {MIN_TEST_SAMPLES} test samples" in docs
+    lines = small_cells(y, g, ["cat", "dog"], ["a", "b", "c"])  # 'c' is empty: noted elsewhere
+    assert lines == [
+        f"classes with fewer than {MIN_TEST_SAMPLES} test samples (docs/datasets.md): "
+        f"'dog' ({MIN_TEST_SAMPLES - 1}); one sample moves an accuracy by up to "
+        f"{100 / (MIN_TEST_SAMPLES - 1):.1f} points; read their numbers with their intervals",
+        f"groups with fewer than {MIN_TEST_SAMPLES} test samples (docs/datasets.md): 'b' (9); "
+        "one sample moves an accuracy by up to 11.1 points; read their numbers with their "
+        "intervals",
+    ]
+    # the group is the target (A = Y): one line; a class without test samples is named too
+    (line,) = small_cells(y, y, ["cat", "dog", "eel"], ["cat", "dog", "eel"])
+    assert line.startswith("classes (the groups too) with fewer than")
+    assert f"'dog' ({MIN_TEST_SAMPLES - 1}), 'eel' (0)" in line
+    assert small_cells(torch.zeros(40), torch.zeros(40), ["cat"], ["a"]) == []
+    assert f"fewer than {MIN_TEST_SAMPLES} test samples" in DOCS.read_text()
 
 
 def _documented() -> list[str]:

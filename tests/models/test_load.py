@@ -329,7 +329,7 @@ def test_the_models_class_order_maps_its_outputs(faces):
     assert result.record["data"]["class_order"] == "given: White,Black,Asian"
     assert not [n for n in result.notes if "majority" in n]
     # 5 test samples a class: the small-cell rule names each class in the notes and the record
-    assert "class 'White' has 5 test samples, fewer than 20" in " ".join(result.notes)
+    assert "'White' (5), 'Black' (5), 'Asian' (5)" in " ".join(result.notes)
     assert result.record["notes"] == result.notes
 
 
@@ -437,7 +437,16 @@ def test_cli_classes_from_a_file_and_the_summary(faces):
     assert bad.exit_code == 0, bad.output
     summary = " ".join(bad.output.split())
     assert summary.count("WARNING: fp32 accuracy 33.3% is at or below the majority-class") == 2
-    assert len(re.findall(r"class 'Asian' has \d test samples, fewer than 20", summary)) == 2
+    assert (
+        len(re.findall(r"classes with fewer than 20 test samples .*?'Asian' \(\d\)", summary)) == 2
+    )
     data = CliRunner().invoke(app, [*args[:7], "--normalize", "data", "-q", "--out", "data"])
     assert data.exit_code == 0, data.output
     assert read_audit_json(faces / "data")["preprocessing"]["normalize"] == "data"
+
+
+def test_a_class_order_goes_with_a_model_from_elsewhere(tmp_path):
+    from fairquant._audit import load_target
+
+    with pytest.raises(ConfigError, match="--classes: checkpoint .* a class order goes with"):
+        load_target(checkpoint=tmp_path / "model.pt", class_order=["a", "b"])

@@ -251,18 +251,30 @@ def wide_counts(counts: pd.DataFrame) -> pd.DataFrame:
 
 
 def small_cells(y: Any, g: Any, classes: Sequence[str], groups: Sequence[str]) -> list[str]:
-    """One line for each class and each non-empty group with fewer than
-    :data:`MIN_TEST_SAMPLES` samples among the test codes ``y`` and ``g`` (arrays or tensors)."""
+    """At most one line for the classes and one for the non-empty groups with fewer than
+    :data:`MIN_TEST_SAMPLES` samples among the test codes ``y`` and ``g`` (arrays or tensors);
+    one line when the group is the target itself."""
+    y, g = np.asarray(y, dtype=np.int64), np.asarray(g, dtype=np.int64)
+    same = list(classes) == list(groups) and np.array_equal(y, g)
     lines = []
     for what, codes, names in (("class", y, classes), ("group", g, groups)):
-        counts = np.bincount(np.asarray(codes, dtype=np.int64), minlength=len(names)).tolist()
-        for name, n in zip(names, counts, strict=False):
-            if n < MIN_TEST_SAMPLES and (n or what == "class"):
-                moves = f"; one sample moves its accuracy by {100 / n:.1f} points" if n else ""
-                lines.append(
-                    f"{what} {name!r} has {n} test samples, fewer than {MIN_TEST_SAMPLES} "
-                    f"(docs/datasets.md){moves}: read its numbers with their intervals"
-                )
+        if same and what == "group":
+            break
+        counts = np.bincount(codes, minlength=len(names))
+        small = [(name, int(n)) for name, n in zip(names, counts, strict=False)]
+        small = [(name, n) for name, n in small if n < MIN_TEST_SAMPLES and (n or what == "class")]
+        if not small:
+            continue
+        fewest = min(n for _, n in small if n) if any(n for _, n in small) else 0
+        moves = (
+            f"; one sample moves an accuracy by up to {100 / fewest:.1f} points" if fewest else ""
+        )
+        listed = ", ".join(f"{name!r} ({n})" for name, n in small)
+        kind = {"class": "classes", "group": "groups"}[what] + (" (the groups too)" if same else "")
+        lines.append(
+            f"{kind} with fewer than {MIN_TEST_SAMPLES} test samples (docs/datasets.md): "
+            f"{listed}{moves}; read their numbers with their intervals"
+        )
     return lines
 
 

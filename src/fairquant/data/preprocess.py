@@ -73,8 +73,8 @@ class Preprocess:
                 text = ",".join(f"{v:g}" for v in values)
                 raise ConfigError(
                     f"{option} {text!r}: {len(values)} values for a model of {channels} input "
-                    f"channel{'s' if channels != 1 else ''}; expected 1 value or {channels} "
-                    "(one per channel)"
+                    f"channel{'s' if channels != 1 else ''}; expected "
+                    + ("1 value" if channels == 1 else f"1 value or {channels} (one per channel)")
                 )
 
     def to_dict(self) -> dict[str, Any]:
