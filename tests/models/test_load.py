@@ -448,5 +448,5 @@ def test_cli_classes_from_a_file_and_the_summary(faces):
 def test_a_class_order_goes_with_a_model_from_elsewhere(tmp_path):
     from fairquant._audit import load_target
 
-    with pytest.raises(ConfigError, match="--classes: checkpoint .* a class order goes with"):
+    with pytest.raises(ConfigError, match=r"--classes: checkpoint .* a class order goes with"):
         load_target(checkpoint=tmp_path / "model.pt", class_order=["a", "b"])
