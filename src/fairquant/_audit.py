@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import platform
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -27,7 +28,7 @@ from fairquant import __version__
 from fairquant._io import atomic_write
 from fairquant._progress import progress_bar
 from fairquant.data import load_dataset
-from fairquant.data.base import DataSpec, GroupedDataset, Split
+from fairquant.data.base import DataSpec, GroupedDataset, Split, coding, small_cells
 from fairquant.data.preprocess import Preprocess
 from fairquant.data.stream import BatchSource, Inputs, as_batches, inputs_len, map_inputs
 from fairquant.errors import ConfigError, DataError
@@ -307,6 +308,14 @@ def audit(
     if len(extra):
         table = _merge(table, extra, order)
     notes += frame.notes
+    classes = list(class_names or source.class_names or map(str, range(num_classes)))
+    for line in [
+        _chance_level(y, predictions[order[0].name], classes),
+        *small_cells(y, g, classes, names),
+    ]:
+        if line is not None:
+            warnings.warn(line, UserWarning, stacklevel=2)
+            notes.append(line)
     record = _record(
         loaded,
         data,
@@ -321,7 +330,7 @@ def audit(
         random_state=random_state,
         batch_size=getattr(data, "batch_size", None) or batch_size,
         group_names=names,
-        class_names=list(class_names or source.class_names or map(str, range(num_classes))),
+        class_names=classes,
         notes=notes,
     )
     return AuditResult(
@@ -401,24 +410,41 @@ def load_target(
     in_channels: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    class_order: Sequence[str] | None = None,
+    normalize: str | None = None,
 ) -> AuditTarget:
     """Load what to audit: a fairquant ``checkpoint`` with the data it was trained on (checked to
     match), or a ``model`` source (``torchvision:NAME``, ``timm:NAME``, ``package.module:function``,
     ``FILE.onnx``; see :func:`~fairquant.models.load.parse_model_source`) with its ``weights`` and
-    the data ``spec`` to audit it on. Classes and input channels default to the data's; ``mean``
-    and ``std`` state the model's own input normalization (pixels in [0, 1])."""
+    the data ``spec`` to audit it on. Classes and input channels default to the data's.
+
+    A model from elsewhere has its own class order and input normalization: ``class_order``
+    names its classes in the order of its outputs (the data's targets are recoded to it, exactly:
+    :meth:`~fairquant.data.base.GroupedDataset.with_class_order`); ``mean`` and ``std`` state its
+    normalization (pixels in [0, 1]). On images one of these is required: ``mean``/``std``, the
+    normalization the source itself carries (a timm architecture's ``pretrained_cfg``), or
+    ``normalize="data"``, the data's own training-split statistics, chosen on purpose.
+    """
     if (checkpoint is None) == (model is None):
         raise ConfigError("give either a checkpoint or a model source (--checkpoint or --model)")
     preprocess = None
-    if mean is not None or std is not None:
+    if mean is not None or std is not None or normalize is not None:
         preprocess = Preprocess(
-            mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std)
+            mean=None if mean is None else tuple(mean),
+            std=None if std is None else tuple(std),
+            normalize=normalize,
+            origin="stated: --mean/--std" if mean is not None else None,
         )
     if checkpoint is not None:
         if spec is not None or weights is not None:
             raise ConfigError(
                 f"checkpoint {checkpoint} rebuilds its own model and data; a dataset and weights "
                 "go with a model source (--model)"
+            )
+        if class_order is not None:
+            raise ConfigError(
+                f"--classes: checkpoint {checkpoint} outputs its data's classes in the data's "
+                "coding; a class order goes with a model from elsewhere (--model)"
             )
         ckpt, data = load_with_data(checkpoint)
         loaded = LoadedModel(ckpt.model, ModelSource("checkpoint", str(checkpoint)))
@@ -431,14 +457,62 @@ def load_target(
             "(fairquant datasets lists them; 'table' reads a CSV or Parquet table)"
         )
     data = load_dataset(spec)
-    loaded = load_model(
-        source,
-        num_classes=num_classes or data.num_classes,
-        in_channels=in_channels or data.in_channels,
-    )
-    if in_channels is not None and in_channels != data.in_channels:
+    if class_order is not None:
+        data = data.with_class_order(class_order)
+    images = data.test.x.ndim == 4
+    if images and in_channels is not None and in_channels != data.in_channels:
+        if (in_channels, data.in_channels) != (3, 1):
+            raise ConfigError(
+                f"--in-channels {in_channels}: the data has {data.in_channels} channels; a model "
+                "of other channels than the data's takes 3 from gray data (repeated), and a "
+                "1-channel model takes colour images loaded gray (--grayscale)"
+            )
         preprocess = replace(preprocess or Preprocess(), channels=in_channels)
+    channels = in_channels or data.in_channels
+    loaded = load_model(source, num_classes=num_classes or data.num_classes, in_channels=channels)
+    if images:
+        stated = preprocess is not None and (
+            preprocess.mean is not None or preprocess.normalize is not None
+        )
+        if not stated and loaded.preprocess is None:
+            raise ConfigError(
+                f"--model {model}: state the input normalization it was trained with: --mean and "
+                "--std (pixels in [0, 1]; ImageNet's are --mean 0.485,0.456,0.406 --std "
+                "0.229,0.224,0.225), or --normalize data to use this data's own training-split "
+                "mean and std; a model from elsewhere does not say"
+            )
+        if not stated:
+            channels_only = preprocess.channels if preprocess is not None else None
+            preprocess = replace(loaded.preprocess, channels=channels_only)
+            loaded.notes.append(f"normalized as {preprocess.origin}")
+        assert preprocess is not None
+        preprocess.check_channels(channels)
+    _probe(loaded, data, preprocess, model)
     return AuditTarget(loaded, data, preprocess, model)
+
+
+def _probe(loaded: LoadedModel, data: GroupedDataset, preprocess: Any, label: str) -> None:
+    """Run the model on two samples: a model that cannot take the data's input (channels, size,
+    features) is a one-line error here, before any precision is built."""
+    split = data.test if len(data.test) else data.train
+    x = split.x[:2]
+    transform = _transform(preprocess, data)
+    try:
+        inputs = transform(x) if transform is not None else x
+        if isinstance(loaded.model, nn.Module):
+            with torch.inference_mode():
+                loaded.model(inputs)
+        else:
+            loaded.model.predict(inputs)
+    except (ConfigError, DataError):
+        raise
+    except Exception as e:  # the model's own code may raise anything on a wrong input
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ConfigError(
+            f"--model {label} cannot take the data's input {tuple(x.shape)} "
+            f"({type(e).__name__}: {first}); expected its input channels (--in-channels), image "
+            "size (--image-size) or features to fit the data"
+        ) from None
 
 
 def _as_loaded(model: Any) -> LoadedModel:
@@ -623,8 +697,11 @@ def _evaluate(
                 "classes; expected one logit per class (--num-classes sets the model's classes)"
             )
         if len(y) and int(y.max()) >= width:
+            code = int(y.max())
+            names = source.class_names or []
+            name = f" ({names[code]!r})" if code < len(names) else ""
             raise DataError(
-                f"{source.description} has class code {int(y.max())} but {what} outputs "
+                f"{source.description} has class code {code}{name} but {what} outputs "
                 f"{width} classes"
             )
         out.add(
@@ -683,6 +760,25 @@ class _Columns:
 
     def columns(self) -> dict[str, np.ndarray]:
         return {k: a[: self.n] for k, a in self.arrays.items()}
+
+
+def _chance_level(y: np.ndarray, predicted: np.ndarray, classes: Sequence[str]) -> str | None:
+    """A warning when fp32 is no better than always answering the most frequent class: the
+    model's outputs then likely do not mean what the data's codes mean."""
+    counts = np.bincount(y, minlength=len(classes))
+    if len(y) == 0 or np.count_nonzero(counts) < 2:
+        return None
+    accuracy, majority = float(np.mean(predicted == y)), counts.max() / len(y)
+    if accuracy > majority:
+        return None
+    coding = ", ".join(f"{i}={name}" for i, name in enumerate(classes))
+    return (
+        f"WARNING: fp32 accuracy {100 * accuracy:.1f}% is at or below the majority-class rate "
+        f"{100 * majority:.1f}% (always answering {classes[int(counts.argmax())]!r}): the model's "
+        "outputs likely do not mean what the data's codes mean. Check the class order (the data "
+        f"codes {coding}; state the model's with --classes / class_order) and the preprocessing "
+        "(--mean/--std, image size, channels)"
+    )
 
 
 def _group_names(
@@ -831,9 +927,17 @@ def _record(
             "target": data.target,
             "group": data.group,
             "samples": len(y),
+            "coding": data.coding(),
+            "class_order": data.class_order or "the data's own coding",
         }
+        if data.features is not None:
+            data_record["features"] = list(data.features)
     else:
-        data_record = {"description": source.description, "samples": len(y)}
+        data_record = {
+            "description": source.description,
+            "samples": len(y),
+            "coding": coding("target", fields["class_names"], "group", fields["group_names"]),
+        }
     pre: dict[str, Any] | None = None
     if isinstance(preprocess, Preprocess):
         pre = preprocess.to_dict()
@@ -848,7 +952,11 @@ def _record(
             pre["channels"] = pre["channels"] or data.in_channels
         if pre.get("mean") is None:
             pre["mean"], pre["std"] = list(data.mean), list(data.std)
-            pre["normalization"] = "the data's own: the training split's mean and std"
+            pre["normalization"] = "the data's own: the training split's mean and std" + (
+                " (chosen: normalize='data')" if pre.get("normalize") == "data" else ""
+            )
+    if pre is not None and pre.get("mean") is not None and "normalization" not in pre:
+        pre["normalization"] = "stated by the caller"
     return {
         "schema": AUDIT_SCHEMA,
         "fairquant_version": __version__,

@@ -110,3 +110,41 @@ def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     with pytest.raises(ConfigError, match=r"pip install 'fairquant\[parquet\]'"):
         load_dataset(DataSpec("table", root=str(path)))
+
+
+@pytest.mark.parametrize("cell", ["", "n/a", "inf"])
+def test_one_bad_cell_is_an_error_not_a_dropped_column(tmp_path, cell):
+    frame = _frame().astype({"income": object})
+    frame.loc[5, "income"] = cell
+    path = tmp_path / "bad.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError) as err:  # no features named: the column must not vanish
+        load_dataset(DataSpec("table", root=str(path)))
+    assert f"row 6: feature column 'income' is {cell!r}" in str(err.value)
+    assert "drop_bad_rows" in str(err.value)
+
+
+def test_bad_rows_are_dropped_only_when_asked_and_counted(tmp_path):
+    frame = _frame().astype({"income": object, "age": object})
+    frame.loc[5, "income"] = ""
+    frame.loc[7, "age"] = "?"
+    path = tmp_path / "bad.csv"
+    frame.to_csv(path, index=False)
+    with pytest.warns(UserWarning, match=r"dropped 2 of 40 rows .*rows 6, 8"):
+        data = load_dataset(
+            DataSpec("table", root=str(path), options={"drop_bad_rows": True}, test_size=0.25)
+        )
+    assert len(data.train) + len(data.test) == 38
+    assert data.train.x.shape[1] == 2 and data.features == ["age", "income"]
+
+
+def test_a_column_without_numbers_is_not_a_feature_and_features_are_recorded(csv):
+    from fairquant import audit
+
+    data = load_dataset(DataSpec("table", root=str(csv)))
+    assert data.features == ["age", "income"]  # 'note' holds no number
+    assert data.coding()["classes"] == {"0": "0", "1": "1"}
+    torch.manual_seed(0)
+    result = audit(torch.nn.Linear(2, 2), data, precisions="fp32", n_bootstrap=0)
+    assert result.record["data"]["features"] == ["age", "income"]
+    assert result.record["data"]["coding"]["groups"] == {"0": "f", "1": "m"}

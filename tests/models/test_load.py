@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 
@@ -249,3 +250,203 @@ def test_onnx_without_runtime_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "fairquant.models.onnx", None)
     with pytest.raises(ConfigError, match=r"pip install 'fairquant\[onnx\]'"):
         load_model(parse_model_source(str(path)), num_classes=3, in_channels=3)
+
+
+# ---- a model from elsewhere audited on a folder: class order and preprocessing ------------
+
+ORACLE = """
+import torch
+import torch.nn as nn
+
+class Oracle(nn.Module):
+    '''Knows each class by its images' gray level, expects (pixels - 0.5) / 0.25 and outputs
+    its classes in its own order: White, Black, Asian.'''
+
+    def __init__(self, in_channels):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 1, 1, bias=False)
+        nn.init.constant_(self.conv.weight, 1.0 / in_channels)
+
+    def forward(self, x):
+        pixel = self.conv(x).mean((1, 2, 3)) * 0.25 + 0.5
+        centres = torch.tensor([0.8, 0.2, 0.5])
+        return -10 * (pixel[:, None] - centres).abs()
+
+def make(in_channels):
+    return Oracle(in_channels)
+
+def fixed3():
+    return Oracle(3)
+"""
+SHADES = {"White": 204, "Black": 51, "Asian": 128}
+
+
+@pytest.fixture
+def faces(tmp_path, monkeypatch):
+    """A folder CSV naming its classes (sorted: Asian, Black, White) and the oracle's module."""
+    from PIL import Image
+
+    rows = ["path,label,group"]
+    for name, shade in SHADES.items():
+        for i in range(10):
+            Image.new("RGB", (8, 8), (shade,) * 3).save(tmp_path / f"{name}{i}.png")
+            rows.append(f"{name}{i}.png,{name},{'ab'[i % 2]}")
+    (tmp_path / "faces.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "fq_oracle.py").write_text(ORACLE)
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    sys.modules.pop("fq_oracle", None)
+
+
+def _spec(root, **options):
+    from fairquant.data import DataSpec
+
+    return DataSpec("folder", root=str(root / "faces.csv"), test_size=0.5, options=options)
+
+
+def _fp32(target):
+    from fairquant import audit
+
+    return audit(
+        target.model, target.data, precisions="fp32", preprocess=target.preprocess, n_bootstrap=0
+    )
+
+
+def test_the_models_class_order_maps_its_outputs(faces):
+    from fairquant._audit import load_target
+
+    target = load_target(
+        model="fq_oracle:make",
+        spec=_spec(faces),
+        mean=(0.5,),
+        std=(0.25,),
+        class_order=["White", "Black", "Asian"],
+    )
+    result = _fp32(target)
+    assert result.overall().loc["fp32", "accuracy"] == 100.0
+    assert result.record["data"]["coding"]["classes"] == {"0": "White", "1": "Black", "2": "Asian"}
+    assert result.record["data"]["coding"]["groups"] == {"0": "a", "1": "b"}
+    assert result.record["data"]["class_order"] == "given: White,Black,Asian"
+    assert not [n for n in result.notes if "majority" in n]
+    # 5 test samples a class: the small-cell rule names each class in the notes and the record
+    assert "'White' (5), 'Black' (5), 'Asian' (5)" in " ".join(result.notes)
+    assert result.record["notes"] == result.notes
+
+
+def test_a_wrong_class_order_is_a_loud_warning(faces):
+    from fairquant._audit import load_target
+
+    target = load_target(model="fq_oracle:make", spec=_spec(faces), mean=(0.5,), std=(0.25,))
+    with pytest.warns(UserWarning, match="at or below the majority-class rate"):
+        result = _fp32(target)
+    assert result.overall().loc["fp32", "accuracy"] == pytest.approx(100 / 3)
+    (note,) = [n for n in result.notes if "majority-class rate" in n]
+    assert "class order" in note and "preprocessing" in note
+    assert "0=Asian, 1=Black, 2=White" in note
+    assert result.record["data"]["class_order"] == "the data's own coding"
+
+
+@pytest.mark.parametrize(
+    ("order", "message"),
+    [
+        (["White", "Black", "Asian", "Purple"], "names 'Purple', which the data lacks"),
+        (["White", "Black"], "the data's class 'Asian' is not in the class order"),
+    ],
+)
+def test_a_class_order_that_does_not_fit_the_data_names_the_value(faces, order, message):
+    from fairquant._audit import load_target
+
+    with pytest.raises(ConfigError, match=message):
+        load_target(
+            model="fq_oracle:make", spec=_spec(faces), mean=(0.5,), std=(0.25,), class_order=order
+        )
+
+
+def test_a_model_from_elsewhere_needs_its_normalization(faces):
+    from fairquant._audit import load_target
+
+    with pytest.raises(ConfigError, match=r"--mean and --std.*--normalize data") as err:
+        load_target(model="fq_oracle:make", spec=_spec(faces))
+    assert "fq_oracle:make" in str(err.value)
+    target = load_target(model="fq_oracle:make", spec=_spec(faces), normalize="data")
+    result = _fp32(target)
+    pre = result.record["preprocessing"]
+    assert pre["normalize"] == "data"
+    assert pre["normalization"].startswith("the data's own")
+    assert pre["mean"] == pytest.approx(list(target.data.mean))
+    with pytest.raises(ConfigError, match="--normalize data or --mean/--std, not both"):
+        load_target(
+            model="fq_oracle:make", spec=_spec(faces), normalize="data", mean=(0.5,), std=(0.25,)
+        )
+
+
+def test_timm_states_its_own_normalization(faces):
+    timm = pytest.importorskip("timm")
+    from fairquant._audit import load_target
+
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=3, in_chans=3)
+    torch.save(model.state_dict(), faces / "t.pt")
+    target = load_target(model="timm:test_resnet", weights=faces / "t.pt", spec=_spec(faces))
+    cfg = model.pretrained_cfg
+    assert target.preprocess.mean == tuple(cfg["mean"]) and target.preprocess.std == tuple(
+        cfg["std"]
+    )
+    assert "pretrained_cfg" in target.preprocess.to_dict()["normalization"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--mean", "0.5,0.5,0.5", "--std", "0.25", "--grayscale"],
+         "--mean '0.5,0.5,0.5': 3 values for a model of 1 input channel; expected 1 value"),
+        (["--mean", "0.5", "--std", "0.25", "--in-channels", "2"],
+         "--in-channels 2: the data has 3 channels"),
+        (["--mean", "0.5", "--std", "0.25", "--grayscale", "--model", "fq_oracle:fixed3"],
+         "--model fq_oracle:fixed3 cannot take the data's input (2, 1, 8, 8)"),
+        (["--mean", "0.5", "--std", "0.25", "--classes", "White,Black,Asian,Purple"],
+         "names 'Purple', which the data lacks"),
+        ([], "--mean and --std"),
+    ],
+)  # fmt: skip
+def test_cli_bad_preprocessing_and_classes_are_one_line(faces, extra, message):
+    from typer.testing import CliRunner
+
+    from fairquant.cli import app
+
+    args = ["audit", "--model", "fq_oracle:make", "--dataset", "folder", "--root", "faces.csv"]
+    result = CliRunner().invoke(app, [*args, "--precisions", "fp32", "-q", *extra])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_classes_from_a_file_and_the_summary(faces):
+    from typer.testing import CliRunner
+
+    from fairquant._audit import read_audit_json
+    from fairquant.cli import app
+
+    (faces / "classes.txt").write_text("White\nBlack\nAsian\n")
+    args = ["audit", "--model", "fq_oracle:make", "--dataset", "folder", "--root", "faces.csv",
+            "--mean", "0.5", "--std", "0.25", "--precisions", "fp32", "-q",
+            "--bootstrap", "0"]  # fmt: skip
+    good = CliRunner().invoke(app, [*args, "--classes", "@classes.txt", "--out", "good"])
+    assert good.exit_code == 0, good.output
+    assert read_audit_json(faces / "good")["data"]["coding"]["classes"]["0"] == "White"
+    bad = CliRunner().invoke(app, [*args, "--out", "bad"])
+    assert bad.exit_code == 0, bad.output
+    summary = " ".join(bad.output.split())
+    assert summary.count("WARNING: fp32 accuracy 33.3% is at or below the majority-class") == 2
+    assert (
+        len(re.findall(r"classes with fewer than 20 test samples .*?'Asian' \(\d\)", summary)) == 2
+    )
+    data = CliRunner().invoke(app, [*args[:7], "--normalize", "data", "-q", "--out", "data"])
+    assert data.exit_code == 0, data.output
+    assert read_audit_json(faces / "data")["preprocessing"]["normalize"] == "data"
+
+
+def test_a_class_order_goes_with_a_model_from_elsewhere(tmp_path):
+    from fairquant._audit import load_target
+
+    with pytest.raises(ConfigError, match=r"--classes: checkpoint .* a class order goes with"):
+        load_target(checkpoint=tmp_path / "model.pt", class_order=["a", "b"])

@@ -32,6 +32,7 @@ from fairquant.cli._app import (
     user_errors,
 )
 from fairquant.data import GroupedDataset, default_digits_spec, load_dataset
+from fairquant.data.base import parse_class_order
 from fairquant.data.preprocess import Preprocess, parse_floats
 from fairquant.errors import ConfigError
 from fairquant.metrics.frame import EmptyGroupWarning, UndefinedMetricWarning
@@ -236,12 +237,27 @@ def audit(
     mean: Annotated[
         str | None,
         typer.Option(
-            help="The model's input normalization, (pixels in [0,1] - mean) / std, one value "
-            "or one per channel, e.g. 0.485,0.456,0.406 (default: the data's own, the training "
-            "split's mean and std)."
+            help="The --model's input normalization, (pixels in [0,1] - mean) / std, one value "
+            "or one per channel, e.g. 0.485,0.456,0.406; a --model on images needs it, or "
+            "--normalize data (timm:NAME states its own)."
         ),
     ] = None,
     std: Annotated[str | None, typer.Option(help="See --mean, e.g. 0.229,0.224,0.225.")] = None,
+    normalize: Annotated[
+        str | None,
+        typer.Option(
+            help="'data': normalize with the data's own training-split mean and std, for a "
+            "--model on images without --mean/--std (recorded in audit.json)."
+        ),
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            help="The --model's classes in the order of its outputs, comma-separated "
+            "(White,Black,Asian) or @FILE with one a line (default: the data's coding, "
+            "`fairquant datasets` shows it)."
+        ),
+    ] = None,
     precisions: Annotated[str, typer.Option(help=PRECISIONS_HELP)] = ",".join(DEFAULT_PRECISIONS),
     out: Annotated[
         Path | None,
@@ -318,6 +334,8 @@ def audit(
             in_channels=in_channels,
             mean=None if mean is None else parse_floats(mean, "--mean"),
             std=None if std is None else parse_floats(std, "--std"),
+            class_order=None if classes is None else parse_class_order(classes),
+            normalize=normalize,
         )
         data = target_.data
         folder = out or (checkpoint.parent if checkpoint else Path("fairquant-audit"))

@@ -18,13 +18,14 @@ from fairquant.cli._app import (
     user_errors,
 )
 from fairquant.data import DataSpec
-from fairquant.data.registry import SOURCES, get_source
+from fairquant.data.registry import catalogue, describe
 
 
 @app.command()
 def datasets(
     dataset: Annotated[
-        str | None, typer.Option(help="Count this dataset's samples (needs --root).")
+        str | None,
+        typer.Option(help="Count this dataset's samples and show its coding (needs --root)."),
     ] = None,
     root: Root = None,
     target: Target = None,
@@ -41,14 +42,10 @@ def datasets(
             table = Table(title="Datasets (fairquant datasets --dataset NAME --root PATH)")
             for column in ("name", "reads", "attributes", "default target"):
                 table.add_column(column)
-            table.add_row("digits", "scikit-learn's bundled 8x8 digits (no root)", "digit", "digit")
-            for source in SOURCES.values():
-                table.add_row(
-                    source.name, source.description, source.attribute_help, source.default_target
-                )
+            for row in catalogue():
+                table.add_row(*row)
             console.print(table)
             return
-        source = get_source(dataset)
         spec = data_spec(
             dataset,
             root=root,
@@ -58,9 +55,9 @@ def datasets(
             seed=seed,
             option=option,
         )
-        counts = source.count_table(spec)
+        counts, coding = describe(spec)
         table = Table(
-            title=f"{dataset} at {root}: samples per split x target x group",
+            title=f"{dataset}{f' at {root}' if root else ''}: samples per split x target x group",
             title_justify="left",
         )
         table.add_column("target")
@@ -71,3 +68,6 @@ def datasets(
             table.add_row(str(t), str(g), *map(str, row))
         table.add_row("all", "all", *map(str, counts.sum()), style="bold")
         console.print(table)
+        for what, attribute in (("classes", "target"), ("groups", "group")):
+            codes = ", ".join(f"{code}={name}" for code, name in coding[what].items())
+            console.print(f"{what} ({coding[attribute]}): {codes}", markup=False, highlight=False)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
 from fairquant.errors import ConfigError, DataError
+
+#: The one rule for small cells: a class or a group with fewer test samples than this is named in
+#: a warning that the audit's notes and the CLI summary repeat (one sample moves its accuracy by
+#: more than 5 points). An empty group has a note of its own and is left out of phi(D).
+MIN_TEST_SAMPLES = 20
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,11 @@ class GroupedDataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     flip_ok: bool = False
+    #: A table's feature columns, in the order of ``x``'s columns (None for images).
+    features: list[str] | None = None
+    #: Where the class coding comes from: None, the data's own; else the order a model's
+    #: outputs were stated in (:meth:`with_class_order`).
+    class_order: str | None = None
 
     def __post_init__(self) -> None:
         for name, split in (("train", self.train), ("test", self.test)):
@@ -120,6 +134,49 @@ class GroupedDataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def coding(self) -> dict[str, Any]:
+        """Which name each target and group code stands for (:func:`coding`)."""
+        return coding(self.target, self.classes, self.group, self.group_names)
+
+    def count_table(self) -> pd.DataFrame:
+        """Samples per (target, group) and split (:func:`wide_counts`)."""
+        splits = [
+            (name, s.y.numpy(), s.g.numpy())
+            for name, s in (("train", self.train), ("test", self.test))
+        ]
+        return wide_counts(cell_counts(splits, self.classes, self.group_names))
+
+    def with_class_order(self, order: Sequence[str]) -> GroupedDataset:
+        """This dataset with its targets recoded so that code ``i`` is the class ``order[i]``:
+        the order of a model's outputs. The map is exact: every class of the data must be in
+        ``order`` and every name in ``order`` a class of the data (each once)."""
+        order = [str(name) for name in order]
+        known = ", ".join(self.classes)
+        seen: set[str] = set()
+        for name in order:
+            if name in seen:
+                raise ConfigError(f"class order (--classes) names {name!r} twice")
+            seen.add(name)
+            if name not in self.classes:
+                raise ConfigError(
+                    f"class order (--classes) names {name!r}, which the data lacks; the data's "
+                    f"{self.target} classes are: {known}"
+                )
+        for name in self.classes:
+            if name not in seen:
+                raise ConfigError(
+                    f"the data's class {name!r} is not in the class order (--classes) "
+                    f"{','.join(order)}; expected every one of: {known}"
+                )
+        new_code = torch.tensor([order.index(name) for name in self.classes], dtype=torch.long)
+        return replace(
+            self,
+            train=Split(self.train.x, new_code[self.train.y], self.train.g),
+            test=Split(self.test.x, new_code[self.test.y], self.test.g),
+            classes=order,
+            class_order=f"given: {','.join(order)}",
+        )
+
     def counts(self) -> dict[str, list[int]]:
         """Samples per group in each split."""
         k = len(self.group_names)
@@ -127,6 +184,98 @@ class GroupedDataset:
             "train": torch.bincount(self.train.g, minlength=k).tolist(),
             "test": torch.bincount(self.test.g, minlength=k).tolist(),
         }
+
+
+def parse_class_order(text: str) -> list[str]:
+    """A model's class order as written on the command line: ``White,Black,Asian``, or
+    ``@FILE`` naming a text file with one class a line (blank lines skipped)."""
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(
+                f"--classes {text!r}: cannot read {path} ({e}); expected a text file with one "
+                "class name a line"
+            ) from None
+        names = [line.strip() for line in lines if line.strip()]
+    else:
+        names = [name.strip() for name in text.split(",")]
+    if not names or not all(names):
+        raise ConfigError(
+            f"--classes {text!r}: expected the model's class names in its output order, "
+            "comma-separated (White,Black,Asian) or @FILE with one a line"
+        )
+    return names
+
+
+def coding(
+    target: str, classes: Sequence[str], group: str, groups: Sequence[str]
+) -> dict[str, Any]:
+    """``{"target", "classes", "group", "groups"}``: the attributes and the name each code stands
+    for, codes as strings (as ``audit.json`` records them and ``fairquant datasets`` shows them)."""
+    return {
+        "target": target,
+        "classes": {str(i): str(name) for i, name in enumerate(classes)},
+        "group": group,
+        "groups": {str(i): str(name) for i, name in enumerate(groups)},
+    }
+
+
+def cell_counts(
+    splits: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    classes: Sequence[str],
+    groups: Sequence[str],
+) -> pd.DataFrame:
+    """Samples per split x target x group (non-empty cells) of ``(split, y codes, g codes)``:
+    columns split, target, group, n."""
+    k = len(groups)
+    rows = []
+    for split, y, g in splits:
+        cells = np.bincount(np.asarray(y) * k + np.asarray(g), minlength=0)
+        for cell in np.flatnonzero(cells):
+            t, a = divmod(int(cell), k)
+            rows.append((split, classes[t], groups[a], int(cells[cell])))
+    return pd.DataFrame(rows, columns=["split", "target", "group", "n"])
+
+
+def wide_counts(counts: pd.DataFrame) -> pd.DataFrame:
+    """:func:`cell_counts` wide: one row per (target, group), in the order first counted, a
+    column per split (``train``, ``test`` where present) and their ``total``."""
+    wide = counts.pivot_table(
+        index=["target", "group"], columns="split", values="n", fill_value=0, sort=False
+    )
+    wide = wide[[s for s in ("train", "test") if s in wide.columns]].astype(int)
+    wide.columns.name = None
+    return wide.assign(total=wide.sum(axis=1))
+
+
+def small_cells(y: Any, g: Any, classes: Sequence[str], groups: Sequence[str]) -> list[str]:
+    """At most one line for the classes and one for the non-empty groups with fewer than
+    :data:`MIN_TEST_SAMPLES` samples among the test codes ``y`` and ``g`` (arrays or tensors);
+    one line when the group is the target itself."""
+    y, g = np.asarray(y, dtype=np.int64), np.asarray(g, dtype=np.int64)
+    same = list(classes) == list(groups) and np.array_equal(y, g)
+    lines = []
+    for what, codes, names in (("class", y, classes), ("group", g, groups)):
+        if same and what == "group":
+            break
+        counts = np.bincount(codes, minlength=len(names))
+        small = [(name, int(n)) for name, n in zip(names, counts, strict=False)]
+        small = [(name, n) for name, n in small if n < MIN_TEST_SAMPLES and (n or what == "class")]
+        if not small:
+            continue
+        fewest = min(n for _, n in small if n) if any(n for _, n in small) else 0
+        moves = (
+            f"; one sample moves an accuracy by up to {100 / fewest:.1f} points" if fewest else ""
+        )
+        listed = ", ".join(f"{name!r} ({n})" for name, n in small)
+        kind = {"class": "classes", "group": "groups"}[what] + (" (the groups too)" if same else "")
+        lines.append(
+            f"{kind} with fewer than {MIN_TEST_SAMPLES} test samples (docs/datasets.md): "
+            f"{listed}{moves}; read their numbers with their intervals"
+        )
+    return lines
 
 
 def _check_codes(split: str, what: str, codes: Tensor, k: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -31,14 +32,39 @@ class Attribute:
 
     @classmethod
     def from_values(cls, values: Sequence, names: Sequence[str] | None = None) -> Attribute:
-        """Code raw values by their sorted distinct values (or by ``names`` when given)."""
+        """Code raw values by their sorted distinct values (or by ``names`` when given).
+
+        Values that are all numbers, as numbers or as text (folder names, CSV cells), are
+        ordered as numbers (``2`` before ``10``), integral ones named without a decimal point;
+        text is ordered as text. Two spellings of one number (``07``, ``7``) stay two values.
+        """
         values = np.asarray(values)
-        if names is None:
-            distinct = np.unique(values)
-            return cls(
-                np.searchsorted(distinct, values).astype(np.int64), [str(v) for v in distinct]
-            )
-        return cls(values.astype(np.int64), list(names))
+        if names is not None:
+            return cls(values.astype(np.int64), list(names))
+        distinct = np.unique(values)
+        codes = np.searchsorted(distinct, values).astype(np.int64)
+        if values.dtype.kind in "iuf":
+            return cls(codes, [_number_name(v) for v in distinct])
+        numbers = _numbers(distinct)
+        if numbers is None:
+            return cls(codes, [str(v) for v in distinct])
+        order = np.lexsort((np.arange(len(distinct)), numbers))  # by number, then as text
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        return cls(rank[codes], [str(distinct[i]) for i in order])
+
+
+def _numbers(values: np.ndarray) -> np.ndarray | None:
+    """``values`` (text) as finite floats, or None when any is not a number."""
+    try:
+        numbers = np.array([float(str(v).strip()) for v in values], dtype=np.float64)
+    except ValueError:
+        return None
+    return numbers if np.isfinite(numbers).all() else None
+
+
+def _number_name(value: Any) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 @dataclass

@@ -2,9 +2,9 @@
 image-folder layout (``<class>/<file>`` or ``train|test/<class>/<file>``).
 
 In a CSV, ``path`` is relative to the CSV's folder and every column other than ``path`` and
-``split`` is an attribute (coded by its sorted distinct values), so ``label`` and ``group`` are
-the defaults but any column can be the target or the group. Without ``split`` the samples are
-split seeded and stratified by ``test_size``.
+``split`` is an attribute (coded by its sorted distinct values, numbers as numbers), so ``label``
+and ``group`` are the defaults but any column can be the target or the group. Without ``split``
+the samples are split seeded and stratified by ``test_size``.
 """
 
 from __future__ import annotations
@@ -101,9 +101,16 @@ class ImageFolder(ImageSource):
             split = None if splits[0] is None else np.asarray(splits)
             return Catalog(keys, {"label": Attribute.from_values(classes)}, split, source=str(tree))
         frame = read_csv(csv, ["path", "label"])
+        first: dict[str, int] = {}
         for i, path in enumerate(frame["path"]):
             if not path or not (csv.parent / path).is_file():
                 raise DataError(f"{csv} line {i + 2}: image {path!r} does not exist")
+            if path in first:
+                raise DataError(
+                    f"{csv} line {i + 2}: image {path!r} is listed again (first on line "
+                    f"{first[path] + 2}); expected each image once"
+                )
+            first[path] = i
         split = None
         if "split" in frame:
             bad = ~frame["split"].isin(SPLITS)

@@ -23,6 +23,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+#: ``normalize`` values: ``"data"`` uses the data's own statistics (the training split's mean and
+#: std), which a model from elsewhere gets only when the user says so.
+NORMALIZE = ("data",)
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """What a model's input must look like.
@@ -32,13 +37,16 @@ class Preprocess:
     for a 1-channel model must be loaded gray instead); ``mean``/``std``: the model's input is
     ``(pixels - mean) / std`` with pixels in [0, 1], one value for every channel or one per
     channel; None keeps the data's own normalization (for fairquant's datasets: the training
-    split's mean and std).
+    split's mean and std). ``normalize="data"`` says the user chose the data's own on purpose;
+    ``origin`` says where ``mean``/``std`` came from (both are recorded in ``audit.json``).
     """
 
     image_size: int | None = None
     channels: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    normalize: str | None = None
+    origin: str | None = None
 
     def __post_init__(self) -> None:
         if (self.mean is None) != (self.std is None):
@@ -49,23 +57,51 @@ class Preprocess:
             raise ConfigError(f"preprocessing: image_size must be positive; got {self.image_size}")
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"preprocessing: channels must be 1 or 3; got {self.channels}")
+        if self.normalize is not None and self.normalize not in NORMALIZE:
+            raise ConfigError(
+                f"--normalize {self.normalize!r}: expected {' or '.join(NORMALIZE)} (or give the "
+                "model's --mean and --std)"
+            )
+        if self.normalize is not None and self.mean is not None:
+            raise ConfigError("give --normalize data or --mean/--std, not both")
+
+    def check_channels(self, channels: int) -> None:
+        """A one-line error naming the option unless ``mean`` and ``std`` have 1 value or one
+        per channel of a model taking ``channels``."""
+        for option, values in (("--mean", self.mean), ("--std", self.std)):
+            if values is not None and len(values) not in (1, channels):
+                text = ",".join(f"{v:g}" for v in values)
+                raise ConfigError(
+                    f"{option} {text!r}: {len(values)} values for a model of {channels} input "
+                    f"channel{'s' if channels != 1 else ''}; expected "
+                    + ("1 value" if channels == 1 else f"1 value or {channels} (one per channel)")
+                )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "image_size": self.image_size,
             "channels": self.channels,
             "mean": None if self.mean is None else list(self.mean),
             "std": None if self.std is None else list(self.std),
         }
+        if self.normalize is not None:
+            d["normalize"] = self.normalize
+        if self.origin is not None:
+            d["normalization"] = self.origin
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocess:
         mean, std = d.get("mean"), d.get("std")
+        if d.get("normalize") is not None:  # the data's statistics, recorded beside it
+            mean = std = None
         return cls(
             image_size=d.get("image_size"),
             channels=d.get("channels"),
             mean=None if mean is None else tuple(float(v) for v in mean),
             std=None if std is None else tuple(float(v) for v in std),
+            normalize=d.get("normalize"),
+            origin=d.get("normalization") if mean is not None else None,
         )
 
     def transform(
@@ -88,6 +124,7 @@ class Preprocess:
                 raise DataError(
                     f"image preprocessing needs (N, C, H, W) images; got shape {tuple(x.shape)}"
                 )
+            self.check_channels(self.channels or x.shape[1])
             if undo is not None:
                 x = x * undo[1] + undo[0]
             if self.channels is not None and x.shape[1] != self.channels:

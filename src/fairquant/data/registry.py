@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
 
 from fairquant.data.base import DataSpec, GroupedDataset
 from fairquant.data.celeba import CelebA
@@ -39,12 +42,45 @@ for _source in (UTKFace(), FER2013(), CIFAR10(), MNIST(), CelebA(), ImageFolder(
     register_source(_source)
 
 
+#: What the datasets that are not file formats read, for listings: reads, attributes, target.
+_LOADERS = {
+    "digits": ("scikit-learn's bundled 8x8 digits (no root)", "digit", "digit"),
+    "table": (
+        "a CSV or Parquet table: numeric feature columns, a label and a group column",
+        "label, group, or any other column",
+        "label",
+    ),
+}
+
+
+def catalogue() -> list[tuple[str, str, str, str]]:
+    """Every registered dataset as (name, what it reads, its attributes, default target)."""
+    rows = []
+    for name in DATASETS:
+        if name in SOURCES:
+            source = SOURCES[name]
+            rows.append((name, source.description, source.attribute_help, source.default_target))
+        else:
+            rows.append((name, *_LOADERS.get(name, ("a registered loader", "", ""))))
+    return rows
+
+
 def get_source(name: str) -> ImageSource:
     """The registered file-based dataset ``name``; an unknown name lists the known ones."""
     try:
         return SOURCES[name]
     except KeyError:
         raise unknown_name("file-based dataset", name, SOURCES) from None
+
+
+def describe(spec: DataSpec) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Samples per (target, group) and split, and the coding of target and group
+    (:func:`~fairquant.data.base.coding`), of the dataset ``spec`` names: counted from the labels
+    alone for a file-based dataset, from the loaded data for the others (``digits``, ``table``)."""
+    if spec.name in SOURCES:
+        return SOURCES[spec.name].describe(spec)
+    data = load_dataset(spec)
+    return data.count_table(), data.coding()
 
 
 def load_dataset(spec: DataSpec) -> GroupedDataset:

@@ -18,7 +18,15 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from fairquant.data.base import DataSpec, GroupedDataset, Split, standardize_
+from fairquant.data.base import (
+    DataSpec,
+    GroupedDataset,
+    Split,
+    cell_counts,
+    coding,
+    standardize_,
+    wide_counts,
+)
 from fairquant.data.cache import cached
 from fairquant.data.catalog import Catalog
 from fairquant.data.files import FileTree, file_fingerprint, require_root
@@ -129,27 +137,25 @@ class ImageSource(ABC):
         )
         return catalog, plan
 
-    def counts(self, spec: DataSpec) -> pd.DataFrame:
+    def counts(self, spec: DataSpec, plan: Plan | None = None) -> pd.DataFrame:
         """Samples per split x target x group (non-empty cells), columns split, target, group, n."""
-        _, plan = self.plan(spec)
-        k = len(plan.g.names)
-        rows = []
-        for split, idx in (("train", plan.train), ("test", plan.test)):
-            cells = np.bincount(plan.y.codes[idx] * k + plan.g.codes[idx], minlength=0)
-            for cell in np.flatnonzero(cells):
-                t, g = divmod(int(cell), k)
-                rows.append((split, plan.y.names[t], plan.g.names[g], int(cells[cell])))
-        return pd.DataFrame(rows, columns=["split", "target", "group", "n"])
+        if plan is None:
+            _, plan = self.plan(spec)
+        splits = [
+            (split, plan.y.codes[idx], plan.g.codes[idx])
+            for split, idx in (("train", plan.train), ("test", plan.test))
+        ]
+        return cell_counts(splits, plan.y.names, plan.g.names)
 
     def count_table(self, spec: DataSpec) -> pd.DataFrame:
-        """:meth:`counts` wide: one row per (target, group), in the order first counted, a
-        column per split (``train``, ``test`` where present) and their ``total``."""
-        wide = self.counts(spec).pivot_table(
-            index=["target", "group"], columns="split", values="n", fill_value=0, sort=False
-        )
-        wide = wide[[s for s in ("train", "test") if s in wide.columns]].astype(int)
-        wide.columns.name = None
-        return wide.assign(total=wide.sum(axis=1))
+        """:meth:`counts` wide (:func:`~fairquant.data.base.wide_counts`)."""
+        return wide_counts(self.counts(spec))
+
+    def describe(self, spec: DataSpec) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """:meth:`count_table` and the coding of target and group, from one scan (no pixels)."""
+        _, plan = self.plan(spec)
+        table = wide_counts(self.counts(spec, plan))
+        return table, coding(plan.target, plan.y.names, plan.group, plan.g.names)
 
     def load(self, spec: DataSpec) -> GroupedDataset:
         """Decode (or read from the cache) the planned samples and build the dataset."""

@@ -7,12 +7,15 @@ numeric column (option ``features`` names them instead). A ``split`` column (``t
 is used as the split, else the rows are split seeded and stratified as every dataset is
 (:func:`fairquant.data.split.plan_splits`, options ``split``, ``limit``, ...). Features are
 standardized by the training split's mean and std (option ``standardize=false`` keeps the raw
-values, for a model trained on them). Nothing is dropped: a missing or non-numeric feature value
-is an error naming its row.
+values, for a model trained on them). A column with no number in it (names, notes) is not a
+feature. Nothing is dropped: an empty, non-numeric or infinite feature value is an error naming its
+row, column and value, unless option ``drop_bad_rows`` leaves such rows out (a warning counts
+them).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,8 @@ OPTIONS = {
     "standardize": "z-score features by the training split's mean and std, default true",
     "split": "'own' (the table's split column, where it has one) or 'random' (seeded, stratified)",
     "limit": 'a seeded random subset: at most N samples per split, or {"train": N, "test": M}',
+    "drop_bad_rows": "leave out rows with an empty, non-numeric or infinite feature value (a "
+    "warning counts them), default false: such a cell is an error",
 }
 #: Install hint for Parquet files.
 PARQUET_EXTRA = "pip install 'fairquant[parquet]'"
@@ -68,26 +73,48 @@ def read_table(path: Path, required: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _numeric(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    values = frame[column]
-    if not pd.api.types.is_numeric_dtype(values):
+def _parse(values: pd.Series) -> np.ndarray:
+    """``values`` as float64, NaN where a cell is empty, not a number or not finite."""
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         values = values.astype(str).str.strip()
-    parsed = pd.to_numeric(values, errors="coerce")
-    bad = parsed.isna().to_numpy() | ~np.isfinite(parsed.to_numpy(dtype=np.float64, na_value=0.0))
-    if bad.any():
+    parsed = np.array(pd.to_numeric(values, errors="coerce"), dtype=np.float64)  # a copy
+    parsed[~np.isfinite(parsed)] = np.nan
+    return parsed
+
+
+def _has_numbers(values: pd.Series) -> bool:
+    """Whether a column holds any number: a column of text only (names, notes) is no feature."""
+    return bool(np.isfinite(_parse(values)).any())
+
+
+def _features(
+    frame: pd.DataFrame, features: list[str], path: Path, drop: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The feature matrix and the rows kept: a cell that is not a finite number is an error
+    naming its row, column and value, or with ``drop`` its row is left out (a warning counts
+    them)."""
+    x = np.stack([_parse(frame[c]) for c in features], axis=1)
+    bad = np.isnan(x).any(axis=1)
+    if bad.any() and not drop:
         row = int(np.flatnonzero(bad)[0])
+        column = features[int(np.flatnonzero(np.isnan(x[row]))[0])]
         raise DataError(
-            f"{path} row {row + 1}: feature column {column!r} is {values.iloc[row]!r}; "
-            "expected a finite number (nothing is dropped: fix or remove the row)"
+            f"{path} row {row + 1}: feature column {column!r} is {frame[column].iloc[row]!r}; "
+            "expected a finite number (nothing is dropped: fix the cell, name the features "
+            "with option features, or drop such rows with option drop_bad_rows=true)"
         )
-    return parsed.to_numpy(dtype=np.float32)
-
-
-def _is_numeric(values: pd.Series) -> bool:
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        return True
-    parsed = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
-    return bool(parsed.notna().all())
+    keep = np.flatnonzero(~bad)
+    if bad.any():
+        if not len(keep):
+            raise DataError(f"{path}: every row has a bad feature value; nothing is left")
+        rows = [str(r + 1) for r in np.flatnonzero(bad)]
+        warnings.warn(
+            f"{path}: dropped {len(rows)} of {len(frame)} rows with an empty, non-numeric or "
+            f"infinite feature value (option drop_bad_rows): rows {', '.join(rows[:10])}"
+            + (" ..." if len(rows) > 10 else ""),
+            stacklevel=3,
+        )
+    return x[keep].astype(np.float32), keep
 
 
 def _attribute(frame: pd.DataFrame, column: str, path: Path) -> Attribute:
@@ -96,13 +123,10 @@ def _attribute(frame: pd.DataFrame, column: str, path: Path) -> Attribute:
     empty = values.isna().to_numpy() | (text == "").to_numpy()
     if empty.any():
         row = int(np.flatnonzero(empty)[0])
-        raise DataError(f"{path} row {row + 1}: column {column!r} is empty")
-    if _is_numeric(values):  # numbers sort as numbers (2 before 10)
-        numbers = pd.to_numeric(text).to_numpy()
-        distinct = np.unique(numbers)
-        names = [str(int(v)) if float(v).is_integer() else str(v) for v in distinct]
-        return Attribute(np.searchsorted(distinct, numbers).astype(np.int64), names)
-    return Attribute.from_values(text.to_numpy())
+        raise DataError(f"{path} row {frame.index[row] + 1}: column {column!r} is empty")
+    # numbers sort as numbers (2 before 10), as in every dataset
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    return Attribute.from_values(values.to_numpy() if numeric else text.to_numpy())
 
 
 def load_table(spec: DataSpec) -> GroupedDataset:
@@ -116,11 +140,14 @@ def load_table(spec: DataSpec) -> GroupedDataset:
     target, group = spec.target or "label", spec.group or "group"
     named = [p.strip() for p in f"{target}{COMBINE}{group}".split(COMBINE)]
     needed = list(dict.fromkeys(named))
-    frame = read_table(path, needed)
+    frame = read_table(path, needed).reset_index(drop=True)  # row i + 1 is the table's row i
     features = spec.options.get("features")
+    drop = spec.options.get("drop_bad_rows", False)
+    if not isinstance(drop, bool):
+        raise ConfigError(f"option drop_bad_rows={drop!r}: expected true or false")
     if features is None:
         skip = {*needed, "split"}
-        features = [c for c in frame.columns if c not in skip and _is_numeric(frame[c])]
+        features = [c for c in frame.columns if c not in skip and _has_numbers(frame[c])]
         if not features:
             raise DataError(f"{path} has no numeric feature columns besides {needed}")
     elif not isinstance(features, list) or not all(isinstance(f, str) for f in features):
@@ -131,7 +158,9 @@ def load_table(spec: DataSpec) -> GroupedDataset:
     overlap = sorted(set(features) & set(needed))
     if overlap:
         raise ConfigError(f"column(s) {overlap} cannot be both a feature and the target or group")
-    x = np.stack([_numeric(frame, c, path) for c in features], axis=1)
+    x, keep = _features(frame, features, path, drop)
+    if len(keep) < len(frame):
+        frame = frame.iloc[keep]  # keeps each row's index, so errors below name its row
 
     split = None
     if "split" in frame.columns:
@@ -140,10 +169,11 @@ def load_table(spec: DataSpec) -> GroupedDataset:
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise DataError(
-                f"{path} row {row + 1}: split is {split[row]!r}; expected train or test"
+                f"{path} row {frame.index[row] + 1}: split is {split[row]!r}; expected train or "
+                "test"
             )
     catalog = Catalog(
-        keys=[f"row {i + 1}" for i in range(len(frame))],
+        keys=[f"row {i + 1}" for i in keep],
         attributes={c: _attribute(frame, c, path) for c in needed},
         split=split,
         source=str(path),
@@ -175,4 +205,5 @@ def load_table(spec: DataSpec) -> GroupedDataset:
         group=plan.group,
         mean=mean,
         std=std,
+        features=list(features),
     )

@@ -44,6 +44,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from fairquant.data.preprocess import Preprocess
 from fairquant.errors import CheckpointError, ConfigError
 from fairquant.models.registry import TORCHVISION_INSTALL
 
@@ -91,11 +92,14 @@ class ModelSource:
 
 @dataclass
 class LoadedModel:
-    """A model ready to audit, its source, and what loading changed (``notes``)."""
+    """A model ready to audit, its source, what loading changed (``notes``) and the input
+    normalization its source states (``preprocess``: only where the source really carries it,
+    e.g. a timm architecture's ``pretrained_cfg``; None: the user must state it)."""
 
     model: Any  # nn.Module, or fairquant.models.onnx.OnnxModel
     source: ModelSource
     notes: list[str] = field(default_factory=list)
+    preprocess: Preprocess | None = None
 
 
 def sha256_file(path: Path) -> str:
@@ -145,12 +149,14 @@ def load_model(source: ModelSource, *, num_classes: int, in_channels: int) -> Lo
             f"a model needs at least 1 class and 1 channel; got {num_classes} and {in_channels}"
         )
     notes: list[str] = []
+    stated = None
     if source.kind == "onnx":
         return LoadedModel(_onnx(source.name), source)
     if source.kind == "torchvision":
         model = _torchvision(source.name, num_classes, in_channels, notes)
     elif source.kind == "timm":
         model = _timm(source.name, num_classes, in_channels)
+        stated = _timm_preprocess(model, source.name, in_channels)
     elif source.kind == "factory":
         model = _factory(source.name, num_classes, in_channels)
     else:
@@ -159,7 +165,7 @@ def load_model(source: ModelSource, *, num_classes: int, in_channels: int) -> Lo
         )
     if source.weights is not None:
         load_weights(model, Path(source.weights), what=source.spelled(), notes=notes)
-    return LoadedModel(model.eval(), source, notes)
+    return LoadedModel(model.eval(), source, notes, stated)
 
 
 # ---- weights ------------------------------------------------------------------------------
@@ -310,6 +316,21 @@ def _timm(name: str, num_classes: int, in_channels: int) -> nn.Module:
             + _close(name, timm.list_models())
         )
     return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
+
+
+def _timm_preprocess(model: nn.Module, name: str, in_channels: int) -> Preprocess | None:
+    """The mean and std timm's data config resolves for ``model`` (its ``pretrained_cfg``, which
+    timm's own training and evaluation scripts normalize with), where it holds one value per
+    input channel; else None."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean, std = cfg.get("mean"), cfg.get("std")
+    if mean is None or std is None or not len(mean) == len(std) == in_channels:
+        return None
+    return Preprocess(
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+        origin=f"timm's pretrained_cfg of {name} (the mean and std timm's data config resolves)",
+    )
 
 
 @contextlib.contextmanager
