@@ -138,6 +138,16 @@ def _fake_quantized_inputs(model) -> dict[str, bool]:
     }
 
 
+def _int8_weight_bound(model, layer: str) -> int:
+    """The largest |int8 weight| of the named layer of an ``openvino.Model``."""
+    op = next(op for op in model.get_ordered_ops() if op.get_friendly_name() == layer)
+    node = op.input_value(1).get_node()
+    while node.get_type_name() != "Constant":
+        node = node.input_value(0).get_node()
+    assert node.get_element_type().get_type_name() == "i8"
+    return int(abs(node.get_data().astype(int)).max())
+
+
 @needs_openvino
 def test_ignored_scope_keeps_the_named_layers_in_float(digits_cnn, tmp_path):
     import openvino as ov
@@ -171,6 +181,8 @@ def test_ignored_scope_keeps_the_named_layers_in_float(digits_cnn, tmp_path):
     whole, _ = quantize_openvino(OpenVinoConfig(), source, calibration, tmp_path / "all")
     assert int8_weight_layers(whole.model) == layers
     assert all(_fake_quantized_inputs(whole.model).values())
+    # NNCF's overflow fix: the first convolution's weights on half the int8 range
+    assert [_int8_weight_bound(whole.model, name) for name in layers] == [63, 127, 127, 127, 127]
     # the float layers' weights stay float32 in the IR (fairquant saves with
     # compress_to_fp16=False; OpenVINO 2026.4 also leaves a quantized model's float constants
     # float32 with its default True, measured, while it halves those of a float model)
@@ -227,6 +239,21 @@ def test_the_configs_options_reach_nncf(digits_cnn, tmp_path, monkeypatch):
     assert seen["preset"] == nncf.QuantizationPreset.MIXED
     assert seen["fast_bias_correction"] is False
     assert (seen["subset_size"], seen["items"]) == (16, 16)  # one sample per item, all of them
+    assert seen["advanced_parameters"].overflow_fix == nncf.OverflowFix.FIRST_LAYER
+
+
+@needs_openvino
+def test_without_the_overflow_fix_the_first_layer_has_the_full_int8_range(digits_cnn, tmp_path):
+    from fairquant.quant.openvino import quantize_openvino, weight_layers
+
+    built, _ = quantize_openvino(
+        OpenVinoConfig(overflow_fix="disable"),
+        digits_cnn.model,
+        digits_cnn.calibration[:16],
+        tmp_path,
+    )
+    first = weight_layers(built.model)[0]
+    assert _int8_weight_bound(built.model, first) == 127
 
 
 @needs_openvino

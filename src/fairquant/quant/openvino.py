@@ -10,7 +10,9 @@ inserts FakeQuantize operations; ``openvino.save_model`` writes the IR (``model.
 NNCF 3.4's defaults for a CNN (``target_device=ANY``, its CPU rules), measured in the IR:
 
 - weights: int8, symmetric, one scale per output channel, the narrow range -127..127, stored as
-  int8 constants times a float scale;
+  int8 constants times a float scale; the first convolution's weights on half that range,
+  -63..63 (``overflow_fix`` ``first_layer_only``: NNCF's guard against the saturation of 8-bit
+  kernels without VNNI, applied whatever the CPU);
 - activations: 8 bits, one range per tensor, from the **mean over the calibration samples** of
   each sample's minimum and maximum (``MEAN_MINMAX``; NNCF recommends calibrating one sample at a
   time, as done here). Preset ``performance`` (NNCF's default for CNNs) quantizes them
@@ -74,6 +76,9 @@ class OpenVinoConfig:
     """Calibration samples NNCF reads, the first ones; ``None``: all of them."""
     ignored_scope: tuple[str, ...] = ()
     """OpenVINO node names (see :func:`weight_layers`) NNCF keeps in float."""
+    overflow_fix: Literal["first_layer_only", "enable", "disable"] = "first_layer_only"
+    """NNCF's ``OverflowFix``: half the int8 range (7 bits) for the weights of the first
+    convolution (its default), of every layer, or none."""
     inference_precision: Literal["f32", "bf16"] | None = "f32"
     """The CPU plugin's ``INFERENCE_PRECISION_HINT``; ``None`` leaves OpenVINO's default."""
 
@@ -216,6 +221,9 @@ def quantize_openvino(
             "subset_size": subset,
             "fast_bias_correction": config.fast_bias_correction,
             "model_type": nncf.ModelType(config.model_type) if config.model_type else None,
+            "advanced_parameters": nncf.AdvancedQuantizationParameters(
+                overflow_fix=nncf.OverflowFix(config.overflow_fix)
+            ),
         }
         if config.ignored_scope:
             options["ignored_scope"] = nncf.IgnoredScope(names=list(config.ignored_scope))
