@@ -89,6 +89,27 @@ def test_without_openvino_or_nncf_the_error_names_the_extra(
         )
 
 
+def test_the_cli_error_line_shows_the_extra_in_brackets(digits_cnn, monkeypatch, tmp_path, capsys):
+    # the CLI prints errors with rich, whose markup took "[openvino]" for a style tag and
+    # printed "pip install 'fairquant'"
+    import typer
+
+    from fairquant.cli._app import user_errors
+
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(typer.Exit) as exit_, user_errors():
+        build_deployed(
+            parse_deployed("openvino:int8"),
+            digits_cnn.model,
+            digits_cnn.calibration,
+            workdir=tmp_path,
+        )
+    assert exit_.value.exit_code == 2
+    assert "install it with: pip install 'fairquant[openvino]'" in capsys.readouterr().err
+
+
 @needs_openvino
 def test_audit_runs_openvino_beside_its_twin_and_the_saved_ir_predicts_the_same(
     digits_cnn, tmp_path
