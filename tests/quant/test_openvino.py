@@ -172,6 +172,7 @@ def _int8_weight_bound(model, layer: str) -> int:
 
 @needs_openvino
 def test_ignored_scope_keeps_the_named_layers_in_float(digits_cnn, tmp_path):
+    import nncf
     import openvino as ov
 
     from fairquant.quant.openvino import (
@@ -192,6 +193,8 @@ def test_ignored_scope_keeps_the_named_layers_in_float(digits_cnn, tmp_path):
     )
     assert notes == [
         "NNCF quantized 3 of 5 weight layers (Convolution, MatMul)",
+        f"NNCF {nncf.__version__}, OpenVINO {ov.__version__.split('-')[0]} on the CPU, float "
+        "operations in f32",
         f"kept in float (ignored_scope): {kept[0]}, {kept[1]}",
     ]
     saved = ov.Core().read_model(str(built.path))  # the IR on disk

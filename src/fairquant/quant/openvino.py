@@ -233,7 +233,12 @@ def quantize_openvino(
     ov.save_model(quantized, str(path), compress_to_fp16=False)
     built = OpenVinoModel(path, inference_precision=config.inference_precision)
     done = len(int8_weight_layers(built.model))
-    notes = [f"NNCF quantized {done} of {len(names)} weight layers (Convolution, MatMul)"]
+    hint = config.inference_precision or "OpenVINO's default"
+    notes = [
+        f"NNCF quantized {done} of {len(names)} weight layers (Convolution, MatMul)",
+        f"NNCF {nncf.__version__}, OpenVINO {ov.__version__.split('-')[0]} on the CPU, float "
+        f"operations in {hint}",
+    ]
     if config.ignored_scope:
         notes.append(f"kept in float (ignored_scope): {', '.join(config.ignored_scope)}")
     if done == 0:
