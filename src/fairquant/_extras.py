@@ -12,6 +12,8 @@ EXTRAS = {
     "onnx": "onnx",
     "onnxruntime": "onnx",
     "torchao": "torchao",
+    "openvino": "openvino",
+    "nncf": "openvino",
 }
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fairquant.data import PAPER_RATIO, DataSpec
 from fairquant.errors import ConfigError, FairquantError
@@ -72,7 +73,8 @@ Bootstrap = Annotated[
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    text = escape(str(message))  # its brackets are text, not rich markup
+    err_console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -84,7 +86,8 @@ def user_errors() -> Iterator[None]:
             yield
     except FairquantError as e:
         # soft_wrap: one line per error, never broken inside a path (logs and grep see it whole)
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        # escape: a message's own brackets ("fairquant[onnx]") are text, not rich markup
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 

@@ -13,6 +13,10 @@ what is deployed. Names are ``toolchain:spec``:
 - ``torchao:int8wo``: torchao int8 weights (per row, nn.Linear only); twin ``int8-pc``.
 - ``torchao:int8dq``: the same weights and per-row dynamic int8 activations; twin ``int8-pc-da8``.
 - ``torchao:int4wo[-g32|-g64|-g128|-g256]``: int4 weights in groups of that many inputs; no twin.
+- ``openvino:int8[-mixed][-bc]``: NNCF's int8 post-training quantization on OpenVINO's CPU
+  kernels (:mod:`fairquant.quant.openvino`): per-channel symmetric weights, per-tensor
+  activations, symmetric or (``-mixed``) asymmetric; ``-bc``: full bias correction; twin
+  ``int8-pc-a8``.
 
 ``-pc`` quantizes weights per output channel; ``-rr`` is the toolchain's ``reduce_range``, 7 bits
 where x86 CPUs without VNNI saturate (:mod:`fairquant.quant.cpu`): ORT's weights (twin
@@ -39,6 +43,7 @@ from fairquant.data.stream import Inputs, inputs_len
 from fairquant.errors import ConfigError
 from fairquant.models.onnx import OnnxModel
 from fairquant.quant.cpu import saturation_note, x86_without_vnni
+from fairquant.quant.openvino import OpenVinoConfig, quantize_openvino
 from fairquant.quant.ort import (
     ORT_CALIBRATIONS,
     OrtDynamicConfig,
@@ -57,9 +62,15 @@ FORMS = (
     "torchao:int8wo",
     "torchao:int8dq",
     "torchao:int4wo[-g32|-g64|-g128|-g256]",
+    "openvino:int8[-mixed][-bc]",
 )
 #: The optional packages each toolchain needs (see :mod:`fairquant._extras`).
-_REQUIRES = {"torch": (), "ort": ("onnx", "onnxruntime"), "torchao": ("torchao",)}
+_REQUIRES = {
+    "torch": (),
+    "ort": ("onnx", "onnxruntime"),
+    "torchao": ("torchao",),
+    "openvino": ("onnx", "onnxruntime", "openvino", "nncf"),
+}
 #: Samples of the calibration inputs that check an export or a torchao model runs.
 EXAMPLE_SIZE = 8
 
@@ -73,7 +84,9 @@ class TorchInt8Config:
     """7-bit activations (quint8 0..127), PyTorch's default on x86 (``torch:int8-rr``)."""
 
 
-DeployedConfig = TorchInt8Config | OrtStaticConfig | OrtDynamicConfig | TorchaoConfig
+DeployedConfig = (
+    TorchInt8Config | OrtStaticConfig | OrtDynamicConfig | TorchaoConfig | OpenVinoConfig
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,7 @@ class DeployedPrecision:
     config."""
 
     name: str
-    toolchain: Literal["torch", "ort", "torchao"]
+    toolchain: Literal["torch", "ort", "torchao", "openvino"]
     bits: int
     twin: str | None
     config: DeployedConfig
@@ -142,6 +155,12 @@ def parse_deployed(name: str) -> DeployedPrecision:
         if int(size) not in INT4_GROUP_SIZES:
             raise _unknown(name, f" (int4 group size {size} is not one of {INT4_GROUP_SIZES})")
         return DeployedPrecision(text, "torchao", 4, None, TorchaoConfig("int4wo", int(size)))
+    if toolchain == "openvino" and head == "int8" and set(suffixes) <= {"mixed", "bc"}:
+        config = OpenVinoConfig(
+            preset="mixed" if "mixed" in suffixes else "performance",
+            fast_bias_correction="bc" not in suffixes,
+        )
+        return DeployedPrecision(text, "openvino", 8, "int8-pc-a8", config)
     raise _unknown(name)
 
 
@@ -188,6 +207,9 @@ def build_deployed(
         )
     for module in _REQUIRES[precision.toolchain]:
         require(module, what=precision.name)
+    if isinstance(config, OpenVinoConfig):
+        ir, notes = quantize_openvino(config, model, calibration, workdir)
+        return Deployed(precision, ir.path, ir.size_bytes, tuple(notes), ir.predict)
     example = _head(calibration, EXAMPLE_SIZE)
     if isinstance(config, OrtStaticConfig | OrtDynamicConfig):
         source = (
