@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from fairquant._audit import AUDIT_JSON, AuditResult, load_target
+from fairquant._audit import AUDIT_JSON, NONFINITE, AuditResult, load_target
 from fairquant._audit import audit as run_audit
 from fairquant.cli._app import (
     CHECKPOINT,
@@ -49,6 +49,7 @@ from fairquant.train import TrainConfig, fit, save_checkpoint
 
 MethodChoice = choice("MethodChoice", METHODS)
 CalibrationChoice = choice("CalibrationChoice", CALIBRATIONS)
+NonfiniteChoice = choice("NonfiniteChoice", NONFINITE)
 PRECISIONS_HELP = (
     "Comma-separated precisions. Simulated (fairquant's quantizer): fp32, fp16, bf16, "
     "int2..int16 with suffixes -pc (per channel), -fl<k> (first/last layers at k bits), "
@@ -86,6 +87,7 @@ def audit_and_report(
     n_bootstrap: int = N_BOOTSTRAP,
     preprocess: Preprocess | None = None,
     tolerance: Tolerance | None = None,
+    nonfinite: str = "error",
 ) -> tuple[AuditResult, Verdict | None]:
     """Audit ``model`` (an nn.Module, or a LoadedModel that records its source) on the test
     split of ``dataset``; write results.csv, audit.json and the figure; print the table. With a
@@ -119,6 +121,7 @@ def audit_and_report(
             batch_size=512,
             n_bootstrap=n_bootstrap,
             show_progress=not quiet,
+            nonfinite=nonfinite,
         )
     train_counts = dataset.counts()["train"]
     csv = result.to_csv(out / RESULTS)
@@ -268,6 +271,13 @@ def audit(
     calib_balanced: Annotated[
         bool, typer.Option(help="Draw calibration images equally from every group.")
     ] = False,
+    nonfinite: Annotated[
+        NonfiniteChoice,
+        typer.Option(
+            help="A sample whose logits are NaN or infinite: error (exit 2, nothing written) or "
+            "wrong (counted as wrong with the loss max(ln K, its fp32 loss), said in the notes)."
+        ),
+    ] = NonfiniteChoice.error,
     quiet: Quiet = False,
     bootstrap: Bootstrap = N_BOOTSTRAP,
     max_drop: Annotated[
@@ -337,6 +347,7 @@ def audit(
             n_bootstrap=bootstrap,
             preprocess=target_.preprocess,
             tolerance=tolerance,
+            nonfinite=nonfinite.value,
         )
     if gate and judged is not None:
         raise typer.Exit(exit_code(judged))
