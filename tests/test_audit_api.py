@@ -343,3 +343,42 @@ def test_cli_nonfinite_logits_exit_2_before_writing(nan_factory):
     assert {"loss", "phi", "excess_loss"} <= set(table[table.precision == "int8"].metric)
     assert "counted as wrong" in result.output.replace("\n", " ")
     assert read_audit_json(nan_factory / "o")["nonfinite"]["rule"] == "wrong"
+
+
+# ---- precision names are unique -------------------------------------------------------------
+
+
+def test_a_spec_cannot_shadow_a_built_in_precision(tmp_path, tiny_dataset, model):
+    from fairquant.quant.precision import Precision
+
+    path = Precision("mine", "int", 2).save(tmp_path / "mine.json")
+    path.write_text(path.read_text().replace('"mine"', '"int8"'))
+    with pytest.raises(ConfigError, match=rf"{path}.*'int8' is a built-in precision"):
+        audit(model, tiny_dataset, precisions=f"int8,@{path}", n_bootstrap=0)
+    with pytest.raises(ConfigError, match=rf"{path}.*'int8' is a built-in precision"):
+        audit(model, tiny_dataset, precisions=f"@{path},int8", n_bootstrap=0)
+
+
+@pytest.mark.parametrize(
+    ("precisions", "message"),
+    [
+        ("int8,int8", r"'int8' is listed twice"),
+        ("fp32,int8,fp32", r"'fp32' is listed twice"),
+        ("int8-pc-a8-bn,int8-bn-a8-pc", r"is the same precision as 'int8-pc-a8-bn'"),
+        ("ort:int8-pc-entropy,ort:int8-entropy-pc", r"is the same precision as"),
+    ],
+)
+def test_duplicated_precisions_are_refused(tiny_dataset, model, precisions, message):
+    with pytest.raises(ConfigError, match=message):
+        audit(model, tiny_dataset, precisions=precisions, n_bootstrap=0)
+
+
+def test_two_specs_with_one_name_are_refused(tmp_path, tiny_dataset, model):
+    from fairquant.quant.precision import Precision
+
+    a = Precision("mine", "int", 4).save(tmp_path / "a.json")
+    b = Precision("mine", "int", 2).save(tmp_path / "b.json")
+    with pytest.raises(ConfigError, match=r"'mine' is listed twice"):
+        audit(model, tiny_dataset, precisions=f"@{a},@{b}", n_bootstrap=0)
+    result = audit(model, tiny_dataset, precisions=f"fp32,int4,@{a}", n_bootstrap=0)
+    assert [p.name for p in result.precisions] == ["fp32", "int4", "mine"]

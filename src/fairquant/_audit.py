@@ -44,7 +44,12 @@ from fairquant.models.load import LoadedModel, ModelSource, load_model, parse_mo
 from fairquant.models.predict import model_dtype
 from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.model import quantize_model
-from fairquant.quant.precision import DEFAULT_PRECISIONS, Precision, parse_precision
+from fairquant.quant.precision import (
+    DEFAULT_PRECISIONS,
+    Precision,
+    check_unique,
+    parse_precision,
+)
 from fairquant.quant.size import packed_size_bytes
 from fairquant.schema import COLUMNS
 from fairquant.train.checkpoint import load_with_data
@@ -502,19 +507,23 @@ def _as_loaded(model: Any) -> LoadedModel:
 
 
 def _precisions(precisions: str | Sequence[Any]) -> list[Any]:
-    """fp32 first, then each named precision once: simulated ones parsed by
-    :func:`parse_precision`, deployed ones (``toolchain:...``) by the deployed module."""
+    """fp32 first, then each named precision: simulated ones parsed by
+    :func:`parse_precision`, deployed ones (``toolchain:...``) by the deployed module; a
+    precision listed twice (or under two names) is refused (:func:`check_unique`)."""
     items = precisions.split(",") if isinstance(precisions, str) else list(precisions)
-    out: list[Any] = [parse_precision("fp32")]
+    out: list[Any] = []
     for item in items:
         if isinstance(item, str):
             text = item.strip()
             if not text:
                 continue
-            item = _parse_deployed(text) if ":" in text else parse_precision(text)
-        if item.name not in [p.name for p in out]:
-            out.append(item)
-    return out
+            item = (
+                _parse_deployed(text) if ":" in text and text[0] != "@" else parse_precision(text)
+            )
+        out.append(item)
+    check_unique(out)
+    reference = parse_precision("fp32")
+    return [reference, *(p for p in out if p != reference)]
 
 
 def _parse_deployed(name: str) -> Any:
