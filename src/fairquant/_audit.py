@@ -814,7 +814,11 @@ def _tidy(
 
 
 def _method(precision: Any, method: str) -> str:
-    return "none" if isinstance(precision, Precision) and precision.is_reference else method
+    """results.csv's ``method``: ``none`` for fp32, the toolchain (``torch``, ``ort``,
+    ``torchao``) for a deployed precision, else ``method`` (``ptq``, ``qat``)."""
+    if not isinstance(precision, Precision):
+        return precision.toolchain
+    return "none" if precision.is_reference else method
 
 
 def _ordered(table: pd.DataFrame, order: list[Any]) -> pd.DataFrame:
@@ -863,7 +867,7 @@ def _deployed_rows(
             for group, value, low, high in _agreement(
                 agree, g, names, n_bootstrap, confidence, random_state
             ):
-                rows.append((method, p.name, p.bits, group, metric, value, low, high))
+                rows.append((_method(p, method), p.name, p.bits, group, metric, value, low, high))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
