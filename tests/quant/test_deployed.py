@@ -204,3 +204,36 @@ def test_deployed_on_torchvision_shufflenet_at_32_px(tmp_path, random_images, pr
     )
     rows = result.table[result.table.precision == precision]
     assert {"accuracy", "loss", "phi", "agreement_fp32", "artifact_bytes"} <= set(rows.metric)
+
+
+@pytest.mark.parametrize("without_vnni", [True, False])
+def test_rr_advice_follows_this_cpus_detection(digits_cnn, tmp_path, monkeypatch, without_vnni):
+    """-rr is advised only where quant/cpu.py detects an x86 CPU without VNNI; elsewhere a run
+    with -rr is told that it only gives up a bit."""
+    import fairquant.quant.deployed as deployed
+
+    monkeypatch.setattr(deployed, "x86_without_vnni", lambda: without_vnni)
+    notes = {}
+    for name in ("torch:int8", "torch:int8-rr"):
+        built = build_deployed(
+            parse_deployed(name),
+            digits_cnn.model,
+            digits_cnn.calibration[:32],
+            workdir=tmp_path / name[6:],
+        )
+        notes[name] = " ".join(built.notes[1:])
+    assert ("no VNNI" in notes["torch:int8"]) == without_vnni
+    assert ("-rr" in notes["torch:int8-rr"]) == (not without_vnni)
+    if not without_vnni:
+        assert "only for x86 CPUs without VNNI" in notes["torch:int8-rr"]
+
+
+def test_help_gives_rr_only_for_cpus_without_vnni():
+    from typer.testing import CliRunner
+
+    from fairquant.cli import app
+
+    text = CliRunner().invoke(app, ["audit", "--help"], env={"COLUMNS": "400"}).output
+    text = " ".join(text.replace("│", " ").split())
+    assert "On x86 CPUs without VNNI use -rr." not in text
+    assert "-rr only on x86 CPUs without VNNI" in text

@@ -59,8 +59,9 @@ PRECISIONS_HELP = (
     "activations); ort:int8[-pc][-minmax|-entropy|-percentile][-rr] (ONNX Runtime static QDQ, "
     "ORT's calibrator on the --calib-size images; -rr: 7-bit weights) and "
     "ort:int8-dynamic[-pc][-rr] (extra onnx); torchao:int8wo, torchao:int8dq, "
-    "torchao:int4wo[-g32|-g64|-g128|-g256] (nn.Linear layers only; extra torchao). On x86 "
-    "CPUs without VNNI use -rr."
+    "torchao:int4wo[-g32|-g64|-g128|-g256] (nn.Linear layers only; extra torchao). Use "
+    "-rr only on x86 CPUs without VNNI (AVX2 only), whose 8-bit kernels saturate; elsewhere it "
+    "only gives up a bit (the notes say which this CPU is)."
 )
 MODEL_HELP = (
     "A model trained elsewhere: torchvision:NAME or timm:NAME with --weights FILE; "
