@@ -170,11 +170,11 @@ def _check_spec_name(name: Any, source: str) -> None:
     (no ``,`` or ``:``, no leading ``@``, no surrounding spaces, not empty)."""
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{source}: name {name!r} is empty; expected a name of its own")
-    for bad, why in ((",", "','"), (":", "':'")):
+    for bad, why in ((",", "separates precisions in a list"), (":", "marks a deployed precision")):
         if bad in name:
             raise ConfigError(
-                f"{source}: name {name!r} contains {why}, which separates precisions (',') or "
-                "names a deployed toolchain (':'); expected a name of its own"
+                f"{source}: name {name!r} contains {bad!r}, which {why}; expected a name of its "
+                "own without it"
             )
     if name.startswith("@"):
         raise ConfigError(f"{source}: name {name!r} starts with '@', which names a spec file")
