@@ -170,7 +170,6 @@ def test_torch_int8_means_a_one_by_one_map(tmp_path):
         "torch:int8",
         "torch:int8-rr",
         "ort:int8",
-        "ort:int8-pc",
         "ort:int8-dynamic",
         "torchao:int8dq",
     ],
