@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
 import numpy as np
@@ -232,3 +233,152 @@ def test_cli_help_says_the_factory_runs_code():
     result = CliRunner().invoke(app, ["audit", "--help"], env={"COLUMNS": "200"})
     assert "IMPORTS AND RUNS" in result.output
     assert "torch:int8" in result.output
+
+
+# ---- non-finite logits ----------------------------------------------------------------------
+
+
+class _NaNFor(nn.Module):
+    """``model``'s logits, NaN for the samples whose first input value is below ``cut``."""
+
+    def __init__(self, model: nn.Module, cut: float) -> None:
+        super().__init__()
+        self.model, self.cut = model, cut
+
+    def forward(self, x):
+        out = self.model(x)
+        bad = x.flatten(1)[:, 0] < self.cut
+        return torch.where(bad[:, None], torch.full_like(out, float("nan")), out)
+
+
+def _nan_at_int4(random_images, model):
+    """A dataset and a quantizer whose int4 copy returns NaN logits for some samples."""
+    data = random_images(30, 40, 8)
+    bad = int((data.test.x.flatten(1)[:, 0] < -0.5).sum())
+    assert 0 < bad < 40
+
+    def quantize(m, p):
+        from fairquant.quant.model import quantize_model
+
+        q = quantize_model(m, p)
+        return _NaNFor(q, -0.5) if p.name == "int4" else q
+
+    return data, quantize, bad
+
+
+def test_nonfinite_logits_are_an_error_naming_the_precision_and_count(random_images, model):
+    data, quantize, bad = _nan_at_int4(random_images, model)
+    with pytest.raises(ConfigError, match=rf"int4 returned non-finite logits .*{bad} of 40"):
+        audit(model, data, precisions="int8,int4", quantize=quantize, n_bootstrap=0)
+
+
+def test_nonfinite_logits_counted_wrong_keep_every_row(random_images, model):
+    data, quantize, bad = _nan_at_int4(random_images, model)
+    result = audit(
+        model, data, precisions="int8,int4", quantize=quantize, n_bootstrap=0, nonfinite="wrong"
+    )
+    nan = (data.test.x.flatten(1)[:, 0] < -0.5).numpy()
+    y = data.test.y.numpy()
+    pred = result.samples.predictions["int4"]
+    assert (pred[nan] != y[nan]).all()  # counted wrong, never a class the model did not give
+    assert (pred[nan] == -1).all()
+    ref = result.samples.predictions["fp32"]
+    expected = 100 * np.mean(np.where(nan, False, ref == y))
+    assert result.overall().loc["int4", "accuracy"] == pytest.approx(expected)
+    for metric in ("loss", "excess_loss", "phi", "accuracy_drop"):
+        assert np.isfinite(result.overall().loc["int4", metric]), metric
+    loss = result.samples.losses["int4"]
+    floor = np.maximum(np.log(3), result.samples.losses["fp32"])
+    np.testing.assert_allclose(loss[nan], floor[nan])
+    assert np.isfinite(loss).all()
+    assert any(f"int4: {bad} of 40" in n and "counted as wrong" in n for n in result.notes)
+    assert result.record["nonfinite"] == {"rule": "wrong", "samples": {"int4": bad}}
+    json.dumps(result.record, allow_nan=False)
+
+
+def test_nonfinite_option_is_checked(tiny_dataset, model):
+    with pytest.raises(ConfigError, match=r"nonfinite='drop'.*'error' or 'wrong'"):
+        audit(model, tiny_dataset, precisions="int8", nonfinite="drop")
+
+
+@pytest.fixture
+def nan_factory(table_and_factory):
+    (table_and_factory / "fq_cli_nan.py").write_text(
+        textwrap.dedent(
+            """
+            import torch
+            import torch.nn as nn
+
+            class NaNTail(nn.Module):
+                def __init__(self, num_classes, in_channels):
+                    super().__init__()
+                    self.fc = nn.Linear(in_channels, num_classes)
+
+                def forward(self, x):
+                    out = self.fc(x)
+                    return torch.where(x[:, :1] > 0.5, torch.full_like(out, float("nan")), out)
+
+            def mlp(num_classes, in_channels):
+                return NaNTail(num_classes, in_channels)
+            """
+        )
+    )
+    yield table_and_factory
+    import sys
+
+    sys.modules.pop("fq_cli_nan", None)
+
+
+def test_cli_nonfinite_logits_exit_2_before_writing(nan_factory):
+    args = ["audit", "--model", "fq_cli_nan:mlp", "--dataset", "table", "--root", "data.csv"]
+    args += ["--group", "sex", "--precisions", "int8", "--bootstrap", "0", "-q", "--out", "o"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert re.search(r"fp32 returned non-finite logits .* of 24", result.output), result.output
+    assert "--nonfinite wrong" in result.output
+    assert not (nan_factory / "o").exists() or not any((nan_factory / "o").iterdir())
+    result = CliRunner().invoke(app, [*args, "--nonfinite", "wrong"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(nan_factory / "o" / "results.csv")
+    assert {"loss", "phi", "excess_loss"} <= set(table[table.precision == "int8"].metric)
+    assert "counted as wrong" in result.output.replace("\n", " ")
+    assert read_audit_json(nan_factory / "o")["nonfinite"]["rule"] == "wrong"
+
+
+# ---- precision names are unique -------------------------------------------------------------
+
+
+def test_a_spec_cannot_shadow_a_built_in_precision(tmp_path, tiny_dataset, model):
+    from fairquant.quant.precision import Precision
+
+    path = Precision("mine", "int", 2).save(tmp_path / "mine.json")
+    path.write_text(path.read_text().replace('"mine"', '"int8"'))
+    with pytest.raises(ConfigError, match=rf"{path}.*'int8' is a built-in precision"):
+        audit(model, tiny_dataset, precisions=f"int8,@{path}", n_bootstrap=0)
+    with pytest.raises(ConfigError, match=rf"{path}.*'int8' is a built-in precision"):
+        audit(model, tiny_dataset, precisions=f"@{path},int8", n_bootstrap=0)
+
+
+@pytest.mark.parametrize(
+    ("precisions", "message"),
+    [
+        ("int8,int8", r"'int8' is listed twice"),
+        ("fp32,int8,fp32", r"'fp32' is listed twice"),
+        ("int8-pc-a8-bn,int8-bn-a8-pc", r"is the same precision as 'int8-pc-a8-bn'"),
+        ("ort:int8-pc-entropy,ort:int8-entropy-pc", r"is the same precision as"),
+    ],
+)
+def test_duplicated_precisions_are_refused(tiny_dataset, model, precisions, message):
+    with pytest.raises(ConfigError, match=message):
+        audit(model, tiny_dataset, precisions=precisions, n_bootstrap=0)
+
+
+def test_two_specs_with_one_name_are_refused(tmp_path, tiny_dataset, model):
+    from fairquant.quant.precision import Precision
+
+    a = Precision("mine", "int", 4).save(tmp_path / "a.json")
+    b = Precision("mine", "int", 2).save(tmp_path / "b.json")
+    with pytest.raises(ConfigError, match=r"'mine' is listed twice"):
+        audit(model, tiny_dataset, precisions=f"@{a},@{b}", n_bootstrap=0)
+    result = audit(model, tiny_dataset, precisions=f"fp32,int4,@{a}", n_bootstrap=0)
+    assert [p.name for p in result.precisions] == ["fp32", "int4", "mine"]

@@ -45,7 +45,12 @@ from fairquant.models.load import LoadedModel, ModelSource, load_model, parse_mo
 from fairquant.models.predict import model_dtype
 from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.model import quantize_model
-from fairquant.quant.precision import DEFAULT_PRECISIONS, Precision, parse_precision
+from fairquant.quant.precision import (
+    DEFAULT_PRECISIONS,
+    Precision,
+    check_unique,
+    parse_precision,
+)
 from fairquant.quant.size import packed_size_bytes
 from fairquant.schema import COLUMNS
 from fairquant.train.checkpoint import load_with_data
@@ -56,6 +61,7 @@ __all__ = [
     "AUDIT_SCHEMA",
     "COLUMNS",
     "DEPLOYED_METRICS",
+    "NONFINITE",
     "AuditResult",
     "AuditTarget",
     "EmptyGroupWarning",
@@ -72,6 +78,12 @@ AUDIT_SCHEMA = "fairquant.audit/1"
 #: Metrics only a deployed precision has: agreement of its predictions (%) with fp32's and with
 #: its simulated twin's (when the twin is audited too), and the artifact's size on disk.
 DEPLOYED_METRICS = ("agreement_fp32", "agreement_twin", "artifact_bytes")
+#: What an audit does with a sample whose logits are not all finite (NaN or ±inf): refuse the
+#: audit (``error``), or count the sample as wrong with a defined loss (``wrong``, see
+#: :func:`_nonfinite`).
+NONFINITE = ("error", "wrong")
+#: The predicted class of a sample counted as wrong for its non-finite logits: no class.
+NO_CLASS = -1
 
 Quantizer = Callable[[nn.Module, Precision], nn.Module]
 Predict = Callable[[Inputs], Tensor]
@@ -173,6 +185,7 @@ def audit(
     pos_label: int | None = None,
     workdir: str | Path | None = None,
     show_progress: bool = False,
+    nonfinite: str = "error",
 ) -> AuditResult:
     """Evaluate ``model`` at fp32 and at every precision in ``precisions`` on ``data``.
 
@@ -202,8 +215,21 @@ def audit(
     agreement; its rows have method ``none``. Every number gets a ``confidence`` interval from
     ``n_bootstrap`` group-stratified bootstrap resamples of the per-sample outcomes (0: none).
     A deployed precision's rows also carry :data:`DEPLOYED_METRICS`.
+
+    ``nonfinite``: a sample whose logits hold NaN or ±inf at some precision stops the audit with
+    an error naming the precision and how many samples (``"error"``, the default); with
+    ``"wrong"`` the sample is counted as wrong at that precision (predicted class ``-1``: no
+    class, so no class gains a false positive) with the loss ``max(ln K, its fp32 loss)`` (K
+    classes: the loss of a uniform guess, and never below fp32's, so it cannot lower the
+    precision's loss or excess loss), said in ``notes`` and ``record["nonfinite"]``; no row is
+    dropped.
     """
     check_bootstrap(n_bootstrap, confidence)
+    if nonfinite not in NONFINITE:
+        raise ConfigError(
+            f"nonfinite={nonfinite!r}: expected 'error' or 'wrong' (what to do with a sample "
+            "whose logits are NaN or infinite)"
+        )
     loaded = _as_loaded(model)
     source = as_batches(data, batch_size=batch_size)
     order = _precisions(precisions)
@@ -261,6 +287,7 @@ def audit(
     losses: dict[str, np.ndarray] = {}
     sizes: dict[str, int] = {}
     artifacts: dict[str, int] = {}
+    bad: dict[str, int] = {}
     y = g = None
     with (
         ExitStack() as stack,
@@ -278,7 +305,19 @@ def audit(
             if y is None:
                 y, g = out[2], out[3]
                 num_classes = num_classes or out[4]
-            predictions[precision.name], losses[precision.name] = out[0], out[1]
+            pred, loss = out[0], out[1]
+            if not out[5].all():
+                bad[precision.name] = _nonfinite(
+                    precision.name,
+                    out[5],
+                    pred,
+                    loss,
+                    losses.get(order[0].name),
+                    out[4],
+                    rule=nonfinite,
+                    where=source.description,
+                )
+            predictions[precision.name], losses[precision.name] = pred, loss
             if size is not None:
                 sizes[precision.name] = size
             if artifact is not None:
@@ -307,6 +346,13 @@ def audit(
     )
     if len(extra):
         table = _merge(table, extra, order)
+    for name, k in bad.items():
+        loss_rule = "ln {0}" if name == order[0].name else "max(ln {0}, its fp32 loss)"
+        notes.append(
+            f"{name}: {k} of {len(y)} samples had non-finite logits (NaN or ±inf); counted as "
+            f"wrong (no predicted class), each with the loss {loss_rule.format(num_classes)} "
+            "(nonfinite='wrong')"
+        )
     notes += frame.notes
     classes = list(class_names or source.class_names or map(str, range(num_classes)))
     for line in [
@@ -332,6 +378,7 @@ def audit(
         group_names=names,
         class_names=classes,
         notes=notes,
+        nonfinite={"rule": nonfinite, "samples": bad},
     )
     return AuditResult(
         table=table,
@@ -534,19 +581,23 @@ def _as_loaded(model: Any) -> LoadedModel:
 
 
 def _precisions(precisions: str | Sequence[Any]) -> list[Any]:
-    """fp32 first, then each named precision once: simulated ones parsed by
-    :func:`parse_precision`, deployed ones (``toolchain:...``) by the deployed module."""
+    """fp32 first, then each named precision: simulated ones parsed by
+    :func:`parse_precision`, deployed ones (``toolchain:...``) by the deployed module; a
+    precision listed twice (or under two names) is refused (:func:`check_unique`)."""
     items = precisions.split(",") if isinstance(precisions, str) else list(precisions)
-    out: list[Any] = [parse_precision("fp32")]
+    out: list[Any] = []
     for item in items:
         if isinstance(item, str):
             text = item.strip()
             if not text:
                 continue
-            item = _parse_deployed(text) if ":" in text else parse_precision(text)
-        if item.name not in [p.name for p in out]:
-            out.append(item)
-    return out
+            item = (
+                _parse_deployed(text) if ":" in text and text[0] != "@" else parse_precision(text)
+            )
+        out.append(item)
+    check_unique(out)
+    reference = parse_precision("fp32")
+    return [reference, *(p for p in out if p != reference)]
 
 
 def _parse_deployed(name: str) -> Any:
@@ -676,8 +727,10 @@ def _evaluate(
     what: str,
     *,
     reference: tuple[np.ndarray | None, np.ndarray | None],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Predicted classes and per-sample losses of one pass over ``source`` (and its y, g)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
+    """Predicted classes and per-sample losses of one pass over ``source`` (and its y, g), the
+    number of classes, and whether each sample's logits are all finite (where they are not, the
+    prediction and loss are to be replaced: :func:`_nonfinite`)."""
     out = _Columns(source.size_hint() or 4096)
     width = num_classes
     for x, y, g in source:
@@ -709,6 +762,7 @@ def _evaluate(
             loss=per_sample_loss(logits, y).numpy(),
             y=y.numpy(),
             g=g.numpy(),
+            finite=torch.isfinite(logits).all(1).numpy(),
         )
     if out.n == 0:
         raise DataError(f"{source.description} yielded no samples")
@@ -722,7 +776,43 @@ def _evaluate(
             "DataLoader?); an audit reads the data once per precision: use shuffle=False"
         )
     assert width is not None
-    return cols["pred"], cols["loss"], cols["y"], cols["g"], width
+    return cols["pred"], cols["loss"], cols["y"], cols["g"], width, cols["finite"]
+
+
+def _nonfinite(
+    name: str,
+    finite: np.ndarray,
+    pred: np.ndarray,
+    loss: np.ndarray,
+    reference_loss: np.ndarray | None,
+    num_classes: int,
+    *,
+    rule: str,
+    where: str,
+) -> int:
+    """Apply ``rule`` to the samples whose logits at precision ``name`` are not all finite;
+    return how many there are.
+
+    ``"error"`` raises. ``"wrong"`` sets, in place, their prediction to :data:`NO_CLASS` and
+    their loss to ``max(ln K, reference_loss)``: ln K is the cross-entropy of a uniform guess
+    over K classes (a model that says nothing), and the floor at the sample's fp32 loss
+    (``reference_loss``; none when ``name`` is fp32 itself) keeps its excess loss >= 0, so a
+    sample the precision broke never makes it look better than fp32.
+    """
+    bad = ~finite
+    k = int(bad.sum())
+    if rule == "error":
+        raise ConfigError(
+            f"{name} returned non-finite logits (NaN or ±inf) for {k} of {len(finite)} samples "
+            f"of {where}; expected finite logits. To count those samples as wrong instead, use "
+            "--nonfinite wrong (Python: nonfinite='wrong')"
+        )
+    pred[bad] = NO_CLASS
+    floor = np.full(k, np.log(num_classes))
+    if reference_loss is not None:
+        floor = np.maximum(floor, reference_loss[bad])
+    loss[bad] = floor
+    return k
 
 
 class _Columns:
@@ -738,6 +828,7 @@ class _Columns:
         "loss": np.float64,
         "y": np.int64,
         "g": np.int64,
+        "finite": np.bool_,
     }
 
     def __init__(self, capacity: int) -> None:
@@ -819,7 +910,11 @@ def _tidy(
 
 
 def _method(precision: Any, method: str) -> str:
-    return "none" if isinstance(precision, Precision) and precision.is_reference else method
+    """results.csv's ``method``: ``none`` for fp32, the toolchain (``torch``, ``ort``,
+    ``torchao``) for a deployed precision, else ``method`` (``ptq``, ``qat``)."""
+    if not isinstance(precision, Precision):
+        return precision.toolchain
+    return "none" if precision.is_reference else method
 
 
 def _ordered(table: pd.DataFrame, order: list[Any]) -> pd.DataFrame:
@@ -862,11 +957,13 @@ def _deployed_rows(
         if twin is not None and twin in predictions:
             others.append(("agreement_twin", twin))
         for metric, other in others:
-            agree = (predictions[p.name] == predictions[other]).astype(np.float64)
+            # a sample counted wrong for non-finite logits agrees with nothing
+            mine = predictions[p.name]
+            agree = ((mine == predictions[other]) & (mine != NO_CLASS)).astype(np.float64)
             for group, value, low, high in _agreement(
                 agree, g, names, n_bootstrap, confidence, random_state
             ):
-                rows.append((method, p.name, p.bits, group, metric, value, low, high))
+                rows.append((_method(p, method), p.name, p.bits, group, metric, value, low, high))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -131,3 +131,108 @@ def test_without_onnxruntime_the_error_names_the_extra(digits_cnn, monkeypatch, 
         build_deployed(
             parse_deployed("ort:int8"), digits_cnn.model, digits_cnn.calibration, workdir=tmp_path
         )
+
+
+class _GlobalMean(torch.nn.Module):
+    """Conv-BN-ReLU to a 1x1 map, its global mean, a Linear: torchvision's ShuffleNetV2 head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, stride=2), torch.nn.BatchNorm2d(16), torch.nn.ReLU()
+        )
+        self.fc = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean([2, 3]))
+
+
+def test_torch_int8_means_a_one_by_one_map(tmp_path):
+    """PyTorch's x86 int8 conv writes channels-last; a 1x1 map's strides then read as both
+    layouts and torch 2.14's quantized mean over H, W raised 'required rank 4 tensor to use
+    channels_last format' on it (ShuffleNetV2 at 32 px)."""
+    torch.manual_seed(0)
+    model = _GlobalMean().eval()
+    x = torch.randn(16, 3, 3, 3)
+    built = build_deployed(parse_deployed("torch:int8"), model, x, workdir=tmp_path)
+    with torch.inference_mode():
+        expected = model(x)
+    got = built.predict(x)
+    assert got.shape == (16, 3)
+    assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+    cl = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(built.predict(cl), got)
+
+
+@pytest.mark.parametrize(
+    "precision",
+    [
+        "torch:int8",
+        "torch:int8-rr",
+        "ort:int8",
+        "ort:int8-dynamic",
+        "torchao:int8dq",
+    ],
+)
+def test_deployed_on_torchvision_shufflenet_at_32_px(tmp_path, random_images, precision):
+    """The README's deployed example on random weights saved to a file, 12 test images, 32 px."""
+    torchvision = pytest.importorskip("torchvision")
+    toolchain = precision.partition(":")[0]
+    for module in {"ort": ("onnx", "onnxruntime"), "torchao": ("torchao",)}.get(toolchain, ()):
+        pytest.importorskip(module)
+    from fairquant._audit import audit
+    from fairquant.data.preprocess import Preprocess
+    from fairquant.models.load import load_model, parse_model_source
+
+    torch.manual_seed(0)
+    net = torchvision.models.shufflenet_v2_x0_5(num_classes=3)
+    torch.save(net.state_dict(), tmp_path / "shufflenet.pt")
+    source = parse_model_source(
+        "torchvision:shufflenet_v2_x0_5", weights=tmp_path / "shufflenet.pt"
+    )
+    loaded = load_model(source, num_classes=3, in_channels=3)
+    data = random_images(16, 12, 32)
+    result = audit(
+        loaded,
+        data,
+        precisions=precision,
+        preprocess=Preprocess(channels=3),
+        calib_size=8,
+        n_bootstrap=0,
+        workdir=tmp_path / "work",
+    )
+    rows = result.table[result.table.precision == precision]
+    assert {"accuracy", "loss", "phi", "agreement_fp32", "artifact_bytes"} <= set(rows.metric)
+
+
+@pytest.mark.parametrize("without_vnni", [True, False])
+def test_rr_advice_follows_this_cpus_detection(digits_cnn, tmp_path, monkeypatch, without_vnni):
+    """-rr is advised only where quant/cpu.py detects an x86 CPU without VNNI; elsewhere a run
+    with -rr is told that it only gives up a bit."""
+    import fairquant.quant.deployed as deployed
+
+    monkeypatch.setattr(deployed, "x86_without_vnni", lambda: without_vnni)
+    notes = {}
+    for name in ("torch:int8", "torch:int8-rr"):
+        built = build_deployed(
+            parse_deployed(name),
+            digits_cnn.model,
+            digits_cnn.calibration[:32],
+            workdir=tmp_path / name[6:],
+        )
+        notes[name] = " ".join(built.notes[1:])
+    assert ("no VNNI" in notes["torch:int8"]) == without_vnni
+    assert ("-rr" in notes["torch:int8-rr"]) == (not without_vnni)
+    if not without_vnni:
+        assert "only for x86 CPUs without VNNI" in notes["torch:int8-rr"]
+
+
+def test_help_gives_rr_only_for_cpus_without_vnni():
+    from typer.testing import CliRunner
+
+    from fairquant.cli import app
+
+    text = CliRunner().invoke(app, ["audit", "--help"], env={"COLUMNS": "400"}).output
+    text = " ".join(text.replace("│", " ").split())
+    assert "On x86 CPUs without VNNI use -rr." not in text
+    assert "-rr only on x86 CPUs without VNNI" in text

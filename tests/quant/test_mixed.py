@@ -54,3 +54,29 @@ def test_spec_errors(tmp_path):
     p = Precision("x", "int", 4, layers=(("nope", 8),))
     with pytest.raises(ConfigError, match="names layers the model does not have"):
         layer_bits(model, p)
+
+
+@pytest.mark.parametrize("name", ["int8", "INT8", "fp16", "fp32", "int4-pc-fl8", "int8-a8-bn"])
+def test_a_spec_cannot_take_a_built_in_name(tmp_path, name):
+    path = Precision("x", "int", 4, layers=(("fc", 8),)).save(tmp_path / "spec.json")
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "name": name}))
+    with pytest.raises(ConfigError, match=rf"{path}.*{name!r} is a built-in precision"):
+        parse_precision(f"@{path}")
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [("torch:int8", "':'"), ("a,b", "','"), ("@other", "'@'"), ("", "empty"), (" x", "spaces")],
+)
+def test_a_spec_name_must_be_listable(tmp_path, name, why):
+    path = Precision("x", "int", 4).save(tmp_path / "spec.json")
+    path.write_text(json.dumps({**json.loads(path.read_text()), "name": name}))
+    with pytest.raises(ConfigError, match=rf"{path}.*{why}"):
+        parse_precision(f"@{path}")
+
+
+def test_a_spec_with_a_built_in_name_is_not_written(tmp_path):
+    with pytest.raises(ConfigError, match=r"'int4' is a built-in precision"):
+        Precision("int4", "int", 4, layers=(("fc", 8),)).save(tmp_path / "int4.json")
+    assert not (tmp_path / "int4.json").exists()

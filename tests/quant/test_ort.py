@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import Tensor, nn
 
 from fairquant.errors import ConfigError
 from fairquant.quant import parse_precision, quantize_model
-from fairquant.quant.cpu import x86_without_vnni
+from fairquant.quant.cpu import VNNI_FLAGS, x86_without_vnni
 from fairquant.quant.deployed import build_deployed, parse_deployed
 
 onnx = pytest.importorskip("onnx")
@@ -153,6 +155,32 @@ def test_eight_bit_weights_saturate_without_vnni_and_seven_do_not(tmp_path):
         assert any("no VNNI" in n for n in built.notes) == (name == "ort:int8-dynamic")
     # measured 0.89 and 0.02: 16-bit sums of uint8 x int8 products saturate, of uint8 x int7 not
     assert errors["ort:int8-dynamic"] > 0.3 > 0.1 > errors["ort:int8-dynamic-rr"]
+
+
+def _vnni() -> bool:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
+    return bool(set(line.partition(":")[2].split()) & VNNI_FLAGS)
+
+
+@pytest.mark.skipif(not _vnni(), reason="needs an x86 CPU with VNNI")
+def test_with_vnni_eight_bit_weights_do_not_saturate_and_rr_is_told_so(tmp_path):
+    """The case above on a CPU with VNNI: 32-bit sums, so 8-bit weights need no -rr (measured
+    on an AVX-512 VNNI Xeon: max error 0.018 at 8 bits, 0.022 with -rr)."""
+    torch.manual_seed(0)
+    model = _TwoInputs().eval()
+    x = {"features": torch.randn(32, 6), "extra": torch.randn(32, 3)}
+    errors, notes = {}, {}
+    for name in ("ort:int8-dynamic", "ort:int8-dynamic-rr"):
+        built = build_deployed(parse_deployed(name), model, x, workdir=tmp_path / name[4:])
+        errors[name] = (built.predict(x) - model(**x)).abs().max().item()
+        notes[name] = " ".join(built.notes)
+    assert errors["ort:int8-dynamic"] < 0.1 and errors["ort:int8-dynamic-rr"] < 0.1
+    assert "no VNNI" not in notes["ort:int8-dynamic"]
+    assert "only for x86 CPUs without VNNI" in notes["ort:int8-dynamic-rr"]
 
 
 def test_static_quantization_needs_calibration(digits_cnn, tmp_path):

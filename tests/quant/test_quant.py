@@ -79,7 +79,7 @@ def test_precision_parsing():
     )
     assert parse_precision(" INT8 ").bits == 8
     assert parse_precision("bf16").dtype == torch.bfloat16
-    assert [p.name for p in parse_precisions("int4,int4,fp32")] == ["int4", "fp32"]
+    assert [p.name for p in parse_precisions("int4,fp32")] == ["int4", "fp32"]
     with pytest.raises(ConfigError, match="unknown precision 'int'"):
         parse_precision("int")
     with pytest.raises(ConfigError, match="no precision"):
@@ -210,3 +210,16 @@ def test_fold_batchnorm_then_quantize():
         model, parse_precision("int8-bn")
     )
     assert n_conv == 20 and diff == bn_bytes - 4 * conv_out
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("int8,int4,int8", r"'int8' is listed twice"),
+        ("int8, INT8", r"'int8' is listed twice"),
+        ("int4-pc-fl8,int4-fl8-pc", r"'int4-fl8-pc' is the same precision as 'int4-pc-fl8'"),
+    ],
+)
+def test_a_precision_listed_twice_is_refused(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_precisions(text)

@@ -305,3 +305,60 @@ def test_headless_chromium_renders_it_without_errors(run_dir, tmp_path):
     assert pixels[..., :3].std() > 0.05  # not blank: text, tables and figures
     assert (pixels[..., :3].mean(axis=2) < 0.5).mean() > 0.01  # dark ink on the page
     np.testing.assert_array_less(0, pixels[..., :3].reshape(-1, 3).std(axis=0))
+
+
+@pytest.fixture(scope="module")
+def deployed_audit(tmp_path_factory) -> Path:
+    """An audit folder as `fairquant audit --model torchvision:... --out` writes it: a model
+    fairquant did not train, audited at int8 and PyTorch's deployed torch:int8."""
+    import torch
+
+    from fairquant._audit import audit
+    from fairquant.models import SmallCNN
+    from fairquant.models.load import LoadedModel, ModelSource
+
+    folder = tmp_path_factory.mktemp("deployed-audit")
+    data = load_dataset(dataclasses.replace(default_digits_spec(seed=0), image_size=8))
+    torch.manual_seed(0)
+    model = SmallCNN(in_channels=1, num_classes=10).eval()
+    torch.save(model.state_dict(), folder / "weights.pt")
+    loaded = LoadedModel(model, ModelSource("torchvision", "squeezenet1_1", str(folder / "w.pt")))
+    (folder / "w.pt").write_bytes((folder / "weights.pt").read_bytes())
+    result = audit(loaded, data, precisions="int8,torch:int8", n_bootstrap=100, calib_size=64)
+    result.to_csv(folder / "results.csv")
+    result.write_record(folder / "audit.json")
+    return folder
+
+
+def test_a_deployed_precision_is_not_counted_as_ptq(deployed_audit):
+    results = pd.read_csv(deployed_audit / "results.csv")
+    methods = results.drop_duplicates("precision").set_index("precision").method.to_dict()
+    assert methods == {"fp32": "none", "int8": "ptq", "torch:int8": "torch"}
+    write_report(deployed_audit, formats=["html", "md"])
+    html = (deployed_audit / "report.html").read_text()
+    assert "ptq torch:int8" not in html and "lower precision (ptq)" not in html
+    assert "precisions (torch)" in html
+
+
+def test_an_old_audit_folder_with_ptq_deployed_rows_is_read_as_the_toolchain(
+    deployed_audit, tmp_path
+):
+    results = pd.read_csv(deployed_audit / "results.csv", dtype={"group": str})
+    results.loc[results.precision == "torch:int8", "method"] = "ptq"  # as written before
+    _write(tmp_path, results)
+    shutil.copy(deployed_audit / "audit.json", tmp_path / "audit.json")
+    write_report(tmp_path, formats=["html"])
+    html = (tmp_path / "report.html").read_text()
+    assert "ptq torch:int8" not in html and "precisions (torch)" in html
+
+
+def test_an_audit_report_names_the_model_once_and_speaks_of_no_seeds(deployed_audit):
+    write_report(deployed_audit, formats=["html", "md"])
+    html = (deployed_audit / "report.html").read_text()
+    md = (deployed_audit / "report.md").read_text()
+    assert "torchvision:torchvision:" not in html + md
+    assert "torchvision:squeezenet1_1" in html and "torchvision:squeezenet1_1" in md
+    text = re.sub(r"<pre>.*?</pre>", "", html, flags=re.S)  # audit.json as written aside
+    assert "seed" not in text.lower(), re.findall(r"[^.<>]*seed[^.<>]*", text, flags=re.I)
+    assert "seed" not in md.lower()
+    assert "One audited model" in html

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from fairquant._audit import AUDIT_JSON, AuditResult, load_target
+from fairquant._audit import AUDIT_JSON, NONFINITE, AuditResult, load_target
 from fairquant._audit import audit as run_audit
 from fairquant.cli._app import (
     CHECKPOINT,
@@ -50,6 +50,7 @@ from fairquant.train import TrainConfig, fit, save_checkpoint
 
 MethodChoice = choice("MethodChoice", METHODS)
 CalibrationChoice = choice("CalibrationChoice", CALIBRATIONS)
+NonfiniteChoice = choice("NonfiniteChoice", NONFINITE)
 PRECISIONS_HELP = (
     "Comma-separated precisions. Simulated (fairquant's quantizer): fp32, fp16, bf16, "
     "int2..int16 with suffixes -pc (per channel), -fl<k> (first/last layers at k bits), "
@@ -59,8 +60,9 @@ PRECISIONS_HELP = (
     "activations); ort:int8[-pc][-minmax|-entropy|-percentile][-rr] (ONNX Runtime static QDQ, "
     "ORT's calibrator on the --calib-size images; -rr: 7-bit weights) and "
     "ort:int8-dynamic[-pc][-rr] (extra onnx); torchao:int8wo, torchao:int8dq, "
-    "torchao:int4wo[-g32|-g64|-g128|-g256] (nn.Linear layers only; extra torchao). On x86 "
-    "CPUs without VNNI use -rr."
+    "torchao:int4wo[-g32|-g64|-g128|-g256] (nn.Linear layers only; extra torchao). Use "
+    "-rr only on x86 CPUs without VNNI (AVX2 only), whose 8-bit kernels saturate; elsewhere it "
+    "only gives up a bit (the notes say which this CPU is)."
 )
 MODEL_HELP = (
     "A model trained elsewhere: torchvision:NAME or timm:NAME with --weights FILE; "
@@ -87,6 +89,7 @@ def audit_and_report(
     n_bootstrap: int = N_BOOTSTRAP,
     preprocess: Preprocess | None = None,
     tolerance: Tolerance | None = None,
+    nonfinite: str = "error",
 ) -> tuple[AuditResult, Verdict | None]:
     """Audit ``model`` (an nn.Module, or a LoadedModel that records its source) on the test
     split of ``dataset``; write results.csv, audit.json and the figure; print the table. With a
@@ -120,6 +123,7 @@ def audit_and_report(
             batch_size=512,
             n_bootstrap=n_bootstrap,
             show_progress=not quiet,
+            nonfinite=nonfinite,
         )
     train_counts = dataset.counts()["train"]
     csv = result.to_csv(out / RESULTS)
@@ -284,6 +288,13 @@ def audit(
     calib_balanced: Annotated[
         bool, typer.Option(help="Draw calibration images equally from every group.")
     ] = False,
+    nonfinite: Annotated[
+        NonfiniteChoice,
+        typer.Option(
+            help="A sample whose logits are NaN or infinite: error (exit 2, nothing written) or "
+            "wrong (counted as wrong with the loss max(ln K, its fp32 loss), said in the notes)."
+        ),
+    ] = NonfiniteChoice.error,
     quiet: Quiet = False,
     bootstrap: Bootstrap = N_BOOTSTRAP,
     max_drop: Annotated[
@@ -355,6 +366,7 @@ def audit(
             n_bootstrap=bootstrap,
             preprocess=target_.preprocess,
             tolerance=tolerance,
+            nonfinite=nonfinite.value,
         )
     if gate and judged is not None:
         raise typer.Exit(exit_code(judged))

@@ -67,14 +67,16 @@ def one_vs_rest_errors(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-sample one-vs-rest indicators, classes on the last axis: false positive of ``c``
     (predicted ``c``, label not ``c``) and false negative (label ``c``, predicted otherwise),
-    shaped like ``y_pred`` plus a class axis, and positive (label ``c``), ``(N, C)``.
+    shaped like ``y_pred`` plus a class axis, and positive (label ``c``), ``(N, C)``. A
+    prediction outside ``0..C-1`` (``-1``: a sample counted wrong without a class) is no class's
+    positive.
 
     >>> fp, fn, pos = one_vs_rest_errors(np.array([0, 1]), np.array([1, 1]), 2)
     >>> fp.astype(int).tolist(), fn.astype(int).tolist(), pos.astype(int).tolist()
     ([[0, 1], [0, 0]], [[1, 0], [0, 0]], [[1, 0], [0, 1]])
     """
     t = np.eye(num_classes, dtype=bool)[y_true]
-    p = np.eye(num_classes, dtype=bool)[y_pred]
+    p = np.asarray(y_pred)[..., None] == np.arange(num_classes)
     return p & ~t, ~p & t, t
 
 

@@ -5,7 +5,9 @@ which adds each pair of products into a 16-bit integer that saturates: 255 * 127
 ONNX Runtime's and PyTorch's (fbgemm) int8 kernels then compute wrong sums wherever activations lie
 far from their zero point; both toolchains avoid it with a 7th bit less, ORT on the weights
 (``reduce_range``), PyTorch on the activations (its default x86 qconfig). VNNI's ``vpdpbusd``
-accumulates in 32 bits and does not saturate.
+accumulates in 32 bits and does not saturate, so there the 7-bit setting (``-rr``) only gives up
+one bit: fairquant advises it only where :func:`x86_without_vnni` detects such a CPU
+(:func:`saturation_note`), and says so when it is used elsewhere (:func:`reduce_range_note`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,16 @@ def x86_without_vnni() -> bool:
         return lacks_vnni(Path("/proc/cpuinfo").read_text())
     except OSError:
         return False
+
+
+def reduce_range_note(what: str) -> str:
+    """The note of a deployed int8 model built with the 7-bit setting (``-rr``) on a CPU that
+    :func:`x86_without_vnni` does not detect as one without VNNI."""
+    return (
+        f"-rr ({what}) is meant only for x86 CPUs without VNNI, whose 8-bit kernels can "
+        "saturate; this CPU was not detected as one (fairquant.quant.cpu), so -rr only gives up "
+        "one bit here and the form without -rr is the one that ships"
+    )
 
 
 def saturation_note(fix: str) -> str:

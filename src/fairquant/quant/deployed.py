@@ -19,8 +19,9 @@ what is deployed. Names are ``toolchain:spec``:
   ``int8-pc-a8``.
 
 ``-pc`` quantizes weights per output channel; ``-rr`` is the toolchain's ``reduce_range``, 7 bits
-where x86 CPUs without VNNI saturate (:mod:`fairquant.quant.cpu`): ORT's weights (twin
-``int7-...``), PyTorch's activations.
+for x86 CPUs without VNNI, whose 8-bit kernels saturate (:mod:`fairquant.quant.cpu`; elsewhere it
+only gives up a bit, and the notes say so): ORT's weights (twin ``int7-...``), PyTorch's
+activations.
 
 The *twin* is the simulated precision the deployed one should match most closely; an audit that
 lists both reports how often their predictions agree. Per-channel weights need no ``-bn`` twin:
@@ -42,7 +43,7 @@ from fairquant._extras import require
 from fairquant.data.stream import Inputs, inputs_len
 from fairquant.errors import ConfigError
 from fairquant.models.onnx import OnnxModel
-from fairquant.quant.cpu import saturation_note, x86_without_vnni
+from fairquant.quant.cpu import reduce_range_note, saturation_note, x86_without_vnni
 from fairquant.quant.openvino import OpenVinoConfig, quantize_openvino
 from fairquant.quant.ort import (
     ORT_CALIBRATIONS,
@@ -236,6 +237,8 @@ def build_deployed(
         notes = [f"PyTorch int8 kernels ({config.backend}): {kernels}"]
         if not config.reduce_range and x86_without_vnni():
             notes.append(saturation_note("7-bit activations (torch:int8-rr)"))
+        elif config.reduce_range and not x86_without_vnni():
+            notes.append(reduce_range_note("7-bit activations"))
     else:
         q, notes = quantize_torchao(config, model, example)
     path = workdir / "model.pt"

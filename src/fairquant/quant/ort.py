@@ -44,7 +44,7 @@ from fairquant._extras import require
 from fairquant.data.stream import Inputs, inputs_len
 from fairquant.errors import ConfigError
 from fairquant.models.onnx import OnnxModel
-from fairquant.quant.cpu import saturation_note, x86_without_vnni
+from fairquant.quant.cpu import reduce_range_note, saturation_note, x86_without_vnni
 
 OrtCalibration = Literal["minmax", "entropy", "percentile"]
 #: fairquant's spelling of each ``onnxruntime.quantization.CalibrationMethod``.
@@ -201,6 +201,8 @@ def quantize_onnx(
         )
     if not config.reduce_range and x86_without_vnni():
         notes.append(saturation_note("7-bit weights (-rr)"))
+    elif config.reduce_range and not x86_without_vnni():
+        notes.append(reduce_range_note("7-bit weights"))
     if done == 0:
         raise ConfigError(
             f"ONNX Runtime quantized none of the {total} weight layers of {source.path}"

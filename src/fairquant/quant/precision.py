@@ -9,12 +9,15 @@ fold BatchNorm into the preceding convolution before quantizing (as deployed int
 For example ``int4``, ``int4-pc``, ``int4-fl8``, ``int8-a8``, ``int8-da8``, ``int3-pc-fl8``.
 
 A precision with bits chosen per layer (``fairquant allocate``) is saved as a JSON spec and named
-``@path/to/spec.json`` wherever precisions are accepted.
+``@path/to/spec.json`` wherever precisions are accepted. Its ``name`` is its own: never a built-in
+name (``int8``, ``fp16``, ...), never one another precision of the same list has
+(:func:`check_unique`), and without ``,``, ``:`` or a leading ``@``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -79,7 +82,9 @@ class Precision:
         )
 
     def save(self, path: str | Path) -> Path:
-        """Write this precision as a JSON spec, atomically."""
+        """Write this precision as a JSON spec, atomically; its name must be one a spec may
+        take (not a built-in precision's: ``parse_precision("@FILE")`` would refuse it)."""
+        _check_spec_name(self.name, f"precision spec {path}")
         text = json.dumps(self.to_dict(), indent=2)
         return atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
 
@@ -154,19 +159,79 @@ def _load_spec(path: Path) -> Precision:
         d = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"precision spec {path} is not valid JSON: {e}") from None
-    return Precision.from_dict(d, source=f"precision spec {path}")
+    source = f"precision spec {path}"
+    if isinstance(d, dict) and "name" in d:
+        _check_spec_name(d["name"], source)
+    return Precision.from_dict(d, source=source)
+
+
+def _check_spec_name(name: Any, source: str) -> None:
+    """A spec's name must be its own: not a built-in precision, and listable in a precision list
+    (no ``,`` or ``:``, no leading ``@``, no surrounding spaces, not empty)."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{source}: name {name!r} is empty; expected a name of its own")
+    for bad, why in ((",", "separates precisions in a list"), (":", "marks a deployed precision")):
+        if bad in name:
+            raise ConfigError(
+                f"{source}: name {name!r} contains {bad!r}, which {why}; expected a name of its "
+                "own without it"
+            )
+    if name.startswith("@"):
+        raise ConfigError(f"{source}: name {name!r} starts with '@', which names a spec file")
+    if name != name.strip():
+        raise ConfigError(f"{source}: name {name!r} has leading or trailing spaces")
+    try:
+        parse_precision(name)
+    except ConfigError:
+        return
+    raise ConfigError(
+        f"{source}: name {name!r} is a built-in precision; a spec cannot take it (it would "
+        "shadow the built-in in the results): give the spec a name of its own in the file"
+    )
+
+
+def check_unique(precisions: Sequence[Any]) -> None:
+    """Refuse a list that names a precision twice (two spec files with one name too), or spells
+    one precision two ways (``int4-pc-fl8`` and ``int4-fl8-pc``, ``ort:int8-pc-entropy`` and
+    ``ort:int8-entropy-pc``). Works for simulated and deployed precisions alike (frozen
+    dataclasses with a ``name``). A spec is known by its own name: one whose bits equal a
+    built-in's may stand beside it."""
+    seen: dict[str, Any] = {}
+    for p in precisions:
+        if p.name in seen:
+            raise ConfigError(
+                f"precision {p.name!r} is listed twice; list each precision once (fp32, the "
+                "reference, is always audited)"
+            )
+        for other in seen.values():
+            if _spelling(p) and _spelling(other) and _same(p, other):
+                raise ConfigError(
+                    f"precision {p.name!r} is the same precision as {other.name!r}; list it once"
+                )
+        seen[p.name] = p
+
+
+def _spelling(p: Any) -> bool:
+    """Whether ``p``'s name spells its settings (a deployed name, ``int4-pc``), not a spec's own
+    name; floats are always spelled one way."""
+    if not isinstance(p, Precision):
+        return True
+    try:
+        return p.kind == "int" and parse_precision(p.name) == p
+    except ConfigError:
+        return False
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and replace(a, name="") == replace(b, name="")
 
 
 def parse_precisions(text: str | list[str] | tuple[str, ...]) -> list[Precision]:
-    """Parse a comma-separated list (or a sequence) of precisions, dropping duplicates in order."""
+    """Parse a comma-separated list (or a sequence) of precisions, in order; a precision listed
+    twice is refused (:func:`check_unique`)."""
     items = text.split(",") if isinstance(text, str) else list(text)
-    out: list[Precision] = []
-    for item in items:
-        if not str(item).strip():
-            continue
-        p = parse_precision(str(item))
-        if p not in out:
-            out.append(p)
+    out = [parse_precision(str(item)) for item in items if str(item).strip()]
     if not out:
         raise ConfigError(f"no precision given in {text!r}; expected e.g. 'fp32,int8,int4'")
+    check_unique(out)
     return out

@@ -14,6 +14,12 @@ ranges, the real-kernel counterpart of the simulated ``int8-a8`` precision. One 
 remains: real kernels quantize the BN-folded weights, the simulation the weights before
 BatchNorm, so the two agree closely but not bit for bit (``bench/int8_real.py`` reports by how
 much).
+
+The x86 int8 convolutions write channels-last (NHWC) outputs whatever the input's layout. Where
+such an output is 1x1 (ShuffleNetV2's last convolution at 32 px), its strides fit both layouts,
+and torch 2.14's quantized ``mean`` over H and W then asks for a channels-last rank-2 result and
+raises "required rank 4 tensor to use channels_last format"; :func:`to_int8_model` gives every
+``mean`` of a rank-4 tensor with a 1x1 map contiguous strides first (the same bytes).
 """
 
 from __future__ import annotations
@@ -83,7 +89,32 @@ def to_int8_model(
         with torch.inference_mode():
             for i in range(0, len(calibration), 256):
                 prepared(calibration[i : i + 256])
-        return convert_fx(prepared)
+        return _contiguous_before_means(convert_fx(prepared))
+
+
+def _contiguous_before_means(model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``model`` with :func:`plain_layout` applied to the input of every ``mean`` (module
+    docstring)."""
+    graph = model.graph
+    for node in list(graph.nodes):
+        is_mean = (node.op == "call_method" and node.target == "mean") or (
+            node.op == "call_function" and node.target is torch.mean
+        )
+        if is_mean and isinstance(node.args[0], torch.fx.Node):
+            with graph.inserting_before(node):
+                plain = graph.call_function(plain_layout, (node.args[0],))
+            node.replace_input_with(node.args[0], plain)
+    graph.lint()
+    model.recompile()
+    return model
+
+
+def plain_layout(x: Tensor) -> Tensor:
+    """``x`` with contiguous (NCHW) strides if it is rank 4 with a 1x1 map, else ``x`` itself:
+    a 1x1 map holds the same bytes in either layout, so only the strides change."""
+    if x.dim() == 4 and x.shape[2] == x.shape[3] == 1:
+        return x.clone(memory_format=torch.contiguous_format)
+    return x
 
 
 def real_kernel_layers(model: nn.Module) -> dict[str, int]:

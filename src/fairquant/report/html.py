@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
@@ -47,6 +47,8 @@ _INTERVAL_WORDS = {
     ),
     "none": "one seed, no interval (audited without bootstrap)",
 }
+#: A deployed precision's name: ``toolchain:spec`` (:mod:`fairquant.quant.deployed`).
+_DEPLOYED = r"^([a-z][a-z0-9_]*):"
 
 
 @dataclass
@@ -99,9 +101,21 @@ def _order(values: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def _intervals(summary: pd.DataFrame) -> str:
+def _intervals(summary: pd.DataFrame, seeded: bool = True) -> str:
     kinds = _order(summary.interval)
-    return "; ".join(_INTERVAL_WORDS[k] for k in kinds)
+    words = "; ".join(_INTERVAL_WORDS[k] for k in kinds)
+    return words if seeded else words.replace("one seed", "one audited model")
+
+
+def _deployed_methods(results: pd.DataFrame) -> pd.DataFrame:
+    """``results`` with each deployed precision's method its toolchain: files written before
+    audits did so hold ``ptq`` there (a deployed precision is the toolchain's artifact, not
+    fairquant's post-training quantization)."""
+    toolchain = results.precision.str.extract(_DEPLOYED, expand=False)
+    old = toolchain.notna() & (results.method == "ptq")
+    if not old.any():
+        return results
+    return results.assign(method=results.method.where(~old, toolchain))
 
 
 def _method_precisions(cell: pd.DataFrame, method: str) -> list[str]:
@@ -118,7 +132,7 @@ def _lookup(summary: pd.DataFrame) -> dict[tuple, pd.Series]:
 
 
 def _accuracy_blocks(
-    summary: pd.DataFrame, groups: dict[str, list[str]], workdir: Path
+    summary: pd.DataFrame, groups: dict[str, list[str]], workdir: Path, seeded: bool = True
 ) -> list[tuple[Table, Figure]]:
     """Per dataset, model, mitigation and method: groups x precisions of accuracy."""
     index = _lookup(summary)
@@ -126,7 +140,7 @@ def _accuracy_blocks(
     for cell_key, cell in summary.groupby(CELL, sort=False):
         for method in [m for m in _order(cell.method) if m != "none"] or ["none"]:
             blocks.append(
-                _accuracy_block(index, cell, cell_key, method, groups[cell_key[0]], workdir)
+                _accuracy_block(index, cell, cell_key, method, groups[cell_key[0]], workdir, seeded)
             )
     return blocks
 
@@ -138,6 +152,7 @@ def _accuracy_block(
     method: str,
     groups: list[str],
     workdir: Path,
+    seeded: bool = True,
 ) -> tuple[Table, Figure]:
     dataset, model, mitigation = cell_key
     names = _method_precisions(cell, method)
@@ -164,7 +179,7 @@ def _accuracy_block(
         columns=["group", *names],
         rows=rows,
         caption=f"Test accuracy (%) per group; "
-        f"{_intervals(cell[cell.method.isin([method, 'none'])])}.",
+        f"{_intervals(cell[cell.method.isin([method, 'none'])], seeded)}.",
         label=f"tab:acc-{dataset}-{model}-{mitigation}-{method}",
         emphasise=flags,
     )
@@ -195,8 +210,9 @@ def _accuracy_block(
     return table, Figure(title, uri, f"per-group accuracy by precision, {title}")
 
 
-def _phi_table(summary: pd.DataFrame) -> Table:
-    """φ(D) per dataset, model, mitigation and method (rows) and precision (columns)."""
+def _phi_table(summary: pd.DataFrame, seeded: bool = True) -> Table:
+    """φ(D) per dataset, model, mitigation and method (rows) and precision (columns); the
+    number of training seeds too when the run has seeds."""
     phi = summary[(summary.metric == "phi") & (summary.group == ALL) & (summary.method != "none")]
     names = _order(phi.precision)
     rows = []
@@ -209,18 +225,25 @@ def _phi_table(summary: pd.DataFrame) -> Table:
                 (model, ""),
                 (mitigation, ""),
                 (method, ""),
-                (seeds, ""),
+                *([(seeds, "")] if seeded else []),
                 *(_cell(by.get(p), 3) for p in names),
             ]
         )
     return Table(
         title="φ(D) by precision",
-        columns=["dataset", "model", "mitigation", "method", "seeds", *names],
+        columns=[
+            "dataset",
+            "model",
+            "mitigation",
+            "method",
+            *(["seeds"] if seeded else []),
+            *names,
+        ],
         text_columns=4,
         rows=rows,
         caption=(
             "φ(D) = max_a G(a) − min_a G(a), G(a) the excess loss of group a over fp32 (0 at fp32 "
-            f"by definition, so not shown); {_intervals(phi)}."
+            f"by definition, so not shown); {_intervals(phi, seeded)}."
         ),
         label="tab:phi",
     )
@@ -382,6 +405,7 @@ def _other_tables(run: RunDir) -> tuple[list[Table], list[str]]:
 def _setup(run: RunDir) -> list[tuple[str, str]]:
     """What results.csv holds, in words."""
     r = run.results
+    seeded = _seeded(run)
 
     def listed(column: str) -> str:
         return ", ".join(map(str, _order(r[column])))
@@ -390,7 +414,11 @@ def _setup(run: RunDir) -> list[tuple[str, str]]:
         ("datasets", listed("dataset")),
         ("models", listed("model")),
         ("mitigations", listed("mitigation")),
-        ("seeds", f"{r.seed.nunique()} ({listed('seed')})"),
+        (
+            ("seeds", f"{r.seed.nunique()} ({listed('seed')})")
+            if seeded
+            else ("training", "none in this run: one model, audited as given")
+        ),
     ]
     for method in _order(r.method):
         facts.append((f"precisions ({method})", ", ".join(_order(r[r.method == method].precision))))
@@ -402,8 +430,15 @@ def _setup(run: RunDir) -> list[tuple[str, str]]:
         facts.append((f"groups of {dataset} (test samples)", text))
     facts.append(("rows of results.csv", f"{len(r):,}"))
     for key, value in run.defaults.items():
-        facts.append((f"{key} (not in results.csv)", f"taken as {value!r} throughout"))
+        if key != "seed":  # no seed column: no training seeds, said above
+            facts.append((f"{key} (not in results.csv)", f"taken as {value!r} throughout"))
     return facts
+
+
+def _seeded(run: RunDir) -> bool:
+    """Whether the run has training seeds: results.csv has a ``seed`` column (an audit's has
+    none: it audits one model as given)."""
+    return "seed" not in run.defaults
 
 
 def _extremes(summary: pd.DataFrame, dataset: str, model: str) -> list[str]:
@@ -427,14 +462,14 @@ def _extremes(summary: pd.DataFrame, dataset: str, model: str) -> list[str]:
     return lines
 
 
-def _findings(results: pd.DataFrame, summary: pd.DataFrame) -> list[dict]:
+def _findings(results: pd.DataFrame, summary: pd.DataFrame, seeded: bool = True) -> list[dict]:
     """Per dataset and model: a headline, plain-word lines, the significant statements and the
     table of every comparison."""
     table = findings(results)
     family = int((table.test == SEED_TESTED).sum())
     out = []
     for (dataset, model), part in table.groupby(["dataset", "model"], sort=False):
-        headline, caption = describe_tests(part, family)
+        headline, caption = describe_tests(part, family, seeded=seeded)
         rows = []
         for _, r in part.iterrows():
             ci = "" if np.isnan(r.ci_low) else f"[{r.ci_low:+.3g}, {r.ci_high:+.3g}]"
@@ -458,7 +493,7 @@ def _findings(results: pd.DataFrame, summary: pd.DataFrame) -> list[dict]:
             {
                 "title": f"{dataset} · {model}",
                 "headline": headline,
-                "lines": _extremes(summary, dataset, model) + headlines(part),
+                "lines": _extremes(summary, dataset, model) + headlines(part, seeded=seeded),
                 "significant": list(part[part.significant].text),
                 "table": Table(
                     title=f"Every comparison: {dataset} · {model}",
@@ -523,6 +558,8 @@ def write_report(
     if bad or not formats:
         raise ConfigError(f"formats {list(formats)}: expected a non-empty subset of {FORMATS}")
     run = load_run(run_dir)
+    run = replace(run, results=_deployed_methods(run.results))
+    seeded = _seeded(run)
     out = Path(out) if out is not None else run.path / "report.html"
     if out.suffix != ".html":
         raise ConfigError(f"--out {out}: expected a file name ending in .html")
@@ -534,8 +571,8 @@ def write_report(
     title = f"fairquant report: {run.path.resolve().name}"
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        accuracy = _accuracy_blocks(summary, groups, workdir)
-        phi = _phi_table(summary)
+        accuracy = _accuracy_blocks(summary, groups, workdir, seeded)
+        phi = _phi_table(summary, seeded)
         mitigation = _mitigation_tables(summary, workdir)
         factors = _factor_blocks(run, workdir)
     tables = [phi, *(t for t, _ in mitigation), *(t for t, _ in accuracy), *(t for t, _ in factors)]
@@ -550,7 +587,8 @@ def write_report(
             title=title,
             run_dir=str(run.path.resolve()),
             generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            findings=_findings(run.results, summary),
+            findings=_findings(run.results, summary, seeded),
+            seeded=seeded,
             verdict=(
                 read_verdict_json(run.path / VERDICT_JSON)
                 if (run.path / VERDICT_JSON).is_file()

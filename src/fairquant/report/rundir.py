@@ -147,7 +147,10 @@ def _audited(record: dict) -> tuple[str | None, str | None]:
     name = source.get("name")
     if name and source.get("kind") in ("checkpoint", "onnx"):
         name = Path(name).name
-    model = f"{source['kind']}:{name}" if name and source.get("kind") else None
+    kind = source.get("kind")
+    model = None
+    if name and kind:  # torchvision and timm names are recorded spelled: torchvision:resnet18
+        model = name if name.startswith(f"{kind}:") else f"{kind}:{name}"
     return spec.get("name"), model
 
 

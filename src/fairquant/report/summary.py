@@ -32,10 +32,11 @@ def summary_words(metric: str) -> str:
     return _METRIC_WORDS.get(metric, metric)
 
 
-def headlines(table: pd.DataFrame) -> list[str]:
+def headlines(table: pd.DataFrame, *, seeded: bool = True) -> list[str]:
     """Plain-word lines of :func:`~fairquant.experiments.findings.findings` for one dataset and
     model: per kind of comparison and metric, in how many cases the difference went which way
-    and how many were significant.
+    and how many were significant. ``seeded``: whether the run has training seeds at all (an
+    audit of a given model has none: "one model", not "one seed").
 
     >>> rows = pd.DataFrame({"comparison": ["QAT vs PTQ"] * 2, "metric": ["phi"] * 2,
     ...     "alternative": ["two-sided"] * 2, "difference": [-0.1, 0.2],
@@ -53,7 +54,11 @@ def headlines(table: pd.DataFrame) -> list[str]:
         verdict = (
             f"{count} significant"
             if count
-            else ("none significant" if tested else "no paired test: one seed")
+            else (
+                "none significant"
+                if tested
+                else f"no paired test: one {'seed' if seeded else 'audited model'}"
+            )
         )
         words = summary_words(metric)
         if alternative in _WORSE:
@@ -69,10 +74,12 @@ def headlines(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def describe_tests(part: pd.DataFrame, family: int) -> tuple[str, str]:
+def describe_tests(part: pd.DataFrame, family: int, *, seeded: bool = True) -> tuple[str, str]:
     """The headline and the table caption of one dataset and model's comparisons (rows of
     :func:`~fairquant.experiments.findings.findings`); ``family``: how many comparisons of the
-    whole run directory were tested (Holm's ``m``)."""
+    whole run directory were tested (Holm's ``m``); ``seeded``: whether the run has training
+    seeds (an audit of a given model has none)."""
+    one = "One seed" if seeded else "One audited model (not trained in this run)"
     level = f"{CONFIDENCE:.0%}"
     paired = part[part.test == SEED_TESTED]
     if not paired.empty:
@@ -90,18 +97,18 @@ def describe_tests(part: pd.DataFrame, family: int) -> tuple[str, str]:
         )
     elif (part.verdict == "not assessed").all():
         headline = (
-            "One seed and no bootstrap intervals (audited with bootstrap 0): no difference "
+            f"{one} and no bootstrap intervals (audited with bootstrap 0): no difference "
             "can be assessed; the differences below are as measured, without any test."
         )
-        caption = "Difference = candidate − baseline, one seed, no interval, no test."
+        caption = f"Difference = candidate − baseline, {one.lower()}, no interval, no test."
     else:
         headline = (
-            "One seed: no paired test is possible. The comparisons only say whether two "
+            f"{one}: no paired test is possible. The comparisons only say whether two "
             f"{level} bootstrap intervals over test samples overlap, which is weaker evidence "
             "and never called significant."
         )
         caption = (
-            f"Difference = candidate − baseline on one seed; verdict: whether the two {level} "
-            f"bootstrap intervals over test samples overlap ({INTERVAL_TEST})."
+            f"Difference = candidate − baseline on {one[0].lower() + one[1:]}; verdict: whether "
+            f"the two {level} bootstrap intervals over test samples overlap ({INTERVAL_TEST})."
         )
     return headline, caption
