@@ -187,3 +187,24 @@ def test_end_to_end_false_fail_rate_on_synthetic_predictions():
         v = verdict(samples, Tolerance(2.0), group_names=names, n_bootstrap=0)
         fails += v.status["int4"] == "fail"
     assert fails / 100 <= ALPHA
+
+
+# ---- exact margins ---------------------------------------------------------------------------
+
+
+def one_group(n: int, lost: int, gained: int = 0) -> PerSample:
+    y, g = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    fp32 = np.zeros(n, dtype=np.int64)
+    fp32[lost : lost + gained] = 1  # wrong at fp32, right at int8: gained
+    q = np.zeros(n, dtype=np.int64)
+    q[:lost] = 1  # right at fp32, wrong at int8: lost
+    preds = {"fp32": fp32, "int8": q}
+    return PerSample(y, g, preds, {k: (p != y).astype(float) for k, p in preds.items()})
+
+
+def test_a_drop_equal_to_a_tolerance_inexact_in_binary_does_not_overflow():
+    """14 lost of 500 is exactly 2.8 points; 2.8 / 100 is not 0.028 in binary (issue 26)."""
+    v = verdict(one_group(500, 14), Tolerance(2.8), n_bootstrap=0)
+    row = v.table.iloc[0]
+    assert row.status == "inconclusive" and pd.isna(row.n_needed)
+    assert any("exactly its tolerance" in note for note in v.notes)
