@@ -10,7 +10,7 @@ from fairquant.errors import ConfigError
 from fairquant.metrics.paired import exact_exceed_p, exact_exceed_rate
 from fairquant.metrics.policy import ALPHA, holm
 from fairquant.metrics.samples import PerSample
-from fairquant.metrics.verdict import Tolerance, Verdict, verdict
+from fairquant.metrics.verdict import MAX_FORESEEN, Tolerance, Verdict, samples_needed, verdict
 
 
 def synthetic(
@@ -229,3 +229,56 @@ def test_a_drop_equal_to_a_tolerance_inexact_in_binary_does_not_overflow():
     row = v.table.iloc[0]
     assert row.status == "inconclusive" and pd.isna(row.n_needed)
     assert any("exactly its tolerance" in note for note in v.notes)
+
+
+def test_no_tolerance_and_size_overflows():
+    """Every tolerance 0.1 to 20 points (step 0.1) x every group size 20 to 2,000, with the drop
+    nearest the tolerance (equal to it wherever tolerance x size / 100 is whole): the samples
+    needed are a whole number or missing, never an overflow; equal drops are found exactly."""
+    points = np.round(np.arange(1, 201) / 10, 1)[:, None]
+    n = np.arange(20, 2001)[None, :]
+    lost = np.rint(points * n / 100).astype(np.int64)
+    side, _, needed = samples_needed(lost, 0, n, points, ALPHA, 100)
+    exact = lost * 1000 == np.rint(points * 10).astype(np.int64) * n  # k / n = (p10 / 10) / 100
+    assert exact.sum() > 1000 and ((side == 0) == exact).all()
+    assert np.isnan(needed[exact]).all()
+    whole = needed[~np.isnan(needed)]
+    assert (whole == np.floor(whole)).all() and whole.max() <= MAX_FORESEEN
+    pd.array(np.where(np.isnan(needed), pd.NA, needed).ravel().tolist(), dtype="Int64")
+
+
+@pytest.mark.parametrize(("n", "lost", "points"), [(500, 14, 2.8), (20, 1, 5.0), (300, 21, 7.0)])
+def test_verdict_on_drops_equal_to_their_tolerance(n, lost, points):
+    v = verdict(one_group(n, lost), Tolerance(points), n_bootstrap=0)
+    assert v.status == {"int8": "inconclusive"} and pd.isna(v.table.n_needed.iloc[0])
+
+
+def random_audit(seed: int, groups: int = 40) -> tuple[PerSample, list[str], Tolerance]:
+    """One precision, ``groups`` groups of 20 to 400 samples with random rates of lost and gained
+    samples, and a random tolerance (0.1 to 20 points) per group."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(20, 401, groups)
+    lost_rate = rng.choice([0.0, 0.01, 0.03, 0.08, 0.2], groups) * rng.random(groups) * 2
+    gained_rate = rng.choice([0.0, 0.005, 0.02, 0.05], groups)
+    samples, names = synthetic(
+        sizes, {"int4": list(zip(lost_rate.clip(0, 0.45), gained_rate, strict=True))}, seed=seed
+    )
+    tolerance = Tolerance(2.0, {a: float(np.round(rng.uniform(0.1, 20), 1)) for a in names})
+    return samples, names, tolerance
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("family", ["precision", "audit"])
+def test_printed_interval_agrees_with_every_decision(seed, family):
+    """Over many random groups: PASS exactly when the interval lies wholly within the tolerance,
+    FAIL exactly when wholly beyond it, INCONCLUSIVE exactly when it contains the tolerance."""
+    samples, names, tolerance = random_audit(seed)
+    v = verdict(samples, tolerance, group_names=names, n_bootstrap=0, family=family)
+    t = v.table
+    assert set(t.status) >= {"inconclusive"} and len(set(t.status)) >= 2
+    within = t.ci_low > -t.max_drop
+    beyond = t.ci_high < -t.max_drop
+    assert ((t.status == "pass") == within).all()
+    assert ((t.status == "fail") == beyond).all()
+    assert ((t.status == "inconclusive") == ~within & ~beyond).all()
+    assert (t.ci_low <= t.change + 1e-9).all() and (t.change <= t.ci_high + 1e-9).all()

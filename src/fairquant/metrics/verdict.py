@@ -374,15 +374,9 @@ def verdict(
     )
     high = np.where(mask, high, np.nan)
 
-    # inconclusive groups: samples that would decide them at the observed rates; the fail side
-    # at Bonferroni's level alpha / m, the most Holm can ask; drop and tolerance compared exactly
-    side, gap = margin_excess(lost, gained, n_safe.astype(np.int64), points)
-    z = np.where(
-        side > 0, stats.norm.ppf(1 - alpha / (2 * max(m, 1))), stats.norm.ppf(1 - alpha / 2)
-    )
-    with np.errstate(over="ignore"):
-        needed = samples_to_decide(lost, gained, n_safe, limit, z=z, excess=np.where(side, gap, 0))
-    undecidable = (status == "inconclusive") & mask & ~(needed <= MAX_FORESEEN)
+    # inconclusive groups: samples that would decide them at the observed rates
+    side, gap, needed = samples_needed(lost, gained, n_safe.astype(np.int64), points, alpha, m)
+    undecidable = (status == "inconclusive") & mask & np.isnan(needed)
     for i, a in zip(*np.nonzero(undecidable), strict=True):
         notes.append(
             f"{chosen[i]}: group {names[a]!r} drops exactly its tolerance "
@@ -467,6 +461,25 @@ def verdict(
         notes=notes,
         family=family,
     )
+
+
+def samples_needed(
+    lost, gained, n, points, alpha: float, m: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(side, gap, needed)`` per group: the sign of the observed drop minus the tolerance
+    ``points`` and its size (fractions; :func:`~fairquant.metrics.paired.margin_excess`,
+    exact), and the test samples that would decide the group at its observed rates
+    (:func:`~fairquant.metrics.paired.samples_to_decide`; the fail side at Bonferroni's level
+    ``alpha / m``, the most Holm can ask). ``needed`` is NaN where no size decides it (the drop
+    equals the tolerance) or more than :data:`MAX_FORESEEN` would; else a whole number."""
+    side, gap = margin_excess(lost, gained, n, points)
+    z = np.where(
+        side > 0, stats.norm.ppf(1 - alpha / (2 * max(m, 1))), stats.norm.ppf(1 - alpha / 2)
+    )
+    needed = samples_to_decide(
+        lost, gained, n, np.asarray(points) / 100.0, z=z, excess=np.where(side != 0, gap, 0.0)
+    )
+    return side, gap, np.where(needed <= MAX_FORESEEN, needed, np.nan)
 
 
 def _holm_levels(p: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
