@@ -421,16 +421,15 @@ def decision_rates(
     """Exact ``(P(within), P(exceeds))`` of one group of ``n`` samples whose samples are lost
     with probability ``p_lost`` and gained with ``p_gained`` (true drop ``p_lost − p_gained``),
     judged against ``margin`` (fractions) as :func:`fairquant.metrics.verdict.verdict` does:
-    within when ``p_within < alpha``; exceeds when ``p_exceed`` and McNemar's p are below
-    ``alpha / n_tests`` (Bonferroni: the first step of Holm over ``n_tests`` tests, so with
-    other groups' effects Holm rejects at least this often). Sums over every likely table.
+    within when the score test's ``p_within < alpha``; exceeds when the exact test's
+    ``p_exceed < alpha / n_tests`` (Bonferroni: the first step of Holm over ``n_tests`` tests,
+    so with other groups' effects Holm rejects at least this often). Sums over every likely
+    table (:func:`exact_exceed_rate` for the exceeds side).
     """
     b, c, prob = table_probabilities(n, p_lost, p_gained)
-    p_exceed, p_within = drop_tests(b, c, n, margin)
-    level = alpha / n_tests
-    hit = p_exceed < level
-    exceeds = prob[hit][mcnemar_exact(b[hit], c[hit]) < level].sum()
-    return float(prob[p_within < alpha].sum()), float(exceeds)
+    _, p_within = drop_tests(b, c, n, margin)
+    exceeds = exact_exceed_rate(n, p_lost, p_gained, margin, level=alpha / n_tests)
+    return float(prob[p_within < alpha].sum()), exceeds
 
 
 def exact_exceed_rate(n: int, p_lost: float, p_gained: float, margin: float, *, level) -> float:
