@@ -291,7 +291,7 @@ def test_tail_sums_only_the_likely_discordant_counts_exactly():
     b, c = b[keep], c[keep]
     t = _score(np.array([b0 * 1.0]), np.array([c0 * 1.0]), n, np.array([margin]))
     region = _score(b * 1.0, c * 1.0, n, margin) >= t[0]
-    first = _thresholds(t, n, np.array([margin]))
+    first = _thresholds(t, np.array([n]), np.array([margin]))
     for s in [0.0, 1e-4, 0.01, 0.2, 0.49]:
         pb, pc = s + margin, s
         log_p = (
@@ -304,7 +304,7 @@ def test_tail_sums_only_the_likely_discordant_counts_exactly():
             + xlog1py(n - b - c, -pb - pc)
         )
         full = np.exp(log_p[region]).sum()
-        window = _tail_at(np.array([[s]]), first, n, np.array([margin]))[0, 0]
+        window = _tail_at(np.array([[s]]), first, np.array([n]), np.array([margin]))[0, 0]
         assert window == pytest.approx(full, rel=1e-9, abs=1e-12)
 
 

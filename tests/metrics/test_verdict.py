@@ -74,7 +74,7 @@ def test_tolerance_parse_errors(items, phi, message):
 
 
 def test_verdict_per_precision():
-    sizes = [2000, 2000, 600]
+    sizes = [1000, 1000, 600]
     rates = {
         "int8": [(0.002, 0.002)] * 3,  # no change anywhere: pass
         "int4": [(0.01, 0.01), (0.01, 0.01), (0.2, 0.01)],  # g2 loses 19 points: fail
@@ -199,15 +199,16 @@ def test_issue_26_many_groups_with_few_expected_gains():
 
 
 def test_end_to_end_false_fail_rate_on_synthetic_predictions():
-    """verdict() itself on 40 synthetic audits (groups of 20, 200 and 500 samples), each
-    group's true drop at its tolerance of 2 points: fails at most alpha of them."""
+    """verdict() itself on 20 synthetic audits (groups of 20, 200 and 400 samples), each
+    group's true drop at its tolerance of 2 points: fails at most alpha of them (the rates are
+    computed exactly in the tests above; this checks the plumbing)."""
     rates = {"int4": [(0.03, 0.01)] * 3}
     fails = 0
-    for seed in range(40):
-        samples, names = synthetic([20, 200, 500], rates, seed=seed)
+    for seed in range(20):
+        samples, names = synthetic([20, 200, 400], rates, seed=seed)
         v = verdict(samples, Tolerance(2.0), group_names=names, n_bootstrap=0)
         fails += v.status["int4"] == "fail"
-    assert fails / 40 <= ALPHA
+    assert fails / 20 <= ALPHA
 
 
 # ---- exact margins ---------------------------------------------------------------------------
@@ -253,11 +254,11 @@ def test_verdict_on_drops_equal_to_their_tolerance(n, lost, points):
     assert v.status == {"int8": "inconclusive"} and pd.isna(v.table.n_needed.iloc[0])
 
 
-def random_audit(seed: int, groups: int = 40) -> tuple[PerSample, list[str], Tolerance]:
-    """One precision, ``groups`` groups of 20 to 400 samples with random rates of lost and gained
+def random_audit(seed: int, groups: int = 30) -> tuple[PerSample, list[str], Tolerance]:
+    """One precision, ``groups`` groups of 20 to 300 samples with random rates of lost and gained
     samples, and a random tolerance (0.1 to 20 points) per group."""
     rng = np.random.default_rng(seed)
-    sizes = rng.integers(20, 401, groups)
+    sizes = rng.integers(20, 301, groups)
     lost_rate = rng.choice([0.0, 0.01, 0.03, 0.08, 0.2], groups) * rng.random(groups) * 2
     gained_rate = rng.choice([0.0, 0.005, 0.02, 0.05], groups)
     samples, names = synthetic(

@@ -33,7 +33,6 @@ precision, or simulated replicate) and return float64 arrays.
 
 from __future__ import annotations
 
-import functools
 from fractions import Fraction
 
 import numpy as np
@@ -216,30 +215,36 @@ _PEAKS, _REFINE, _REFINE_STEPS = 3, 2, 9
 _CELLS = 1 << 22  # tables x nuisance values x discordant counts held at once
 
 
-def _thresholds(t, n: int, margin) -> np.ndarray:
-    """Per table and discordant count ``D = 0..n``: the smallest ``lost`` with
-    ``Z(lost, D − lost) >= t`` (``D + 1`` if none); ``Z`` increases in ``lost`` at fixed ``D``."""
-    d = np.arange(n + 1)
-    lo = np.full((len(t), n + 1), -1)
+def _thresholds(t, n, margin) -> np.ndarray:
+    """Per table (sizes ``n``, K) and discordant count ``D = 0..max(n)``: the smallest
+    ``lost`` with ``Z(lost, D − lost) >= t`` (``D + 1`` if none); ``Z`` increases in ``lost``
+    at fixed ``D`` (``tests/metrics``). Counts ``D > n`` are never used."""
+    d = np.arange(int(n.max()) + 1)
+    lo = np.full((len(t), len(d)), -1)
     hi = np.broadcast_to(d + 1, lo.shape).copy()
     while (hi - lo > 1).any():
         mid = (lo + hi) // 2
-        ok = _score(mid, d - mid, n, margin[:, None]) >= t[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ok = _score(mid, d - mid, n[:, None], margin[:, None]) >= t[:, None]
         open_ = hi - lo > 1
         hi, lo = np.where(open_ & ok, mid, hi), np.where(open_ & ~ok, mid, lo)
     return hi
 
 
-@functools.lru_cache(maxsize=64)
-def _log_choose(n: int) -> np.ndarray:
-    d = np.arange(n + 1, dtype=np.float64)
-    return gammaln(n + 1.0) - gammaln(d + 1.0) - gammaln(n - d + 1.0)
+def _log_choose(n, width: int) -> np.ndarray:
+    """``log C(n_k, D)`` per table (K,) for ``D = 0..width − 1`` (``−inf`` beyond ``n_k``)."""
+    d = np.arange(width, dtype=np.float64)
+    size = n.astype(np.float64)[:, None]
+    with np.errstate(invalid="ignore"):
+        out = gammaln(size + 1.0) - gammaln(d + 1.0) - gammaln(size - d + 1.0)
+    return np.where(d <= size, out, -np.inf)
 
 
-def _tail_at(s, first, n: int, margin) -> np.ndarray:
-    """``P(Z >= t)`` for tables whose rejection region starts at ``first`` (K, n + 1), at drop
-    ``margin`` (K,) and nuisance ``s`` (K, G): ``Σ_D P(D) P(lost >= first_D | D)`` with
-    ``D ~ Binomial(n, ψ)``, ``lost | D ~ Binomial(D, p_lost / ψ)``, ``ψ = p_lost + p_gained``.
+def _tail_at(s, first, n, margin) -> np.ndarray:
+    """``P(Z >= t)`` for tables of sizes ``n`` (K,) whose rejection region starts at ``first``
+    (K, max(n) + 1), at drop ``margin`` (K,) and nuisance ``s`` (K, G):
+    ``Σ_D P(D) P(lost >= first_D | D)`` with ``D ~ Binomial(n, ψ)``,
+    ``lost | D ~ Binomial(D, p_lost / ψ)``, ``ψ = p_lost + p_gained``.
 
     Only the ``D`` within Bernstein's bound ``t = 10 + √(100 + 15 n)`` of ``nψ`` are summed
     (beyond it ``P(D) < e^-30``): a window of ``2t + 2`` values, 370 of 2,001 at ``n = 2000``.
@@ -248,15 +253,25 @@ def _tail_at(s, first, n: int, margin) -> np.ndarray:
     psi = 2.0 * s + np.abs(margin)[:, None]
     share = np.where(psi > 0, p_lost / np.where(psi > 0, psi, 1.0), 0.5)[..., None]
     psi = np.minimum(psi, 1.0)[..., None]
-    reach = 10.0 + np.sqrt(100.0 + 15.0 * n)
-    width = int(min(n + 1, 2 * np.ceil(reach) + 2))
-    start = np.clip(np.floor(n * psi - reach), 0, n + 1 - width).astype(np.int64)
-    d_index = start + np.arange(width)  # (K, G, W)
+    size = n.astype(np.float64)[:, None, None]
+    reach = 10.0 + np.sqrt(100.0 + 15.0 * size)
+    width = int(min(n.max() + 1, (2 * np.ceil(reach) + 2).max()))
+    start = np.clip(np.floor(size * psi - reach), 0, np.maximum(size + 1 - width, 0))
+    d_index = start.astype(np.int64) + np.arange(width)  # (K, G, W)
+    inside = d_index <= n[:, None, None]
+    d_index = np.minimum(d_index, n[:, None, None])
     d = d_index.astype(np.float64)
-    log_pmf = _log_choose(n)[d_index] + xlogy(d, psi) + xlog1py(n - d, -psi)
-    k = np.take_along_axis(
-        np.broadcast_to(first[:, None, :], (*psi.shape[:2], n + 1)), d_index, axis=2
-    ).astype(np.float64)
+    choose = np.take_along_axis(
+        np.broadcast_to(
+            _log_choose(n, first.shape[1])[:, None, :], k_shape := (*psi.shape[:2], first.shape[1])
+        ),
+        d_index,
+        axis=2,
+    )
+    log_pmf = np.where(inside, choose + xlogy(d, psi) + xlog1py(size - d, -psi), -np.inf)
+    k = np.take_along_axis(np.broadcast_to(first[:, None, :], k_shape), d_index, axis=2).astype(
+        np.float64
+    )
     share = np.broadcast_to(share, log_pmf.shape)
     # P(lost >= k | D) by the incomplete beta function (3.7 µs each) only where it matters: D
     # not negligible (P(D) > 1e-13) and k within Bernstein's bound of the conditional mean;
@@ -273,37 +288,37 @@ def _tail_at(s, first, n: int, margin) -> np.ndarray:
     return (np.exp(log_pmf) * tail).sum(-1)
 
 
-def _refine(s, tail, j, first, n: int, margin) -> np.ndarray:
-    """The largest tail probability found by refining the grid ``s`` (K, G) around index ``j``
-    (K,) :data:`_REFINE` times, each time between the best point's neighbours."""
-    rows = np.arange(len(j))
-    best = tail[rows, j]
-    for _ in range(_REFINE):
-        left = s[rows, np.maximum(j - 1, 0)]
-        right = s[rows, np.minimum(j + 1, s.shape[1] - 1)]
-        s = left[:, None] + (right - left)[:, None] * np.linspace(0, 1, _REFINE_STEPS)
-        tail = _tail_at(s, first, n, margin)
-        j = tail.argmax(1)
-        best = np.maximum(best, tail[rows, j])
-    return best
+def _exact_upper_tail(t, n, margin) -> np.ndarray:
+    """``sup`` over the nuisance of ``P(Z >= t)`` at drop ``margin``, per table of size ``n``.
 
-
-def _exact_upper_tail(t, n: int, margin) -> np.ndarray:
-    """``sup`` over the nuisance of ``P(Z >= t)`` at drop ``margin``, per table (one ``n``)."""
+    The grid :data:`_NUISANCE` first; then around each of the best :data:`_PEAKS` local maxima,
+    all at once, :data:`_REFINE` rounds of :data:`_REFINE_STEPS` points between the best point's
+    neighbours."""
     out = np.empty(len(t))
-    step = max(1, _CELLS // (len(_NUISANCE) * (n + 1)))
-    for start in range(0, len(t), step):
-        part = slice(start, start + step)
-        tt, mm = t[part], margin[part]
-        first = _thresholds(tt, n, mm)
+    order = np.argsort(n, kind="stable")  # similar sizes share a chunk's padding
+    per_table = len(_NUISANCE) * (2 * np.ceil(10.0 + np.sqrt(100.0 + 15.0 * n[order])) + 2)
+    chunks = np.cumsum(per_table) // _CELLS
+    for chunk in np.unique(chunks):
+        part = order[chunks == chunk]
+        tt, nn, mm = t[part], n[part], margin[part]
+        first = _thresholds(tt, nn, mm)
         s = _NUISANCE[None, :] * ((1.0 - np.abs(mm)) / 2.0)[:, None]
-        tail = _tail_at(s, first, n, mm)
+        tail = _tail_at(s, first, nn, mm)
+        best = tail.max(1)
         padded = np.pad(tail, ((0, 0), (1, 1)), constant_values=-1.0)
         peak = (tail >= padded[:, :-2]) & (tail >= padded[:, 2:])
-        ranked = np.argsort(np.where(peak, -tail, np.inf), axis=1, kind="stable")[:, :_PEAKS]
-        best = tail.max(1)
-        for j in ranked.T:
-            best = np.maximum(best, _refine(s, tail, j, first, n, mm))
+        j = np.argsort(np.where(peak, -tail, np.inf), axis=1, kind="stable")[:, :_PEAKS]
+        rows = np.arange(len(part))[:, None]
+        left = s[rows, np.maximum(j - 1, 0)]  # (K, P)
+        right = s[rows, np.minimum(j + 1, s.shape[1] - 1)]
+        for _ in range(_REFINE):
+            window = left[..., None] + (right - left)[..., None] * np.linspace(0, 1, _REFINE_STEPS)
+            shape = window.shape  # (K, P, R)
+            tail = _tail_at(window.reshape(len(part), -1), first, nn, mm).reshape(shape)
+            best = np.maximum(best, tail.max((1, 2)))
+            i = tail.argmax(2)[..., None]
+            left = np.take_along_axis(window, np.maximum(i - 1, 0), 2)[..., 0]
+            right = np.take_along_axis(window, np.minimum(i + 1, _REFINE_STEPS - 1), 2)[..., 0]
         out[part] = best
     return np.minimum(out, 1.0)
 
@@ -330,11 +345,10 @@ def exact_exceed_p(lost, gained, n, margin) -> np.ndarray:
     b, c, m, d = (np.asarray(v) for v in np.broadcast_arrays(lost, gained, n, margin))
     out = np.ones(b.shape, dtype=np.float64)
     t = _score(*_float(b, c, m, d))
-    for size in np.unique(m):
-        at = m == size
-        if size > 0:
-            tail = _exact_upper_tail(t[at], int(size), d[at].astype(np.float64))
-            out[at] = np.minimum(1.0, 2.0 * tail)
+    at = m > 0
+    if at.any():
+        tail = _exact_upper_tail(t[at], m[at].astype(np.int64), d[at].astype(np.float64))
+        out[at] = np.minimum(1.0, 2.0 * tail)
     return out
 
 
@@ -344,8 +358,8 @@ def exact_lower_bound(lost, gained, n, *, level, split=None) -> np.ndarray:
     two-sided ``1 − level`` interval), by bisection. With ``split`` (the tolerances) the bound
     lies strictly above the tolerance exactly when the test at the tolerance rejects
     (:func:`_bisect`). The bracket is the score bound at the same level ± 1 point where the
-    exact test confirms it (else ``[−1, observed drop]``); 14 halvings leave it exact to 2e-6
-    (2e-4 points)."""
+    exact test confirms it (else ``[−1, observed drop]``), halved until it is exact to 1e-5
+    (0.001 points; 11 halvings from the score bracket)."""
     b, c, m, lv = (np.asarray(v) for v in np.broadcast_arrays(lost, gained, n, level))
     shape = b.shape
     b, c, m, lv = b.ravel(), c.ravel(), m.ravel(), lv.ravel().astype(np.float64)
@@ -367,7 +381,8 @@ def exact_lower_bound(lost, gained, n, *, level, split=None) -> np.ndarray:
     lo, hi = np.maximum(guess - 0.01, -1.0), np.minimum(guess + 0.01, observed)
     good = (lo < hi) & rejects(lo) & ~rejects(hi)
     lo, hi = np.where(good, lo, -1.0), np.where(good, hi, observed)
-    return _bisect(rejects, lo, hi, sp, halvings=14).reshape(shape)
+    halvings = int(np.ceil(np.log2(max(float((hi - lo).max(initial=0.0)), 1e-5) / 1e-5)))
+    return _bisect(rejects, lo, hi, sp, halvings=halvings).reshape(shape)
 
 
 def samples_to_decide(lost, gained, n, margin, *, z: float, excess=None) -> np.ndarray:
@@ -445,7 +460,7 @@ def exact_exceed_rate(n: int, p_lost: float, p_gained: float, margin: float, *, 
     values = np.unique(t)
 
     def p(i: int) -> float:
-        tail = _exact_upper_tail(values[i : i + 1], n, np.array([margin], dtype=np.float64))
+        tail = _exact_upper_tail(values[i : i + 1], np.array([n]), np.array([margin], dtype=float))
         return min(1.0, 2.0 * float(tail[0]))
 
     lo, hi = -1, len(values)  # p(values[hi]) < level: rejected; values[lo] is not
