@@ -10,15 +10,22 @@ from itertools import product
 import numpy as np
 import pytest
 from scipy import optimize, stats
-from scipy.special import comb
+from scipy.special import comb, gammaln, xlog1py, xlogy
 
 from fairquant.metrics.paired import (
     _constrained_p21,
+    _score,
+    _tail_at,
+    _thresholds,
     decision_rates,
     drop_interval,
     drop_statistic,
     drop_tests,
+    exact_exceed_p,
+    exact_exceed_rate,
+    exact_lower_bound,
     gap_pair_tests,
+    margin_excess,
     mcnemar_exact,
     paired_bootstrap,
     samples_to_decide,
@@ -129,7 +136,20 @@ def test_no_discordant_sample_gives_the_closed_form_bound():
     ],
 )
 def test_false_fail_rate_at_the_tolerance_is_below_alpha(n, margin, p_gained):
-    assert false_fail_rate(n, margin, p_gained) <= ALPHA
+    """The verdict's fail rule (the exact test) at the tolerance: at most alpha / 2, the one end
+    of a two-sided interval (the continuity-corrected score test reached 3.4 %)."""
+    assert false_fail_rate(n, margin, p_gained) <= ALPHA / 2
+
+
+def test_the_score_test_is_not_valid_at_alpha_over_m():
+    """Why the exact test (issue 26): 70 groups of 499 at a 2.8-point tolerance, 0.1 % gains. The
+    continuity-corrected score test with McNemar's (the former fail rule) at Holm's first level
+    fails some group with probability 7.3 %, above alpha, computed exactly."""
+    n, margin, level = 499, 0.028, ALPHA / 70
+    b, c, prob = table_probabilities(n, 0.029, 0.001)
+    p_exceed, _ = drop_tests(b, c, n, margin)
+    rate = prob[(p_exceed < level) & (mcnemar_exact(b, c) < level)].sum()
+    assert 1 - (1 - rate) ** 70 == pytest.approx(0.073, abs=0.001)
 
 
 def test_uncorrected_score_test_would_be_too_liberal():
@@ -139,7 +159,7 @@ def test_uncorrected_score_test_would_be_too_liberal():
     z = (b - c - 200 * 0.02) / np.sqrt(var)
     hit = z > stats.norm.ppf(0.975)
     rate = (prob[hit] * (mcnemar_exact(b[hit], c[hit]) < ALPHA)).sum()
-    assert rate > ALPHA > false_fail_rate(200, 0.02, 0.0025)
+    assert rate > ALPHA > ALPHA / 2 > false_fail_rate(200, 0.02, 0.0025)
 
 
 @pytest.mark.parametrize(
@@ -215,3 +235,128 @@ def test_paired_bootstrap_interval_of_the_excess_loss_covers():
         low, high = np.quantile(reps["excess_loss"][:, 0, 0], [0.025, 0.975])
         covered += low <= 0.1 <= high
     assert covered / 200 >= 0.90
+
+
+# ---- the exact test of "drop above the margin" -------------------------------------------------
+
+
+def brute_exact_p(b0: int, c0: int, n: int, margin: float) -> float:
+    """The exact unconditional p by brute force: the trinomial probability of every table whose
+    score is at least the observed one, maximised over a dense nuisance grid (4,001 values,
+    geometric near 0 and even elsewhere)."""
+    b, c = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    keep = b + c <= n
+    b, c = b[keep], c[keep]
+    region = _score(b * 1.0, c * 1.0, n, margin) >= _score(float(b0), float(c0), n, margin)
+    span = (1 - abs(margin)) / 2
+    grid = np.unique(np.r_[0.0, np.geomspace(1e-8, 1, 2000), np.linspace(0, 1, 2001)]) * span
+    best = 0.0
+    for s in grid:
+        pb, pc = s + max(margin, 0.0), s + max(-margin, 0.0)
+        log_p = (
+            gammaln(n + 1)
+            - gammaln(b + 1)
+            - gammaln(c + 1)
+            - gammaln(n - b - c + 1)
+            + xlogy(b, pb)
+            + xlogy(c, pc)
+            + xlog1py(n - b - c, -pb - pc)
+        )
+        best = max(best, float(np.exp(log_p[region]).sum()))
+    return min(1.0, 2.0 * best)
+
+
+@pytest.mark.parametrize(
+    ("b", "c", "n", "margin"),
+    [
+        (5, 0, 30, 0.02),
+        (8, 1, 40, 0.05),
+        (3, 3, 20, 0.0),
+        (12, 2, 60, -0.03),
+        (20, 4, 80, 0.1),
+        (2, 0, 50, 0.028),
+        (9, 0, 45, 0.0),
+    ],
+)
+def test_exact_p_equals_brute_force(b, c, n, margin):
+    assert exact_exceed_p(b, c, n, margin) == pytest.approx(brute_exact_p(b, c, n, margin), 1e-5)
+
+
+def test_tail_sums_only_the_likely_discordant_counts_exactly():
+    """At 400 samples the tail probability sums a window of 178 discordant counts: equal to the
+    full trinomial sum over the region."""
+    n, margin, b0, c0 = 400, 0.02, 19, 2
+    b, c = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    keep = b + c <= n
+    b, c = b[keep], c[keep]
+    t = _score(np.array([b0 * 1.0]), np.array([c0 * 1.0]), n, np.array([margin]))
+    region = _score(b * 1.0, c * 1.0, n, margin) >= t[0]
+    first = _thresholds(t, np.array([n]), np.array([margin]))
+    for s in [0.0, 1e-4, 0.01, 0.2, 0.49]:
+        pb, pc = s + margin, s
+        log_p = (
+            gammaln(n + 1)
+            - gammaln(b + 1)
+            - gammaln(c + 1)
+            - gammaln(n - b - c + 1)
+            + xlogy(b, pb)
+            + xlogy(c, pc)
+            + xlog1py(n - b - c, -pb - pc)
+        )
+        full = np.exp(log_p[region]).sum()
+        window = _tail_at(np.array([[s]]), first, np.array([n]), np.array([margin]))[0, 0]
+        assert window == pytest.approx(full, rel=1e-9, abs=1e-12)
+
+
+def test_score_is_monotone_so_the_supremum_lies_on_the_boundary():
+    """Z rises with lost and falls with gained (Barnard's condition), so the region {Z >= z} only
+    gains probability when mass moves to lost or away from gained: the supremum over the null
+    drop <= margin lies at drop = margin, the one nuisance the exact test searches."""
+    for n, margin in [(30, 0.0), (60, 0.02), (200, 0.1), (100, -0.05)]:
+        b, c = np.meshgrid(np.arange(n + 1.0), np.arange(n + 1.0), indexing="ij")
+        z = np.where(b + c <= n, _score(b, c, n, margin), np.nan)
+        up_b, up_c = np.diff(z, axis=0), np.diff(z, axis=1)
+        assert (up_b[~np.isnan(up_b)] >= -1e-12).all()
+        assert (up_c[~np.isnan(up_c)] <= 1e-12).all()
+
+
+@pytest.mark.parametrize(
+    ("n", "margin", "p_gained", "groups"),
+    [
+        (20, 0.02, 0.05, 5),
+        (200, 0.02, 0.0025, 20),
+        (499, 0.028, 0.001, 70),
+        (1000, 0.005, 0.001, 100),
+        (2000, 0.02, 0.0, 100),
+        (2000, 0.1, 0.1, 20),
+    ],
+)
+def test_exact_test_is_valid_at_alpha_over_m(n, margin, p_gained, groups):
+    """At the tolerance, the exact test's false "exceeds" rate at Holm's first level alpha / m is
+    at most alpha / (2 m) (one end of a two-sided interval), however few losses are expected."""
+    level = ALPHA / groups
+    assert exact_exceed_rate(n, p_gained + margin, p_gained, margin, level=level) <= level / 2
+
+
+def test_exact_rate_equals_the_rate_of_the_p_values():
+    b, c, prob = table_probabilities(40, 0.05, 0.01)
+    p = exact_exceed_p(b, c, 40, 0.04)
+    assert exact_exceed_rate(40, 0.05, 0.01, 0.04, level=0.05) == pytest.approx(
+        prob[p < 0.05].sum(), abs=1e-12
+    )
+
+
+def test_exact_lower_bound_inverts_the_test_and_respects_the_split():
+    b, c, n, level = np.array([20, 40, 5, 9]), np.array([1, 3, 0, 0]), 500, 0.05 / 7
+    low = exact_lower_bound(b, c, n, level=level)
+    assert (exact_exceed_p(b, c, n, low - 1e-4) < level).all()
+    assert (exact_exceed_p(b, c, n, low + 1e-4) >= level).all()
+    split = np.array([0.028, 0.028, 0.0, 0.0])
+    low = exact_lower_bound(b, c, n, level=level, split=split)
+    assert ((low > split) == (exact_exceed_p(b, c, n, split) < level)).all()
+
+
+def test_margin_excess_is_exact():
+    sign, size = margin_excess([14, 15, 13, 7], [0, 0, 0, 0], [500, 500, 500, 250], 2.8)
+    assert sign.tolist() == [0, 1, -1, 0] and size[0] == 0.0 and size[1] == pytest.approx(0.002)
+    assert samples_to_decide(14, 0, 500, 0.028, z=2.0, excess=0.0) == np.inf

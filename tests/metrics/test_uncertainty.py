@@ -1,6 +1,7 @@
 """Across seeds: the one summary, the paired test (calibrated by simulation), exact Spearman."""
 
 import itertools
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -12,11 +13,13 @@ from fairquant.metrics.policy import ALPHA, holm, significant
 from fairquant.metrics.uncertainty import (
     SEED_TEST,
     SIGN_FLIP_TEST,
+    _sign_flip_p,
     across_seeds,
     paired_seed_test,
     paired_t_p,
     seed_interval,
     sign_flip_floor,
+    spearman_p_error,
     spearman_test,
 )
 
@@ -185,15 +188,94 @@ def test_spearman_p_is_the_exact_permutation_p(x, y):
     assert rho == pytest.approx(ref_rho, abs=1e-12) and p == pytest.approx(ref_p, abs=1e-12)
 
 
-def test_spearman_p_at_five_groups_and_from_ten_on():
+def test_spearman_p_at_five_and_ten_groups_is_exact_and_never_the_t_approximation():
+    """rho = -1 over 10 groups: scipy's t approximation printed 6.6e-64; exact 2 / 10!."""
     assert spearman_test([1, 2, 3, 4, 5], [5, 4, 3, 2, 1])[1] == pytest.approx(2 / 120)
-    x = np.arange(12.0)
-    y = np.array([1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10.0])
-    assert spearman_test(x, y)[1] == pytest.approx(stats.spearmanr(x, y).pvalue)
+    x = np.arange(10.0)
+    assert stats.spearmanr(x, -x).pvalue < 1e-60
+    assert spearman_test(x, -x)[1] == pytest.approx(2 / 3628800, rel=1e-12)
+    assert spearman_p_error(10, 5.5e-7) == 0.0
     with pytest.raises(ConfigError, match="constant"):
         spearman_test([1, 1, 1], [1, 2, 3])
     with pytest.raises(ConfigError, match="at least 3 values"):
         spearman_test([1, 2], [1, 2])
+
+
+def test_spearman_beyond_ten_groups_is_a_seeded_permutation_test_within_its_error():
+    """11 groups: the seeded Monte Carlo p lies within 4 standard errors of the exact one (the
+    reference counts the 11! pairings by their sum(i * pi(i)), by dynamic programming)."""
+    x = np.arange(11.0)
+    y = np.array([3, 0, 5, 1, 8, 2, 4, 10, 6, 9, 7.0])
+    _, p = spearman_test(x, y)
+    assert spearman_test(x, y) == spearman_test(x, y, random_state=0)  # seeded
+    assert spearman_test(x, y, random_state=1)[1] != p
+    exact = _exact_spearman_two_sided_without_ties(y)
+    assert 0.001 < exact < 0.1
+    assert abs(p - exact) <= 4 * spearman_p_error(11, exact)
+    assert 0 < spearman_p_error(11, exact) < 0.0016
+
+
+def _exact_spearman_two_sided_without_ties(y) -> float:
+    """Exact two-sided Spearman p for ranks without ties: the number of permutations pi of
+    0..n-1 with each value of sum(i * pi(i)), by a DP over assignments (bitmask x sum)."""
+    n = len(y)
+    ranks = stats.rankdata(y).astype(int) - 1
+    observed = int(np.dot(np.arange(n), ranks))
+    top = sum(i * i for i in range(n))
+    counts = {0: np.zeros(top + 1, dtype=np.int64)}
+    counts[0][0] = 1
+    for i in range(n):  # assign a value to position i
+        nxt: dict[int, np.ndarray] = {}
+        for mask, vec in counts.items():
+            for v in range(n):
+                if mask >> v & 1:
+                    continue
+                key = mask | 1 << v
+                shifted = np.zeros_like(vec)
+                shifted[i * v :] = vec[: top + 1 - i * v]
+                nxt[key] = nxt.get(key, 0) + shifted
+        counts = nxt
+    dist = next(iter(counts.values()))
+    total = dist.sum()
+    greater = dist[observed:].sum() / total
+    less = dist[: observed + 1].sum() / total
+    return float(min(1.0, 2.0 * min(greater, less)))
+
+
+def _exact_sign_flip_rational(pairs) -> float:
+    """Two-sided sign-flip p of the differences b - a of decimal numbers, in exact fractions."""
+    d = [Fraction(str(b)) - Fraction(str(a)) for a, b in pairs]
+    observed = sum(d)
+    sums = [
+        sum(s * v for s, v in zip(signs, d, strict=True))
+        for signs in itertools.product([1, -1], repeat=len(d))
+    ]
+    greater = Fraction(sum(v >= observed for v in sums), len(sums))
+    less = Fraction(sum(v <= observed for v in sums), len(sums))
+    return float(min(1, 2 * min(greater, less)))
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [(50.0, 50.35), (51.9, 51.5), (51.3, 50.95), (50.4, 51.05)],  # exact 1.0, was 0.875
+        [(51.9, 51.35), (51.05, 51.2), (50.65, 50.9), (50.75, 50.85), (50.05, 50.6)],  # 0.625
+        [(50.05, 50.7), (51.25, 50.2), (51.0, 51.25), (51.5, 51.85), (50.8, 50.85)],  # 0.9375
+        [(0.8, 0.9), (0.7, 0.6), (0.3, 0.4)],
+    ],
+)
+def test_sign_flip_counts_ties_that_differ_only_by_rounding(pairs):
+    d = np.array([b - a for a, b in pairs])
+    exact = _exact_sign_flip_rational(pairs)
+    assert _sign_flip_p(d, "two-sided", 0) == pytest.approx(exact, abs=1e-12)
+    table = _seed_table([a for a, _ in pairs], [b for _, b in pairs])
+    assert _test(table).p_sign_flip == pytest.approx(exact, abs=1e-12)
+
+
+def test_sign_flip_beyond_sixteen_seeds_is_seeded_monte_carlo():
+    d = np.r_[np.full(17, 0.1), -0.05]
+    p = _sign_flip_p(d, "two-sided", 0)
+    assert p == _sign_flip_p(d, "two-sided", 0) and 0 < p < 0.01
 
 
 def test_holm_controls_the_family_and_matches_a_hand_computation():

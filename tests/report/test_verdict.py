@@ -5,6 +5,7 @@ import xml.etree.ElementTree as ET
 
 import jsonschema
 import numpy as np
+import pandas as pd
 
 from fairquant.metrics.samples import PerSample
 from fairquant.metrics.verdict import Tolerance, verdict
@@ -48,13 +49,43 @@ def test_summary_lines():
     v = three_precisions()
     assert v.status == {"int8": "pass", "int4": "fail", "int3": "inconclusive"}
     header, int8, int4, int3 = summary_lines(v)
-    assert header.startswith("Verdict FAIL (max drop 2 points per group, max φ 0.5; 95% paired")
-    assert "Holm over 9 tests" in header  # 2 groups x 3 precisions + phi of each
+    assert header.startswith("Verdict FAIL (max drop 2 points per group, max φ 0.5; paired")
+    assert "Holm over the 3 tests of each precision" in header  # 2 groups + phi
     assert int8.startswith("int8: PASS: every group within its tolerance")
     assert int4.startswith("int4: FAIL: Others \u2212")
-    assert int4.endswith("McNemar p < 0.001 (Holm)")
+    assert int4.endswith("beyond its max drop of 2, p < 0.001 (Holm)")
     assert int3.startswith("int3: INCONCLUSIVE: Others \u2212")
-    assert "test samples of Others would decide it" in int3
+    row = v.table.set_index(["precision", "group"]).loc[("int3", "Others")]
+    needed, n = int(row.n_needed), int(row.n)
+    assert needed > n == 400
+    assert (
+        f"about {needed:,} test samples of Others in all would decide it "
+        f"({needed - n:,} more than its 400)"
+    ) in int3
+
+
+def test_samples_needed_in_words():
+    """"About 129 test samples of Black" said whether that is in all or more (issue 25): both."""
+    from fairquant.report.verdict import _needed
+
+    row = pd.Series({"group": "Black", "n": 88, "n_needed": 129})
+    assert _needed(row) == (
+        ", about 129 test samples of Black in all would decide it (41 more than its 88)"
+    )
+    row = pd.Series({"group": "Black", "n": 88, "n_needed": 80})
+    assert _needed(row) == ", just short of deciding at its 88 test samples"
+    row = pd.Series({"group": "Black", "n": 88, "n_needed": pd.NA})
+    assert "no sample size can be foreseen" in _needed(row)
+
+
+def test_printed_intervals_are_rounded_outward():
+    """The printed interval holds the computed one: [-2.04, -0.01] prints as [-2.1, 0.0]."""
+    from fairquant.report.verdict import _group_words
+
+    row = pd.Series({"group": "a", "change": -1.0, "ci_low": -2.04, "ci_high": -0.01})
+    assert _group_words(row) == "a \u22121.0 points [\u22122.1, 0.0]"
+    row = pd.Series({"group": "a", "change": -1.0, "ci_low": -2.0, "ci_high": 1.2})
+    assert _group_words(row) == "a \u22121.0 points [\u22122.0, 1.2]"
 
 
 def test_exit_codes():
@@ -96,7 +127,8 @@ def test_junit_xml(tmp_path):
     int4 = suites["fairquant.verdict.int4"]
     assert int4.get("tests") == "3" and int4.get("failures") == "1"  # Others; phi 0.15 < 0.5
     failure = int4.find("testcase[@name='accuracy drop of Others']/failure")
-    assert "McNemar p < 0.001 (Holm)" in failure.get("message")
+    assert "drop above it p < 0.001 (Holm)" in failure.get("message")
+    assert "any change, McNemar p < 0.001 (Holm)" in failure.get("message")
     int3 = suites["fairquant.verdict.int3"]
     error = int3.find("testcase[@name='accuracy drop of Others']/error")
     assert error is not None and error.get("type") == "inconclusive"

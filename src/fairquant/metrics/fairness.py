@@ -20,6 +20,13 @@ of the points ``(ΔFPR_c, ΔFNR_c)`` from their centroid (how unevenly the chang
 classes), and ``SDE = 1/C Σ_c |ΔFNR_c - ΔFPR_c|`` (how far the classes move off the line
 ``ΔFPR = ΔFNR``, i.e. trade one kind of error for the other).
 
+**Units.** Every change is a *fraction* (a relative change of 0.5 is +50 %; an absolute change of
+0.01 is one point of rate), so ``sde`` is in fractions and ``cev`` in squared fractions, here and
+in results.csv. Blakeney et al.'s code reports relative changes in *percent*: to compare with a
+number computed that way, multiply ``sde`` by 100 and ``cev`` by 10,000 (``cev`` 0.5 here is
+5,000 there). fairquant keeps fractions, as the formulas are written in the papers and as every
+other rate in results.csv is stored, rather than rescale numbers already published in its runs.
+
 References: C. Blakeney, N. Huish, Y. Yan, Z. Zong, "Simon Says: Evaluating and Mitigating Bias in
 Pruned Neural Networks with Knowledge Distillation", arXiv:2106.07849 (2021); C. Blakeney,
 G. Atkinson, N. Huish, Y. Yan, V. Metsis, Z. Zong, "Measuring Bias and Fairness in Multiclass
@@ -211,7 +218,8 @@ def combined_error_variance(
     one-vs-rest over class codes ``0..num_classes-1`` (default: up to the largest code given).
 
     ``relative=True`` is Blakeney et al.'s definition, ``False`` fairquant's absolute variant (see
-    the module docstring). Classes where the change is undefined are left out with an
+    the module docstring). A squared fraction: 10,000 times it is the CEV of changes in percent,
+    as the authors' code reports it. Classes where the change is undefined are left out with an
     :class:`UndefinedMetricWarning`; no class left is a :class:`~fairquant.errors.ConfigError`.
 
     >>> combined_error_variance([0, 0, 1, 1], [0, 1, 1, 0], [0, 1, 0, 0])
@@ -226,7 +234,8 @@ def symmetric_distance_error(
     y_true, y_pred_ref, y_pred, *, num_classes: int | None = None, relative: bool = True
 ) -> float:
     """Symmetric Distance Error of ``y_pred`` against ``y_pred_ref``; arguments as in
-    :func:`combined_error_variance`.
+    :func:`combined_error_variance`. A fraction: 100 times it is the SDE of changes in percent,
+    as the authors' code reports it.
 
     >>> symmetric_distance_error([0, 0, 1, 1], [0, 1, 1, 0], [0, 1, 0, 0])
     1.0

@@ -152,7 +152,8 @@ class FairnessFrame:
     (φ(D) = max_{a,a'} |G(a) - G(a')| = max_a G(a) - min_a G(a) over groups with samples, Liu et
     al., ICML 2025), ``accuracy_gap`` (max - min group accuracy), ``worst_group_accuracy``,
     ``cev`` and ``sde`` (Combined Error Variance and Symmetric Distance Error of Blakeney et al.,
-    from relative changes of one-vs-rest error rates against the reference, as published),
+    from relative changes of one-vs-rest error rates against the reference, as published; in
+    fractions, ``cev`` squared: ×10,000 and ×100 compare them with changes in percent),
     ``cev_abs`` and ``sde_abs`` (the same from absolute changes, fairquant's robust variant; see
     :mod:`fairquant.metrics.fairness`), and for a binary target the Fairlearn metrics named in
     :data:`BINARY_METRICS` (differences are max - min over groups, the ratio min / max).

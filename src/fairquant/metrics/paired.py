@@ -15,6 +15,11 @@ precision, or simulated replicate) and return float64 arrays.
 - :func:`drop_statistic`, :func:`drop_interval`, :func:`drop_tests`: Tango's (1998) score test
   and interval for ``δ`` against any margin, with a continuity correction (see
   :func:`drop_statistic` for why, measured).
+- :func:`exact_exceed_p`, :func:`exact_lower_bound`: the *exact unconditional* test that the
+  drop exceeds a margin (Sidik 2003), valid at any level however few losses are expected, and
+  the lower confidence bound that inverts it; the verdict's "exceeds" decisions use it.
+- :func:`margin_excess`: ``(lost − gained)/n − margin`` in exact rational arithmetic, so a drop
+  that equals its tolerance is equal even when the tolerance (2.8 points) is not a binary float.
 - :func:`decision_rates`: the exact chance that a group is judged within or above its
   tolerance, for planning a test set (power) and for checking the error rates.
 - :func:`samples_to_decide`: how many samples a group would need for the interval to leave the
@@ -28,9 +33,11 @@ precision, or simulated replicate) and return float64 arrays.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 from scipy import stats
-from scipy.special import gammaln
+from scipy.special import bdtrc, gammaln, xlog1py, xlogy
 
 from fairquant.metrics.uncertainty import stratified_bootstrap_sums
 
@@ -40,7 +47,11 @@ __all__ = [
     "drop_interval",
     "drop_statistic",
     "drop_tests",
+    "exact_exceed_p",
+    "exact_exceed_rate",
+    "exact_lower_bound",
     "gap_pair_tests",
+    "margin_excess",
     "mcnemar_exact",
     "paired_bootstrap",
     "samples_to_decide",
@@ -121,39 +132,276 @@ def drop_tests(lost, gained, n, margin) -> tuple[np.ndarray, np.ndarray]:
     return np.minimum(1.0, 2.0 * stats.norm.sf(z)), np.minimum(1.0, 2.0 * stats.norm.cdf(z))
 
 
-def drop_interval(lost, gained, n, *, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+def _bisect(rejects, lo, hi, split, *, halvings: int) -> np.ndarray:
+    """The boundary between the margins a test rejects and those it keeps, by bisection from
+    ``lo`` (rejected) to ``hi`` (kept). With ``split`` (the tolerance) the test there is run
+    first and the bracket cut at it, so the returned bound lies strictly on the side of
+    ``split`` that the test's own decision at ``split`` gives, whatever the rounding: an
+    interval and a decision at the tolerance can never disagree."""
+    lo, hi = np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64)
+    if split is not None:
+        split = np.broadcast_to(np.asarray(split, dtype=np.float64), lo.shape)
+        at = rejects(split)
+        lo = np.where(at, np.maximum(lo, split), lo)
+        hi = np.where(~at, np.minimum(hi, split), hi)
+        hi = np.where(at & (hi <= lo), np.maximum(split, 1.0), hi)
+        lo = np.where(~at & (lo >= hi), np.minimum(split, -1.0), lo)
+    for _ in range(halvings):
+        mid = (lo + hi) / 2.0
+        at = rejects(mid)
+        lo, hi = np.where(at, mid, lo), np.where(at, hi, mid)
+    return (lo + hi) / 2.0
+
+
+def drop_interval(
+    lost, gained, n, *, confidence: float, split=None
+) -> tuple[np.ndarray, np.ndarray]:
     """The two-sided ``confidence`` interval of the drop ``δ`` (fractions): every ``δ0`` that the
-    score test of :func:`drop_statistic` does not reject, found by bisection (50 halvings, so
-    exact to 2e-15; the statistic decreases in ``δ0``)."""
+    score test of :func:`drop_statistic` does not reject, found by bisection (40 halvings, so
+    exact to 2e-12; the statistic decreases in ``δ0``). With ``split`` (margins, e.g. the
+    tolerances) each end lies strictly on the side of ``split`` the test at ``split`` decides."""
     b, c, n = _float(lost, gained, n)
     z = stats.norm.ppf(0.5 + confidence / 2.0)
+    ones = np.ones(b.shape)
 
-    def solve(target: float) -> np.ndarray:
-        lo, hi = np.full(b.shape, -1.0), np.full(b.shape, 1.0)
-        for _ in range(50):
-            mid = (lo + hi) / 2.0
-            above = drop_statistic(b, c, n, mid) > target
-            lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
-        return (lo + hi) / 2.0
+    def end(target: float) -> np.ndarray:
+        return _bisect(
+            lambda d: drop_statistic(b, c, n, d) > target, -ones, ones, split, halvings=40
+        )
 
-    return solve(z), solve(-z)
+    return end(z), end(-z)
 
 
-def samples_to_decide(lost, gained, n, margin, *, z: float) -> np.ndarray:
+def margin_excess(lost, gained, n, points) -> tuple[np.ndarray, np.ndarray]:
+    """``(sign, size)`` of the observed drop minus a tolerance of ``points`` accuracy points,
+    ``(lost − gained)/n − points/100``, in exact rational arithmetic: ``sign`` is −1, 0 or 1
+    exactly and ``size`` its absolute value rounded once to float64.
+
+    A tolerance is read as the decimal its float prints (``2.8`` is 14/5, not the binary
+    2.79999999999999982…), so 14 lost of 500 *equals* 2.8 points: in floating point the two
+    differ by 3.5e-18, and the samples that would decide such a group came out as 10³⁵.
+
+    >>> margin_excess([14, 15], [0, 0], 500, 2.8)[0].tolist()
+    [0, 1]
+    """
+    b, c, m, pts = (np.asarray(v) for v in np.broadcast_arrays(lost, gained, n, points))
+    sign, size = np.zeros(b.shape, dtype=np.int64), np.zeros(b.shape)
+    for value in np.unique(pts):
+        num, den = Fraction(repr(float(value))).as_integer_ratio()
+        at = pts == value
+        bb, cc, mm = (v[at].astype(np.int64).astype(object) for v in (b, c, m))
+        top = (bb - cc) * (100 * den) - num * mm  # Python integers: no overflow, no rounding
+        bottom = mm * (100 * den)
+        sign[at] = (top > 0).astype(np.int64) - (top < 0).astype(np.int64)
+        size[at] = np.abs(top / bottom).astype(np.float64)  # int / int rounds once, correctly
+    return sign, size
+
+
+def _score(b, c, n, margin) -> np.ndarray:
+    """Tango's score statistic without continuity correction: the ordering of the exact test."""
+    var = n * (2.0 * _constrained_p21(b, c, n, margin) + margin * (1.0 - margin))
+    num = b - c - n * margin
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(var > 0, num / np.sqrt(np.maximum(var, 0.0)), np.sign(num) * np.inf)
+    return np.where(num == 0, 0.0, z)
+
+
+#: Nuisance values ``s = min(p_lost, p_gained)`` tried by the exact test, as shares of their range
+#: ``[0, (1 − |δ0|)/2]``: geometric near 0 (few expected gains, where the score test failed) and
+#: even elsewhere (129 steps: the tail probability has several local maxima); around each of the
+#: best :data:`_PEAKS` local maxima the grid is then refined twice, 9 steps between neighbours.
+_NUISANCE = np.unique(np.concatenate([[0.0], np.geomspace(1e-6, 1.0, 25), np.linspace(0, 1, 129)]))
+_PEAKS, _REFINE, _REFINE_STEPS = 3, 2, 9
+_CELLS = 1 << 22  # tables x nuisance values x discordant counts held at once
+
+
+def _thresholds(t, n, margin) -> np.ndarray:
+    """Per table (sizes ``n``, K) and discordant count ``D = 0..max(n)``: the smallest
+    ``lost`` with ``Z(lost, D − lost) >= t`` (``D + 1`` if none); ``Z`` increases in ``lost``
+    at fixed ``D`` (``tests/metrics``). Counts ``D > n`` are never used."""
+    d = np.arange(int(n.max()) + 1)
+    lo = np.full((len(t), len(d)), -1)
+    hi = np.broadcast_to(d + 1, lo.shape).copy()
+    while (hi - lo > 1).any():
+        mid = (lo + hi) // 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ok = _score(mid, d - mid, n[:, None], margin[:, None]) >= t[:, None]
+        open_ = hi - lo > 1
+        hi, lo = np.where(open_ & ok, mid, hi), np.where(open_ & ~ok, mid, lo)
+    return hi
+
+
+def _log_choose(n, width: int) -> np.ndarray:
+    """``log C(n_k, D)`` per table (K,) for ``D = 0..width − 1`` (``−inf`` beyond ``n_k``)."""
+    d = np.arange(width, dtype=np.float64)
+    size = n.astype(np.float64)[:, None]
+    with np.errstate(invalid="ignore"):
+        out = gammaln(size + 1.0) - gammaln(d + 1.0) - gammaln(size - d + 1.0)
+    return np.where(d <= size, out, -np.inf)
+
+
+def _tail_at(s, first, n, margin) -> np.ndarray:
+    """``P(Z >= t)`` for tables of sizes ``n`` (K,) whose rejection region starts at ``first``
+    (K, max(n) + 1), at drop ``margin`` (K,) and nuisance ``s`` (K, G):
+    ``Σ_D P(D) P(lost >= first_D | D)`` with ``D ~ Binomial(n, ψ)``,
+    ``lost | D ~ Binomial(D, p_lost / ψ)``, ``ψ = p_lost + p_gained``.
+
+    Only the ``D`` within Bernstein's bound ``t = 10 + √(100 + 15 n)`` of ``nψ`` are summed
+    (beyond it ``P(D) < e^-30``): a window of ``2t + 2`` values, 370 of 2,001 at ``n = 2000``.
+    """
+    p_lost = s + np.maximum(margin, 0.0)[:, None]
+    psi = 2.0 * s + np.abs(margin)[:, None]
+    share = np.where(psi > 0, p_lost / np.where(psi > 0, psi, 1.0), 0.5)[..., None]
+    psi = np.minimum(psi, 1.0)[..., None]
+    size = n.astype(np.float64)[:, None, None]
+    reach = 10.0 + np.sqrt(100.0 + 15.0 * size)
+    width = int(min(n.max() + 1, (2 * np.ceil(reach) + 2).max()))
+    start = np.clip(np.floor(size * psi - reach), 0, np.maximum(size + 1 - width, 0))
+    d_index = start.astype(np.int64) + np.arange(width)  # (K, G, W)
+    inside = d_index <= n[:, None, None]
+    d_index = np.minimum(d_index, n[:, None, None])
+    d = d_index.astype(np.float64)
+    choose = np.take_along_axis(
+        np.broadcast_to(
+            _log_choose(n, first.shape[1])[:, None, :], k_shape := (*psi.shape[:2], first.shape[1])
+        ),
+        d_index,
+        axis=2,
+    )
+    log_pmf = np.where(inside, choose + xlogy(d, psi) + xlog1py(size - d, -psi), -np.inf)
+    k = np.take_along_axis(np.broadcast_to(first[:, None, :], k_shape), d_index, axis=2).astype(
+        np.float64
+    )
+    share = np.broadcast_to(share, log_pmf.shape)
+    # P(lost >= k | D) by the incomplete beta function (3.7 µs each) only where it matters: D
+    # not negligible (P(D) > 1e-13) and k within Bernstein's bound of the conditional mean;
+    # beyond it the tail is 0 or 1 to 1e-13, which is what it is set to (over 2,001 values of
+    # D at most 3e-10 in all)
+    mean, var = d * share, d * share * (1.0 - share)
+    above, below = k - mean, mean - (k - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        far_above = (above > 0) & (above * above > 60.0 * (var + above / 3.0))
+        far_below = (below > 0) & (below * below > 60.0 * (var + below / 3.0))
+    tail = ((k <= 0) | (far_below & (k <= d))).astype(np.float64)
+    part = (k > 0) & (k <= d) & ~far_above & ~far_below & (log_pmf > -30.0)
+    tail[part] = bdtrc(k[part] - 1, d[part].astype(np.int64), share[part])
+    return (np.exp(log_pmf) * tail).sum(-1)
+
+
+def _exact_upper_tail(t, n, margin) -> np.ndarray:
+    """``sup`` over the nuisance of ``P(Z >= t)`` at drop ``margin``, per table of size ``n``.
+
+    The grid :data:`_NUISANCE` first; then around each of the best :data:`_PEAKS` local maxima,
+    all at once, :data:`_REFINE` rounds of :data:`_REFINE_STEPS` points between the best point's
+    neighbours."""
+    out = np.empty(len(t))
+    order = np.argsort(n, kind="stable")  # similar sizes share a chunk's padding
+    per_table = len(_NUISANCE) * (2 * np.ceil(10.0 + np.sqrt(100.0 + 15.0 * n[order])) + 2)
+    chunks = np.cumsum(per_table) // _CELLS
+    for chunk in np.unique(chunks):
+        part = order[chunks == chunk]
+        tt, nn, mm = t[part], n[part], margin[part]
+        first = _thresholds(tt, nn, mm)
+        s = _NUISANCE[None, :] * ((1.0 - np.abs(mm)) / 2.0)[:, None]
+        tail = _tail_at(s, first, nn, mm)
+        best = tail.max(1)
+        padded = np.pad(tail, ((0, 0), (1, 1)), constant_values=-1.0)
+        peak = (tail >= padded[:, :-2]) & (tail >= padded[:, 2:])
+        j = np.argsort(np.where(peak, -tail, np.inf), axis=1, kind="stable")[:, :_PEAKS]
+        rows = np.arange(len(part))[:, None]
+        left = s[rows, np.maximum(j - 1, 0)]  # (K, P)
+        right = s[rows, np.minimum(j + 1, s.shape[1] - 1)]
+        for _ in range(_REFINE):
+            window = left[..., None] + (right - left)[..., None] * np.linspace(0, 1, _REFINE_STEPS)
+            shape = window.shape  # (K, P, R)
+            tail = _tail_at(window.reshape(len(part), -1), first, nn, mm).reshape(shape)
+            best = np.maximum(best, tail.max((1, 2)))
+            i = tail.argmax(2)[..., None]
+            left = np.take_along_axis(window, np.maximum(i - 1, 0), 2)[..., 0]
+            right = np.take_along_axis(window, np.minimum(i + 1, _REFINE_STEPS - 1), 2)[..., 0]
+        out[part] = best
+    return np.minimum(out, 1.0)
+
+
+def exact_exceed_p(lost, gained, n, margin) -> np.ndarray:
+    """The exact unconditional p-value that the drop ``δ = p_b − p_c`` is above ``margin``
+    (fractions), in the project's two-sided convention ``min(1, 2 P)``.
+
+    Under ``H0: δ <= margin`` the counts are trinomial with one unknown nuisance parameter
+    besides ``δ``. The tables are ordered by Tango's score statistic ``Z`` at ``margin``
+    (uncorrected, :func:`drop_statistic`'s without the ½), and ``P = sup P(Z >= z_obs)`` over
+    the null (Sidik 2003, *Stat. Med.* 22:265; Berger & Boos 1994 for the principle). ``Z``
+    rises with ``lost`` and falls with ``gained``, so the supremum lies on the boundary
+    ``δ = margin`` (moving mass from the concordant samples to ``lost`` only enlarges the
+    region's probability): one nuisance ``s = p_c ∈ [0, (1 − margin)/2]``, searched on a grid
+    refined around its best point (:data:`_NUISANCE`; a 4,000-point grid agrees to 1e-5 relative
+    in the tests). Given ``D = b + c ~ Binomial(n, 2s + margin)``, ``b | D`` is binomial, so each
+    nuisance value costs one sum over ``D`` (``O(n)``).
+
+    Unlike the normal approximation of :func:`drop_tests`, ``P(p < λ) <= λ/2`` at every level
+    ``λ`` and every true rate of gains, which Holm's ``α/m`` for 100 groups needs
+    (``docs/statistics.md``). ``n`` may differ between tables.
+    """
+    b, c, m, d = (np.asarray(v) for v in np.broadcast_arrays(lost, gained, n, margin))
+    out = np.ones(b.shape, dtype=np.float64)
+    t = _score(*_float(b, c, m, d))
+    at = m > 0
+    if at.any():
+        tail = _exact_upper_tail(t[at], m[at].astype(np.int64), d[at].astype(np.float64))
+        out[at] = np.minimum(1.0, 2.0 * tail)
+    return out
+
+
+def exact_lower_bound(lost, gained, n, *, level, split=None) -> np.ndarray:
+    """The lower confidence bound of the drop that inverts :func:`exact_exceed_p`: the margin
+    below which every margin is rejected at ``level`` (``p < level``; the lower end of a
+    two-sided ``1 − level`` interval), by bisection. With ``split`` (the tolerances) the bound
+    lies strictly above the tolerance exactly when the test at the tolerance rejects
+    (:func:`_bisect`). The bracket is the score bound at the same level ± 1 point where the
+    exact test confirms it (else ``[−1, observed drop]``), halved until it is exact to 1e-5
+    (0.001 points; 11 halvings from the score bracket)."""
+    b, c, m, lv = (np.asarray(v) for v in np.broadcast_arrays(lost, gained, n, level))
+    shape = b.shape
+    b, c, m, lv = b.ravel(), c.ravel(), m.ravel(), lv.ravel().astype(np.float64)
+    sp = None if split is None else np.broadcast_to(split, shape).ravel().astype(np.float64)
+    bf, cf, mf = _float(b, c, np.where(m > 0, m, 1))
+    observed = (bf - cf) / mf
+
+    def rejects(d: np.ndarray) -> np.ndarray:
+        return exact_exceed_p(b, c, m, d) < lv
+
+    z = stats.norm.ppf(1.0 - lv / 2.0)
+    guess = _bisect(
+        lambda d: drop_statistic(bf, cf, mf, d) > z,
+        -np.ones(b.shape),
+        np.ones(b.shape),
+        None,
+        halvings=40,
+    )
+    lo, hi = np.maximum(guess - 0.01, -1.0), np.minimum(guess + 0.01, observed)
+    good = (lo < hi) & rejects(lo) & ~rejects(hi)
+    lo, hi = np.where(good, lo, -1.0), np.where(good, hi, observed)
+    halvings = int(np.ceil(np.log2(max(float((hi - lo).max(initial=0.0)), 1e-5) / 1e-5)))
+    return _bisect(rejects, lo, hi, sp, halvings=halvings).reshape(shape)
+
+
+def samples_to_decide(lost, gained, n, margin, *, z: float, excess=None) -> np.ndarray:
     """Test samples a group would need for ``|Z| >= z`` at ``margin`` if its observed rates of
     lost and gained samples held: ``inf`` where the observed drop equals the margin.
 
     With both counts scaled from ``n`` to ``n'`` the restricted estimate ``p̃_c`` stays the
     same, so ``Z(n') = (n' |e| − ½) / (√n' s)`` with ``e = (b − c)/n − δ0`` and
     ``s = √(2 p̃_c + δ0(1 − δ0))``; ``n'`` solves the quadratic ``|e| x² − z s x − ½ = 0`` in
-    ``x = √n'``.
+    ``x = √n'``. ``excess``: ``|e|`` computed exactly (:func:`margin_excess`), so a drop equal
+    to a tolerance that is no binary float gives ``inf``, not 10³⁵; default from floats. The
+    result is a float (it can exceed any integer type: compare it before converting).
     """
     b, c, n, d = _float(lost, gained, n, margin)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        e = np.abs((b - c) / n - d)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        e = np.abs((b - c) / n - d) if excess is None else np.abs(_float(excess, b)[0])
         s = np.sqrt(2.0 * _constrained_p21(b / n, c / n, 1.0, d) + d * (1.0 - d))
         x = (z * s + np.sqrt(z * z * s * s + 4.0 * e * CONTINUITY)) / (2.0 * e)
-    return np.where(e > 0, np.ceil(x * x), np.inf)
+        return np.where(e > 0, np.ceil(x * x), np.inf)
 
 
 def table_probabilities(
@@ -188,16 +436,38 @@ def decision_rates(
     """Exact ``(P(within), P(exceeds))`` of one group of ``n`` samples whose samples are lost
     with probability ``p_lost`` and gained with ``p_gained`` (true drop ``p_lost − p_gained``),
     judged against ``margin`` (fractions) as :func:`fairquant.metrics.verdict.verdict` does:
-    within when ``p_within < alpha``; exceeds when ``p_exceed`` and McNemar's p are below
-    ``alpha / n_tests`` (Bonferroni: the first step of Holm over ``n_tests`` tests, so with
-    other groups' effects Holm rejects at least this often). Sums over every likely table.
+    within when the score test's ``p_within < alpha``; exceeds when the exact test's
+    ``p_exceed < alpha / n_tests`` (Bonferroni: the first step of Holm over ``n_tests`` tests,
+    so with other groups' effects Holm rejects at least this often). Sums over every likely
+    table (:func:`exact_exceed_rate` for the exceeds side).
     """
     b, c, prob = table_probabilities(n, p_lost, p_gained)
-    p_exceed, p_within = drop_tests(b, c, n, margin)
-    level = alpha / n_tests
-    hit = p_exceed < level
-    exceeds = prob[hit][mcnemar_exact(b[hit], c[hit]) < level].sum()
-    return float(prob[p_within < alpha].sum()), float(exceeds)
+    _, p_within = drop_tests(b, c, n, margin)
+    exceeds = exact_exceed_rate(n, p_lost, p_gained, margin, level=alpha / n_tests)
+    return float(prob[p_within < alpha].sum()), exceeds
+
+
+def exact_exceed_rate(n: int, p_lost: float, p_gained: float, margin: float, *, level) -> float:
+    """Exact ``P(exact_exceed_p < level)`` for one group of ``n`` samples lost with probability
+    ``p_lost`` and gained with ``p_gained``, summed over every likely table.
+
+    The p-value falls as the score ``Z`` rises (its region ``{Z >= z}`` shrinks), so the tables
+    it rejects are those with ``Z`` at or above one critical value, found by bisection over the
+    observed values of ``Z`` (a few dozen exact p-values, not one per table).
+    """
+    b, c, prob = table_probabilities(n, p_lost, p_gained)
+    t = _score(*_float(b, c, n, margin))
+    values = np.unique(t)
+
+    def p(i: int) -> float:
+        tail = _exact_upper_tail(values[i : i + 1], np.array([n]), np.array([margin], dtype=float))
+        return min(1.0, 2.0 * float(tail[0]))
+
+    lo, hi = -1, len(values)  # p(values[hi]) < level: rejected; values[lo] is not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if p(mid) < level else (mid, hi)
+    return float(prob[t >= values[hi]].sum()) if hi < len(values) else 0.0
 
 
 def gap_pair_tests(

@@ -2,11 +2,25 @@
 
 - Level: ``ALPHA = 0.05``; intervals at ``CONFIDENCE = 0.95``.
 - Sidedness: every test is two-sided (``ALTERNATIVE``) unless its docstring states otherwise.
-- Multiplicity: within one family of comparisons (one audit's groups x precisions, one run
-  directory's comparisons) p-values are adjusted by Holm's step-down method (:func:`holm`), which
-  controls the family-wise error rate at ``ALPHA`` under any dependence between the tests; a
+- Multiplicity: within one family of comparisons p-values are adjusted by Holm's step-down
+  method (:func:`holm`), which controls the family-wise error rate at ``ALPHA`` under any
+  dependence between the tests, given p-values valid at every level down to ``ALPHA / m``; a
   comparison is *significant* when its adjusted p-value is below ``ALPHA``
   (:func:`significant`).
+- One family per decision. A family is the set of claims one decision rests on:
+
+  - the verdict: the groups of ONE precision, with every tolerance that precision's decision
+    carries (``max_drop`` per group, ``max_phi``): each precision is its own shipping decision,
+    so adding fp16 to an audit never weakens the verdict on int8 (``verdict(...,
+    family="audit")`` pools the precisions of an audit where one decision covers them all);
+  - a run directory's findings (``tests.csv``): every tested comparison of the directory.
+
+- Intervals beside a decision are the ones that decide it: where a decision is adjusted, so is
+  the end of the interval that carries it (the verdict's fail side at the level Holm used for
+  that group), so a decision and its printed interval never disagree.
+- Permutation tests (sign-flip, Spearman) count ties within a stated relative tolerance
+  (:data:`fairquant.metrics.uncertainty.TIE_RTOL`) and are exact by enumeration where that is
+  cheap, seeded Monte Carlo with its standard error beyond.
 
 The modules that compute tests import these names; none defines its own level or correction.
 ``docs/statistics.md`` writes the policy out for users: which comparisons are tested, with which

@@ -6,25 +6,30 @@ samples is judged against the group's tolerance (``max_drop`` points):
 - **pass**: every group's drop is below its tolerance with confidence: the upper end of the
   two-sided ``confidence`` interval of the drop (:func:`~fairquant.metrics.paired.drop_interval`)
   lies below the tolerance, for every group (and φ's upper bound below ``max_phi`` when given);
-- **fail**: some group's drop is above its tolerance with confidence: the score test of "drop <=
-  tolerance" rejects after Holm's correction over every group x precision of the audit, *and*
-  McNemar's exact test of "no change" rejects after Holm over the same family (so a FAIL line
-  never prints a McNemar p above α); or φ exceeds ``max_phi`` by the pair test of
-  :func:`~fairquant.metrics.paired.gap_pair_tests` (in the same Holm family);
+- **fail**: some group's drop is above its tolerance with confidence: the exact unconditional
+  test of "drop <= tolerance" (:func:`~fairquant.metrics.paired.exact_exceed_p`) rejects after
+  Holm's correction over the groups of that precision (and φ when ``max_phi`` is given); or φ
+  exceeds ``max_phi`` by the pair test of :func:`~fairquant.metrics.paired.gap_pair_tests`;
 - **inconclusive**: neither. The group rows say how many test samples would decide it.
 
-How the multiplicity correction enters, and why the two claims differ (``docs/verdict.md``):
-a FAIL names groups, and a precision fails if *any* group exceeds, a union of hypotheses; each
-named group must be protected against a false claim, so the "exceeds" p-values of all groups x
-precisions (and φ's) form one family adjusted by Holm (:func:`fairquant.metrics.policy.holm`),
-which bounds the chance of *any* false "exceeds" in the audit by α. A PASS needs *every* group
-within, an intersection-union test (Berger 1982): it is false only if some group's true drop is at
-least its tolerance, and that group's own test then wrongly rejects with probability at most
-α / 2, so no correction is needed, and applying one would only cost power. Both claims are
-one-sided, but each uses one end of the *two-sided* ``confidence`` interval (the project's
-intervals, :data:`fairquant.metrics.policy.CONFIDENCE`), so each errs with nominal probability
-``α / 2``; measured exactly over all tables, at most 3.4 % for a false fail and 2.5 % for a
-false pass at group sizes 20 to 2,000 (``tests/metrics/test_paired.py``), below α = 5 %.
+One family per decision (:mod:`fairquant.metrics.policy`): each precision is its own shipping
+decision, so by default Holm runs over the groups of one precision (and its φ), never over the
+precisions of the audit (adding fp16 to an audit must not weaken the verdict on int8);
+``family="audit"`` pools them. A FAIL names groups, and a precision fails if *any* group exceeds,
+a union of hypotheses: Holm bounds the chance of any false "exceeds" in the family by α, under
+any dependence, given p-values valid at every level; the exact test's are (the normal-theory
+score test's were not at α/m for many groups with few expected losses: ``docs/statistics.md``).
+A PASS needs *every* group within, an intersection-union test (Berger 1982): it is false only if
+some group's true drop is at least its tolerance, and that group's own test then wrongly says
+"within" with probability at most α / 2, so no correction is needed.
+
+The printed interval is the one that decides (``docs/verdict.md``): its end on the "within" side
+(the upper end of the drop) is the ``confidence`` score interval's, which decides a pass; its end
+on the "exceeds" side is the exact lower bound at the level Holm used for that group (α/m for the
+first, up to α), which decides a fail. Both are found by bisection that starts at the tolerance,
+so PASS means the interval lies wholly within the tolerance, FAIL wholly beyond it, and
+INCONCLUSIVE that it contains the tolerance, whatever the rounding. Drops and tolerances are
+compared in exact rational arithmetic (:func:`~fairquant.metrics.paired.margin_excess`).
 """
 
 from __future__ import annotations
@@ -40,7 +45,10 @@ from fairquant.errors import ConfigError
 from fairquant.metrics.paired import (
     drop_interval,
     drop_tests,
+    exact_exceed_p,
+    exact_lower_bound,
     gap_pair_tests,
+    margin_excess,
     mcnemar_exact,
     paired_bootstrap,
     samples_to_decide,
@@ -49,12 +57,17 @@ from fairquant.metrics.policy import CONFIDENCE, CORRECTION, holm
 from fairquant.metrics.samples import PerSample
 from fairquant.metrics.uncertainty import check_bootstrap, percentile_interval
 
-__all__ = ["DEFAULT_MAX_DROP", "STATUSES", "Tolerance", "Verdict", "verdict"]
+__all__ = ["DEFAULT_MAX_DROP", "FAMILIES", "STATUSES", "Tolerance", "Verdict", "verdict"]
 
 #: The accuracy drop (points) every group may lose when no tolerance is given.
 DEFAULT_MAX_DROP = 2.0
 #: A precision's (and a group's) possible verdicts.
 STATUSES = ("pass", "fail", "inconclusive")
+#: Holm families: the groups (and φ) of one precision, the default; or of the whole audit.
+FAMILIES = ("precision", "audit")
+#: Test samples beyond which a group is not foreseen to be decidable (its drop is within 1e-9
+#: points or so of its tolerance); ``n_needed`` is then missing and a note says so.
+MAX_FORESEEN = 10**9
 #: The between-group gaps reported with their paired-bootstrap change; φ can be judged.
 GAPS = ("phi", "accuracy_gap", "worst_group_accuracy")
 
@@ -170,9 +183,11 @@ class Verdict:
     (precision, group): ``n`` test samples, ``lost`` / ``gained`` (samples only fp32 / only the
     quantized model classifies correctly), ``accuracy_fp32``, ``accuracy``, ``change`` (quantized
     − fp32, points, negative is a drop) with its paired interval ``ci_low``/``ci_high``,
-    ``max_drop`` (the group's tolerance), ``p_exceed`` and its Holm-adjusted ``p_exceed_holm``
-    (drop above the tolerance), ``p_mcnemar`` / ``p_mcnemar_holm`` (McNemar's exact test of no
-    change), ``status``, ``n_needed`` (inconclusive rows: test samples that would decide it),
+    ``max_drop`` (the group's tolerance), ``p_exceed`` (exact unconditional test of a drop above
+    the tolerance) and its Holm-adjusted ``p_exceed_holm``, which decides a fail,
+    ``p_mcnemar`` / ``p_mcnemar_holm`` (McNemar's exact test of no change, in the same family;
+    shown, not used by the decision), ``status``, ``n_needed`` (inconclusive rows: test samples
+    that would decide it),
     and ``excess_loss`` with its paired-bootstrap interval. ``gaps``: per (precision, metric) for
     φ, the accuracy gap and the worst-group accuracy: the fp32 and quantized value, the change
     with its paired-bootstrap interval, and for φ with ``max_phi`` its test and status.
@@ -185,11 +200,13 @@ class Verdict:
     group_names: list[str]
     reference: str
     confidence: float
-    #: Hypotheses in the Holm family of "exceeds" tests (groups x precisions, plus φ per precision).
+    #: Hypotheses in each Holm family of "exceeds" tests: the groups with samples of one
+    #: precision plus its φ (``family="precision"``), or of every precision (``"audit"``).
     n_tests: int
     n_bootstrap: int
     notes: list[str] = field(default_factory=list)
     correction: str = CORRECTION
+    family: str = "precision"
 
     @property
     def alpha(self) -> float:
@@ -266,6 +283,7 @@ def verdict(
     confidence: float = CONFIDENCE,
     n_bootstrap: int = 1000,
     random_state: int = 0,
+    family: str = "precision",
 ) -> Verdict:
     """Judge every quantized precision of an audit against ``tolerance`` (module docstring).
 
@@ -276,12 +294,16 @@ def verdict(
     not hold is an error). ``tolerance``: default :class:`Tolerance` () (2 points, no φ bound).
     ``n_bootstrap`` paired-bootstrap replicates (seeded by ``random_state``) give the intervals of
     the excess loss and the between-group gaps; 0 leaves those intervals empty. The accuracy
-    decisions need no bootstrap.
+    decisions need no bootstrap. ``family``: the Holm family of the "exceeds" tests,
+    ``"precision"`` (the groups and φ of each precision: each precision is its own decision) or
+    ``"audit"`` (every group and φ of every precision judged together).
 
     A group without test samples cannot be vouched for: its rows are ``inconclusive`` with a
     note, so its precisions cannot pass (another group can still make them fail).
     """
     check_bootstrap(n_bootstrap, confidence)
+    if family not in FAMILIES:
+        raise ConfigError(f"family {family!r}: expected one of {list(FAMILIES)}")
     tolerance = Tolerance() if tolerance is None else tolerance
     samples, names = _inputs(result_or_samples, group_names)
     reference, chosen = _precisions(samples, precisions)
@@ -301,49 +323,67 @@ def verdict(
     lost = _group_sums(correct[0] & ~correct[1:], g, k).astype(np.int64)  # (Q, k)
     gained = _group_sums(~correct[0] & correct[1:], g, k).astype(np.int64)
     n = np.broadcast_to(counts, (q, k)).astype(np.float64)
-    limit = np.broadcast_to([tolerance.for_group(a) for a in names], (q, k)) / 100.0
+    points = np.broadcast_to([tolerance.for_group(a) for a in names], (q, k))
+    limit = points / 100.0
     with np.errstate(divide="ignore", invalid="ignore"):
         hits = _group_sums(correct, g, k)
         acc_ref = np.broadcast_to(100.0 * hits[0] / counts, (q, k))
         acc = 100.0 * hits[1:] / counts
         excess = np.where(present, _group_sums(dloss, g, k) / counts, np.nan)
     n_safe = np.where(n > 0, n, 1.0)  # empty groups: computed on 0 of 1, then masked
-    low, high = drop_interval(lost, gained, n_safe, confidence=confidence)
-    p_exceed, p_within = drop_tests(lost, gained, n_safe, limit)
-    p_mcnemar = mcnemar_exact(lost, gained)
     mask = np.broadcast_to(present, (q, k))
-    p_exceed, p_within, p_mcnemar, low, high = (
-        np.where(mask, v, np.nan) for v in (p_exceed, p_within, p_mcnemar, low, high)
-    )
+    p_exceed = np.where(mask, exact_exceed_p(lost, gained, n_safe.astype(np.int64), limit), np.nan)
+    p_within = np.where(mask, drop_tests(lost, gained, n_safe, limit)[1], np.nan)
+    p_mcnemar = np.where(mask, mcnemar_exact(lost, gained), np.nan)
 
-    # φ against max_phi: one "exceeds" p per precision, in the same Holm family
+    # φ against max_phi: one "exceeds" p per precision, in the precision's Holm family
     groups_present = np.flatnonzero(present)
     phi_tests = (
         [gap_pair_tests(d, g, groups_present, tolerance.max_phi, alpha=alpha) for d in dloss]
         if tolerance.max_phi is not None
         else []
     )
-    family = np.concatenate([p_exceed.ravel(), [p for p, _ in phi_tests]])
-    adjusted = holm(family)
-    exceed_holm = adjusted[: q * k].reshape(q, k)
-    mcnemar_holm = holm(p_mcnemar.ravel()).reshape(q, k)
-    exceeds = (exceed_holm < alpha) & (mcnemar_holm < alpha)
-    within = p_within < alpha
-    status = np.where(exceeds, "fail", np.where(within, "pass", "inconclusive"))
-    m = int((~np.isnan(family)).sum())
-
-    # inconclusive groups: samples that would decide them at the observed rates; the fail side
-    # at Bonferroni's level alpha / m, the most Holm can ask
-    drop = (lost - gained) / n_safe
-    z = np.where(
-        drop > limit, stats.norm.ppf(1 - alpha / (2 * max(m, 1))), stats.norm.ppf(1 - alpha / 2)
+    p_phi = np.array([[p for p, _ in phi_tests]]).T if phi_tests else np.empty((q, 0))
+    family_p = np.concatenate([p_exceed, p_phi], axis=1)  # (Q, k [+ 1])
+    families = [family_p.ravel()] if family == "audit" else list(family_p)
+    adjusted, levels = (
+        np.concatenate(v).reshape(family_p.shape)
+        for v in zip(*(_holm_levels(f, alpha) for f in families), strict=True)
     )
-    needed = samples_to_decide(lost, gained, n_safe, limit, z=z)
-    undecidable = (status == "inconclusive") & mask & ~np.isfinite(needed)
+    exceed_holm, phi_holm = adjusted[:, :k], adjusted[:, k:].ravel()
+    mcnemar_holm = np.concatenate(
+        [holm(f) for f in ([p_mcnemar.ravel()] if family == "audit" else list(p_mcnemar))]
+    ).reshape(q, k)
+    m = int((~np.isnan(families[0])).sum())
+    status = np.where(
+        exceed_holm < alpha, "fail", np.where(p_within < alpha, "pass", "inconclusive")
+    )
+    status = np.where(mask, status, "inconclusive")
+
+    # the printed interval decides: its drop's upper end the score interval at `confidence`
+    # (pass), its lower end the exact bound at the level Holm used for the group (fail); both
+    # start at the tolerance, so they lie on the side of it that the decision says
+    _, high = drop_interval(lost, gained, n_safe, confidence=confidence, split=limit)
+    low = np.full((q, k), np.nan)
+    low[mask] = exact_lower_bound(
+        lost[mask],
+        gained[mask],
+        n_safe[mask].astype(np.int64),
+        level=levels[:, :k][mask],
+        split=limit[mask],
+    )
+    high = np.where(mask, high, np.nan)
+
+    # inconclusive groups: samples that would decide them at the observed rates
+    side, gap, needed = samples_needed(lost, gained, n_safe.astype(np.int64), points, alpha, m)
+    undecidable = (status == "inconclusive") & mask & np.isnan(needed)
     for i, a in zip(*np.nonzero(undecidable), strict=True):
         notes.append(
             f"{chosen[i]}: group {names[a]!r} drops exactly its tolerance "
-            f"({limit[i, a] * 100:g} points) on these samples: no number of samples decides it"
+            f"({points[i, a]:g} points) on these samples: no number of samples decides it"
+            if side[i, a] == 0
+            else f"{chosen[i]}: group {names[a]!r} drops within {gap[i, a] * 100:.2g} points of "
+            f"its tolerance ({points[i, a]:g}): more than {MAX_FORESEEN:,} samples would decide it"
         )
 
     reps = (
@@ -372,7 +412,7 @@ def verdict(
                     "change": acc[i, a] - acc_ref[i, a],
                     "ci_low": -100.0 * high[i, a],
                     "ci_high": -100.0 * low[i, a],
-                    "max_drop": 100.0 * limit[i, a],
+                    "max_drop": float(points[i, a]),
                     "p_exceed": p_exceed[i, a],
                     "p_exceed_holm": exceed_holm[i, a],
                     "p_mcnemar": p_mcnemar[i, a],
@@ -397,7 +437,7 @@ def verdict(
         confidence,
         tolerance,
         phi_tests,
-        adjusted[q * k :],
+        phi_holm,
     )
     verdicts = {}
     for i, precision in enumerate(chosen):
@@ -419,7 +459,44 @@ def verdict(
         n_tests=m,
         n_bootstrap=n_bootstrap,
         notes=notes,
+        family=family,
     )
+
+
+def samples_needed(
+    lost, gained, n, points, alpha: float, m: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(side, gap, needed)`` per group: the sign of the observed drop minus the tolerance
+    ``points`` and its size (fractions; :func:`~fairquant.metrics.paired.margin_excess`,
+    exact), and the test samples that would decide the group at its observed rates
+    (:func:`~fairquant.metrics.paired.samples_to_decide`; the fail side at Bonferroni's level
+    ``alpha / m``, the most Holm can ask). ``needed`` is NaN where no size decides it (the drop
+    equals the tolerance) or more than :data:`MAX_FORESEEN` would; else a whole number."""
+    side, gap = margin_excess(lost, gained, n, points)
+    z = np.where(
+        side > 0, stats.norm.ppf(1 - alpha / (2 * max(m, 1))), stats.norm.ppf(1 - alpha / 2)
+    )
+    needed = samples_to_decide(
+        lost, gained, n, np.asarray(points) / 100.0, z=z, excess=np.where(side != 0, gap, 0.0)
+    )
+    return side, gap, np.where(needed <= MAX_FORESEEN, needed, np.nan)
+
+
+def _holm_levels(p: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Holm-adjusted p-values of one family and, per hypothesis, the level its decision used:
+    ``α/(m − j)`` for the ``j``-th smallest p (from 0) while Holm rejects, and ``α/(m − r)``,
+    the level it stopped at, for the rest (``r`` rejections). A hypothesis is rejected exactly
+    when its p is below its level, so a bound at that level decides as Holm does. NaN stays NaN.
+    """
+    adjusted = holm(p)
+    levels = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = order.size
+    rejected = int((adjusted[order] < alpha).sum())
+    steps = np.arange(m)
+    levels[order] = alpha / (m - np.minimum(steps, rejected))
+    return adjusted, levels
 
 
 def _gaps(

@@ -1,7 +1,11 @@
 """The verdict for people and for CI: plain-words lines, ``verdict.json``, JUnit XML, exit codes.
 
 - :func:`summary_lines`: one line per precision, e.g. ``int4: FAIL: Others −14.9 points
-  [−20.1, −9.8], McNemar p < 0.001 (Holm)``, after a header naming the tolerance.
+  [−20.1, −9.8] beyond its max drop of 2, p < 0.001 (Holm)``, after a header naming the
+  tolerance, the intervals and the Holm family. The interval printed is the one that decides
+  (:mod:`fairquant.metrics.verdict`): wholly beyond the tolerance beside FAIL, wholly within
+  beside PASS, containing it beside INCONCLUSIVE; its ends are rounded outward, so the printed
+  interval holds the computed one.
 - :func:`write_verdict_json`: ``verdict.json``, schema ``fairquant.verdict/1``
   (``schemas/verdict.schema.json`` beside this module, shipped as package data).
 - :func:`write_junit`: ``verdict.junit.xml``, one testcase per precision x group (and per
@@ -69,8 +73,17 @@ def _p(value: float) -> str:
     return "p < 0.001" if value < 0.001 else f"p = {value:.3g}"
 
 
+def _outward(value: float, up: bool, digits: int = 1) -> str:
+    """An interval end rounded away from the interval's inside, so the printed interval
+    contains the computed one (a printed end never crosses the tolerance it did not cross)."""
+    scale = 10.0**digits
+    rounded = (math.ceil if up else math.floor)(round(value * scale, 6)) / scale
+    return _num(rounded, digits)
+
+
 def _group_words(row: pd.Series) -> str:
-    return f"{row.group} {_num(row.change)} points [{_num(row.ci_low)}, {_num(row.ci_high)}]"
+    low, high = _outward(row.ci_low, up=False), _outward(row.ci_high, up=True)
+    return f"{row.group} {_num(row.change)} points [{low}, {high}]"
 
 
 def _listed(items: list[str], limit: int = 3) -> str:
@@ -99,7 +112,8 @@ def _precision_line(verdict: Verdict, precision: str) -> str:
     if status == "fail":
         bad = rows[rows.status == "fail"].sort_values("change")
         items = [
-            f"{_group_words(r)}, McNemar {_p(r.p_mcnemar_holm)} (Holm)" for _, r in bad.iterrows()
+            f"{_group_words(r)} beyond its max drop of {r.max_drop:g}, {_p(r.p_exceed_holm)} (Holm)"
+            for _, r in bad.iterrows()
         ]
         if phi.status == "fail":
             items.append(f"{phi_words} above {phi['max']:g}, {_p(phi.p_exceed_holm)} (Holm)")
@@ -124,10 +138,12 @@ def _precision_line(verdict: Verdict, precision: str) -> str:
 
 def summary_lines(verdict: Verdict) -> list[str]:
     """The verdict in plain words: a header, then one line per precision."""
+    scope = "each precision" if verdict.family == "precision" else "the audit"
     header = (
-        f"Verdict {verdict.overall.upper()} ({_tolerance_words(verdict)}; "
-        f"{verdict.confidence:.0%} paired intervals of the accuracy change against "
-        f"{verdict.reference}; {verdict.correction.capitalize()} over {verdict.n_tests} tests)"
+        f"Verdict {verdict.overall.upper()} ({_tolerance_words(verdict)}; paired intervals of "
+        f"the accuracy change against {verdict.reference}, {verdict.confidence:.0%} on the "
+        f"pass side and {verdict.correction.capitalize()}-adjusted on the fail side; "
+        f"{verdict.correction.capitalize()} over the {verdict.n_tests} tests of {scope})"
     )
     return [header, *(_precision_line(verdict, p) for p in verdict.status)]
 
@@ -166,8 +182,14 @@ def verdict_document(verdict: Verdict) -> dict:
             "correction": verdict.correction,
             "n_tests": verdict.n_tests,
             "n_bootstrap": verdict.n_bootstrap,
-            "interval": "Tango score interval of the paired accuracy change, continuity-corrected",
-            "test": "McNemar exact (binomial on discordant samples); score test at the tolerance",
+            "interval": "paired accuracy change: continuity-corrected Tango score bound at the "
+            "confidence level on the pass side, exact unconditional bound at the Holm level of "
+            "the group on the fail side",
+            "test": "exact unconditional test of a drop above the tolerance (Tango score "
+            "ordering, supremum over the nuisance), Holm-adjusted over the groups (and φ) of "
+            + ("each precision" if verdict.family == "precision" else "the whole audit")
+            + ", decides a fail; score test at the tolerance decides a pass; McNemar exact "
+            "shown, not used to decide",
         },
         "precisions": [
             {
@@ -260,8 +282,8 @@ def _group_message(row: pd.Series) -> str:
         return f"{row.group} has no test samples: its accuracy change cannot be judged"
     text = (
         f"{_group_words(row)} against a max drop of {row.max_drop:g} "
-        f"({row.lost} lost, {row.gained} gained of {row.n}); McNemar "
-        f"{_p(row.p_mcnemar_holm)} (Holm)"
+        f"({row.lost} lost, {row.gained} gained of {row.n}); drop above it "
+        f"{_p(row.p_exceed_holm)} (Holm); any change, McNemar {_p(row.p_mcnemar_holm)} (Holm)"
     )
     return text + (_needed(row) if row.status == "inconclusive" else "")
 
@@ -270,7 +292,13 @@ def _needed(row: pd.Series) -> str:
     """How many test samples would decide an inconclusive group, in words."""
     if pd.isna(row.n_needed):
         return ", exactly its tolerance here: no sample size can be foreseen to decide it"
-    return f", about {int(row.n_needed):,} test samples of {row.group} would decide it"
+    needed, n = int(row.n_needed), int(row.n)
+    if needed <= n:
+        return f", just short of deciding at its {n:,} test samples"
+    return (
+        f", about {needed:,} test samples of {row.group} in all would decide it "
+        f"({needed - n:,} more than its {n:,})"
+    )
 
 
 def write_verdict(
