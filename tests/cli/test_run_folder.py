@@ -50,7 +50,9 @@ def one_complete_run(folder: Path) -> dict:
     assert manifest["schema"] == "fairquant.run/1"
     files = manifest["files"]
     held = sorted(
-        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != "run.json"
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != "run.json"
     )
     assert held == sorted(files), (held, files)
     for name, digest in files.items():
@@ -195,8 +197,9 @@ def one_complete_run_files(folder: Path) -> set[str]:
 # ---- killed runs ----------------------------------------------------------------------------
 
 #: Runs `fairquant audit` in a fresh process with pauses injected by this test (never by the
-#: package): after each precision's evaluation and after each file written, so that kills land
-#: in the middle of computing and of writing. It prints a mark when the command starts.
+#: package): after each precision's evaluation and after each file written it prints a mark
+#: (``FQ-STEP name``) and sleeps, so a kill sent on a mark lands at that point of the run:
+#: computing (a deployed artifact in its temporary folder), or with some files written.
 WRAPPER = """
 import os, sys, time
 pause = float(os.environ["FQ_TEST_PAUSE"])
@@ -205,6 +208,7 @@ import fairquant.report.verdict as V
 def paused(f):
     def g(*a, **k):
         r = f(*a, **k)
+        print("FQ-STEP", f.__name__, flush=True)
         time.sleep(pause)
         return r
     return g
@@ -215,13 +219,12 @@ V.write_verdict_json = paused(V.write_verdict_json)
 V.write_junit = paused(V.write_junit)
 from fairquant.cli import main
 sys.argv[0] = "fairquant"
-print("FQ-START", flush=True)
 main()
 """
 
 
 def _start(checkpoint: Path, out: Path, tmp: Path, options: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "FQ_TEST_PAUSE": "0.4", "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "FQ_TEST_PAUSE": "0.5", "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
     args = ["audit", "--checkpoint", str(checkpoint), "--out", str(out), "-q", "--bootstrap", "0"]
     return subprocess.Popen(
         [sys.executable, "-c", WRAPPER, *args, *options],
@@ -232,19 +235,31 @@ def _start(checkpoint: Path, out: Path, tmp: Path, options: list[str]) -> subpro
     )
 
 
-def _started(proc: subprocess.Popen) -> float:
-    """Wait for the command's start mark; the time it was seen."""
+def _kill_on(proc: subprocess.Popen, step: str, count: int, sig: signal.Signals) -> str:
+    """Send ``sig`` when the run prints its ``count``-th mark ``step``; its whole output."""
     assert proc.stdout is not None
+    seen, lines = 0, []
     for line in proc.stdout:
-        if line.startswith("FQ-START"):
-            return time.perf_counter()
-    raise AssertionError(f"no start mark; exit {proc.wait()}")
+        lines.append(line)
+        seen += line.split() == ["FQ-STEP", step]
+        if seen == count:
+            proc.send_signal(sig)
+            break
+    return "".join(lines) + proc.communicate(timeout=120)[0]
 
 
-#: Two audits that differ in every file: precisions, and whether a verdict is written.
+#: Two audits that differ in every file: precisions, and whether a verdict is written. The
+#: third precision is deployed: its artifact is saved in a temporary folder.
 RUNS = (
     ["--precisions", "fp32,int8,torch:int8", "--max-drop", "50"],
     ["--precisions", "fp32,int4,torch:int8"],
+)
+#: Where the runs are killed: (signal, mark, its count, the run's options).
+KILLS = (
+    (signal.SIGTERM, "_evaluate", 3, RUNS[1]),  # computing: torch:int8 evaluated
+    (signal.SIGTERM, "write_record", 1, RUNS[0]),  # results.csv and audit.json staged
+    (signal.SIGKILL, "to_csv", 1, RUNS[1]),  # results.csv staged
+    (signal.SIGKILL, "write_junit", 1, RUNS[0]),  # every file staged, not yet moved
 )
 
 
@@ -252,34 +267,20 @@ def test_killed_audits_leave_one_complete_run(checkpoint, tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     out = tmp_path / "runs" / "out"
-    proc = _start(checkpoint, out, tmp, RUNS[0])
-    t0 = _started(proc)
-    output = proc.communicate(timeout=300)[0]
-    duration = time.perf_counter() - t0
-    assert proc.returncode == 0, output
+    first = audit(checkpoint, out, *RUNS[0])
+    assert first.exit_code == 0, first.output
     ids = [one_complete_run(out)["id"]]
-    kills = [
-        (sig, fraction)
-        for sig in (signal.SIGTERM, signal.SIGKILL)
-        for fraction in (0.25, 0.6, 0.85)
-    ]
-    for k, (sig, fraction) in enumerate(kills):
-        proc = _start(checkpoint, out, tmp, RUNS[(k + 1) % 2])
-        t0 = _started(proc)
-        time.sleep(max(0.0, t0 + fraction * duration - time.perf_counter()))
-        proc.send_signal(sig)
-        output = proc.communicate(timeout=120)[0]
-        what = f"{sig.name} at {fraction:.0%} of {duration:.1f}s: exit {proc.returncode}\n{output}"
-        manifest = one_complete_run(out)  # the previous run, or the killed one had it finished
-        assert manifest["id"] in ids or "wrote " in output, what
-        ids.append(manifest["id"])
-        if sig == signal.SIGTERM:  # cleaned up on the way out (-15: killed as Python exited)
-            assert proc.returncode in (0, 128 + sig, -sig), what
-            assert leftovers(out) == [], what
-            assert sorted(os.listdir(tmp)) == [], what
-    proc = _start(checkpoint, out, tmp, RUNS[0])  # a complete audit after the SIGKILLs
-    _started(proc)
-    output = proc.communicate(timeout=300)[0]
-    assert proc.returncode == 0, output
+    for sig, step, count, options in KILLS:
+        proc = _start(checkpoint, out, tmp, options)
+        output = _kill_on(proc, step, count, sig)
+        what = f"{sig.name} after {step} #{count}: exit {proc.returncode}\n{output}"
+        assert one_complete_run(out)["id"] == ids[0], what  # the previous run, untouched
+        if sig == signal.SIGTERM:  # cleaned up on the way out
+            assert proc.returncode == 128 + sig, what
+            assert leftovers(out) == [] and sorted(os.listdir(tmp)) == [], what
+        else:
+            assert proc.returncode == -sig and leftovers(out), what  # its staging folder
+    last = audit(checkpoint, out, *RUNS[1])  # a complete audit after the kills
+    assert last.exit_code == 0, last.output
     assert one_complete_run(out)["id"] not in ids
     assert leftovers(out) == [] and sorted(os.listdir(tmp)) == []

@@ -147,6 +147,9 @@ def audit_and_report(
             workdir=out.scratch,
             show_progress=not quiet,
         )
+    source = result.record.get("model") or {}
+    if str(source.get("name", "")).startswith(str(out.stage)):  # quickstart's own checkpoint
+        source["name"] = str(out.final(Path(source["name"])))
     train_counts = dataset.counts()["train"]
     csv, record = result.write(out.stage, run=out.run)
     png = plot_group_accuracy(result, out.stage / FIGURE, train_counts=train_counts, title=title)
@@ -218,7 +221,7 @@ def quickstart(
         )
         console.print(f"wrote {run.final(ckpt)}")
         audit_and_report(
-            LoadedModel(net, ModelSource("checkpoint", str(run.final(ckpt)))),
+            LoadedModel(net, ModelSource("checkpoint", str(ckpt))),
             dataset,
             precisions,
             run,
