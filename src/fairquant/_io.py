@@ -149,6 +149,9 @@ def _checked_folder(path: Path, option: str) -> Path:
         raise ConfigError(f"{option} {shown} is a file; expected a folder (new or one to replace)")
     if target.parent == target:
         raise ConfigError(f"{option} {shown} is a file system's root; expected a folder in it")
+    for above in target.parents:
+        if above.exists() and not above.is_dir():
+            raise ConfigError(f"{option} {shown}: {str(above)!r} is a file; expected a folder")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -168,7 +171,12 @@ def _locked(target: Path, option: str) -> Iterator[None]:
 
     lock = target.parent / f".{target.name}{_LOCK}"
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ConfigError(
+                f"{option} {str(target)!r}: cannot write in {str(target.parent)!r} ({e.strerror})"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
