@@ -127,6 +127,16 @@ def run_folder(
             shutil.rmtree(stage, ignore_errors=True)
 
 
+@contextmanager
+def locked_folder(path: str | os.PathLike, *, option: str = "--out") -> Iterator[Path]:
+    """Check and lock the output folder ``path`` as :func:`run_folder` does, without staging: for
+    commands that add to a folder (a resumable experiment, an explanation beside an audit) rather
+    than replace it. Yields the folder's absolute path (not created)."""
+    target = _checked_folder(Path(path), option)
+    with _locked(target, option):
+        yield target
+
+
 def _inside(folder: Path, paths: Iterable[str | os.PathLike]) -> set[str]:
     """The paths that lie in ``folder``, relative to it."""
     inside = set()

@@ -190,6 +190,22 @@ def test_a_busy_folder_is_refused(checkpoint, tmp_path):
     assert one_complete_run_files(out) == set()
 
 
+@pytest.mark.parametrize("command", ["explain", "mitigate"])
+def test_commands_that_add_to_a_folder_refuse_a_busy_one(checkpoint, tmp_path, command):
+    """`explain` writes beside an audit and `mitigate` resumes a run directory: they do not
+    replace the folder, but a live run into it is refused before anything is computed."""
+    from fairquant._io import locked_folder
+
+    out = tmp_path / "out"
+    args = {"explain": ["--checkpoint", str(checkpoint)], "mitigate": ["--epochs", "1"]}[command]
+    with locked_folder(out):
+        r = runner.invoke(app, [command, *args, "--out", str(out), "-q"])
+    assert r.exit_code == 2 and "being written" in _only_line(r)
+    (tmp_path / "file").write_text("x\n")
+    r = runner.invoke(app, [command, *args, "--out", str(tmp_path / "file"), "-q"])
+    assert r.exit_code == 2 and "is a file" in _only_line(r)
+
+
 def one_complete_run_files(folder: Path) -> set[str]:
     return set(json.loads((folder / "run.json").read_text())["files"])
 
