@@ -153,6 +153,27 @@ def test_bad_precision_refused_before_quickstart_trains(tmp_path):
     assert not out.exists()
 
 
+def test_a_toolchain_that_cannot_run_here_is_refused_before_quickstart_trains(tmp_path):
+    import torch
+
+    from fairquant.errors import ConfigError
+    from fairquant.quant.torchao import TorchaoConfig, quantize_torchao
+
+    pytest.importorskip("torchao")
+    try:
+        layer = torch.nn.Sequential(torch.nn.Linear(256, 8))
+        quantize_torchao(TorchaoConfig("int4wo", 32), layer, torch.zeros(1, 256))
+    except ConfigError:
+        pass
+    else:
+        pytest.skip("torchao's int4 runs on this machine")
+    out = tmp_path / "qs"
+    args = ["quickstart", "--out", str(out), "-q", "--precisions", "int8,torchao:int4wo-g32"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "torchao:int4wo" in _only_line(r)  # nothing trained first
+    assert not out.exists()
+
+
 def test_out_that_is_a_file_is_refused_before_the_audit(checkpoint, tmp_path):
     out = tmp_path / "results"
     out.write_text("not a folder\n")

@@ -87,11 +87,23 @@ def output_folder(out: Path, tolerance: Tolerance | None, precisions: str, group
     """Check what can be checked before any compute (the precisions, the tolerance's groups),
     then open the run folder ``out`` (checked, locked and staged: :func:`run_folder`); the
     files of ``keep`` (the audited checkpoint) and ``@spec`` files stay in it."""
-    check_precisions(precisions)
+    for precision in check_precisions(precisions):
+        _check_runs_here(getattr(precision, "config", None))
     if tolerance is not None:
         tolerance.check_groups(group_names)
     specs = [t.strip()[1:] for t in precisions.split(",") if t.strip().startswith("@")]
     return run_folder(out, command=command_line(), replaces=AUDIT_FILES, keep=[*keep, *specs])
+
+
+def _check_runs_here(config) -> None:
+    """torchao's int4 runs on CUDA, or on a CPU with the mslk package: try it on one small layer
+    before any compute (the error names the precision and why)."""
+    from fairquant.quant.torchao import TorchaoConfig, quantize_torchao
+
+    if isinstance(config, TorchaoConfig) and config.workflow == "int4wo":
+        import torch
+
+        quantize_torchao(config, torch.nn.Sequential(torch.nn.Linear(256, 8)), torch.zeros(1, 256))
 
 
 def audit_and_report(
