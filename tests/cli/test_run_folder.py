@@ -112,12 +112,13 @@ def test_a_rerun_keeps_files_no_run_wrote(checkpoint, tmp_path):
     ck.write_bytes(checkpoint.read_bytes())
     (folder / "notes.txt").write_text("mine\n")
     (folder / "verdict.json").write_text("{}\n")  # an earlier fairquant's verdict: replaced
+    (folder / "report.html").write_text("<p>of an earlier run</p>\n")  # stale: removed
     r = runner.invoke(
         app, ["audit", "--checkpoint", str(ck), "-q", "--bootstrap", "0", "--precisions", "int8"]
     )
     assert r.exit_code == 0, r.output
     assert (folder / "notes.txt").read_text() == "mine\n" and ck.is_file()
-    assert not (folder / "verdict.json").exists()
+    assert not (folder / "verdict.json").exists() and not (folder / "report.html").exists()
     manifest = json.loads((folder / "run.json").read_text())
     assert "m.pt" not in manifest["files"] and "notes.txt" not in manifest["files"]
     assert leftovers(folder) == []

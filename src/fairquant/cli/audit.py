@@ -78,9 +78,13 @@ MODEL_HELP = (
 )
 
 
-#: What an audit writes: a rerun into a folder that an older fairquant wrote (no run.json)
-#: removes the ones it does not write again (a verdict.json of a run with --max-drop).
-AUDIT_FILES = (RESULTS, AUDIT_JSON, FIGURE, VERDICT_JSON, VERDICT_JUNIT)
+#: What an audit writes, and the default report of it: a rerun removes the ones it does not
+#: write again (a verdict.json of a run with --max-drop, a report of the earlier results), also
+#: from a folder an older fairquant wrote (no run.json) or that holds other files.
+AUDIT_FILES = (
+    *(RESULTS, AUDIT_JSON, FIGURE, VERDICT_JSON, VERDICT_JUNIT),
+    *("report.html", "report.md", "report.tex"),
+)
 
 
 def output_folder(out: Path, tolerance: Tolerance | None, precisions: str, group_names, keep=()):
