@@ -137,6 +137,17 @@ def locked_folder(path: str | os.PathLike, *, option: str = "--out") -> Iterator
         yield target
 
 
+def checked_file(path: str | os.PathLike, *, option: str = "--out") -> Path:
+    """Refuse, before any compute, an output file that is a folder or whose folder cannot be
+    written (a :class:`ConfigError` naming ``option``); the file is written atomically later."""
+    shown = repr(str(path))
+    target = Path(os.path.realpath(path))
+    if target.is_dir():
+        raise ConfigError(f"{option} {shown} is a folder; expected a file to write")
+    _checked_folder(target.parent, option)
+    return Path(path)
+
+
 def _inside(folder: Path, paths: Iterable[str | os.PathLike]) -> set[str]:
     """The paths that lie in ``folder``, relative to it."""
     inside = set()

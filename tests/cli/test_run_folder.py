@@ -322,3 +322,16 @@ def test_killed_audits_leave_one_complete_run(checkpoint, tmp_path):
     assert last.exit_code == 0, last.output
     assert one_complete_run(out)["id"] not in ids
     assert leftovers(out) == [] and sorted(os.listdir(tmp)) == []
+
+
+@pytest.mark.parametrize("command", ["train", "allocate"])
+def test_an_output_file_that_is_a_folder_is_refused_before_compute(checkpoint, tmp_path, command):
+    """`train` and `allocate` write one file (atomically): a folder there is refused first."""
+    args = {
+        "train": ["--model", "cnn", "--width", "2", "--epochs", "1", "--image-size", "8", "-q"],
+        "allocate": ["--checkpoint", str(checkpoint), "--budget", "4bits"],
+    }[command]
+    r = runner.invoke(app, [command, *args, "--out", str(tmp_path)])
+    assert r.exit_code == 2
+    line = _only_line(r)
+    assert "--out" in line and repr(str(tmp_path)) in line and "is a folder" in line
