@@ -92,11 +92,12 @@ def run_folder(
     folder beside ``path``; when the block ends without an exception it is moved into place:
 
     - a folder that is new, empty or holds only the previous run's files (its :data:`RUN_JSON`)
-      is swapped with the staging folder in one ``renameat2(RENAME_EXCHANGE)`` (on systems
-      without it, two renames that the next run completes or undoes), so a reader sees the
-      previous run or the new one, never a mix;
-    - a folder that also holds files no run wrote (an audit's default folder is its checkpoint's)
-      keeps them: the new files replace the previous run's one by one with SIGTERM and SIGINT
+      is swapped with the staging folder in one ``renameat2(RENAME_EXCHANGE)``, so a reader sees
+      the previous run or the new one, never a mix (where the system cannot, two renames: a run
+      killed between them leaves the previous run beside ``path``, and the next run puts it back);
+    - a folder that also holds files no run wrote (an audit's default folder is its checkpoint's),
+      or whose parent cannot be written (then the lock and staging folder are inside it), keeps
+      them: the new files replace the previous run's one by one with SIGTERM and SIGINT
       held back, the previous run's other files and the names in ``replaces`` (results of a
       version that wrote no manifest) are removed, and :data:`RUN_JSON` comes last. So does a
       folder holding a file of ``keep`` (the run's input, e.g. the checkpoint it audits), which
@@ -110,7 +111,8 @@ def run_folder(
     with _locked(target, option):
         _recover(target)
         run_id = uuid.uuid4().hex
-        stage = target.parent / f".{target.name}{_STAGE}{run_id}"
+        base, prefix = _beside(target)
+        stage = base / f"{prefix}{_STAGE}{run_id}"
         stage.mkdir()
         folder = RunFolder(
             target, stage, stage / ".scratch", {"id": run_id, "command": _command(command)}
@@ -179,10 +181,18 @@ def _checked_folder(path: Path, option: str) -> Path:
         raise ConfigError(
             f"{option} {shown}: cannot create its parent folder ({e.strerror})"
         ) from None
-    for folder in (target.parent, target if target.exists() else None):
-        if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
-            raise ConfigError(f"{option} {shown}: {str(folder)!r} is not writable")
+    folder = target if target.exists() else target.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {shown}: {str(folder)!r} is not writable")
     return target
+
+
+def _beside(target: Path) -> tuple[Path, str]:
+    """Where a run's lock and staging folder go, and their name prefix: beside ``target`` when
+    its parent can be written, else inside it (a home folder, say: then files move one by one)."""
+    if os.access(target.parent, os.W_OK | os.X_OK):
+        return target.parent, f".{target.name}"
+    return target, ""
 
 
 @contextmanager
@@ -190,13 +200,14 @@ def _locked(target: Path, option: str) -> Iterator[None]:
     """Hold ``.<name>.fairquant-lock`` beside ``target`` (``flock``, with the holder's pid)."""
     import fcntl
 
-    lock = target.parent / f".{target.name}{_LOCK}"
+    base, prefix = _beside(target)
+    lock = base / f"{prefix}{_LOCK}"
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise ConfigError(
-                f"{option} {str(target)!r}: cannot write in {str(target.parent)!r} ({e.strerror})"
+                f"{option} {str(target)!r}: cannot write in {str(base)!r} ({e.strerror})"
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -226,10 +237,10 @@ def _locked(target: Path, option: str) -> Iterator[None]:
 def _recover(target: Path) -> None:
     """Remove what killed runs into ``target`` left beside it (under the lock, so no live run
     owns them); a previous run moved aside by the two-rename fallback goes back first."""
-    prefix = f".{target.name}"
+    base, prefix = _beside(target)
     leftovers = [
         p
-        for p in target.parent.iterdir()
+        for p in base.iterdir()
         if p.name.startswith(prefix) and p.name[len(prefix) :].startswith((_STAGE, _OLD))
     ]
     old = [p for p in leftovers if p.name[len(prefix) :].startswith(_OLD)]
@@ -283,9 +294,10 @@ def _commit(folder: RunFolder, replaces: set[str], keep: set[str]) -> None:
         return
     entries = set(os.listdir(target))
     ours = previous is not None and entries <= {RUN_JSON, *(Path(f).parts[0] for f in previous)}
-    if not entries or (ours and not keep & set(previous or ())):
+    swap = not entries or (ours and not keep & set(previous or ()))
+    if swap and stage.parent != target:
         if not _exchange(stage, target):
-            old = target.parent / f".{target.name}{_OLD}{folder.run['id']}"
+            old = stage.parent / f"{stage.name.partition(_STAGE)[0]}{_OLD}{folder.run['id']}"
             target.rename(old)
             stage.rename(target)
             shutil.rmtree(old, ignore_errors=True)

@@ -335,3 +335,21 @@ def test_an_output_file_that_is_a_folder_is_refused_before_compute(checkpoint, t
     assert r.exit_code == 2
     line = _only_line(r)
     assert "--out" in line and repr(str(tmp_path)) in line and "is a folder" in line
+
+
+def test_a_folder_whose_parent_cannot_be_written_is_staged_inside_it(tmp_path, monkeypatch):
+    """A home folder, say: the lock and staging folder go inside it, files move one by one."""
+    import fairquant._io as io
+
+    out = tmp_path / "home"
+    out.mkdir()
+    (out / "mine.txt").write_text("mine\n")
+    access = os.access
+    monkeypatch.setattr(io.os, "access", lambda p, mode: Path(p) != tmp_path and access(p, mode))
+    for text in ("first\n", "second\n"):
+        with io.run_folder(out, command=["test"]) as run:
+            assert run.stage.parent == out and (out / ".fairquant-lock").is_file()
+            (run.stage / "results.csv").write_text(text)
+        assert (out / "results.csv").read_text() == text
+        assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "results.csv", "run.json"]
+    assert one_complete_run_files(out) == {"results.csv"}
