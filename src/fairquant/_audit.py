@@ -73,7 +73,7 @@ __all__ = [
 ]
 
 #: The record of what was audited, beside ``results.csv``, and its schema id.
-AUDIT_JSON = "audit.json"
+AUDIT_JSON, RESULTS_CSV = "audit.json", "results.csv"
 AUDIT_SCHEMA = "fairquant.audit/1"
 #: Metrics only a deployed precision has: agreement of its predictions (%) with fp32's and with
 #: its simulated twin's (when the twin is audited too), and the artifact's size on disk.
@@ -137,10 +137,17 @@ class AuditResult:
         """Write :attr:`table` atomically as CSV (the ``results.csv`` schema)."""
         return atomic_write(path, lambda tmp: self.table.to_csv(tmp, index=False))
 
-    def write_record(self, path: str | Path) -> Path:
-        """Write :attr:`record` atomically as JSON (``audit.json``)."""
-        text = json.dumps(self.record, indent=2, allow_nan=False) + "\n"
+    def write_record(self, path: str | Path, *, run: dict[str, Any] | None = None) -> Path:
+        """Write :attr:`record` atomically as JSON (``audit.json``), with the ``run`` (its id and
+        command line, :class:`fairquant._io.RunFolder`) that wrote it when given."""
+        record = self.record if run is None else {**self.record, "run": run}
+        text = json.dumps(record, indent=2, allow_nan=False) + "\n"
         return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    def write(self, folder: str | Path, *, run: dict[str, Any] | None = None) -> list[Path]:
+        """Write ``results.csv`` and ``audit.json`` (with ``run``) into ``folder``."""
+        folder = Path(folder)
+        return [self.to_csv(folder / RESULTS_CSV), self.write_record(folder / AUDIT_JSON, run=run)]
 
 
 def read_audit_json(path: str | Path) -> dict[str, Any]:

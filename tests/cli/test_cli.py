@@ -1,5 +1,6 @@
 """The command line end to end, on a tiny budget."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -47,6 +48,7 @@ def test_quickstart_end_to_end(tmp_path):
     assert "phi(D)" in r.output and "int4" in r.output
     assert 0 <= r.output.index("Verdict") < r.output.index("phi(D)")  # default tolerance, first
     assert {p.name for p in out.iterdir()} == {
+        "run.json",
         "checkpoint.pt",
         "results.csv",
         "group_accuracy.png",
@@ -62,6 +64,9 @@ def test_quickstart_end_to_end(tmp_path):
     assert len(phi) == 5 and (phi.value >= 0).all()
     assert not table.value.isna().any()
     assert (out / "group_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = json.loads((out / "audit.json").read_text())  # written in staging, named in place
+    assert record["model"]["name"] == str(out / "checkpoint.pt")
+    assert record["run"]["id"] == json.loads((out / "run.json").read_text())["id"]
 
 
 def test_train_then_audit(tmp_path):

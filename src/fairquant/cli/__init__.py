@@ -16,12 +16,14 @@ __all__ = ["app", "main"]
 def main() -> None:
     import matplotlib
 
-    from fairquant.cli._runtime import tune_malloc
+    from fairquant.cli._runtime import exit_on_signals, tune_malloc
 
     # Process-wide settings belong to the command line, never to `import fairquant`: figures are
-    # written to files (no window, no display needed), and glibc keeps large freed blocks.
+    # written to files (no window, no display needed), and glibc keeps large freed blocks;
+    # SIGTERM and SIGINT unwind the stack, so staging and temporary folders are removed.
     matplotlib.use("Agg")
     tune_malloc()
+    exit_on_signals()
     app()
 
 

@@ -179,3 +179,29 @@ def data_spec(
         seed=seed,
         options=options,
     )
+
+
+def command_line() -> list[str]:
+    """The running command as given: ``fairquant <command>`` and each option set on the command
+    line with its parsed value (what a run folder records, so the run can be repeated)."""
+    try:  # typer's own copy of click (recent typer), else click
+        from typer._click.core import ParameterSource
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click import get_current_context
+        from click.core import ParameterSource
+
+    ctx = get_current_context()
+    words = ["fairquant", *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        if not param.name or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[param.name]
+        if getattr(param, "is_flag", False):
+            words.append(
+                param.opts[0] if value or not param.secondary_opts else param.secondary_opts[0]
+            )
+            continue
+        for item in value if isinstance(value, list | tuple) else [value]:
+            words += [param.opts[0], str(getattr(item, "value", item))]
+    return words

@@ -1,4 +1,4 @@
-"""Process-level tuning, applied by the command-line entry point (never on import).
+"""Process-level settings, applied by the command-line entry point (never on import).
 
 glibc serves every allocation above ``M_MMAP_THRESHOLD`` (dynamic, at most 32 MiB) with a fresh
 ``mmap`` and returns it to the kernel on free, so each training step page-faults its activation
@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import signal
 import sys
 
 _M_TRIM_THRESHOLD = -1
@@ -35,3 +36,18 @@ def tune_malloc() -> bool:
     ok &= mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
     ok &= mallopt(_M_TOP_PAD, 64 << 20) == 1
     return bool(ok)
+
+
+def exit_on_signals() -> None:
+    """Turn SIGTERM and SIGINT into ``SystemExit(128 + signal)``: the stack unwinds, so every
+    ``with`` block ends (a run's staging folder and temporary folders are removed) before the
+    process exits with the shell's code for the signal. A second signal during that cleanup is
+    ignored; SIGKILL cannot be caught (the next run into the folder removes what it left)."""
+
+    def handler(signum: int, frame: object) -> None:
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, handler)

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from fairquant._audit import audit as run_audit
+from fairquant._io import checked_file
 from fairquant.cli._app import (
     app,
     choice,
@@ -132,6 +133,7 @@ def allocate_command(
     """Choose per-layer bits that protect the worst-off group (or the loss) within a size budget,
     or (--max-drop) the smallest ones that keep every group within a tolerance."""
     with user_errors():
+        checked_file(out)  # before any compute
         ckpt, dataset = load_with_data(checkpoint)
         tolerance = Tolerance.parse(max_drop, max_phi)
         if tolerance is None:

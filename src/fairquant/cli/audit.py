@@ -11,7 +11,9 @@ from typing import Annotated
 import typer
 
 from fairquant._audit import AUDIT_JSON, NONFINITE, AuditResult, load_target
+from fairquant._audit import _precisions as check_precisions
 from fairquant._audit import audit as run_audit
+from fairquant._io import RunFolder, run_folder
 from fairquant.cli._app import (
     CHECKPOINT,
     FIGURE,
@@ -27,6 +29,7 @@ from fairquant.cli._app import (
     Target,
     app,
     choice,
+    command_line,
     console,
     data_spec,
     user_errors,
@@ -45,7 +48,13 @@ from fairquant.quant.activations import CALIBRATIONS
 from fairquant.quant.methods import METHODS, make_quantizer
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG
 from fairquant.report import accuracy_table, plot_group_accuracy
-from fairquant.report.verdict import exit_code, summary_lines, write_verdict
+from fairquant.report.verdict import (
+    VERDICT_JSON,
+    VERDICT_JUNIT,
+    exit_code,
+    summary_lines,
+    write_verdict,
+)
 from fairquant.train import TrainConfig, fit, save_checkpoint
 
 MethodChoice = choice("MethodChoice", METHODS)
@@ -72,11 +81,43 @@ MODEL_HELP = (
 )
 
 
+#: What an audit writes, and the default report of it: a rerun removes the ones it does not
+#: write again (a verdict.json of a run with --max-drop, a report of the earlier results), also
+#: from a folder an older fairquant wrote (no run.json) or that holds other files.
+AUDIT_FILES = (
+    *(RESULTS, AUDIT_JSON, FIGURE, VERDICT_JSON, VERDICT_JUNIT),
+    *("report.html", "report.md", "report.tex"),
+)
+
+
+def output_folder(out: Path, tolerance: Tolerance | None, precisions: str, group_names, keep=()):
+    """Check what can be checked before any compute (the precisions, the tolerance's groups),
+    then open the run folder ``out`` (checked, locked and staged: :func:`run_folder`); the
+    files of ``keep`` (the audited checkpoint) and ``@spec`` files stay in it."""
+    for precision in check_precisions(precisions):
+        _check_runs_here(getattr(precision, "config", None))
+    if tolerance is not None:
+        tolerance.check_groups(group_names)
+    specs = [t.strip()[1:] for t in precisions.split(",") if t.strip().startswith("@")]
+    return run_folder(out, command=command_line(), replaces=AUDIT_FILES, keep=[*keep, *specs])
+
+
+def _check_runs_here(config) -> None:
+    """torchao's int4 runs on CUDA, or on a CPU with the mslk package: try it on one small layer
+    before any compute (the error names the precision and why)."""
+    from fairquant.quant.torchao import TorchaoConfig, quantize_torchao
+
+    if isinstance(config, TorchaoConfig) and config.workflow == "int4wo":
+        import torch
+
+        quantize_torchao(config, torch.nn.Sequential(torch.nn.Linear(256, 8)), torch.zeros(1, 256))
+
+
 def audit_and_report(
     model,
     dataset: GroupedDataset,
     precisions: str,
-    out: Path,
+    out: RunFolder,
     *,
     quiet: bool,
     title: str,
@@ -92,8 +133,9 @@ def audit_and_report(
     nonfinite: str = "error",
 ) -> tuple[AuditResult, Verdict | None]:
     """Audit ``model`` (an nn.Module, or a LoadedModel that records its source) on the test
-    split of ``dataset``; write results.csv, audit.json and the figure; print the table. With a
-    ``tolerance``, also judge it (verdict.json, verdict.junit.xml) and print the verdict first."""
+    split of ``dataset``; write results.csv, audit.json and the figure into the run folder
+    ``out``; print the table. With a ``tolerance``, also judge it (verdict.json,
+    verdict.junit.xml) and print the verdict first."""
     quantize = None
     if method != "ptq":  # QAT fine-tunes each simulated precision (make_quantizer checks them)
         simulated = parse_precisions([t for t in precisions.split(",") if ":" not in t])
@@ -122,22 +164,28 @@ def audit_and_report(
             quantize=quantize,
             batch_size=512,
             n_bootstrap=n_bootstrap,
+            workdir=out.scratch,
             show_progress=not quiet,
             nonfinite=nonfinite,
         )
+    source = result.record.get("model") or {}
+    if str(source.get("name", "")).startswith(str(out.stage)):  # quickstart's own checkpoint
+        source["name"] = str(out.final(Path(source["name"])))
     train_counts = dataset.counts()["train"]
-    csv = result.to_csv(out / RESULTS)
-    record = result.write_record(out / AUDIT_JSON)
-    png = plot_group_accuracy(result, out / FIGURE, train_counts=train_counts, title=title)
+    csv, record = result.write(out.stage, run=out.run)
+    png = plot_group_accuracy(result, out.stage / FIGURE, train_counts=train_counts, title=title)
     judged, written = None, []
     if tolerance is not None:
-        judged, written = write_verdict(result, tolerance, out, n_bootstrap=n_bootstrap)
+        judged, written = write_verdict(
+            result, tolerance, out.stage, n_bootstrap=n_bootstrap, run=out.run
+        )
         for line in summary_lines(judged):
             console.print(line, markup=False, highlight=False)
     console.print(accuracy_table(result, train_counts=train_counts, title=title))
     for note in [*result.notes, *(judged.notes if judged else [])]:
         console.print(f"[yellow]note:[/] {note}")
-    console.print(f"wrote {', '.join(map(str, [csv, record, *written]))} and {png}")
+    files = [out.final(p) for p in (csv, record, *written)]
+    console.print(f"wrote {', '.join(map(str, files))} and {out.final(png)}")
     return result, judged
 
 
@@ -167,7 +215,10 @@ def quickstart(
     judge each precision against a tolerance (verdict.json)."""
     with user_errors():
         start = time.perf_counter()
+        tolerance = Tolerance.parse(max_drop, None) or Tolerance()
         dataset = load_dataset(default_digits_spec(seed=seed))
+        folder = output_folder(out, tolerance, precisions, dataset.group_names)
+    with user_errors(), folder as run:
         counts = dataset.counts()
         console.print(
             f"[bold]digits[/] (scikit-learn, 8x8 upsampled to {dataset.image_size[0]}x"
@@ -182,23 +233,23 @@ def quickstart(
             f"({history.images_per_second:.0f} img/s), final loss {history.epoch_loss[-1]:.3f}"
         )
         ckpt = save_checkpoint(
-            out / CHECKPOINT,
+            run.stage / CHECKPOINT,
             model=net,
             model_spec=model_spec,
             dataset=dataset,
             train_config=config,
             history=history,
         )
-        console.print(f"wrote {ckpt}")
+        console.print(f"wrote {run.final(ckpt)}")
         audit_and_report(
             LoadedModel(net, ModelSource("checkpoint", str(ckpt))),
             dataset,
             precisions,
-            out,
+            run,
             quiet=quiet,
             title=f"digits (imbalanced), {model} w{width}: test accuracy (%) per class",
             n_bootstrap=bootstrap,
-            tolerance=Tolerance.parse(max_drop, None) or Tolerance(),
+            tolerance=tolerance,
         )
         console.print(f"done in {time.perf_counter() - start:.0f}s")
 
@@ -349,12 +400,19 @@ def audit(
             normalize=normalize,
         )
         data = target_.data
-        folder = out or (checkpoint.parent if checkpoint else Path("fairquant-audit"))
+        folder = output_folder(
+            out or (checkpoint.parent if checkpoint else Path("fairquant-audit")),
+            tolerance,
+            precisions,
+            data.group_names,
+            keep=[p for p in (checkpoint, model, weights) if p is not None],
+        )
+    with user_errors(), folder as run:
         _, judged = audit_and_report(
             target_.model,
             data,
             precisions,
-            folder,
+            run,
             quiet=quiet,
             method=method.value,
             qat_config=replace(DEFAULT_QAT_CONFIG, epochs=qat_epochs, lr=qat_lr),

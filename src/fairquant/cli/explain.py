@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from fairquant._io import locked_folder
 from fairquant.cli._app import Quiet, app, choice, console, user_errors
 from fairquant.metrics.curvature import Curvature
 from fairquant.quant import parse_precisions
@@ -46,7 +47,7 @@ def explain(
     from fairquant._explain import explain_model
     from fairquant.report.explain import factor_table, plot_explanation
 
-    with user_errors():
+    with user_errors(), locked_folder(out or checkpoint.parent):  # checked before any compute
         ckpt, dataset = load_with_data(checkpoint)
         start = time.perf_counter()
         result = explain_model(

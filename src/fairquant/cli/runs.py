@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from fairquant._io import locked_folder
 from fairquant.cli._app import (
     Backend,
     Bootstrap,
@@ -117,14 +119,15 @@ def run(
         source = config or f"{PREFIX}{(preset or '').removeprefix(PREFIX)}"
         experiment = load_experiment(source, scale=scale, data_root=data)
         run_dir = out or default_run_dir(source, experiment, scale)
-        summary = run_experiment(
-            experiment,
-            run_dir,
-            backend=backend.value,
-            workers=workers,
-            address=address,
-            show_progress=not quiet,
-        )
+        with locked_folder(run_dir):  # a second run into it is refused while this one runs
+            summary = run_experiment(
+                experiment,
+                run_dir,
+                backend=backend.value,
+                workers=workers,
+                address=address,
+                show_progress=not quiet,
+            )
         console.print(
             f"{summary.cells} cells: {summary.ran} run now ({summary.trained} trained), "
             f"{summary.skipped} already done; wrote {summary.results} in {summary.seconds:.0f}s"
@@ -195,7 +198,7 @@ def mitigate(
     `none`, and a Pareto figure of accuracy against phi(D)."""
     from fairquant.report.mitigation import mitigation_tables, paired_tests_table, plot_pareto
 
-    with user_errors():
+    with user_errors(), nullcontext() if report_only else locked_folder(out):
         start = time.perf_counter()
         spec = data_spec(
             dataset,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from fairquant._io import checked_file
 from fairquant.cli._app import (
     DataOptions,
     Dataset,
@@ -98,6 +99,7 @@ def train(
 ) -> None:
     """Train a full-precision model; its checkpoint holds all `audit` needs to rebuild it."""
     with user_errors():
+        checked_file(out)  # before any compute
         config = TrainConfig(
             epochs=epochs,
             batch_size=batch_size,

@@ -230,14 +230,19 @@ def read_verdict_json(path: str | os.PathLike) -> dict:
     return document
 
 
-def write_verdict_json(verdict: Verdict, path: str | os.PathLike) -> Path:
-    """Write ``verdict.json`` atomically (strict JSON: no NaN, missing numbers are null)."""
-    text = json.dumps(verdict_document(verdict), indent=2, allow_nan=False, ensure_ascii=False)
+def write_verdict_json(
+    verdict: Verdict, path: str | os.PathLike, *, run: dict | None = None
+) -> Path:
+    """Write ``verdict.json`` atomically (strict JSON: no NaN, missing numbers are null), with
+    the ``run`` (id and command line) that wrote it when given."""
+    document = verdict_document(verdict) | ({} if run is None else {"run": run})
+    text = json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False)
     return atomic_write(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
 
 
-def write_junit(verdict: Verdict, path: str | os.PathLike) -> Path:
-    """Write the JUnit XML report: one testsuite per precision, one testcase per group (and φ)."""
+def write_junit(verdict: Verdict, path: str | os.PathLike, *, run: dict | None = None) -> Path:
+    """Write the JUnit XML report: one testsuite per precision, one testcase per group (and φ);
+    each suite's properties carry the ``run`` id and command line (JSON) when given."""
     suites = ET.Element("testsuites", name="fairquant verdict")
     for precision, status in verdict.status.items():
         rows = verdict.table[verdict.table.precision == precision]
@@ -261,7 +266,10 @@ def write_junit(verdict: Verdict, path: str | os.PathLike) -> Path:
             errors=str(sum(r.status == "inconclusive" for _, r, _ in cases)),
             skipped="0",
         )
-        ET.SubElement(ET.SubElement(suite, "properties"), "property", name="status", value=status)
+        properties = ET.SubElement(suite, "properties")
+        ET.SubElement(properties, "property", name="status", value=status)
+        for key, value in _run_properties(run):
+            ET.SubElement(properties, "property", name=key, value=value)
         for name, row, message in cases:
             case = ET.SubElement(
                 suite, "testcase", classname=f"fairquant.verdict.{precision}", name=name
@@ -301,14 +309,26 @@ def _needed(row: pd.Series) -> str:
     )
 
 
+def _run_properties(run: dict | None) -> list[tuple[str, str]]:
+    if run is None:
+        return []
+    return [("fairquant.run_id", str(run["id"])), ("fairquant.command", json.dumps(run["command"]))]
+
+
 def write_verdict(
-    result, tolerance: Tolerance, folder: str | os.PathLike, *, n_bootstrap: int = 1000
+    result,
+    tolerance: Tolerance,
+    folder: str | os.PathLike,
+    *,
+    n_bootstrap: int = 1000,
+    run: dict | None = None,
 ) -> tuple[Verdict, list[Path]]:
     """Judge an audit ``result`` against ``tolerance`` and write :data:`VERDICT_JSON` and
-    :data:`VERDICT_JUNIT` into ``folder`` (what ``fairquant audit --max-drop`` does)."""
+    :data:`VERDICT_JUNIT` into ``folder`` (what ``fairquant audit --max-drop`` does), both naming
+    the ``run`` (id and command line) when given."""
     judged = verdict(result, tolerance, n_bootstrap=n_bootstrap)
     folder = Path(folder)
     return judged, [
-        write_verdict_json(judged, folder / VERDICT_JSON),
-        write_junit(judged, folder / VERDICT_JUNIT),
+        write_verdict_json(judged, folder / VERDICT_JSON, run=run),
+        write_junit(judged, folder / VERDICT_JUNIT, run=run),
     ]
