@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "compare_searches": "fairquant.mitigate.search",
     "SearchConfig": "fairquant.mitigate.search",
     "SearchResult": "fairquant.mitigate.search",
+    "repair": "fairquant.mitigate.repair",
     "compare_mitigations": "fairquant.experiments.mitigation",
     "MitigationComparison": "fairquant.experiments.mitigation",
     # experiments and reports
