@@ -46,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "SearchConfig": "fairquant.mitigate.search",
     "SearchResult": "fairquant.mitigate.search",
     "repair": "fairquant.mitigate.repair",
+    "write_repair": "fairquant.report.repair",
     "compare_mitigations": "fairquant.experiments.mitigation",
     "MitigationComparison": "fairquant.experiments.mitigation",
     # experiments and reports

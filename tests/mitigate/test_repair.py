@@ -106,7 +106,7 @@ def test_repair_keeps_the_harmful_layer_in_float(repaired):
 def test_saved_onnx_runs_bare_and_scores_what_audit_scores(repaired, data, tmp_path):
     import onnxruntime as ort
 
-    files = repaired.save(tmp_path / "out")
+    files = fairquant.write_repair(repaired, tmp_path / "out")
     assert sorted(p.name for p in files) == [
         "candidates.csv",
         "model.onnx",
@@ -128,7 +128,7 @@ def test_saved_onnx_runs_bare_and_scores_what_audit_scores(repaired, data, tmp_p
     record = json.loads((tmp_path / "out" / "verdict.json").read_text())
     assert [p["precision"] for p in record["precisions"]] == [repaired.chosen.precision.name]
     with pytest.raises(ConfigError, match="exists and is not empty"):
-        repaired.save(tmp_path / "out")
+        fairquant.write_repair(repaired, tmp_path / "out")
 
 
 def test_as_given_when_already_within(data):

@@ -13,6 +13,7 @@ from fairquant.cli._app import app, console, fraction_or_count, user_errors
 from fairquant.metrics.policy import N_BOOTSTRAP
 from fairquant.metrics.verdict import DEFAULT_MAX_DROP, Tolerance
 from fairquant.mitigate.repair import REPAIRABLE, RepairResult, repair
+from fairquant.report.repair import write_repair
 from fairquant.report.verdict import exit_code, summary_lines
 from fairquant.train import load_with_data
 
@@ -70,7 +71,7 @@ def repair_command(
             random_state=seed,
             n_bootstrap=bootstrap,
         )
-        result.save(out)
+        write_repair(result, out)
     _render(result, out)
     if gate:
         raise typer.Exit(exit_code(result.verdict))

@@ -32,7 +32,6 @@ the end, for the chosen candidate's verdict (:func:`fairquant.metrics.verdict.ve
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,7 +44,6 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from fairquant._io import atomic_write
 from fairquant.data.base import GroupedDataset, Split
 from fairquant.data.split import validation_indices, validation_split
 from fairquant.errors import ConfigError
@@ -105,7 +103,7 @@ class Candidate:
 class RepairResult:
     """What :func:`repair` tried and chose. ``verdict``: the chosen candidate judged on the test
     split against fp32; ``evaluations``: validation passes; ``validation``: what the validation
-    split is (a sentence)."""
+    split is (a sentence). :func:`fairquant.report.repair.write_repair` writes it to a folder."""
 
     precision: str
     chosen: Candidate
@@ -141,41 +139,6 @@ class RepairResult:
                 }
             )
         return pd.DataFrame(rows)
-
-    def save(self, folder: str | os.PathLike) -> list[Path]:
-        """Write the chosen artifact (``model.onnx`` for ``ort:``, ``model.xml`` + ``model.bin``
-        for ``openvino:``), ``verdict.json``, ``verdict.junit.xml`` and ``candidates.csv`` into
-        ``folder`` (new or empty), all at once: the folder appears complete or not at all."""
-        from fairquant.report.verdict import write_junit, write_verdict_json
-
-        folder = Path(folder)
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            raise ConfigError(f"output folder {str(folder)!r} exists and is not empty")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
-            source = self.chosen.deployed.artifact
-            parts = [source] + ([source.with_suffix(".bin")] if source.suffix == ".xml" else [])
-            for part in parts:
-                shutil.copyfile(part, tmp / f"model{part.suffix}")
-            write_verdict_json(self.verdict, tmp / "verdict.json")
-            write_junit(self.verdict, tmp / "verdict.junit.xml")
-            table = self.table()
-            atomic_write(tmp / "candidates.csv", lambda p: table.to_csv(p, index=False))
-            os.chmod(tmp, 0o777 & ~_umask())
-            if folder.exists():
-                folder.rmdir()
-            os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return sorted(folder.iterdir())
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _repairable(precision: str | DeployedPrecision) -> DeployedPrecision:
