@@ -183,8 +183,10 @@ def test_cli_writes_the_repaired_model(checkpoint, tmp_path):
 
     out = tmp_path / "repaired"
     args = ["repair", "--checkpoint", str(checkpoint), "--precision", "ort:int8"]
-    r = runner.invoke(app, [*args, "--max-drop", "30", "--out", str(out), "--bootstrap", "0"])
-    assert r.exit_code == 0, r.output
+    options = ["--max-drop", "30", "--calib-size", "128", "--seed", "1", "--bootstrap", "0"]
+    r = runner.invoke(app, [*args, *options, "--out", str(out), "--gate"])
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert r.exit_code == verdict["exit_code"], r.output
     assert "selected on the checkpoint's validation split" in r.output
     assert {p.name for p in out.iterdir()} >= {"model.onnx", "verdict.json", "candidates.csv"}
     r = runner.invoke(app, [*args, "--out", str(tmp_path / "x"), "--calib-size", "0"])
@@ -202,3 +204,24 @@ def test_cli_writes_the_repaired_model(checkpoint, tmp_path):
         ],
     )
     assert r.exit_code == 2 and "precision 'int4' cannot be repaired" in r.output
+
+
+def test_openvino_keeps_the_layer_in_float_through_ignored_scope(data, tmp_path):
+    """NNCF's weights are per channel already (the tier is skipped, and said); the IR written
+    scores, compiled by a bare OpenVINO with the f32 hint, what the test verdict reports."""
+    pytest.importorskip("nncf")
+    ov = pytest.importorskip("openvino")
+    result = fairquant.repair(
+        _model(1), data, "openvino:int8", validation=_split(150, 2), calib_size=64, n_bootstrap=0
+    )
+    assert "per-channel" not in {c.tier for c in result.candidates}
+    assert any("per channel already" in n for n in result.notes)
+    assert result.chosen.float_layers == ("/0/Gemm/WithoutBiases",)
+    fairquant.write_repair(result, tmp_path / "ov")
+    options = {"INFERENCE_PRECISION_HINT": "f32"}
+    compiled = ov.Core().compile_model(str(tmp_path / "ov" / "model.xml"), "CPU", options)
+    logits = compiled(data.test.x.numpy())[compiled.output(0)]
+    correct = logits.argmax(1) == data.test.y.numpy()
+    bare = [100 * correct[data.test.g.numpy() == a].mean() for a in range(3)]
+    table = result.verdict.table.set_index("group")
+    np.testing.assert_allclose(table.loc[GROUPS, "accuracy"].to_numpy(dtype=float), bare)
