@@ -82,7 +82,13 @@ def _row(method, predict, size, floats, evaluations, seconds, ctx) -> dict:
 def _fairquant_rows(ckpt, data, precision, tolerance, calib_size, ctx) -> list[dict]:
     start = time.perf_counter()
     result = fairquant.repair(
-        ckpt, data, precision, tolerance=tolerance, calib_size=calib_size, n_bootstrap=0
+        ckpt,
+        data,
+        precision,
+        tolerance=tolerance,
+        calib_size=calib_size,
+        n_bootstrap=0,
+        val_size=ctx["val_size"],
     )
     seconds = time.perf_counter() - start
     rows = []
@@ -206,6 +212,7 @@ def main() -> None:
         "names": names,
         "val_ref": _accuracy(val_ref, validation, len(names)),
         "test_ref": test_ref,
+        "val_size": size,
     }
     print(f"selecting on {note}; test split {len(data.test)} samples; max drop {args.max_drop:g}")
     rows = []

@@ -13,7 +13,7 @@ from fairquant.cli._app import app, console, fraction_or_count, user_errors
 from fairquant.metrics.policy import N_BOOTSTRAP
 from fairquant.metrics.verdict import DEFAULT_MAX_DROP, Tolerance
 from fairquant.mitigate.repair import REPAIRABLE, RepairResult, repair
-from fairquant.report.repair import write_repair
+from fairquant.report.repair import check_folder, write_repair
 from fairquant.report.verdict import exit_code, summary_lines
 from fairquant.train import load_with_data
 
@@ -59,6 +59,7 @@ def repair_command(
     """Repair a deployed precision (calibration set, calibrator, per-channel, layers kept in
     float), cheapest first, until every group is within tolerance on the validation split."""
     with user_errors():
+        check_folder(out)
         ckpt, dataset = load_with_data(checkpoint)
         tolerance = Tolerance.parse(max_drop or [str(DEFAULT_MAX_DROP)], max_phi)
         result = repair(

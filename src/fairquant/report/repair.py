@@ -13,7 +13,16 @@ from fairquant.errors import ConfigError
 from fairquant.mitigate.repair import RepairResult
 from fairquant.report.verdict import VERDICT_JSON, VERDICT_JUNIT, write_junit, write_verdict_json
 
-__all__ = ["write_repair"]
+__all__ = ["check_folder", "write_repair"]
+
+
+def check_folder(folder: str | os.PathLike) -> Path:
+    """``folder`` as a Path, if it is new or empty (checked before a repair runs, and again when
+    it is written)."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ConfigError(f"output folder {str(folder)!r} exists and is not empty")
+    return folder
 
 
 def write_repair(result: RepairResult, folder: str | os.PathLike) -> list[Path]:
@@ -21,9 +30,7 @@ def write_repair(result: RepairResult, folder: str | os.PathLike) -> list[Path]:
     ``openvino:``), ``verdict.json``, ``verdict.junit.xml`` and ``candidates.csv`` into ``folder``
     (new or empty), all at once: built beside it and renamed into place, so the folder appears
     complete or not at all. Returns its files."""
-    folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise ConfigError(f"output folder {str(folder)!r} exists and is not empty")
+    folder = check_folder(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
