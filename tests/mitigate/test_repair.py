@@ -225,3 +225,15 @@ def test_openvino_keeps_the_layer_in_float_through_ignored_scope(data, tmp_path)
     bare = [100 * correct[data.test.g.numpy() == a].mean() for a in range(3)]
     table = result.verdict.table.set_index("group")
     np.testing.assert_allclose(table.loc[GROUPS, "accuracy"].to_numpy(dtype=float), bare)
+
+
+def test_findings_page_shows_the_committed_tables():
+    """docs/findings/repair.md shows examples/repair/*.csv as they are."""
+    pytest.importorskip("tabulate")
+    import pandas as pd
+
+    repo = Path(__file__).resolve().parents[2]
+    page = " ".join((repo / "docs" / "findings" / "repair.md").read_text().split())
+    for name in ("digits-cnn-w4.csv", "digits-resnet18-w8.csv"):
+        table = pd.read_csv(repo / "examples" / "repair" / name).to_markdown(index=False)
+        assert " ".join(table.split()) in page, name
