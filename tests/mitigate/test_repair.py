@@ -237,3 +237,17 @@ def test_findings_page_shows_the_committed_tables():
     for name in ("digits-cnn-w4.csv", "digits-resnet18-w8.csv"):
         table = pd.read_csv(repo / "examples" / "repair" / name).to_markdown(index=False)
         assert " ".join(table.split()) in page, name
+
+
+def test_ort_refuses_a_node_to_exclude_it_does_not_have(tmp_path):
+    from fairquant.quant.ort import OrtStaticConfig, export_onnx, quantize_onnx, weight_nodes
+
+    x = _split(16, 0).x
+    source = export_onnx(_model(1), x[:8], tmp_path / "fp32.onnx")
+    assert weight_nodes(source, tmp_path) == ["/0/Gemm", "/2/Gemm"]
+    config = OrtStaticConfig(nodes_to_exclude=("/9/Gemm",))
+    with pytest.raises(ConfigError, match=r"nodes_to_exclude names \['/9/Gemm'\]"):
+        quantize_onnx(config, source, x, tmp_path)
+    _, notes = quantize_onnx(OrtStaticConfig(nodes_to_exclude=("/0/Gemm",)), source, x, tmp_path)
+    assert "ONNX Runtime quantized 1 of 2 weight layers" in notes[0]
+    assert "kept in float (nodes_to_exclude): /0/Gemm" in notes

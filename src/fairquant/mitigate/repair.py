@@ -334,11 +334,12 @@ def _search(bench: _Bench, base: DeployedPrecision, sets: list[str], notes: list
         if _best(_tier_candidates(tier, base, sets, bench), bench).within:
             return
     best = _best(bench.order, bench)
-    if isinstance(base.config, OrtStaticConfig):
-        if not best.precision.config.per_channel:
-            pc = _variant(best.precision, per_channel=True)
-            if bench.evaluate("per-channel", pc, best.calibration_set).within:
-                return
+    if isinstance(base.config, OrtStaticConfig) and best.precision.config.per_channel:
+        notes.append(f"per-channel: {base.name} quantizes weights per channel already")
+    elif isinstance(base.config, OrtStaticConfig):
+        pc = _variant(best.precision, per_channel=True)
+        if bench.evaluate("per-channel", pc, best.calibration_set).within:
+            return
     else:
         notes.append("per-channel: NNCF quantizes OpenVINO weights per channel already")
     best = _best(bench.order, bench)
@@ -456,18 +457,22 @@ def repair(
     """
     start = time.perf_counter()
     base = _repairable(precision)
+    if not isinstance(data, GroupedDataset):
+        raise ConfigError(
+            f"repair needs a GroupedDataset (train and test splits); got {type(data).__name__}"
+        )
     tolerance = Tolerance() if tolerance is None else tolerance
     names = [str(a) for a in data.group_names]
     tolerance.check_groups(names)
     module, split, note = _validation(model, data, validation, val_size)
     module = module.eval()
+    notes = [f"selected on {note}"]
+    sets = _calibration_sets(data.train, calib_size, notes)
     own = tempfile.TemporaryDirectory(prefix="fairquant-repair-") if workdir is None else None
     folder = Path(own.name if own is not None else workdir)
     source = export_onnx(module, data.train.x[:8], folder / "fp32.onnx")
     options = {"workdir": folder, "calib_size": calib_size, "seed": random_state}
     bench = _Bench(module, source, data.train, split, names, tolerance, options)
-    notes = [f"selected on {note}"]
-    sets = _calibration_sets(data.train, calib_size, notes)
     _search(bench, base, sets, notes)
     chosen = _best(bench.order, bench)
     if not chosen.within:
