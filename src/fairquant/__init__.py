@@ -45,6 +45,8 @@ _EXPORTS: dict[str, str] = {
     "compare_searches": "fairquant.mitigate.search",
     "SearchConfig": "fairquant.mitigate.search",
     "SearchResult": "fairquant.mitigate.search",
+    "repair": "fairquant.mitigate.repair",
+    "write_repair": "fairquant.report.repair",
     "compare_mitigations": "fairquant.experiments.mitigation",
     "MitigationComparison": "fairquant.experiments.mitigation",
     # experiments and reports

@@ -7,7 +7,7 @@ import importlib
 from fairquant.cli._app import app
 
 # Importing a command module registers its commands; `fairquant --help` lists them in this order.
-for _module in ("audit", "train", "explain", "allocate", "runs", "datasets"):
+for _module in ("audit", "train", "explain", "allocate", "repair", "runs", "datasets"):
     importlib.import_module(f"fairquant.cli.{_module}")
 
 __all__ = ["app", "main"]

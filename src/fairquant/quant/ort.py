@@ -67,6 +67,8 @@ class OrtStaticConfig:
     per_channel: bool = False
     calibration: OrtCalibration = "minmax"
     reduce_range: bool = False
+    nodes_to_exclude: tuple[str, ...] = ()
+    """Nodes of the preprocessed graph (see :func:`weight_nodes`) ORT keeps in float."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,7 @@ def quantize_onnx(
             size = max(d for d in range(1, min(n, CALIBRATION_BATCH) + 1) if n % d == 0)
             feeds = [source.feed(b) for b in _batches(calibration, size)]
             reader = _Reader(feeds)
+            _check_nodes(config.nodes_to_exclude, pre)
             quantization.quantize_static(
                 str(pre),
                 str(out),
@@ -188,11 +191,14 @@ def quantize_onnx(
                 activation_type=quantization.QuantType.QUInt8,
                 weight_type=quantization.QuantType.QInt8,
                 calibrate_method=quantization.CalibrationMethod[_METHODS[config.calibration]],
+                nodes_to_exclude=list(config.nodes_to_exclude) or None,
             )
     pre.unlink()
     graph = require("onnx", what="reading an ONNX graph").load(str(out)).graph
     done, total = weight_layer_counts(graph)
     notes = [f"ONNX Runtime quantized {done} of {total} weight layers (Conv, Gemm, MatMul)"]
+    if static and config.nodes_to_exclude:
+        notes.append(f"kept in float (nodes_to_exclude): {', '.join(config.nodes_to_exclude)}")
     convs = any(n.op_type == "ConvInteger" for n in graph.node)
     if isinstance(config, OrtDynamicConfig) and config.per_channel and convs:
         notes.append(
@@ -208,6 +214,37 @@ def quantize_onnx(
             f"ONNX Runtime quantized none of the {total} weight layers of {source.path}"
         )
     return OnnxModel(out), notes
+
+
+def weight_nodes(source: OnnxModel, workdir: Path) -> list[str]:
+    """Names of the weight layers (Conv, Gemm, MatMul with a stored weight) of ``source`` after
+    ``quant_pre_process``, in graph order: what :attr:`OrtStaticConfig.nodes_to_exclude` names."""
+    require("onnxruntime.quantization", what="ort: precisions")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = Path(workdir) / "preprocessed-names.onnx"
+    with contextlib.redirect_stdout(io.StringIO()):
+        quant_pre_process(str(source.path), str(pre))
+    graph = require("onnx", what="reading an ONNX graph").load(str(pre)).graph
+    pre.unlink()
+    stored = {t.name for t in graph.initializer}
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type in _WEIGHT_OPS and len(n.input) > 1 and n.input[1] in stored
+    ]
+
+
+def _check_nodes(names: tuple[str, ...], pre: Path) -> None:
+    if not names:
+        return
+    graph = require("onnx", what="reading an ONNX graph").load(str(pre)).graph
+    unknown = [s for s in names if s not in {n.name for n in graph.node}]
+    if unknown:
+        raise ConfigError(
+            f"OrtStaticConfig nodes_to_exclude names {unknown}, which are not nodes of the "
+            f"preprocessed graph of {pre.name}; its nodes: {[n.name for n in graph.node][:20]}"
+        )
 
 
 class _Reader:

@@ -1,0 +1,505 @@
+"""Repair a deployed precision on its own toolchain: the cheapest change that keeps every group
+within tolerance on the validation split, judged on the test split.
+
+NNCF's ``quantize_with_accuracy_control`` keeps the most harmful operations in float until *one*
+scalar metric is within ``max_drop``; a group can still collapse behind a good average. Here a
+candidate is **within tolerance** when every group's validation accuracy drop against fp32,
+``drop(a) = 100 (acc_fp32(a) - acc_q(a))`` on the same validation samples, is at most that group's
+tolerance (the verdict's :class:`~fairquant.metrics.verdict.Tolerance`: ``max_drop``, per-group
+overrides, and ``max_phi`` on φ = max_a G(a) - min_a G(a), G(a) the group's mean excess
+cross-entropy). Candidates are tried cheapest first, and the search stops at the first tier with
+a passing candidate (within a tier: the smallest file, then the largest slack):
+
+1. ``as given``: the precision as the audit builds it (calibration: ``calib_size`` training
+   samples drawn at random, seeded, as ``fairquant audit`` draws them);
+2. ``calibration set``: group-stratified (each group's share of the training split) or
+   group-balanced (equal per group) samples instead;
+3. ``calibrator``: ONNX Runtime's MinMax / Entropy / Percentile; NNCF's ``performance`` or
+   ``mixed`` preset (symmetric or asymmetric activations), on each calibration set;
+4. ``per-channel``: per-output-channel weight scales (ONNX Runtime ``-pc``); NNCF's OpenVINO
+   weights are per channel already, so this tier is skipped there;
+5. ``layers in float``: starting from the best candidate so far (smallest worst-group margin),
+   each weight layer is kept in float alone and every group's validation drop measured (one
+   evaluation per layer); layers are ordered by how much of the groups' total excess over their
+   tolerance keeping them in float removes, and kept in float in that order until every group is
+   within tolerance (ONNX Runtime ``nodes_to_exclude``, NNCF ``ignored_scope``). The file grows.
+
+Every candidate is one build on the toolchain and one evaluation of the validation split
+(``evaluations`` counts them, the fp32 reference pass included). The test split is read once, at
+the end, for the chosen candidate's verdict (:func:`fairquant.metrics.verdict.verdict`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from fairquant.data.base import GroupedDataset, Split
+from fairquant.data.split import validation_indices, validation_split
+from fairquant.errors import ConfigError
+from fairquant.metrics.functional import per_sample_loss
+from fairquant.metrics.samples import PerSample
+from fairquant.metrics.verdict import Tolerance, Verdict, verdict
+from fairquant.mitigate.allocate import ToleranceUnreachable
+from fairquant.quant.calibrate import calibration_indices
+from fairquant.quant.deployed import (
+    Deployed,
+    DeployedPrecision,
+    build_deployed,
+    is_deployed,
+    parse_deployed,
+)
+from fairquant.quant.openvino import OpenVinoConfig, weight_layers
+from fairquant.quant.ort import ORT_CALIBRATIONS, OrtStaticConfig, export_onnx, weight_nodes
+
+__all__ = ["REPAIRABLE", "Candidate", "RepairResult", "repair"]
+
+#: The deployed precisions :func:`repair` can repair.
+REPAIRABLE = "ort:int8[-pc][-minmax|-entropy|-percentile][-rr] (static), openvino:int8[-mixed][-bc]"
+#: How the calibration samples are drawn from the training split.
+CALIBRATION_SETS = ("random", "stratified", "balanced")
+#: The repairs, cheapest first.
+TIERS = ("as given", "calibration set", "calibrator", "per-channel", "layers in float")
+_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One repair tried: its deployed ``precision`` (config included), the calibration set, the
+    layers kept in float, the file's ``size_bytes``, ``latency_ms`` per sample on this CPU
+    (validation pass, batches of 256), each group's validation ``drop`` (points, positive is a
+    loss), ``phi`` on validation, whether it is ``within`` tolerance and the ``seconds`` it took."""
+
+    tier: str
+    precision: DeployedPrecision
+    calibration_set: str
+    float_layers: tuple[str, ...]
+    size_bytes: int
+    latency_ms: float
+    drop: pd.Series
+    phi: float
+    within: bool
+    seconds: float
+    deployed: Deployed = field(repr=False)
+
+    @property
+    def label(self) -> str:
+        """e.g. ``ort:int8-pc-percentile, balanced calibration, 2 layers in float``."""
+        floats = f", {len(self.float_layers)} layers in float" if self.float_layers else ""
+        return f"{self.precision.name}, {self.calibration_set} calibration{floats}"
+
+
+@dataclass
+class RepairResult:
+    """What :func:`repair` tried and chose. ``verdict``: the chosen candidate judged on the test
+    split against fp32; ``evaluations``: validation passes; ``validation``: what the validation
+    split is (a sentence). :func:`fairquant.report.repair.write_repair` writes it to a folder."""
+
+    precision: str
+    chosen: Candidate
+    candidates: list[Candidate]
+    tolerance: Tolerance
+    verdict: Verdict
+    group_names: list[str]
+    validation: str
+    evaluations: int
+    seconds: float
+    notes: list[str]
+    _workdir: Any = field(default=None, repr=False)
+
+    def table(self) -> pd.DataFrame:
+        """One row per candidate: tier, precision, calibration set, layers in float, size,
+        latency, validation drop per group (``drop[group]``), φ, within, chosen, seconds."""
+        rows = []
+        for c in self.candidates:
+            rows.append(
+                {
+                    "tier": c.tier,
+                    "precision": c.precision.name,
+                    "calibration_set": c.calibration_set,
+                    "float_layers": " ".join(c.float_layers),
+                    "n_float_layers": len(c.float_layers),
+                    "size_bytes": c.size_bytes,
+                    "latency_ms": round(c.latency_ms, 4),
+                    **{f"drop[{a}]": round(float(c.drop[a]), 4) for a in self.group_names},
+                    "phi": round(c.phi, 6),
+                    "within": c.within,
+                    "chosen": c is self.chosen,
+                    "seconds": round(c.seconds, 3),
+                }
+            )
+        return pd.DataFrame(rows)
+
+
+def _repairable(precision: str | DeployedPrecision) -> DeployedPrecision:
+    if isinstance(precision, DeployedPrecision):
+        parsed = precision
+    elif isinstance(precision, str) and is_deployed(precision):
+        parsed = parse_deployed(precision)
+    else:
+        parsed = None
+    if parsed is None or not isinstance(parsed.config, OrtStaticConfig | OpenVinoConfig):
+        raise ConfigError(
+            f"precision {precision if isinstance(precision, str) else precision.name!r} cannot be "
+            f"repaired: repair builds and searches on a toolchain that keeps chosen layers in "
+            f"float; expected one of: {REPAIRABLE}"
+        )
+    return parsed
+
+
+def _logits(predict: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, float]:
+    """Logits of ``x`` in batches, and the seconds per sample."""
+    predict(x[:8])  # warm-up: the first call allocates and compiles
+    start = time.perf_counter()
+    out = torch.cat([predict(x[i : i + _BATCH]) for i in range(0, len(x), _BATCH)])
+    return out.float(), (time.perf_counter() - start) / max(len(x), 1)
+
+
+def _torch_predict(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    @torch.inference_mode()
+    def run(x: Tensor) -> Tensor:
+        return model(x).float()
+
+    return run
+
+
+def _group_stats(logits: Tensor, split: Split, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group accuracy (points) and mean cross-entropy of ``logits`` on ``split``."""
+    g = split.g.numpy()
+    correct = (logits.argmax(1) == split.y).numpy().astype(np.float64)
+    loss = per_sample_loss(logits, split.y).numpy().astype(np.float64)
+    counts = np.maximum(np.bincount(g, minlength=k), 1)
+    return (
+        100 * np.bincount(g, correct, minlength=k) / counts,
+        np.bincount(g, loss, minlength=k) / counts,
+    )
+
+
+class _Bench:
+    """Builds candidates on the toolchain and measures each on the validation split once."""
+
+    def __init__(self, model, source, pool: Split, validation: Split, names, tolerance, options):
+        self.model, self.source, self.pool, self.validation = model, source, pool, validation
+        self.names, self.tolerance, self.options = names, tolerance, options
+        self.workdir = Path(options["workdir"])
+        self.k = len(names)
+        ref, _ = _logits(_torch_predict(model), validation.x)
+        self.acc_ref, self.loss_ref = _group_stats(ref, validation, self.k)
+        self.evaluations = 1
+        self.tried: dict[tuple, Candidate] = {}
+        self.order: list[Candidate] = []
+        self._calib: dict[str, Tensor] = {}
+
+    def calibration(self, kind: str) -> Tensor:
+        if kind not in self._calib:
+            size, seed, pool = self.options["calib_size"], self.options["seed"], self.pool
+            if kind == "stratified":
+                zeros = torch.zeros_like(pool.g)
+                index = torch.from_numpy(validation_indices(zeros, pool.g, size, seed=seed)[1])
+            else:
+                index = calibration_indices(pool, size, balanced=kind == "balanced", seed=seed)
+            self._calib[kind] = pool.x[index]
+        return self._calib[kind]
+
+    def margins(self, c: Candidate) -> np.ndarray:
+        return c.drop.to_numpy() - [self.tolerance.for_group(a) for a in self.names]
+
+    def excess(self, c: Candidate) -> tuple[float, float]:
+        """(sum of the groups' drops above their tolerance, the largest margin)."""
+        margins = self.margins(c)
+        return float(np.clip(margins, 0, None).sum()), float(margins.max())
+
+    def evaluate(self, tier: str, precision: DeployedPrecision, calib: str) -> Candidate:
+        key = (precision, calib)
+        if key in self.tried:
+            return self.tried[key]
+        start = time.perf_counter()
+        folder = self.workdir / f"candidate-{len(self.order):03d}"
+        built = build_deployed(precision, self.source, self.calibration(calib), workdir=folder)
+        logits, per_sample = _logits(built.predict, self.validation.x)
+        self.evaluations += 1
+        acc, loss = _group_stats(logits, self.validation, self.k)
+        drop = pd.Series(self.acc_ref - acc, index=self.names)
+        excess = loss - self.loss_ref
+        phi = float(excess.max() - excess.min())
+        config = precision.config
+        floats = getattr(config, "nodes_to_exclude", None) or getattr(config, "ignored_scope", ())
+        ok = bool((drop.to_numpy() <= [self.tolerance.for_group(a) for a in self.names]).all())
+        ok = ok and (self.tolerance.max_phi is None or phi <= self.tolerance.max_phi)
+        candidate = Candidate(
+            tier,
+            precision,
+            calib,
+            tuple(floats),
+            built.size_bytes,
+            1000 * per_sample,
+            drop,
+            phi,
+            ok,
+            time.perf_counter() - start,
+            built,
+        )
+        self.tried[key] = candidate
+        self.order.append(candidate)
+        return candidate
+
+
+def _variant(precision: DeployedPrecision, **changes: Any) -> DeployedPrecision:
+    """``precision`` with its config changed, named as the parser spells it (``+N float`` for
+    layers kept in float, which no precision string spells)."""
+    config = replace(precision.config, **changes)
+    if isinstance(config, OrtStaticConfig):
+        calibrator = "" if config.calibration == "minmax" else f"-{config.calibration}"
+        flags = ("-pc" if config.per_channel else "") + calibrator
+        name = f"ort:int8{flags}{'-rr' if config.reduce_range else ''}"
+        floats = config.nodes_to_exclude
+    else:
+        mixed = "-mixed" if config.preset == "mixed" else ""
+        name = f"openvino:int8{mixed}{'' if config.fast_bias_correction else '-bc'}"
+        floats = config.ignored_scope
+    name += f" +{len(floats)} float" if floats else ""
+    return replace(precision, name=name, config=config)
+
+
+def _best(candidates: list[Candidate], bench: _Bench) -> Candidate:
+    """The passing candidate with the smallest file (then the largest slack), else the one with
+    the smallest total excess of the groups over their tolerance (then worst margin)."""
+    passing = [c for c in candidates if c.within]
+    if passing:
+        return min(passing, key=lambda c: (c.size_bytes, bench.margins(c).max()))
+    return min(candidates, key=bench.excess)
+
+
+def _tier_candidates(tier: str, base: DeployedPrecision, sets: list[str], bench: _Bench):
+    """The candidates of one of the first four tiers."""
+    config = base.config
+    if tier == "as given":
+        return [bench.evaluate(tier, base, "random")]
+    if tier == "calibration set":
+        return [bench.evaluate(tier, base, s) for s in sets if s != "random"]
+    if tier == "calibrator":
+        if isinstance(config, OrtStaticConfig):
+            others = [c for c in ORT_CALIBRATIONS if c != config.calibration]
+            variants = [_variant(base, calibration=c) for c in others]
+        else:
+            other = "mixed" if config.preset == "performance" else "performance"
+            variants = [_variant(base, preset=other)]
+        return [bench.evaluate(tier, v, s) for v in variants for s in sets]
+    return []
+
+
+def _float_layers(start: Candidate, layers: list[str], bench: _Bench) -> list[Candidate]:
+    """Greedy: measure each layer kept in float alone, then keep the most harmful in float, in
+    order, until every group is within tolerance (at most all layers but one)."""
+    tier, base = "layers in float", start.precision
+    field_name = "nodes_to_exclude" if isinstance(base.config, OrtStaticConfig) else "ignored_scope"
+
+    def kept(names: tuple[str, ...]) -> Candidate:
+        variant = _variant(base, **{field_name: names})
+        return bench.evaluate(tier, variant, start.calibration_set)
+
+    singles = {layer: kept((layer,)) for layer in layers}
+    tried = list(singles.values())
+    order = sorted(layers, key=lambda layer: bench.excess(singles[layer]))
+    for n in range(1, len(order)):
+        c = kept(tuple(order[:n]))
+        tried.append(c)
+        if c.within:
+            break
+    return tried
+
+
+def _layer_names(bench: _Bench, precision: DeployedPrecision) -> list[str]:
+    if isinstance(precision.config, OrtStaticConfig):
+        return weight_nodes(bench.source, bench.workdir)
+    from fairquant._extras import require
+
+    ov = require("openvino", what="openvino: precisions")
+    return weight_layers(ov.Core().read_model(str(bench.source.path)))
+
+
+def _search(bench: _Bench, base: DeployedPrecision, sets: list[str], notes: list[str]):
+    """Run the tiers cheapest first; stop at the first with a passing candidate."""
+    for tier in TIERS[:3]:
+        if _best(_tier_candidates(tier, base, sets, bench), bench).within:
+            return
+    best = _best(bench.order, bench)
+    if isinstance(base.config, OrtStaticConfig) and best.precision.config.per_channel:
+        notes.append(f"per-channel: {base.name} quantizes weights per channel already")
+    elif isinstance(base.config, OrtStaticConfig):
+        pc = _variant(best.precision, per_channel=True)
+        if bench.evaluate("per-channel", pc, best.calibration_set).within:
+            return
+    else:
+        notes.append("per-channel: NNCF quantizes OpenVINO weights per channel already")
+    best = _best(bench.order, bench)
+    layers = _layer_names(bench, base)
+    if len(layers) < 2:
+        notes.append(f"layers in float: the model has {len(layers)} weight layer(s); skipped")
+        return
+    _float_layers(best, layers, bench)
+
+
+def _unreachable(bench: _Bench) -> ToleranceUnreachable:
+    """The error when no candidate is within tolerance: the group that none keeps within its
+    tolerance (largest margin of its smallest drop), else the best candidate's worst group."""
+    drops = pd.DataFrame([c.drop for c in bench.order])
+    limits = pd.Series([bench.tolerance.for_group(a) for a in bench.names], index=bench.names)
+    reached = drops.min()
+    n = len(bench.order)
+    if (reached > limits).any():
+        group = str((reached - limits).idxmax())
+        return ToleranceUnreachable(
+            f"no repair keeps group {group!r} within its tolerance of {limits[group]:g} points on "
+            f"the validation split: the smallest drop any of the {n} candidates reached is "
+            f"{reached[group]:.2f} points",
+            group=group,
+            limit=float(limits[group]),
+            reachable=float(reached[group]),
+        )
+    best = _best(bench.order, bench)
+    margins = pd.Series(bench.margins(best), index=bench.names)
+    if (margins > 0).any():
+        group = str(margins.idxmax())
+        return ToleranceUnreachable(
+            f"no repair keeps every group within tolerance at once on the validation split: the "
+            f"best of the {n} candidates ({best.label}) leaves group {group!r} at "
+            f"{best.drop[group]:.2f} points, above its {limits[group]:g}",
+            group=group,
+            limit=float(limits[group]),
+            reachable=float(best.drop[group]),
+        )
+    phi = min(c.phi for c in bench.order)
+    return ToleranceUnreachable(
+        f"no repair keeps φ(D) within max_phi {bench.tolerance.max_phi:g} on the validation "
+        f"split: the smallest any of the {n} candidates reached is {phi:.3g}",
+        group="phi",
+        limit=float(bench.tolerance.max_phi or 0.0),
+        reachable=phi,
+    )
+
+
+def _validation(model, data: GroupedDataset, validation, val_size) -> tuple[nn.Module, Split, str]:
+    from fairquant.train.checkpoint import Checkpoint, held_out_validation
+
+    if isinstance(model, Checkpoint):
+        split, note = held_out_validation(model, data, size=val_size)
+        return model.model, split, note
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"repair takes an nn.Module or a Checkpoint; got {type(model).__name__}")
+    if validation is not None:
+        return model, validation, f"the given validation split ({len(validation)} samples)"
+    if val_size is None:
+        raise ConfigError(
+            "repair selects on a validation split: give validation=Split or val_size to carve one"
+        )
+    _, split = validation_split(data.train, val_size, seed=data.spec.seed)
+    return (
+        model,
+        split,
+        (
+            f"a validation split of {len(split)} samples carved from the training split (seed "
+            f"{data.spec.seed}): the model may have been trained on them, so what is selected on "
+            "them is judged optimistically"
+        ),
+    )
+
+
+def _judge(model: nn.Module, chosen: Candidate, data: GroupedDataset, tolerance, n_bootstrap):
+    test, name = data.test, chosen.precision.name
+    ref, _ = _logits(_torch_predict(model), test.x)
+    got, _ = _logits(chosen.deployed.predict, test.x)
+    samples = PerSample(
+        y=test.y.numpy(),
+        g=test.g.numpy(),
+        predictions={"fp32": ref.argmax(1).numpy(), name: got.argmax(1).numpy()},
+        losses={
+            "fp32": per_sample_loss(ref, test.y).numpy(),
+            name: per_sample_loss(got, test.y).numpy(),
+        },
+    )
+    return verdict(samples, tolerance, group_names=data.group_names, n_bootstrap=n_bootstrap)
+
+
+def repair(
+    model: nn.Module | Any,
+    data: GroupedDataset,
+    precision: str | DeployedPrecision,
+    *,
+    tolerance: Tolerance | None = None,
+    validation: Split | None = None,
+    val_size: float | int | None = None,
+    calib_size: int = 256,
+    random_state: int = 0,
+    n_bootstrap: int = 1000,
+    workdir: str | os.PathLike | None = None,
+) -> RepairResult:
+    """The cheapest repair of ``precision`` that keeps every group within ``tolerance`` on the
+    validation split (module docstring), judged on ``data.test``.
+
+    ``model``: an ``nn.Module`` or a :class:`~fairquant.train.Checkpoint` (its validation split
+    rebuilt exactly, :func:`~fairquant.train.held_out_validation`). For a module, ``validation``
+    is the split to select on, or ``val_size`` (fraction or count) carves one from
+    ``data.train``, and the result's ``validation`` sentence says the model may have seen it.
+    Calibration samples (``calib_size``, seeded by ``random_state``) come from ``data.train``.
+    ``tolerance``: default 2 points for every group. Raises :class:`ToleranceUnreachable`
+    naming the group and the smallest drop reached when no candidate is within tolerance.
+    """
+    start = time.perf_counter()
+    base = _repairable(precision)
+    if not isinstance(data, GroupedDataset):
+        raise ConfigError(
+            f"repair needs a GroupedDataset (train and test splits); got {type(data).__name__}"
+        )
+    tolerance = Tolerance() if tolerance is None else tolerance
+    names = [str(a) for a in data.group_names]
+    tolerance.check_groups(names)
+    module, split, note = _validation(model, data, validation, val_size)
+    module = module.eval()
+    notes = [f"selected on {note}"]
+    sets = _calibration_sets(data.train, calib_size, notes)
+    own = tempfile.TemporaryDirectory(prefix="fairquant-repair-") if workdir is None else None
+    folder = Path(own.name if own is not None else workdir)
+    source = export_onnx(module, data.train.x[:8], folder / "fp32.onnx")
+    options = {"workdir": folder, "calib_size": calib_size, "seed": random_state}
+    bench = _Bench(module, source, data.train, split, names, tolerance, options)
+    _search(bench, base, sets, notes)
+    chosen = _best(bench.order, bench)
+    if not chosen.within:
+        raise _unreachable(bench)
+    judged = _judge(module, chosen, data, tolerance, n_bootstrap)
+    return RepairResult(
+        precision=base.name,
+        chosen=chosen,
+        candidates=list(bench.order),
+        tolerance=tolerance,
+        verdict=judged,
+        group_names=names,
+        validation=note,
+        evaluations=bench.evaluations,
+        seconds=time.perf_counter() - start,
+        notes=notes,
+        _workdir=own,
+    )
+
+
+def _calibration_sets(pool: Split, size: int, notes: list[str]) -> list[str]:
+    if size < 1:
+        raise ConfigError(f"calib_size {size!r}: expected at least 1 calibration sample")
+    if size >= len(pool):
+        notes.append(
+            f"calibration: calib_size {size} >= the {len(pool)} training samples, so every "
+            "calibration set is the whole training split; the calibration-set tier is skipped"
+        )
+        return ["random"]
+    return list(CALIBRATION_SETS)

@@ -1,0 +1,253 @@
+"""`fairquant repair`: on a model built to fail at ort:int8 (a weight outlier that per-tensor and
+per-channel int8 crush for one class), the repair keeps the harmful layer in float; the saved
+.onnx runs in a bare ONNX Runtime session and scores what `fairquant.audit` scores; a tolerance
+no repair reaches names the group; a precision repair cannot build is one clear error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import fairquant
+from fairquant.data import DataSpec, GroupedDataset, Split
+from fairquant.errors import ConfigError
+from fairquant.metrics.verdict import Tolerance
+from fairquant.mitigate.allocate import ToleranceUnreachable
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+GROUPS = ["a", "b", "c"]
+
+
+def _split(n: int, seed: int) -> Split:
+    """Class y (= group) marked by feature y; feature 3 is always 0."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=gen)
+    x = torch.zeros(n, 4)
+    x[:, :3] = nn.functional.one_hot(y, 3).float() + 0.1 * torch.randn(n, 3, generator=gen)
+    return Split(x, y, y.clone())
+
+
+def _model(outliers: int) -> nn.Module:
+    """Logit c = feature c, through two Linear layers. The class-2 row of the first layer (and,
+    with ``outliers=2``, of the second) also weighs an always-zero input by 500: harmless in
+    float, but int8's scale for that row (or tensor) becomes 500/127 and rounds the weights of 1
+    to 0, so class 2 (group c) is never predicted."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 3))
+    w1 = torch.tensor([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 500.0], [0, 0, 0, 0]])
+    w2 = torch.cat([torch.eye(3), torch.zeros(3, 1)], dim=1)
+    if outliers == 2:
+        w2[2, 3] = 500.0
+    with torch.no_grad():
+        model[0].weight.copy_(w1)
+        model[0].bias.copy_(torch.tensor([0, 0, 0, -10.0]))  # hidden unit 3 is always 0
+        model[2].weight.copy_(w2)
+        model[2].bias.zero_()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def data() -> GroupedDataset:
+    return GroupedDataset(
+        spec=DataSpec(name="tiny"),
+        train=_split(300, 1),
+        test=_split(300, 3),
+        classes=["0", "1", "2"],
+        group_names=GROUPS,
+        target="y",
+        group="g",
+        mean=(0.0,),
+        std=(1.0,),
+    )
+
+
+@pytest.fixture(scope="module")
+def repaired(data):
+    return fairquant.repair(
+        _model(1),
+        data,
+        "ort:int8",
+        tolerance=Tolerance(2.0),
+        validation=_split(150, 2),
+        n_bootstrap=0,
+    )
+
+
+def test_repair_keeps_the_harmful_layer_in_float(repaired):
+    table = repaired.table()
+    given = table.iloc[0]
+    assert given.tier == "as given" and not given.within
+    assert given["drop[c]"] == 100.0  # built to fail: group c is never predicted
+    # cheapest first: calibration set, calibrator and per-channel were tried and failed first
+    assert list(dict.fromkeys(table.tier)) == [
+        "as given",
+        "calibration set",
+        "calibrator",
+        "per-channel",
+        "layers in float",
+    ]
+    assert not table[table.tier != "layers in float"].within.any()
+    chosen = repaired.chosen
+    assert chosen.within and chosen.tier == "layers in float"
+    assert chosen.float_layers == ("/0/Gemm",)  # the first Linear, the one with the outlier
+    assert (chosen.drop <= 2.0).all()
+    assert repaired.evaluations == len(table) + 1  # every candidate once, and fp32
+    assert table.chosen.sum() == 1
+    assert repaired.verdict.status[chosen.precision.name] != "fail"
+
+
+def test_saved_onnx_runs_bare_and_scores_what_audit_scores(repaired, data, tmp_path):
+    import onnxruntime as ort
+
+    files = fairquant.write_repair(repaired, tmp_path / "out")
+    assert sorted(p.name for p in files) == [
+        "candidates.csv",
+        "model.onnx",
+        "verdict.json",
+        "verdict.junit.xml",
+    ]
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"))
+    name = session.get_inputs()[0].name
+    logits = session.run(None, {name: data.test.x.numpy()})[0]
+    correct = logits.argmax(1) == data.test.y.numpy()
+    bare = [100 * correct[data.test.g.numpy() == a].mean() for a in range(3)]
+    audited = fairquant.audit(
+        str(tmp_path / "out" / "model.onnx"), data, precisions="fp32", n_bootstrap=0
+    )
+    by_group = audited.by_group("accuracy")
+    np.testing.assert_allclose(by_group.loc[GROUPS, "fp32"].to_numpy(dtype=float), bare)
+    table = repaired.verdict.table.set_index("group")
+    np.testing.assert_allclose(table.loc[GROUPS, "accuracy"].to_numpy(dtype=float), bare)
+    record = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    assert [p["precision"] for p in record["precisions"]] == [repaired.chosen.precision.name]
+    with pytest.raises(ConfigError, match="exists and is not empty"):
+        fairquant.write_repair(repaired, tmp_path / "out")
+
+
+def test_as_given_when_already_within(data):
+    clean = _model(1)
+    with torch.no_grad():
+        clean[0].weight[2, 3] = 1.0  # no outlier: int8 keeps every group
+    result = fairquant.repair(clean, data, "ort:int8", validation=_split(150, 2), n_bootstrap=0)
+    assert [c.tier for c in result.candidates] == ["as given"]
+    assert result.evaluations == 2
+
+
+def test_unreachable_tolerance_names_the_group(data):
+    with pytest.raises(ToleranceUnreachable, match=r"group 'c' .* reached is 100\.00 points") as e:
+        fairquant.repair(_model(2), data, "ort:int8", validation=_split(150, 2), n_bootstrap=0)
+    assert (e.value.group, e.value.reachable) == ("c", 100.0)
+
+
+@pytest.mark.parametrize("precision", ["int4", "torchao:int8wo", "ort:int8-dynamic", "torch:int8"])
+def test_a_precision_repair_cannot_build_is_one_error(data, precision):
+    with pytest.raises(ConfigError, match=rf"precision '{precision}' cannot be repaired"):
+        fairquant.repair(_model(1), data, precision, validation=_split(30, 2), n_bootstrap=0)
+
+
+def test_a_carved_validation_split_says_the_model_may_have_seen_it(data):
+    with pytest.raises(ConfigError, match="give validation=Split or val_size"):
+        fairquant.repair(_model(1), data, "ort:int8", n_bootstrap=0)
+    clean = _model(1)
+    with torch.no_grad():
+        clean[0].weight[2, 3] = 1.0
+    result = fairquant.repair(clean, data, "ort:int8", val_size=0.2, n_bootstrap=0)
+    assert "may have been trained on them" in result.validation
+
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A 4-channel CNN trained 3 epochs on 8x8 digits, 20 % of training held out."""
+    from fairquant.cli import app
+
+    ck = tmp_path_factory.mktemp("repair") / "m.pt"
+    args = ["--model", "cnn", "--width", "4", "--epochs", "3", "--image-size", "8"]
+    r = runner.invoke(app, ["train", "--out", str(ck), *args, "--val-size", "0.2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    return ck
+
+
+def test_cli_writes_the_repaired_model(checkpoint, tmp_path):
+    """The command of docs/commands/repair.md."""
+    from fairquant.cli import app
+
+    out = tmp_path / "repaired"
+    args = ["repair", "--checkpoint", str(checkpoint), "--precision", "ort:int8"]
+    options = ["--max-drop", "30", "--calib-size", "128", "--seed", "1", "--bootstrap", "0"]
+    r = runner.invoke(app, [*args, *options, "--out", str(out), "--gate"])
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert r.exit_code == verdict["exit_code"], r.output
+    assert "selected on the checkpoint's validation split" in r.output
+    assert {p.name for p in out.iterdir()} >= {"model.onnx", "verdict.json", "candidates.csv"}
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "x"), "--calib-size", "0"])
+    assert r.exit_code == 2 and "calib_size 0" in r.output
+    r = runner.invoke(
+        app,
+        [
+            "repair",
+            "--checkpoint",
+            str(checkpoint),
+            "--precision",
+            "int4",
+            "--out",
+            str(tmp_path / "y"),
+        ],
+    )
+    assert r.exit_code == 2 and "precision 'int4' cannot be repaired" in r.output
+
+
+def test_openvino_keeps_the_layer_in_float_through_ignored_scope(data, tmp_path):
+    """NNCF's weights are per channel already (the tier is skipped, and said); the IR written
+    scores, compiled by a bare OpenVINO with the f32 hint, what the test verdict reports."""
+    pytest.importorskip("nncf")
+    ov = pytest.importorskip("openvino")
+    result = fairquant.repair(
+        _model(1), data, "openvino:int8", validation=_split(150, 2), calib_size=64, n_bootstrap=0
+    )
+    assert "per-channel" not in {c.tier for c in result.candidates}
+    assert any("per channel already" in n for n in result.notes)
+    assert result.chosen.float_layers == ("/0/Gemm/WithoutBiases",)
+    fairquant.write_repair(result, tmp_path / "ov")
+    options = {"INFERENCE_PRECISION_HINT": "f32"}
+    compiled = ov.Core().compile_model(str(tmp_path / "ov" / "model.xml"), "CPU", options)
+    logits = compiled(data.test.x.numpy())[compiled.output(0)]
+    correct = logits.argmax(1) == data.test.y.numpy()
+    bare = [100 * correct[data.test.g.numpy() == a].mean() for a in range(3)]
+    table = result.verdict.table.set_index("group")
+    np.testing.assert_allclose(table.loc[GROUPS, "accuracy"].to_numpy(dtype=float), bare)
+
+
+def test_findings_page_shows_the_committed_tables():
+    """docs/findings/repair.md shows examples/repair/*.csv as they are."""
+    pytest.importorskip("tabulate")
+    import pandas as pd
+
+    repo = Path(__file__).resolve().parents[2]
+    page = " ".join((repo / "docs" / "findings" / "repair.md").read_text().split())
+    for name in ("digits-cnn-w4.csv", "digits-resnet18-w8.csv"):
+        table = pd.read_csv(repo / "examples" / "repair" / name).to_markdown(index=False)
+        assert " ".join(table.split()) in page, name
+
+
+def test_ort_refuses_a_node_to_exclude_it_does_not_have(tmp_path):
+    from fairquant.quant.ort import OrtStaticConfig, export_onnx, quantize_onnx, weight_nodes
+
+    x = _split(16, 0).x
+    source = export_onnx(_model(1), x[:8], tmp_path / "fp32.onnx")
+    assert weight_nodes(source, tmp_path) == ["/0/Gemm", "/2/Gemm"]
+    config = OrtStaticConfig(nodes_to_exclude=("/9/Gemm",))
+    with pytest.raises(ConfigError, match=r"nodes_to_exclude names \['/9/Gemm'\]"):
+        quantize_onnx(config, source, x, tmp_path)
+    _, notes = quantize_onnx(OrtStaticConfig(nodes_to_exclude=("/0/Gemm",)), source, x, tmp_path)
+    assert "ONNX Runtime quantized 1 of 2 weight layers" in notes[0]
+    assert "kept in float (nodes_to_exclude): /0/Gemm" in notes
