@@ -88,7 +88,7 @@ NOT_GENERATED = {"allocate-utkface": "bench/allocate.py"}
 
 def test_every_findings_page_has_its_generator_or_says_it_has_no_data():
     pages = {p.stem for p in FINDINGS.glob("*.md")}
-    generated = {_module(name).STUDY.name for name in STUDIES}
+    generated = {_module(n).STUDY.name for n in STUDIES if _module(n).STUDY.path is None}
     assert generated | set(NOT_GENERATED) == pages
     assert not generated & set(NOT_GENERATED)
     for page, command in NOT_GENERATED.items():

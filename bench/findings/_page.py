@@ -34,10 +34,12 @@ class Study:
     name: str
     values: Callable[[Path], Mapping[str, str]]
     readme: bool = False
+    #: The page's path when it is not a findings page (``docs/findings/<name>.md``).
+    path: str | None = None
 
     @property
     def page(self) -> str:
-        return f"docs/findings/{self.name}.md"
+        return self.path or f"docs/findings/{self.name}.md"
 
     @property
     def begin(self) -> str:
