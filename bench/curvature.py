@@ -38,13 +38,25 @@ the same threads, model and data:
   backward) in both; the script prints the counts, the seconds per product, and how few products
   in all a given ratio would need.
 
-Wall-clock times include each tool's setup (forward and first backward). The script prints the
-ratios; it extrapolates nothing it did not run.
+* **diagonal** (``--parts diagonal``, alone): fairquant's exact per-group GGN diagonal and
+  gradient of the quantized weights (:func:`~fairquant.metrics.curvature.ggn_diagonal`, one pass
+  for all groups, chunks of ``--chunk``) against BackPACK's ``DiagGGNExact``
+  (``backpack-for-pytorch``, ``extend(model, use_converter=True)``, one backward pass per group,
+  the gradient from the same pass), ``--repeats`` times each, interleaved (the order alternates):
+  per-run seconds, medians, the ratio, and the largest difference of the two results.
+
+Wall-clock times include each tool's setup (forward and first backward; BackPACK's ``extend``).
+The script prints the ratios; it extrapolates nothing it did not run.
 
     python bench/curvature.py --root ../shared/data/UTKFace.tar.gz [--images 1000 --groups 5
                               --width 16 --epochs 3 --work bench-curvature]
                               [--parts trace|lambda|both]
     python bench/curvature.py --checkpoint model.pt [...] [--skip-curvlinops] [--skip-pyhessian]
+    python bench/curvature.py --checkpoint model.pt --parts diagonal --groups 10 --images 540
+                              --threads 2 [--repeats 5 --chunk 32]
+
+The curvlinops and PyHessian parts import those packages, the diagonal part BackPACK (the
+``bench`` extra has all three).
 """
 
 from __future__ import annotations

@@ -10,13 +10,20 @@ BackPACK's ``DiagGGNExact`` (Dangel, Kunstner & Hennig, ICLR 2020) computes it b
 ``C`` columns of ``S_i`` back through the network and, at each Linear or Conv layer, forming the
 per-sample weight gradient of each column from the layer's input and the column's output gradient
 ``δ``: ``Σ_s δ_c[o, s] u[k, s]`` over output positions ``s`` (``u``: the unfolded input, ``k``
-indexing the weight's fan-in). Here the same scheme runs on PyTorch's own backward pass: one
-forward pass per chunk of samples, one backward pass batched over the ``C + 1`` vectors (the
-columns of ``S`` and ``r``; ``is_grads_batched``) that asks only for every layer's output
-gradient, then per layer the per-sample products, squared and summed over the columns, and summed
-per group (``index_add``): every group from one pass. For a Linear layer without extra dimensions
-the square factorises, ``(δ_o u_k)² = δ_o² u_k²``, so nothing per-sample of the weight's size is
-formed.
+indexing the weight's fan-in). Here the same scheme runs on PyTorch's own backward pass, with
+three savings:
+
+* ``Λ_i`` has rank ``C - 1`` (its rows sum to 0), so ``C - 1`` columns ``√λ_ij q_ij`` of its
+  eigendecomposition replace ``S_i``'s ``C``;
+* the samples are sorted by group, so a chunk holds a few runs of one group each; ``r_i``'s
+  gradient is summed over each run by one matrix product per layer (no per-sample tensor), and
+  only the factor's columns are formed per sample, squared and summed;
+* one forward pass per chunk and one backward pass batched over the ``C`` vectors (the factor's
+  columns and ``r``; ``is_grads_batched``) that asks only for every layer's output gradient give
+  every group at once (``DiagGGNExact`` sums over its batch: one pass per group).
+
+For a Linear layer without extra dimensions the square factorises, ``(δ_o u_k)² = δ_o² u_k²``,
+so nothing per-sample of the weight's size is formed at all.
 
 The scheme needs every differentiated parameter to be the weight or bias of a ``Linear``,
 ``Conv1d`` or ``Conv2d`` (zero padding) called once per forward pass, with an output no later
@@ -29,6 +36,7 @@ the summed per-sample gradients with autograd's on the first chunk) takes them f
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -41,7 +49,6 @@ LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 #: Elements of one layer's per-sample, per-column gradients formed at once (64 Mi: 256 MiB in
 #: float32); a larger layer is done in slices of samples.
 SLICE_ELEMENTS = 1 << 26
-MODE = "vmap"
 
 
 @dataclass
@@ -172,58 +179,69 @@ def _layerwise_chunk(
     check: bool,
 ) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:
     """Logits and (gradient, diagonal) summed per run of every parameter in ``fast`` on one
-    chunk (:func:`_layer_terms`)."""
-    leaves = {n: theta[n].detach().requires_grad_() for n in fast}
+    chunk (:func:`_layer_terms`).
+
+    Each layer's output gradients are the gradients with respect to a zero added to its output:
+    ``torch.func.vjp`` of the logits in those zeros, ``vmap``-ed over the ``C`` vectors.
+    """
     layers = list(dict.fromkeys(fast.values()))
     seen: dict[nn.Module, list] = {m: [] for m in layers}
 
     def record(module, inputs, output):
-        seen[module].append((inputs[0].detach(), output, output._version))
+        seen[module].append((inputs[0], inputs[0]._version, output.shape))
 
-    handles = [m.register_forward_hook(record) for m in layers]
-    try:
-        with torch.enable_grad():
-            z = torch.func.functional_call(model, {**theta, **leaves}, (xs,))
-    finally:
-        for h in handles:
-            h.remove()
-    if any(len(calls) != 1 or calls[0][1]._version != calls[0][2] for calls in seen.values()):
-        raise _Unsupported
-    vectors = _factor_and_residual(z.detach(), ys, z.dtype)
-    outputs = [seen[m][0][1] for m in layers]
-    if MODE == "vmap":
-        deltas = torch.autograd.grad(
-            z, outputs, vectors, retain_graph=check, is_grads_batched=True, allow_unused=True
-        )
-    else:
-        per = [
-            torch.autograd.grad(z, outputs, v, retain_graph=True, allow_unused=True)
-            for v in vectors
-        ]
-        deltas = [None if d[0] is None else torch.stack(d) for d in zip(*per, strict=True)]
+    with _hooks(layers, record):
+        z = torch.func.functional_call(model, theta, (xs,))
+    if any(len(c) != 1 or c[0][0]._version != c[0][1] for c in seen.values()):
+        raise _Unsupported  # a layer called twice, or its input changed in place afterwards
+    vectors = _factor_and_residual(z, ys, z.dtype)
+    zeros = [torch.zeros(seen[m][0][2], dtype=z.dtype) for m in layers]
+
+    def logits(*eps: Tensor) -> Tensor:
+        shift = dict(zip(layers, eps, strict=True))
+        with _hooks(layers, lambda module, inputs, output: output + shift[module]):
+            return torch.func.functional_call(model, theta, (xs,))
+
+    _, vjp = torch.func.vjp(logits, *zeros)
+    deltas = torch.func.vmap(vjp)(vectors)
     count = int(runs[-1]) + 1
     terms: dict[str, tuple[Tensor, Tensor]] = {}
-    for module, out, delta in zip(layers, outputs, deltas, strict=True):
-        if delta is None:  # the output does not reach the logits
-            delta = torch.zeros(len(vectors), *out.shape, dtype=z.dtype)
+    for module, delta in zip(layers, deltas, strict=True):
         wanted = {n.rsplit(".", 1)[-1]: n for n, m in fast.items() if m is module}
         for kind, grad, diag in _layer_terms(module, seen[module][0][0], delta, runs, count):
             if kind in wanted:
                 terms[wanted[kind]] = (grad, diag)
     if check:
-        _check_gradients(z, vectors[-1], leaves, terms)
-    return z.detach(), terms
+        _check_gradients(model, theta, xs, vectors[-1], terms)
+    return z, terms
+
+
+@contextmanager
+def _hooks(layers: list[nn.Module], hook) -> Iterator[None]:
+    """``hook`` as a forward hook of every layer in ``layers``, for the block."""
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _check_gradients(
-    z: Tensor, r: Tensor, leaves: dict[str, Tensor], terms: dict[str, tuple[Tensor, Tensor]]
+    model: nn.Module,
+    theta: dict[str, Tensor],
+    xs: Tensor,
+    r: Tensor,
+    terms: dict[str, tuple[Tensor, Tensor]],
 ) -> None:
     """The gradients summed per run must add up to autograd's gradient of ``Σ_i ℓ_i``: otherwise
     some weight reaches the logits other than through its layer's output
     (:class:`_Unsupported`)."""
-    names = list(leaves)
-    expected = torch.autograd.grad(z, [leaves[n] for n in names], r, allow_unused=True)
-    for name, want in zip(names, expected, strict=True):
+    leaves = {n: theta[n].detach().requires_grad_() for n in terms}
+    with torch.enable_grad():
+        z = torch.func.functional_call(model, {**theta, **leaves}, (xs,))
+        expected = torch.autograd.grad(z, list(leaves.values()), r, allow_unused=True)
+    for name, want in zip(leaves, expected, strict=True):
         got = terms[name][0].sum(0)
         want = torch.zeros_like(got) if want is None else want
         scale = want.abs().max().item() + got.abs().max().item()
