@@ -237,15 +237,26 @@ class _InPlace(nn.Module):
         return self.head(torch.relu_(self.fc(x)))
 
 
-@pytest.mark.parametrize("cls", [_Shared, _Tied, _InPlace])
-def test_models_the_layerwise_kernel_cannot_follow_fall_back_to_jacobians(cls):
+class _Tokens(nn.Module):
+    """A Linear layer over a sequence (input ``(n, tokens, features)``), mean-pooled."""
+
+    def __init__(self):
+        super().__init__()
+        self.mix = nn.Linear(4, 5)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.mix(x.reshape(len(x), 3, 4))).mean(1))
+
+
+@pytest.mark.parametrize("cls", [_Shared, _Tied, _InPlace, _Tokens])
+def test_sequences_and_models_the_layerwise_kernel_cannot_follow(cls):
+    """Shared, tied or in-place layers fall back to Jacobians (or, in place, are followed); a
+    Linear over a sequence takes the unfolded path: all exact."""
     torch.manual_seed(0)
     model = cls().double().eval()
-    x, y, g = (
-        torch.randn(30, 4, dtype=torch.float64),
-        torch.randint(0, 3, (30,)),
-        torch.arange(30) % 2,
-    )
+    x = torch.randn(30, 12 if cls is _Tokens else 4, dtype=torch.float64)
+    y, g = torch.randint(0, 3, (30,)), torch.arange(30) % 2
     curv = ggn_diagonal(model, x, y, g, 2, chunk=7)
     names = list(curv.diag)
     flat, params = _all_flat(model, names)

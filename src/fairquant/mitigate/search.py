@@ -30,7 +30,9 @@ Each candidate is quantized and evaluated once (:class:`Evaluator`, shared by ev
 run) and every method reports the seconds and forward evaluations it would cost alone. The
 baselines at the same tolerance: :func:`smallest_uniform`, :func:`loss_only` (AIMET/HAWQ: the
 population-weighted average drop within the tolerance) and :func:`hawq_order` (HAWQ-V2's
-trace x quantization-error order, bits lowered while every group stays within tolerance).
+trace x quantization-error order, bits lowered while every group stays within tolerance). The
+predictor and HAWQ's trace share one per-group GGN-diagonal pass (:meth:`Evaluator.diagonal`);
+HAWQ pools its groups by their shares of the validation split.
 """
 
 from __future__ import annotations
