@@ -19,14 +19,15 @@ three savings:
   gradient is summed over each run by one matrix product per layer (no per-sample tensor), and
   only the factor's columns are formed per sample, squared and summed;
 * one forward pass per chunk and one backward pass batched over the ``C`` vectors (the factor's
-  columns and ``r``; ``is_grads_batched``) that asks only for every layer's output gradient give
-  every group at once (``DiagGGNExact`` sums over its batch: one pass per group).
+  columns and ``r``: ``torch.func.vjp`` with respect to a zero added to every layer's output,
+  ``vmap``-ed over the vectors) give every group at once (``DiagGGNExact`` sums over its batch:
+  one pass per group).
 
 For a Linear layer without extra dimensions the square factorises, ``(δ_o u_k)² = δ_o² u_k²``,
 so nothing per-sample of the weight's size is formed at all.
 
 The scheme needs every differentiated parameter to be the weight or bias of a ``Linear``,
-``Conv1d`` or ``Conv2d`` (zero padding) called once per forward pass, with an output no later
+``Conv1d`` or ``Conv2d`` (zero padding) called once per forward pass, with an input no later
 operation changes in place. Other parameters (BatchNorm's, a ``Conv3d``'s) take the per-sample
 Jacobians instead (``vmap`` of ``jacrev``: ``C`` backward passes per sample); a model the scheme
 cannot follow (a layer called twice, a weight also used outside its layer, detected by comparing
@@ -82,6 +83,7 @@ def _factor_and_residual(z: Tensor, y: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def _supported(module: nn.Module) -> bool:
+    """Whether the layer-wise scheme takes ``module``'s weight and bias."""
     if type(module) not in LAYERS:
         return False
     return type(module) is nn.Linear or (
