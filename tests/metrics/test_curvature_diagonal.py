@@ -344,3 +344,18 @@ def test_ggn_trace_is_the_sum_of_the_diagonal():
         assert trace[a].item() == pytest.approx(want.item(), rel=1e-10)
         got = sum(d[a].sum() for d in curv.diag.values())
         assert got.item() == pytest.approx(want.item(), rel=1e-10)
+
+
+def test_both_im2col_paths_agree():
+    """One thread unfolds with ``F.unfold``, several with a one-hot depthwise convolution."""
+    model, x, y, g = _conv_groups()
+    one = ggn_diagonal(model, x, y, g, 3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = ggn_diagonal(model, x, y, g, 3)
+    finally:
+        torch.set_num_threads(threads)
+    for name in one.diag:
+        torch.testing.assert_close(two.diag[name], one.diag[name], rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(two.grads[name], one.grads[name], rtol=1e-12, atol=1e-15)

@@ -121,12 +121,15 @@ def _unfolded(module: nn.Module, u: Tensor, delta: Tensor) -> tuple[Tensor, Tens
     else:
         kernel, dilation = module.kernel_size, module.dilation
         padding, stride = module.padding, module.stride
-    # im2col as a depthwise convolution with one-hot kernels (as unfoldNd does): the same
-    # numbers as ``F.unfold`` (each output is one input times 1, plus zeros), in a convolution
-    # kernel that threads well where ``F.unfold`` stalls on a busy machine
-    c, size = u.shape[1], kernel[0] * kernel[1]
-    onehot = torch.eye(size, dtype=u.dtype).reshape(size, 1, *kernel).repeat(c, 1, 1, 1)
-    unfolded = F.conv2d(u, onehot, stride=stride, padding=padding, dilation=dilation, groups=c)
+    if torch.get_num_threads() == 1:
+        unfolded = F.unfold(u, kernel, dilation=dilation, padding=padding, stride=stride)
+    else:
+        # im2col as a depthwise convolution with one-hot kernels (as unfoldNd does): the same
+        # numbers as ``F.unfold`` (each output is one input times 1, plus zeros), in a kernel
+        # that threads well where ``F.unfold`` stalls on a busy machine (and is slower alone)
+        c, size = u.shape[1], kernel[0] * kernel[1]
+        onehot = torch.eye(size, dtype=u.dtype).reshape(size, 1, *kernel).repeat(c, 1, 1, 1)
+        unfolded = F.conv2d(u, onehot, stride=stride, padding=padding, dilation=dilation, groups=c)
     return unfolded.flatten(2), delta.flatten(-2), module.groups
 
 
