@@ -38,18 +38,31 @@ the same threads, model and data:
   backward) in both; the script prints the counts, the seconds per product, and how few products
   in all a given ratio would need.
 
-Wall-clock times include each tool's setup (forward and first backward). The script prints the
-ratios; it extrapolates nothing it did not run.
+* **diagonal** (``--parts diagonal``, alone): fairquant's exact per-group GGN diagonal and
+  gradient of the quantized weights (:func:`~fairquant.metrics.curvature.ggn_diagonal`, one pass
+  for all groups, chunks of ``--chunk``) against BackPACK's ``DiagGGNExact``
+  (``backpack-for-pytorch``, ``extend(model, use_converter=True)``, one backward pass per group,
+  the gradient from the same pass), ``--repeats`` times each, interleaved (the order alternates):
+  per-run seconds, medians, the ratio, and the largest difference of the two results.
+
+Wall-clock times include each tool's setup (forward and first backward; BackPACK's ``extend``).
+The script prints the ratios; it extrapolates nothing it did not run.
 
     python bench/curvature.py --root ../shared/data/UTKFace.tar.gz [--images 1000 --groups 5
                               --width 16 --epochs 3 --work bench-curvature]
                               [--parts trace|lambda|both]
     python bench/curvature.py --checkpoint model.pt [...] [--skip-curvlinops] [--skip-pyhessian]
+    python bench/curvature.py --checkpoint model.pt --parts diagonal --groups 10 --images 540
+                              --threads 2 [--repeats 5 --chunk 32]
+
+The curvlinops and PyHessian parts import those packages, the diagonal part BackPACK (the
+``bench`` extra has all three).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import math
 import time
@@ -58,22 +71,25 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from curvlinops import HessianLinearOperator, hutchpp_trace, xtrace
-from pyhessian import hessian
 
 from fairquant.data import DataSpec, load_dataset
 from fairquant.metrics.curvature import (
     GroupCurvature,
     ProbeBudget,
     SampleCurvature,
+    curvature_parameters,
+    ggn_diagonal,
     group_traces,
     lanczos_max,
 )
 from fairquant.models import ModelSpec
 from fairquant.train import TrainConfig, fit, load_checkpoint, save_checkpoint
 
-# the module, not the class of the same name that ``pyhessian`` exports
-_PH_MODULE = importlib.import_module("pyhessian.hessian")
+
+def _pyhessian():
+    """PyHessian's module (not the class of the same name its package exports), imported when a
+    part that runs it is asked for."""
+    return importlib.import_module("pyhessian.hessian")
 
 
 def _model_and_data(args):
@@ -127,7 +143,7 @@ def _pyhessian_trace(model, x, y, rtol: float, max_probes: int, seed: int):
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
     start = time.perf_counter()
-    h = hessian(model, F.cross_entropy, data=(x, y), cuda=False)
+    h = _pyhessian().hessian(model, F.cross_entropy, data=(x, y), cuda=False)
     default = list(h.trace())
     t_default = time.perf_counter() - start
     more = list(default)
@@ -147,18 +163,19 @@ class _CountedProducts:
 
     def __init__(self) -> None:
         self.calls = 0
-        self._inner = _PH_MODULE.hessian_vector_product
+        self._module = _pyhessian()
+        self._inner = self._module.hessian_vector_product
 
     def __enter__(self) -> _CountedProducts:
         def counted(*args, **kwargs):
             self.calls += 1
             return self._inner(*args, **kwargs)
 
-        _PH_MODULE.hessian_vector_product = counted
+        self._module.hessian_vector_product = counted
         return self
 
     def __exit__(self, *exc) -> None:
-        _PH_MODULE.hessian_vector_product = self._inner
+        self._module.hessian_vector_product = self._inner
 
 
 def _product_seconds(gc: GroupCurvature, group: int, repeats: int = 3) -> float:
@@ -199,10 +216,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (both)")
     ap.add_argument(
         "--parts",
-        choices=["trace", "lambda", "both"],
+        choices=["trace", "lambda", "both", "diagonal"],
         default="both",
-        help="which comparison to run (the PyHessian trace to --rtol takes the longest)",
+        help="which comparison to run (the PyHessian trace to --rtol takes the longest; "
+        "'diagonal': the per-group GGN diagonal against BackPACK, alone)",
     )
+    ap.add_argument("--repeats", type=int, default=5, help="diagonal: interleaved repeats")
+    ap.add_argument("--chunk", type=int, default=32, help="diagonal: fairquant's chunk of samples")
     ap.add_argument(
         "--skip-general",
         action="store_true",
@@ -229,6 +249,94 @@ def main() -> None:
         _trace_part(args, model, x, y, g, names)
     if args.parts in ("lambda", "both"):
         _lambda_part(args, model, x, y, g, names)
+    if args.parts == "diagonal":
+        _diagonal_part(args, model, x, y, g, names)
+
+
+def _backpack_diagonal(model, x, y, g, k):
+    """BackPACK's ``DiagGGNExact`` and gradient of each group's mean cross-entropy with respect to
+    the quantized weights, group by group (one backward pass each), on a converted copy of
+    ``model``: (diagonals, gradients), each a list per group of tensors per weight, and the seconds
+    ``extend`` took."""
+    from backpack import backpack, extend
+    from backpack.extensions import DiagGGNExact
+
+    work = copy.deepcopy(model).eval()
+    weights = {id(p) for p in curvature_parameters(work, "quantized")}
+    params = [p for p in work.parameters() if id(p) in weights]
+    for p in work.parameters():
+        p.requires_grad_(id(p) in weights)
+    start = time.perf_counter()
+    net = extend(work, use_converter=True)
+    loss_fn = extend(torch.nn.CrossEntropyLoss())
+    t_extend = time.perf_counter() - start
+    diags, grads = [], []
+    for a in range(k):
+        m = g == a
+        net.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x[m]), y[m])
+        with backpack(DiagGGNExact()):
+            loss.backward()
+        diags.append([p.diag_ggn_exact.detach().clone() for p in params])
+        grads.append([p.grad.detach().clone() for p in params])
+    return diags, grads, t_extend
+
+
+def _diagonal_part(args, model, x, y, g, names) -> None:
+    """fairquant's exact per-group GGN diagonal (one pass, all groups) against BackPACK's
+    ``DiagGGNExact`` (group by group), ``--repeats`` times each, interleaved."""
+    k = len(names)
+    times = {"fairquant": [], "BackPACK": []}
+    extend_s = []
+    for rep in range(args.repeats):
+        order = ("fairquant", "BackPACK") if rep % 2 == 0 else ("BackPACK", "fairquant")
+        for tool in order:
+            start = time.perf_counter()
+            if tool == "fairquant":
+                ours = ggn_diagonal(model, x, y, g, k, chunk=args.chunk)
+            else:
+                bp_diag, bp_grad, t_ext = _backpack_diagonal(model, x, y, g, k)
+                extend_s.append(t_ext)
+            times[tool].append(time.perf_counter() - start)
+        print(
+            f"repeat {rep + 1}: fairquant {times['fairquant'][-1]:.2f}s, BackPACK "
+            f"{times['BackPACK'][-1]:.2f}s (extend {extend_s[-1]:.2f}s)",
+            flush=True,
+        )
+    keys = list(ours.diag)
+    worst_diag = worst_grad = 0.0
+    for a in range(k):
+        for key, d, gr in zip(keys, bp_diag[a], bp_grad[a], strict=True):
+            ref_d, ref_g = d.double(), gr.double()
+            worst_diag = max(worst_diag, _rel(ours.diag[key][a], ref_d))
+            worst_grad = max(worst_grad, _rel(ours.grads[key][a], ref_g))
+    med = {tool: float(np.median(t)) for tool, t in times.items()}
+    print(
+        f"\nper-group GGN diagonal and gradient of {len(keys)} quantized weights ({ours.dim} "
+        f"entries), {k} groups, {len(x)} images, {torch.get_num_threads()} threads, "
+        f"{args.repeats} interleaved repeats"
+    )
+    print(
+        f"largest difference fairquant - BackPACK, relative to BackPACK's largest entry of the "
+        f"weight: diagonal {worst_diag:.1e}, gradient {worst_grad:.1e}"
+    )
+    print("tool        median s  min s   max s")
+    for tool, t in times.items():
+        print(f"{tool:<10} {med[tool]:8.2f} {min(t):6.2f} {max(t):7.2f}")
+    ratios = [b / f for f, b in zip(times["fairquant"], times["BackPACK"], strict=True)]
+    print(
+        f"BackPACK / fairquant: ratio of medians {med['BackPACK'] / med['fairquant']:.2f}x, "
+        f"median of paired ratios {float(np.median(ratios)):.2f}x "
+        f"(range {min(ratios):.2f}-{max(ratios):.2f}x); BackPACK's extend "
+        f"{float(np.median(extend_s)):.2f}s of its time"
+    )
+
+
+def _rel(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    """``max |ours - ref| / max |ref|`` (0 when both are 0)."""
+    scale = ref.abs().max().item()
+    diff = (ours - ref).abs().max().item()
+    return diff / scale if scale > 0 else diff
 
 
 def _trace_part(args, model, x, y, g, names) -> None:
@@ -313,6 +421,8 @@ def _trace_part(args, model, x, y, g, names) -> None:
 def _curvlinops_trace(model, x, y, estimator, ref: float, rtol: float, cap: int, seed: int):
     """curvlinops' ``estimator`` on a doubling budget until within ``rtol`` of ``ref``: (estimate,
     products, seconds of that run, seconds of the whole schedule); products 0 if never within."""
+    from curvlinops import HessianLinearOperator
+
     params = [p for p in model.parameters() if p.requires_grad]
     start = time.perf_counter()
     op = HessianLinearOperator(
@@ -331,6 +441,8 @@ def _curvlinops_trace(model, x, y, estimator, ref: float, rtol: float, cap: int,
 
 
 def _curvlinops_part(args, model, x, y, g, names, ggn, t_exact, ours, t_general) -> None:
+    from curvlinops import hutchpp_trace, xtrace
+
     k = len(names)
     print(
         f"\ncurvlinops HessianLinearOperator, doubling budget to within {args.rtol:.0%} of the "
@@ -402,7 +514,7 @@ def _lambda_part(args, model, x, y, g, names) -> None:
         torch.manual_seed(args.seed + a)
         start = time.perf_counter()
         with _CountedProducts() as counter:
-            h = hessian(model, F.cross_entropy, data=(x[m], y[m]), cuda=False)
+            h = _pyhessian().hessian(model, F.cross_entropy, data=(x[m], y[m]), cuda=False)
             lam, _ = h.eigenvalues()
         t_ph_lam += time.perf_counter() - start
         ph_lam.append(lam[0])

@@ -15,6 +15,7 @@ from torch import nn
 from fairquant.data.base import Split
 from fairquant.errors import ConfigError, DataError
 from fairquant.metrics import sensitivity
+from fairquant.metrics.curvature import ggn_diagonal
 from fairquant.metrics.verdict import Tolerance
 from fairquant.mitigate import search
 from fairquant.mitigate.allocate import ToleranceUnreachable
@@ -29,7 +30,7 @@ from fairquant.mitigate.search import (
     search_smallest,
     smallest_uniform,
 )
-from fairquant.quant import parse_precision, quantize_model
+from fairquant.quant import parse_precision, quantize_model, quantized_layers
 from fairquant.quant.precision import parse_precisions
 
 GROUPS = ["a", "b", "c"]
@@ -88,6 +89,7 @@ def test_search_is_feasible_on_validation_and_never_feeds_the_test_split(tiny, m
     monkeypatch.setattr(search, "predict_logits", record(search.predict_logits))
     monkeypatch.setattr(sensitivity, "predict_logits", record(sensitivity.predict_logits))
     monkeypatch.setattr(sensitivity, "ggn_diagonal", record(sensitivity.ggn_diagonal))
+    monkeypatch.setattr(search, "ggn_diagonal", record(search.ggn_diagonal))
     tolerance = Tolerance(max_drop=2.0, per_group={"c": 3.0})
     results, table = compare_searches(model, validation, GROUPS, tolerance, config=CONFIG)
     assert seen and max(seen) < 100 < float(test.x.abs().min())  # only validation samples
@@ -225,6 +227,32 @@ def test_hawq_lowers_bits_in_the_order_of_the_scores(tiny):
         want = order[kept - 1] if kept else (8, 8, 8)
         assert tuple(r.layers.bits) == want
     assert r.feasible and tuple(r.layers.bits) in {*order, (8, 8, 8)}
+
+
+def test_one_ggn_pass_serves_the_predictor_and_hawq(tiny, monkeypatch):
+    """The diagonal predictor and HAWQ's trace share one per-group GGN-diagonal pass; HAWQ's
+    pooled trace weights the groups by their validation shares."""
+    model, validation, _ = tiny
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[1]))
+        return ggn_diagonal(*args, **kwargs)
+
+    monkeypatch.setattr(search, "ggn_diagonal", counting)
+    monkeypatch.setattr(sensitivity, "ggn_diagonal", counting)
+    ev = Evaluator(model, validation, GROUPS)
+    tolerance = Tolerance(max_drop=5.0)
+    search_smallest(model, validation, GROUPS, tolerance, config=CONFIG, evaluator=ev)
+    hawq_order(model, validation, GROUPS, tolerance, config=CONFIG, evaluator=ev)
+    assert calls == [40 * len(GROUPS)]
+    curv = ev.diagonal(40, 0)
+    shares = torch.bincount(validation.g, minlength=3).double()
+    table = ev.trace_table(CONFIG.bits, 40, 0).drop_duplicates("layer").set_index("layer")
+    for name, layer in quantized_layers(model):
+        d = curv.diag[f"{name}.weight"]  # (groups, *shape)
+        want = (shares @ d.flatten(1).sum(1) / shares.sum()).item() / layer.weight.numel()
+        assert table.loc[name, "trace"] == pytest.approx(want, rel=1e-12)
 
 
 def test_loss_only_bounds_the_population_average(tiny):

@@ -179,14 +179,16 @@ def layer_trace_sensitivity(
     *,
     per_channel: bool = False,
     curvature: GroupDiagonal | None = None,
+    weights: Tensor | None = None,
 ) -> pd.DataFrame:
     """HAWQ-V2's trace-weighted sensitivity of each quantized layer on all of ``data`` (groups
     pooled): ``trace = Tr(G_l)/n_l``, the layer's exact GGN trace per weight (the Hessian's for a
     piecewise-linear network), ``error = ||Q_b(w_l) - w_l||²`` and ``score = trace * error``.
 
     Dong et al. (NeurIPS 2020) quantize the layers with the smallest score hardest. ``curvature``:
-    the per-group :func:`~fairquant.metrics.curvature.ggn_diagonal` of ``model`` on ``data``
-    already at hand (pooled instead of another pass over ``data``). Returns the columns
+    the per-group :func:`~fairquant.metrics.curvature.ggn_diagonal` of ``model`` already at hand
+    (pooled instead of another pass over ``data``, with the groups weighted by ``weights``, e.g.
+    their population shares, or by their counts by default). Returns the columns
     :data:`TRACE_COLUMNS`, one row per (layer, bits).
     """
     if curvature is None:
@@ -195,7 +197,7 @@ def layer_trace_sensitivity(
         pooled = torch.zeros(len(data), dtype=torch.long)
         curv = ggn_diagonal(model, data.x, data.y, pooled, 1)
     else:
-        curv = curvature.pooled()
+        curv = curvature.pooled(weights)
     keys = _diagonal_keys(curv, model)
     rows = []
     for name, b, d in layer_deltas(model, options, per_channel=per_channel):
@@ -299,6 +301,7 @@ def group_sensitivity(
     sensitivity: SensitivitySource = "measured",
     per_channel: bool = False,
     block: int = 1,
+    curvature: GroupDiagonal | None = None,
 ) -> pd.DataFrame:
     """Per-layer, per-group excess loss ``G_{l,b}(a)`` on ``data`` (columns ``layer, bits,
     numel, group, excess``): ``"measured"`` quantizes one layer at a time and evaluates
@@ -307,7 +310,9 @@ def group_sensitivity(
     layer, bit width and group); ``"diagonal"`` keeps the diagonal of each group's GGN
     (:func:`diagonal_excess`, one pass over ``data`` for all of them); the predictions keep their
     terms ``first`` and ``second``. With all samples in one group it is the pooled, loss-only
-    sensitivity of HAWQ and AIMET."""
+    sensitivity of HAWQ and AIMET. ``curvature``: for ``"diagonal"``, the per-group
+    :func:`~fairquant.metrics.curvature.ggn_diagonal` of ``model`` on ``data`` already at hand
+    (no other pass)."""
     if sensitivity == "measured":
         return measured_layer_excess(model, data, group_names, options, per_channel=per_channel)
     if sensitivity == "predicted":
@@ -315,7 +320,7 @@ def group_sensitivity(
         table = taylor_excess(op, model, group_names, options, per_channel=per_channel, block=block)
         return table.rename(columns={"predicted": "excess"})
     if sensitivity == "diagonal":
-        curv = ggn_diagonal(model, data.x, data.y, data.g, len(group_names))
+        curv = curvature or ggn_diagonal(model, data.x, data.y, data.g, len(group_names))
         table = diagonal_excess(curv, model, group_names, options, per_channel=per_channel)
         return table.rename(columns={"predicted": "excess"})
     raise ConfigError(f"sensitivity must be one of {SENSITIVITIES}; got {sensitivity!r}")

@@ -30,7 +30,9 @@ Each candidate is quantized and evaluated once (:class:`Evaluator`, shared by ev
 run) and every method reports the seconds and forward evaluations it would cost alone. The
 baselines at the same tolerance: :func:`smallest_uniform`, :func:`loss_only` (AIMET/HAWQ: the
 population-weighted average drop within the tolerance) and :func:`hawq_order` (HAWQ-V2's
-trace x quantization-error order, bits lowered while every group stays within tolerance).
+trace x quantization-error order, bits lowered while every group stays within tolerance). The
+predictor and HAWQ's trace share one per-group GGN-diagonal pass (:meth:`Evaluator.diagonal`);
+HAWQ pools its groups by their shares of the validation split.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from torch import nn
 
 from fairquant.data.base import Split
 from fairquant.errors import ConfigError, DataError
+from fairquant.metrics.curvature import GroupDiagonal, ggn_diagonal
 from fairquant.metrics.functional import group_counts, group_mean, per_sample_loss
 from fairquant.metrics.paired import drop_interval
 from fairquant.metrics.policy import CONFIDENCE
@@ -88,7 +91,8 @@ class SearchConfig:
     (``"diagonal"``: one GGN-diagonal pass; ``"predicted"``: Hessian-vector products;
     ``"measured"``: every layer at every width measured on the validation split, AIMET's
     exhaustive table); ``samples_per_group``: balanced, seeded validation samples per group for a
-    predictor (and the HAWQ trace); ``max_rounds``: proposals measured after the uniform widths;
+    predictor (and the HAWQ trace, from the same diagonal pass reweighted to the validation
+    split's group shares); ``max_rounds``: proposals measured after the uniform widths;
     ``time_limit``: seconds per integer program; ``random_state``: the seed of the samples.
 
     ``criterion``: when a group counts as within its tolerance on the validation split.
@@ -285,12 +289,25 @@ class Evaluator:
             ),
         )
 
+    def diagonal(self, samples: int, seed: int) -> GroupDiagonal:
+        """Every group's gradient and GGN diagonal on ``samples`` balanced validation samples per
+        group (:func:`~fairquant.metrics.curvature.ggn_diagonal`), once: the one pass that serves
+        the diagonal predictor and HAWQ's trace."""
+        subset = self._subset(samples, seed)
+        return self._cached(
+            ("ggn", samples, seed),
+            0,
+            lambda: ggn_diagonal(self.model, subset.x, subset.y, subset.g, len(self.group_names)),
+        )
+
     def predicted_table(
         self, options: Sequence[int], sensitivity: SensitivitySource, samples: int, seed: int
     ) -> pd.DataFrame:
-        """``G_{l,b}(a)`` predicted on ``samples`` balanced validation samples per group."""
+        """``G_{l,b}(a)`` predicted on ``samples`` balanced validation samples per group (the
+        diagonal predictor from :meth:`diagonal`)."""
         options = tuple(sorted(int(b) for b in options))
-        subset = self._subset(samples, seed, balanced=True)
+        subset = self._subset(samples, seed)
+        curvature = self.diagonal(samples, seed) if sensitivity == "diagonal" else None
         return self._cached(
             (sensitivity, options, samples, seed),
             0,
@@ -301,25 +318,35 @@ class Evaluator:
                 options,
                 sensitivity=sensitivity,
                 per_channel=self.per_channel,
+                curvature=curvature,
             ),
         )
 
     def trace_table(self, options: Sequence[int], samples: int, seed: int) -> pd.DataFrame:
-        """HAWQ-V2's pooled trace x quantization error on as many random validation samples as
-        the predictor's (:func:`~fairquant.metrics.sensitivity.layer_trace_sensitivity`)."""
+        """HAWQ-V2's pooled trace x quantization error
+        (:func:`~fairquant.metrics.sensitivity.layer_trace_sensitivity`) from the per-group
+        diagonal of :meth:`diagonal`, its groups weighted by their shares of the validation split
+        (the population's trace, without another pass)."""
         options = tuple(sorted(int(b) for b in options))
-        subset = self._subset(samples, seed, balanced=False)
+        curvature = self.diagonal(samples, seed)
+        shares = group_counts(self.validation.g, len(self.group_names)).double()
         return self._cached(
             ("trace", options, samples, seed),
             0,
             lambda: layer_trace_sensitivity(
-                self.model, subset, options, per_channel=self.per_channel
+                self.model,
+                self.validation,
+                options,
+                per_channel=self.per_channel,
+                curvature=curvature,
+                weights=shares,
             ),
         )
 
-    def _subset(self, samples: int, seed: int, *, balanced: bool) -> Split:
+    def _subset(self, samples: int, seed: int) -> Split:
+        """``samples`` balanced, seeded validation samples per group."""
         size = samples * len(self.group_names)
-        index = calibration_indices(self.validation, size, balanced=balanced, seed=seed)
+        index = calibration_indices(self.validation, size, balanced=True, seed=seed)
         return self.validation.subset(index)
 
     @contextmanager

@@ -14,9 +14,9 @@ is the variance of the column ``J_i[:, k]`` under ``p_i``,
 
     ``(G_i)_kk = Σ_c p_ic (J_i[c, k] - J̄_ik)²``,  ``J̄_ik = Σ_c p_ic J_i[c, k]``,
 
-which is what is computed (the same number, without forming ``S_i``, and never negative in
-floating point). Both the gradient and the diagonal come from the per-sample Jacobians (``vmap`` of
-``jacrev``: ``C`` backward passes per sample, batched over samples), so every group's
+the form the per-sample Jacobian path computes (:mod:`.kernel`; never negative in floating
+point). For Linear and Conv layers the kernel instead backpropagates the ``C`` columns of ``S_i``
+and ``r_i`` layer by layer, as BackPACK does. Either way every group's
 ``g_a = 1/n_a Σ_{i∈a} ∇ℓ_i`` and ``diag G_a = 1/n_a Σ_{i∈a} diag G_i`` cost one pass over the
 data, whatever the number of groups, layers or quantization directions asked of them afterwards.
 
@@ -32,11 +32,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fairquant.errors import ConfigError, DataError
 from fairquant.metrics.curvature.introspect import Parameters, check_group_data, named_parameters
+from fairquant.metrics.curvature.kernel import diagonal_sums
 from fairquant.metrics.curvature.operators.base import GroupOperator
 
 
@@ -54,13 +54,22 @@ class GroupDiagonal(GroupOperator):
     grads: dict[str, Tensor]
     diag: dict[str, Tensor]
 
-    def pooled(self) -> GroupDiagonal:
-        """All groups as one: the count-weighted means (every term is a mean over samples), the
-        same as :func:`ggn_diagonal` with every sample in one group, without another pass."""
+    def pooled(self, weights: Tensor | None = None) -> GroupDiagonal:
+        """All groups as one: the means weighted by ``weights`` (one per group, normalised over
+        the groups with samples; default: the counts, which gives the same as
+        :func:`ggn_diagonal` with every sample in one group, without another pass; a population's
+        group shares give that population's expected gradient and diagonal from any sample of
+        each group)."""
         present = self.present()
         if not present:
             raise DataError("no group has samples: nothing to pool")
-        w = self.counts[present].double() / self.counts[present].sum()
+        w = (self.counts if weights is None else torch.as_tensor(weights))[present].double()
+        if len(w) and (not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0):
+            raise ConfigError(
+                f"pooling weights must be finite, >= 0 and not all 0 over the groups with samples; "
+                f"got {w.tolist()}"
+            )
+        w = w / w.sum()
 
         def pool(t: Tensor) -> Tensor:
             return torch.tensordot(w, t[present], dims=1)[None]
@@ -87,37 +96,19 @@ def ggn_diagonal(
     """Every group's mean gradient and exact GGN diagonal of the mean cross-entropy (module doc),
     in one pass over ``x`` in chunks of ``chunk`` samples.
 
-    ``model`` is put in eval mode and must be deterministic; memory grows with
-    ``chunk x C x P`` (the chunk's Jacobians, ``P`` parameters).
+    ``model`` is put in eval mode and must be deterministic. The kernel
+    (:mod:`.kernel`) backpropagates the factor of the loss Hessian layer by layer for Linear and
+    Conv layers (memory: the chunk's output gradients, ``(C + 1) x chunk`` times the activations)
+    and takes per-sample Jacobians for any other parameter (memory ``chunk x C x P``).
     """
     if chunk < 1:
         raise ConfigError(f"chunk must be >= 1; got {chunk}")
     counts = check_group_data(model, x, y, g, num_groups)
     theta = named_parameters(model, parameters)
-    dtype = next(iter(theta.values())).dtype
-    x = x.to(dtype)
-    grads = {n: torch.zeros(num_groups, p.numel(), dtype=torch.float64) for n, p in theta.items()}
-    diag = {n: torch.zeros(num_groups, p.numel(), dtype=torch.float64) for n, p in theta.items()}
-    loss = torch.zeros(num_groups, dtype=torch.float64)
-
-    def one(params: dict[str, Tensor], xi: Tensor) -> Tensor:
-        return torch.func.functional_call(model, params, (xi[None],))[0]
-
-    jacobian = torch.func.vmap(torch.func.jacrev(one), in_dims=(None, 0))
-    with torch.no_grad():
-        for s in range(0, len(x), chunk):
-            xs, ys, gs = x[s : s + chunk], y[s : s + chunk], g[s : s + chunk]
-            jac = jacobian(theta, xs)  # name -> (b, C, *shape)
-            z = torch.func.functional_call(model, theta, (xs,)).double()
-            loss.index_add_(0, gs, F.cross_entropy(z, ys, reduction="none"))
-            # in the model's dtype (float32 halves the memory traffic), summed in float64
-            p = z.softmax(1).to(dtype)
-            r = p - F.one_hot(ys, z.shape[1]).to(dtype)
-            for name, j in jac.items():
-                j = j.flatten(2)  # (b, C, P_name)
-                grads[name].index_add_(0, gs, torch.einsum("bc,bcp->bp", r, j).double())
-                centred = j - torch.einsum("bc,bcp->bp", p, j)[:, None]
-                diag[name].index_add_(0, gs, torch.einsum("bc,bcp->bp", p, centred**2).double())
+    sums = diagonal_sums(
+        model, theta, x.to(next(iter(theta.values())).dtype), y, g, num_groups, chunk=chunk
+    )
+    loss, grads, diag = sums.loss, sums.grads, sums.diag
     n = counts.clamp(min=1).double()
     return GroupDiagonal(
         counts=counts,

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from fairquant.errors import ConfigError
 from fairquant.metrics.curvature.introspect import Parameters, check_group_data, named_parameters
+from fairquant.metrics.curvature.kernel import diagonal_sums
 from fairquant.metrics.curvature.linalg import unflatten_batched
 from fairquant.metrics.curvature.operators.base import GroupOperator
 
@@ -28,8 +29,8 @@ from fairquant.metrics.curvature.operators.base import GroupOperator
 class SampleCurvature(GroupOperator):
     """Per-sample GGN and residual terms of every group's Hessian (module docstring).
 
-    The GGN part needs no probes at all: ``Tr(J_iᵀ Λ_i J_i) = Σ_cd Λ_i,cd (J_i J_iᵀ)_cd`` is exact
-    from the per-sample Jacobians (``vmap`` of ``jacrev``: ``C`` backward passes). So
+    The GGN part needs no probes at all: ``Tr(J_iᵀ Λ_i J_i)`` is the sum of the exact GGN
+    diagonal (:mod:`~fairquant.metrics.curvature.kernel`, the factor of ``Λ_i`` backpropagated). So
     ``Tr(H_a) = Tr(G_a) + Tr(R_a)`` with ``Tr(G_a)`` exact and only the residual ``R_a`` estimated
     by Hutchinson — a control variate: its variance ``2||offdiag R_a||_F²`` replaces the Hessian's,
     whose top outliers (the GGN's) dominate it. For a piecewise-linear network (ReLU, max/avg
@@ -70,23 +71,12 @@ class SampleCurvature(GroupOperator):
         return torch.func.functional_call(self.model, theta, (x,))
 
     def ggn_trace(self) -> Tensor:
-        """Exact ``Tr(G_a)`` per group, float64 ``(K,)``, from per-sample Jacobians."""
-        out = []
-        with torch.no_grad():
-            for s in range(0, len(self.x), self.chunk):
-                xs = self.x[s : s + self.chunk]
-
-                def one(theta, xi):
-                    return self._logits(theta, xi[None])[0]
-
-                jac = torch.func.vmap(torch.func.jacrev(one), in_dims=(None, 0))(self.theta, xs)
-                gram = sum(
-                    torch.einsum("bcp,bdp->bcd", j.flatten(2), j.flatten(2)) for j in jac.values()
-                )
-                p = self._logits(self.theta, xs).double().softmax(1)
-                lam = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
-                out.append((lam * gram.double()).sum((1, 2)))
-        return self._group_mean(torch.cat(out))
+        """Exact ``Tr(G_a)`` per group, float64 ``(K,)``: the sum of the per-group GGN diagonal
+        (:func:`~fairquant.metrics.curvature.kernel.diagonal_sums`, one pass)."""
+        sums = diagonal_sums(
+            self.model, self.theta, self.x, self.y, self.g, len(self.counts), chunk=self.chunk
+        )
+        return sum(d.sum(1) for d in sums.diag.values()) / self.counts.clamp(min=1)
 
     def _directional(self, v: Tensor):
         """Per chunk of samples: logits ``z``, ``z'`` and ``z''`` along each probe, ``(m, b, C)``,
