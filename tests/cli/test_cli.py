@@ -1,5 +1,7 @@
 """The command line end to end, on a tiny budget."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -202,3 +204,43 @@ def test_choices_are_checked_by_the_parser(tmp_path, monkeypatch, args, message)
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and message in " ".join(r.output.split()), r.output
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Startup: a help screen loads no deep-learning framework
+
+HEAVY = ("torch", "sklearn")
+HELP_PROBE = """
+import sys
+from typer.testing import CliRunner
+from fairquant.cli import app
+from typer.main import get_command
+heavy = set(sys.argv[1:])
+for args in [["--help"], *([name, "--help"] for name in get_command(app).commands)]:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, (args, result.output)
+    print(" ".join(args), "|", " ".join(sorted(heavy & set(sys.modules))))
+"""
+
+
+def test_importing_the_cli_loads_neither_torch_nor_sklearn():
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import fairquant.cli"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()[1:]}
+    assert "fairquant.cli" in imported  # the import-time table was read
+    assert not {m for m in imported if m.split(".")[0] in HEAVY}
+
+
+def test_help_of_every_command_loads_neither_torch_nor_sklearn():
+    done = subprocess.run(
+        [sys.executable, "-c", HELP_PROBE, *HEAVY], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    rows = dict(line.split(" | ") for line in done.stdout.splitlines())
+    assert {"--help", "audit --help", "train --help", "datasets --help"} <= set(rows)
+    assert {args: loaded for args, loaded in rows.items() if loaded.strip()} == {}

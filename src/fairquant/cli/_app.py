@@ -1,4 +1,9 @@
-"""The typer app, its consoles, and the options and error handling every command shares."""
+"""The typer app, its consoles, and the options and error handling every command shares.
+
+The command modules import the library inside their command functions, and their choices and
+defaults come from the torch-free :mod:`fairquant.options`: ``fairquant --help`` and
+``fairquant <command> --help`` load neither torch nor scikit-learn.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,17 @@ import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Annotated, Any, get_args
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from fairquant.data import PAPER_RATIO, DataSpec
 from fairquant.errors import ConfigError, FairquantError
-from fairquant.experiments.backends import BACKENDS
+from fairquant.options import BACKENDS
+
+if TYPE_CHECKING:
+    from fairquant.data import DataSpec
 
 app = typer.Typer(
     help="Audit who pays when a neural network is quantized: per-group accuracy, loss, "
@@ -71,8 +79,21 @@ Bootstrap = Annotated[
 ]
 
 
+def print_line(console_: Console, label: str, style: str, message: object) -> None:
+    """One labelled line, its message printed literally: no Rich markup (a path with ``[data]``
+    keeps it), no emoji codes (``facts:m:`` stays), no highlighting; ``soft_wrap`` keeps it one
+    line (logs and grep see it whole, never broken inside a path)."""
+    console_.print(
+        Text.assemble((f"{label}:", style), " ", str(message)),
+        markup=False,
+        emoji=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    print_line(err_console, "warning", "yellow", message)
 
 
 @contextmanager
@@ -83,8 +104,7 @@ def user_errors() -> Iterator[None]:
             warnings.showwarning = show_warning
             yield
     except FairquantError as e:
-        # soft_wrap: one line per error, never broken inside a path (logs and grep see it whole)
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        print_line(err_console, "error", "bold red", e)
         raise typer.Exit(2) from None
 
 
@@ -114,6 +134,8 @@ def fraction_or_count(value: float) -> float | int:
 
 
 def parse_imbalance(text: str) -> tuple[float, ...] | None:
+    from fairquant.data import PAPER_RATIO
+
     if text == "none":
         return None
     if text == "paper":
@@ -163,6 +185,8 @@ def data_spec(
     image_size: int | None = None,
 ) -> DataSpec:
     """The dataset spec of the shared data options (``train``, ``datasets``, ``mitigate``)."""
+    from fairquant.data import DataSpec
+
     options = dict(parse_option(item) for item in option or [])
     if grayscale is not None:
         options["grayscale"] = grayscale

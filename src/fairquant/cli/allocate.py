@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from fairquant._audit import audit as run_audit
 from fairquant.cli._app import (
     app,
     choice,
@@ -22,14 +21,14 @@ from fairquant.cli._app import (
     user_errors,
 )
 from fairquant.errors import ConfigError
-from fairquant.metrics.policy import N_BOOTSTRAP
-from fairquant.metrics.sensitivity import SensitivitySource
-from fairquant.metrics.verdict import Tolerance
-from fairquant.metrics.verdict import verdict as judge
-from fairquant.mitigate.allocate import AllocationObjective, allocate
-from fairquant.mitigate.search import METHODS, Criterion, SearchConfig, compare_searches
-from fairquant.report.verdict import exit_code, summary_lines
-from fairquant.train import held_out_validation, load_with_data
+from fairquant.options import (
+    N_BOOTSTRAP,
+    SEARCH_CRITERION,
+    SEARCH_ROUNDS,
+    AllocationObjective,
+    Criterion,
+    SensitivitySource,
+)
 
 ObjectiveChoice = choice("ObjectiveChoice", AllocationObjective)
 SensitivityChoice = choice("SensitivityChoice", SensitivitySource)
@@ -108,10 +107,10 @@ def allocate_command(
             "drop is (estimate), or when the upper end of its paired 95% interval is "
             "(upper-bound: guards against picking candidates the validation noise flattered)."
         ),
-    ] = SearchConfig.criterion,
+    ] = SEARCH_CRITERION,
     rounds: Annotated[
         int, typer.Option(min=0, help="Search mode: measured proposals at most.")
-    ] = SearchConfig.max_rounds,
+    ] = SEARCH_ROUNDS,
     baselines: Annotated[
         bool,
         typer.Option(
@@ -131,6 +130,10 @@ def allocate_command(
 ) -> None:
     """Choose per-layer bits that protect the worst-off group (or the loss) within a size budget,
     or (--max-drop) the smallest ones that keep every group within a tolerance."""
+    from fairquant.metrics.verdict import Tolerance
+    from fairquant.mitigate.search import SearchConfig
+    from fairquant.train import load_with_data
+
     with user_errors():
         ckpt, dataset = load_with_data(checkpoint)
         tolerance = Tolerance.parse(max_drop, max_phi)
@@ -174,6 +177,8 @@ def allocate_command(
 
 
 def _budget_mode(ckpt, dataset, out, objective: str, given: dict, **options) -> None:
+    from fairquant.mitigate.allocate import allocate
+
     result = allocate(ckpt.model, dataset, objective=objective, name=out.stem, **given, **options)
     budget = given.get("budget", keyword_default(allocate, "budget"))
     sensitivity = given.get("sensitivity", keyword_default(allocate, "sensitivity"))
@@ -195,6 +200,12 @@ def _budget_mode(ckpt, dataset, out, objective: str, given: dict, **options) -> 
 
 
 def _search_mode(ckpt, dataset, out, tolerance, config, val_size, baselines, bootstrap) -> int:
+    from fairquant._audit import audit as run_audit
+    from fairquant.metrics.verdict import verdict as judge
+    from fairquant.mitigate.search import METHODS, compare_searches
+    from fairquant.report.verdict import exit_code, summary_lines
+    from fairquant.train import held_out_validation
+
     size = None if val_size is None else fraction_or_count(val_size)
     validation, note = held_out_validation(ckpt, dataset, size=size)
     console.print(f"selecting on {note}")

@@ -6,12 +6,10 @@ import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fairquant._audit import AUDIT_JSON, AuditResult, load_target
-from fairquant._audit import audit as run_audit
 from fairquant.cli._app import (
     CHECKPOINT,
     FIGURE,
@@ -29,25 +27,28 @@ from fairquant.cli._app import (
     choice,
     console,
     data_spec,
+    print_line,
     user_errors,
 )
-from fairquant.data import GroupedDataset, default_digits_spec, load_dataset
-from fairquant.data.preprocess import Preprocess, parse_floats
 from fairquant.errors import ConfigError
-from fairquant.metrics.frame import EmptyGroupWarning, UndefinedMetricWarning
-from fairquant.metrics.policy import N_BOOTSTRAP
-from fairquant.metrics.verdict import DEFAULT_MAX_DROP, Tolerance, Verdict
-from fairquant.models import ModelSpec
-from fairquant.models.load import LoadedModel, ModelSource
-from fairquant.quant import DEFAULT_PRECISIONS, parse_precisions
-from fairquant.quant.activations import CALIBRATIONS
-from fairquant.quant.methods import METHODS, make_quantizer
-from fairquant.quant.qat import DEFAULT_QAT_CONFIG
-from fairquant.report import accuracy_table, plot_group_accuracy
-from fairquant.report.verdict import exit_code, summary_lines, write_verdict
-from fairquant.train import TrainConfig, fit, save_checkpoint
+from fairquant.options import (
+    CALIB_SIZE,
+    CALIBRATIONS,
+    DEFAULT_MAX_DROP,
+    DEFAULT_PRECISIONS,
+    DEFAULT_QAT_CONFIG,
+    N_BOOTSTRAP,
+    QUANT_METHODS,
+    TrainConfig,
+)
 
-MethodChoice = choice("MethodChoice", METHODS)
+if TYPE_CHECKING:
+    from fairquant._audit import AuditResult
+    from fairquant.data import GroupedDataset
+    from fairquant.data.preprocess import Preprocess
+    from fairquant.metrics.verdict import Tolerance, Verdict
+
+MethodChoice = choice("MethodChoice", QUANT_METHODS)
 CalibrationChoice = choice("CalibrationChoice", CALIBRATIONS)
 PRECISIONS_HELP = (
     "Comma-separated precisions. Simulated (fairquant's quantizer): fp32, fp16, bf16, "
@@ -81,7 +82,7 @@ def audit_and_report(
     qat_config: TrainConfig = DEFAULT_QAT_CONFIG,
     lsq: bool = False,
     calibration: str = "minmax",
-    calib_size: int = 256,
+    calib_size: int = CALIB_SIZE,
     calib_balanced: bool = False,
     n_bootstrap: int = N_BOOTSTRAP,
     preprocess: Preprocess | None = None,
@@ -90,6 +91,14 @@ def audit_and_report(
     """Audit ``model`` (an nn.Module, or a LoadedModel that records its source) on the test
     split of ``dataset``; write results.csv, audit.json and the figure; print the table. With a
     ``tolerance``, also judge it (verdict.json, verdict.junit.xml) and print the verdict first."""
+    from fairquant._audit import AUDIT_JSON
+    from fairquant._audit import audit as run_audit
+    from fairquant.metrics.frame import EmptyGroupWarning, UndefinedMetricWarning
+    from fairquant.quant import parse_precisions
+    from fairquant.quant.methods import make_quantizer
+    from fairquant.report import accuracy_table, plot_group_accuracy
+    from fairquant.report.verdict import summary_lines, write_verdict
+
     quantize = None
     if method != "ptq":  # QAT fine-tunes each simulated precision (make_quantizer checks them)
         simulated = parse_precisions([t for t in precisions.split(",") if ":" not in t])
@@ -131,7 +140,7 @@ def audit_and_report(
             console.print(line, markup=False, highlight=False)
     console.print(accuracy_table(result, train_counts=train_counts, title=title))
     for note in [*result.notes, *(judged.notes if judged else [])]:
-        console.print(f"[yellow]note:[/] {note}")
+        print_line(console, "note", "yellow", note)
     console.print(f"wrote {', '.join(map(str, [csv, record, *written]))} and {png}")
     return result, judged
 
@@ -160,6 +169,12 @@ def quickstart(
 ) -> None:
     """Train on the embedded imbalanced digits, quantize to every precision, audit the groups and
     judge each precision against a tolerance (verdict.json)."""
+    from fairquant.data import default_digits_spec, load_dataset
+    from fairquant.metrics.verdict import Tolerance
+    from fairquant.models import ModelSpec
+    from fairquant.models.load import LoadedModel, ModelSource
+    from fairquant.train import fit, save_checkpoint
+
     with user_errors():
         start = time.perf_counter()
         dataset = load_dataset(default_digits_spec(seed=seed))
@@ -264,7 +279,7 @@ def audit(
     ] = CalibrationChoice.minmax,
     calib_size: Annotated[
         int, typer.Option(min=1, help="Calibration images (training split).")
-    ] = 256,
+    ] = CALIB_SIZE,
     calib_balanced: Annotated[
         bool, typer.Option(help="Draw calibration images equally from every group.")
     ] = False,
@@ -292,6 +307,11 @@ def audit(
     trained elsewhere (--model, with the data options --dataset --root --target --group
     --image-size -o): results.csv and audit.json record what was audited.
     """
+    from fairquant._audit import load_target
+    from fairquant.data.preprocess import parse_floats
+    from fairquant.metrics.verdict import Tolerance
+    from fairquant.report.verdict import exit_code
+
     with user_errors():
         tolerance = Tolerance.parse(max_drop, max_phi)
         if gate and tolerance is None:

@@ -17,8 +17,7 @@ from fairquant.cli._app import (
     data_spec,
     user_errors,
 )
-from fairquant.data import DataSpec
-from fairquant.data.registry import SOURCES, get_source
+from fairquant.options import DATA_SEED
 
 
 @app.command()
@@ -32,10 +31,12 @@ def datasets(
     imbalance: Annotated[
         str, typer.Option(help="'paper', 'none' or ratios per class (training split).")
     ] = "none",
-    seed: Annotated[int, typer.Option()] = DataSpec.seed,
+    seed: Annotated[int, typer.Option()] = DATA_SEED,
     option: DataOptions = None,
 ) -> None:
     """List the datasets fairquant reads or, with --dataset and --root, count their samples."""
+    from fairquant.data.registry import SOURCES, get_source
+
     with user_errors():
         if dataset is None:
             table = Table(title="Datasets (fairquant datasets --dataset NAME --root PATH)")

@@ -8,10 +8,8 @@ from typing import Annotated
 
 import typer
 
-from fairquant.cli._app import Quiet, app, choice, console, user_errors
-from fairquant.metrics.curvature import Curvature
-from fairquant.quant import parse_precisions
-from fairquant.train import load_with_data
+from fairquant.cli._app import Quiet, app, choice, console, print_line, user_errors
+from fairquant.options import Curvature
 
 CurvatureChoice = choice("CurvatureChoice", Curvature)
 
@@ -44,7 +42,9 @@ def explain(
 ) -> None:
     """Explain the disparity: impact flow and curvature factors per group and precision."""
     from fairquant._explain import explain_model
+    from fairquant.quant import parse_precisions
     from fairquant.report.explain import factor_table, plot_explanation
+    from fairquant.train import load_with_data
 
     with user_errors():
         ckpt, dataset = load_with_data(checkpoint)
@@ -73,7 +73,7 @@ def explain(
                 f"(p={row.p_value:.2g}, {row.groups} groups)"
             )
         for note in result.notes:
-            console.print(f"[yellow]note:[/] {note}")
+            print_line(console, "note", "yellow", note)
         console.print(
             f"wrote {', '.join(p.name for p in paths)} to {folder} in "
             f"{time.perf_counter() - start:.0f}s"

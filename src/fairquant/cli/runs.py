@@ -26,34 +26,29 @@ from fairquant.cli._app import (
     app,
     console,
     data_spec,
-    keyword_default,
     parse_ints,
+    print_line,
     user_errors,
 )
-from fairquant.data import DataSpec
 from fairquant.errors import ConfigError
-from fairquant.experiments import run_experiment
-from fairquant.experiments.config import MethodConfig
-from fairquant.experiments.mitigation import (
+from fairquant.options import (
+    BACKENDS,
+    CALIB_SIZE,
+    DATA_SEED,
     DEFAULT_MITIGATIONS,
-    compare_mitigations,
-    mitigation_config,
-    summarize,
-)
-from fairquant.experiments.presets import (
-    PREFIX,
+    DEFAULT_QAT_CONFIG,
+    MITIGATION_METHODS,
+    MITIGATION_PRECISIONS,
+    MITIGATION_SEEDS,
+    N_BOOTSTRAP,
     PRESET_DATA,
+    PRESET_PREFIX,
     PRESET_SCALE,
-    default_run_dir,
-    load_experiment,
+    TrainConfig,
 )
-from fairquant.metrics.policy import N_BOOTSTRAP
-from fairquant.models import ModelSpec
-from fairquant.quant.qat import DEFAULT_QAT_CONFIG
-from fairquant.train import TrainConfig
 
 #: Where cells run unless --backend says otherwise: the runner's default.
-BACKEND = keyword_default(run_experiment, "backend")
+BACKEND = BACKENDS[0]
 
 
 @app.command()
@@ -109,12 +104,15 @@ def run(
     quiet: Quiet = False,
 ) -> None:
     """Run an experiment grid resumably into a run directory (results.csv, config.yaml)."""
+    from fairquant.experiments import run_experiment
+    from fairquant.experiments.presets import default_run_dir, load_experiment
+
     with user_errors():
         if preset is not None and config is not None:
             raise ConfigError("give either CONFIG or --preset, not both")
         if preset is None and config is None:
             raise ConfigError("give an experiment file, preset:NAME or --preset NAME")
-        source = config or f"{PREFIX}{(preset or '').removeprefix(PREFIX)}"
+        source = config or f"{PRESET_PREFIX}{(preset or '').removeprefix(PRESET_PREFIX)}"
         experiment = load_experiment(source, scale=scale, data_root=data)
         run_dir = out or default_run_dir(source, experiment, scale)
         summary = run_experiment(
@@ -154,12 +152,12 @@ def mitigate(
     batch_size: Annotated[int, typer.Option(min=2)] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option()] = TrainConfig.lr,
     seeds: Annotated[str, typer.Option(help="Comma-separated training seeds.")] = ",".join(
-        map(str, keyword_default(mitigation_config, "seeds"))
+        map(str, MITIGATION_SEEDS)
     ),
-    data_seed: Annotated[int, typer.Option(help="Seed of the train/test split.")] = DataSpec.seed,
+    data_seed: Annotated[int, typer.Option(help="Seed of the train/test split.")] = DATA_SEED,
     precisions: Annotated[
         str, typer.Option(help="Comma-separated weight precisions (PTQ and QAT).")
-    ] = ",".join(keyword_default(mitigation_config, "precisions")),
+    ] = ",".join(MITIGATION_PRECISIONS),
     act_precisions: Annotated[
         str | None,
         typer.Option(
@@ -168,7 +166,7 @@ def mitigate(
         ),
     ] = None,
     methods: Annotated[str, typer.Option(help="Comma-separated: ptq, qat.")] = ",".join(
-        keyword_default(mitigation_config, "methods")
+        MITIGATION_METHODS
     ),
     qat_epochs: Annotated[int, typer.Option(min=1, help="QAT fine-tuning epochs.")] = (
         DEFAULT_QAT_CONFIG.epochs
@@ -176,7 +174,7 @@ def mitigate(
     qat_lr: Annotated[float, typer.Option(help="QAT learning rate.")] = DEFAULT_QAT_CONFIG.lr,
     calib_size: Annotated[
         int, typer.Option(min=1, help="Calibration images for -a<k> precisions.")
-    ] = MethodConfig.model_fields["calib_size"].default,
+    ] = CALIB_SIZE,
     bootstrap: Bootstrap = N_BOOTSTRAP,
     report_only: Annotated[
         bool,
@@ -193,6 +191,8 @@ def mitigate(
     """Compare mitigations on the same data and seeds, quantized with PTQ and QAT: per-group,
     overall and worst-group accuracy and phi(D) with intervals across seeds, paired tests against
     `none`, and a Pareto figure of accuracy against phi(D)."""
+    from fairquant.experiments.mitigation import compare_mitigations, summarize
+    from fairquant.models import ModelSpec
     from fairquant.report.mitigation import mitigation_tables, paired_tests_table, plot_pareto
 
     with user_errors():
@@ -241,7 +241,7 @@ def mitigate(
         if tests is not None:
             console.print(tests)
         for note in result.notes:
-            console.print(f"[yellow]note:[/] {note}", highlight=False)
+            print_line(console, "note", "yellow", note)
         png = plot_pareto(result, out / "pareto.png")
         console.print(
             f"wrote results.csv, summary.csv, tests.csv, config.yaml and {png.name} to {out} in "

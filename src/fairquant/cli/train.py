@@ -25,11 +25,7 @@ from fairquant.cli._app import (
     fraction_or_count,
     user_errors,
 )
-from fairquant.data import load_dataset
-from fairquant.models import ModelSpec
-from fairquant.models.registry import sized_for
-from fairquant.train import TrainConfig, fit, save_checkpoint
-from fairquant.train.loop import Optimizer, Schedule, Select, SelectMetric
+from fairquant.options import Optimizer, Schedule, Select, SelectMetric, TrainConfig
 
 OptimizerChoice = choice("OptimizerChoice", Optimizer)
 ScheduleChoice = choice("ScheduleChoice", Schedule)
@@ -97,6 +93,11 @@ def train(
     option: DataOptions = None,
 ) -> None:
     """Train a full-precision model; its checkpoint holds all `audit` needs to rebuild it."""
+    from fairquant.data import load_dataset
+    from fairquant.models import ModelSpec
+    from fairquant.models.registry import sized_for
+    from fairquant.train import fit, save_checkpoint
+
     with user_errors():
         config = TrainConfig(
             epochs=epochs,

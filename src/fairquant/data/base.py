@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from fairquant.errors import ConfigError, DataError
+from fairquant.options import DATA_SEED
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class DataSpec:
     image_size: int | None = None
     imbalance: tuple[float, ...] | None = None
     test_size: float | None = None
-    seed: int = 0
+    seed: int = DATA_SEED
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
