@@ -244,3 +244,49 @@ def test_help_of_every_command_loads_neither_torch_nor_sklearn():
     rows = dict(line.split(" | ") for line in done.stdout.splitlines())
     assert {"--help", "audit --help", "train --help", "datasets --help"} <= set(rows)
     assert {args: loaded for args, loaded in rows.items() if loaded.strip()} == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages print the value literally
+
+
+def test_errors_print_the_value_literally(tmp_path):
+    folder = tmp_path / "[data]"
+    folder.mkdir()
+    r = runner.invoke(app, ["audit", "--checkpoint", str(folder / "m.pt")])
+    assert r.exit_code == 2 and f"{folder / 'm.pt'} does not exist" in r.output, r.output
+    r = runner.invoke(app, ["audit", "--model", "facts:m", "--dataset", "digits"])
+    assert r.exit_code == 2 and "--model facts:m:" in r.output and "Ⓜ" not in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_warnings_print_literally(capsys):
+    import warnings
+
+    from fairquant.cli._app import user_errors
+
+    with user_errors():
+        warnings.warn("skipped [data]/a.png :m: :smile:", stacklevel=1)
+    assert "warning: skipped [data]/a.png :m: :smile:" in capsys.readouterr().err
+
+
+class _Unsafe:
+    """Pickled by reference: torch.load(weights_only=True) refuses to import it."""
+
+
+@pytest.mark.parametrize("option", ["--checkpoint", "--weights"])
+def test_a_pickle_is_refused_with_the_reason_and_the_safe_alternatives(tmp_path, option):
+    path = tmp_path / "model [v1].pt"
+    torch.save({"w": torch.zeros(2), "code": _Unsafe()}, path)
+    args = ["audit", option, str(path)]
+    if option == "--weights":
+        args += ["--model", "torchvision:resnet18", "--dataset", "digits"]
+    r = runner.invoke(app, args)
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert f"{option} '{path}'" in text  # quoted, brackets kept
+    assert "not a plain weights file" in text and "weights_only=True" in text
+    assert "_Unsafe" in text  # torch's reason: the global it would have to import
+    assert "torch.save(model.state_dict()" in text and "safetensors" in text
+    assert "weights_only=False" not in text and "can still be loaded" not in text
+    assert "\x1b[" not in r.output  # torch's ANSI bold does not leak
