@@ -46,7 +46,8 @@ def torch_load_error(option: str, path: object, error: Exception, expected: str)
             f"{option} {str(path)!r} refused: not a plain weights file (torch.load with "
             f"weights_only=True, which runs no code in it, cannot read it: {why}); {expected}"
         )
-    first = text.splitlines()[0].split(". ")[0] if text else type(error).__name__
+    first = text.splitlines()[0].split(". ")[0] if text else ""
     return CheckpointError(
-        f"{option} {str(path)!r} cannot be read by torch.load: {first}; {expected}"
+        f"{option} {str(path)!r} cannot be read by torch.load ({type(error).__name__}"
+        f"{': ' + first if first else ''}); {expected}"
     )
