@@ -290,3 +290,74 @@ def test_a_pickle_is_refused_with_the_reason_and_the_safe_alternatives(tmp_path,
     assert "torch.save(model.state_dict()" in text and "safetensors" in text
     assert "weights_only=False" not in text and "can still be loaded" not in text
     assert "\x1b[" not in r.output  # torch's ANSI bold does not leak
+
+
+# ---------------------------------------------------------------------------------------------
+# An option that does not apply is an error that says why, never silently ignored
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--image-size", "16"], "--image-size"),
+        (["--seed", "3"], "--seed"),
+        (["--seed", "0"], "--seed"),  # given, even at its default
+        (["--root", "data"], "--root"),
+        (["--target", "digit"], "--target"),
+        (["--group", "digit"], "--group"),
+        (["--num-classes", "3"], "--num-classes"),
+        (["--in-channels", "3"], "--in-channels"),
+        (["--grayscale"], "--grayscale"),
+        (["-o", "limit=5"], "--option"),
+        (["--mean", "0.5", "--std", "0.5"], "--mean, --std"),
+    ],
+)
+def test_data_and_model_options_do_not_apply_to_a_checkpoint(tmp_path, monkeypatch, extra, named):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["audit", "--checkpoint", "m.pt", *extra])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2, r.output
+    assert f"{named} do" in text and "not apply to --checkpoint" in text, r.output
+    assert "rebuilds its own data and model" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["datasets", "--root", "x"], "--root does not apply without --dataset"),
+        (
+            ["allocate", "--checkpoint", "m.pt", "--out", "a.json", "--criterion", "upper-bound"],
+            "--criterion does not apply without --max-drop",
+        ),
+        (
+            ["allocate", "--checkpoint", "m.pt", "--out", "a.json", "--rounds", "3"],
+            "--rounds does not apply without --max-drop",
+        ),
+        (
+            ["allocate", "--checkpoint", "m.pt", "--out", "a.json", "--max-drop", "1",
+             "--objective", "phi"],
+            "--objective does not apply with --max-drop",
+        ),
+        (
+            ["mitigate", "--out", "o", "--report-only", "--epochs", "3"],
+            "--epochs does not apply with --report-only",
+        ),
+        (
+            ["train", "--out", "x.pt", "--no-augment", "--crop-padding", "2"],
+            "--crop-padding does not apply with --no-augment",
+        ),
+        (
+            ["train", "--out", "x.pt", "--select-metric", "loss"],
+            "--select-metric does not apply without --select best or --patience",
+        ),
+        (
+            ["run", "preset:liu2025", "--workers", "2"],
+            "--workers does not apply with --backend local",
+        ),
+    ],
+)
+def test_options_that_do_not_apply_are_refused(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and message in " ".join(r.output.split()), r.output
+    assert not (tmp_path / "o").exists() and not (tmp_path / "x.pt").exists()

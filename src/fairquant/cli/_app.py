@@ -108,6 +108,24 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+def given(ctx: typer.Context, names: Iterable[str]) -> list[str]:
+    """The options among parameter ``names`` that the user gave (on the command line or from
+    the environment; a default, even when typed, is given too), as the command line spells them."""
+    spelled = {p.name: max(p.opts, key=len) for p in ctx.command.params}
+    sources = ("COMMANDLINE", "ENVIRONMENT")  # names: typer may vendor its own click
+    source = {n: getattr(ctx.get_parameter_source(n), "name", "") for n in names}
+    return [spelled[n] for n in names if source[n] in sources]
+
+
+def refuse_given(ctx: typer.Context, names: Iterable[str], why: str) -> None:
+    """An option that does not apply to what was asked is an error that says ``why``, never
+    silently ignored."""
+    found = given(ctx, names)
+    if found:
+        verb = "does" if len(found) == 1 else "do"
+        raise ConfigError(f"{', '.join(found)} {verb} not apply {why}")
+
+
 def keyword_default(function: Any, name: str) -> Any:
     """The default of ``function``'s keyword ``name``: an option's default read from the library."""
     return inspect.signature(function).parameters[name].default

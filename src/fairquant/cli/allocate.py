@@ -18,6 +18,7 @@ from fairquant.cli._app import (
     fraction_or_count,
     keyword_default,
     parse_ints,
+    refuse_given,
     user_errors,
 )
 from fairquant.errors import ConfigError
@@ -37,6 +38,7 @@ CriterionChoice = choice("CriterionChoice", Criterion)
 
 @app.command("allocate")
 def allocate_command(
+    ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint written by `fairquant train`.")],
     out: Annotated[Path, typer.Option(help="JSON spec to write; audit it as --precisions @FILE.")],
     budget: Annotated[
@@ -135,11 +137,23 @@ def allocate_command(
     from fairquant.train import load_with_data
 
     with user_errors():
-        ckpt, dataset = load_with_data(checkpoint)
         tolerance = Tolerance.parse(max_drop, max_phi)
         if tolerance is None:
-            if val_size is not None or baselines or gate:
-                raise ConfigError("--val-size, --baselines and --gate belong to --max-drop")
+            refuse_given(
+                ctx,
+                ("val_size", "criterion", "rounds", "baselines", "bootstrap", "gate"),
+                "without --max-drop: they belong to the search for the smallest model within a "
+                "tolerance, not to a size budget",
+            )
+        else:
+            refuse_given(
+                ctx,
+                ("objective",),
+                "with --max-drop: the search keeps every group within the tolerance; "
+                "--objective chooses what a size budget (--budget) minimises",
+            )
+        ckpt, dataset = load_with_data(checkpoint)
+        if tolerance is None:
             # only what was given: the rest takes allocate()'s defaults
             given = {
                 "budget": f"{budget_bytes}B" if budget_bytes else budget,

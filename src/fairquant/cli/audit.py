@@ -28,6 +28,7 @@ from fairquant.cli._app import (
     console,
     data_spec,
     print_line,
+    refuse_given,
     user_errors,
 )
 from fairquant.errors import ConfigError
@@ -61,6 +62,19 @@ PRECISIONS_HELP = (
     "ort:int8-dynamic[-pc][-rr] (extra onnx); torchao:int8wo, torchao:int8dq, "
     "torchao:int4wo[-g32|-g64|-g128|-g256] (nn.Linear layers only; extra torchao). On x86 "
     "CPUs without VNNI use -rr."
+)
+#: The options of a model from elsewhere and its data: a checkpoint records its own.
+FOR_MODEL_ONLY = (
+    "dataset",
+    "root",
+    "target",
+    "group",
+    "image_size",
+    "grayscale",
+    "option",
+    "seed",
+    "num_classes",
+    "in_channels",
 )
 MODEL_HELP = (
     "A model trained elsewhere: torchvision:NAME or timm:NAME with --weights FILE; "
@@ -215,6 +229,7 @@ def quickstart(
 
 @app.command()
 def audit(
+    ctx: typer.Context,
     checkpoint: Annotated[
         Path | None, typer.Option(help="Checkpoint written by `fairquant train`.")
     ] = None,
@@ -313,6 +328,13 @@ def audit(
     from fairquant.report.verdict import exit_code
 
     with user_errors():
+        if checkpoint is not None:
+            refuse_given(
+                ctx,
+                (*FOR_MODEL_ONLY, "mean", "std"),
+                "to --checkpoint: a checkpoint rebuilds its own data and model (these go with "
+                "--model)",
+            )
         tolerance = Tolerance.parse(max_drop, max_phi)
         if gate and tolerance is None:
             raise ConfigError("--gate needs a tolerance to judge against: --max-drop POINTS")

@@ -15,6 +15,7 @@ from fairquant.cli._app import (
     app,
     console,
     data_spec,
+    refuse_given,
     user_errors,
 )
 from fairquant.options import DATA_SEED
@@ -22,6 +23,7 @@ from fairquant.options import DATA_SEED
 
 @app.command()
 def datasets(
+    ctx: typer.Context,
     dataset: Annotated[
         str | None, typer.Option(help="Count this dataset's samples (needs --root).")
     ] = None,
@@ -39,6 +41,11 @@ def datasets(
 
     with user_errors():
         if dataset is None:
+            refuse_given(
+                ctx,
+                ("root", "target", "group", "imbalance", "seed", "option"),
+                "without --dataset: they describe the dataset whose samples to count",
+            )
             table = Table(title="Datasets (fairquant datasets --dataset NAME --root PATH)")
             for column in ("name", "reads", "attributes", "default target"):
                 table.add_column(column)

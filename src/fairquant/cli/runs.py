@@ -28,6 +28,7 @@ from fairquant.cli._app import (
     data_spec,
     parse_ints,
     print_line,
+    refuse_given,
     user_errors,
 )
 from fairquant.errors import ConfigError
@@ -76,6 +77,7 @@ def report(
 
 @app.command()
 def run(
+    ctx: typer.Context,
     config: Annotated[
         str | None,
         typer.Argument(
@@ -108,6 +110,8 @@ def run(
     from fairquant.experiments.presets import default_run_dir, load_experiment
 
     with user_errors():
+        if backend.value == "local":
+            refuse_given(ctx, ("workers",), "with --backend local: it runs one cell after another")
         if preset is not None and config is not None:
             raise ConfigError("give either CONFIG or --preset, not both")
         if preset is None and config is None:
@@ -131,6 +135,7 @@ def run(
 
 @app.command()
 def mitigate(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Run directory (reruns skip finished cells).")],
     mitigations: Annotated[
         str,
@@ -196,6 +201,15 @@ def mitigate(
     from fairquant.report.mitigation import mitigation_tables, paired_tests_table, plot_pareto
 
     with user_errors():
+        if report_only:
+            keep = {"out", "report_only", "quiet"}
+            refuse_given(
+                ctx,
+                [p.name for p in ctx.command.params if p.name not in keep],
+                "with --report-only: it only summarises what --out holds, as that run was set up",
+            )
+        elif backend.value == "local":
+            refuse_given(ctx, ("workers",), "with --backend local: it runs one cell after another")
         start = time.perf_counter()
         spec = data_spec(
             dataset,

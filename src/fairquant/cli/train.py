@@ -23,6 +23,7 @@ from fairquant.cli._app import (
     console,
     data_spec,
     fraction_or_count,
+    refuse_given,
     user_errors,
 )
 from fairquant.options import Optimizer, Schedule, Select, SelectMetric, TrainConfig
@@ -35,6 +36,7 @@ SelectMetricChoice = choice("SelectMetricChoice", SelectMetric)
 
 @app.command()
 def train(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Checkpoint file to write.")],
     dataset: Dataset = "digits",
     root: Root = None,
@@ -99,6 +101,17 @@ def train(
     from fairquant.train import fit, save_checkpoint
 
     with user_errors():
+        if not augment:
+            refuse_given(
+                ctx, ("crop_padding", "flip"), "with --no-augment: they shape the augmentation"
+            )
+        if select.value == "last" and patience is None:
+            refuse_given(
+                ctx,
+                ("select_metric",),
+                "without --select best or --patience: it is what they watch on the validation "
+                "split",
+            )
         config = TrainConfig(
             epochs=epochs,
             batch_size=batch_size,
