@@ -108,6 +108,8 @@ def _invocations(line: str) -> list[tuple[str, list[str]]]:
         except ValueError:  # an unbalanced quote in prose: fall back to spaces
             words = part.split()
         for i, word in enumerate(words[:-1]):
+            if words[i + 1].startswith(("-", "<")):
+                continue  # `fairquant --help`, `fairquant <command> --help`: no command named
             if word == "fairquant" or word.endswith("/fairquant"):
                 rest = " ".join(words[i + 2 :])
                 found.append((words[i + 1], sorted(set(OPTION.findall(rest)))))
@@ -152,6 +154,8 @@ def _help_options(command: str) -> frozenset[str]:
         if row is None:
             continue
         for word in row.group(1).split():
+            if word == "/":  # click's plain help: --flag / --no-flag
+                continue
             if not word.startswith("-"):
                 break
             options.update(OPTION.findall(word))

@@ -300,8 +300,8 @@ def test_a_pickle_is_refused_with_the_reason_and_the_safe_alternatives(tmp_path,
     ("extra", "named"),
     [
         (["--image-size", "16"], "--image-size"),
-        (["--seed", "3"], "--seed"),
-        (["--seed", "0"], "--seed"),  # given, even at its default
+        (["--data-seed", "3"], "--data-seed"),
+        (["--data-seed", "0"], "--data-seed"),  # given, even at its default
         (["--root", "data"], "--root"),
         (["--target", "digit"], "--target"),
         (["--group", "digit"], "--group"),
@@ -361,3 +361,54 @@ def test_options_that_do_not_apply_are_refused(tmp_path, monkeypatch, args, mess
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and message in " ".join(r.output.split()), r.output
     assert not (tmp_path / "o").exists() and not (tmp_path / "x.pt").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The help: every option explained, spellings whole at 80 columns, one meaning per name
+
+
+def _commands():
+    from typer.main import get_command
+
+    return get_command(app).commands
+
+
+def test_every_option_has_help_text():
+    missing = [
+        f"{name} {p.opts[0]}"
+        for name, command in _commands().items()
+        for p in command.params
+        if not (getattr(p, "help", None) or "").strip()
+    ]
+    assert not missing
+
+
+def test_help_types_read_as_a_person_writes_them():
+    unreadable = []
+    for name in _commands():
+        r = runner.invoke(app, [name, "--help"], env={"COLUMNS": "80"})
+        unreadable += [f"{name}: {w}" for w in ("list[str]", "<bool>") if w in r.output]
+    assert not unreadable
+
+
+def test_precision_spellings_are_whole_in_an_80_column_help():
+    r = runner.invoke(app, ["audit", "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    assert r.exit_code == 0
+    lines = r.output.splitlines()
+    assert max(map(len, lines)) <= 80
+    words = r.output.split()
+    for spelling in (
+        "ort:int8[-pc][-minmax|-entropy|-percentile][-rr]",
+        "ort:int8-dynamic[-pc][-rr]",
+        "torchao:int4wo[-g32|-g64|-g128|-g256]",
+        "torch:int8[-rr]",
+        "-fl<k>",
+        "-da<k>",
+    ):
+        assert spelling in words, spelling
+
+
+@pytest.mark.parametrize("command", ["audit", "mitigate", "datasets"])
+def test_the_split_seed_is_data_seed_in_every_command(command):
+    r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert "--data-seed" in r.output and "train/test split" in " ".join(r.output.split())

@@ -31,6 +31,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help: an option's description wraps across the terminal's width, where
+    # Rich's panels at 80 columns squeeze it beside a type column and fold spellings mid-token
+    rich_markup_mode=None,
 )
 console = Console()
 if not console.is_terminal:  # logs and pipes: rich would wrap wide tables at 80 columns
@@ -53,27 +56,38 @@ BackendChoice = choice("BackendChoice", BACKENDS)
 
 # Options that several commands share, written once.
 Dataset = Annotated[str, typer.Option(help="Registered dataset name.")]
-Root = Annotated[str | None, typer.Option(help="Dataset root folder or file.")]
-Target = Annotated[str | None, typer.Option(help="Attribute to predict.")]
-Group = Annotated[str | None, typer.Option(help="Protected attribute (default: target).")]
-ImageSize = Annotated[int | None, typer.Option(min=4)]
+Root = Annotated[str | None, typer.Option(metavar="PATH", help="Dataset root folder or file.")]
+Target = Annotated[str | None, typer.Option(metavar="NAME", help="Attribute to predict.")]
+Group = Annotated[
+    str | None, typer.Option(metavar="NAME", help="Protected attribute (default: the target).")
+]
+ImageSize = Annotated[
+    int | None,
+    typer.Option(min=4, metavar="PIXELS", help="Image side in pixels (default: the dataset's)."),
+]
+DataSeed = Annotated[int, typer.Option(metavar="N", help="Seed of the dataset's train/test split.")]
 Imbalance = Annotated[
     str, typer.Option(help="'paper' (16:16:8:8:4:4:2:2:1:1), 'none' or ratios per class.")
 ]
-Model = Annotated[str, typer.Option(help="Registered model name.")]
+Epochs = Annotated[int, typer.Option(min=1, metavar="N", help="Training epochs.")]
+BatchSize = Annotated[int, typer.Option(min=2, metavar="N", help="Training batch size.")]
+LearningRate = Annotated[float, typer.Option(metavar="X", help="Peak learning rate.")]
+Model = Annotated[str, typer.Option(metavar="NAME", help="Registered model name.")]
 Grayscale = Annotated[
     bool | None, typer.Option("--grayscale/--no-grayscale", help="Convert images to gray.")
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 Backend = Annotated[BackendChoice, typer.Option(help="Where cells run.")]
 Workers = Annotated[
-    int | None, typer.Option(min=1, help="Processes (process) or local Ray CPUs (ray).")
+    int | None,
+    typer.Option(min=1, metavar="N", help="Processes (process) or local Ray CPUs (ray)."),
 ]
 Bootstrap = Annotated[
     int,
     typer.Option(
         "--bootstrap",
         min=0,
+        metavar="N",
         help="Group-stratified bootstrap replicates for 95% intervals in results.csv (0: none).",
     ),
 ]
@@ -172,6 +186,7 @@ DataOptions = Annotated[
     typer.Option(
         "--option",
         "-o",
+        metavar="KEY=VALUE",
         help="Dataset option KEY=VALUE, repeatable; VALUE is read as JSON when it parses "
         '(age_buckets=[18,40,60], limit=500, split="random"), else as text.',
     ),

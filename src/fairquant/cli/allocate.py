@@ -39,8 +39,13 @@ CriterionChoice = choice("CriterionChoice", Criterion)
 @app.command("allocate")
 def allocate_command(
     ctx: typer.Context,
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint written by `fairquant train`.")],
-    out: Annotated[Path, typer.Option(help="JSON spec to write; audit it as --precisions @FILE.")],
+    checkpoint: Annotated[
+        Path, typer.Option(metavar="FILE", help="Checkpoint written by `fairquant train`.")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(metavar="FILE", help="JSON spec to write; audit it as --precisions @FILE."),
+    ],
     budget: Annotated[
         str | None,
         typer.Option(
@@ -86,9 +91,10 @@ def allocate_command(
     max_drop: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="POINTS|GROUP=POINTS",
             help="Search mode: the smallest model in which no group loses more than POINTS "
             "accuracy points against fp32 on the validation split; repeatable GROUP=POINTS "
-            "overrides (--max-drop Others=0.5). The result is then judged on the test split."
+            "overrides (--max-drop Others=0.5). The result is then judged on the test split.",
         ),
     ] = None,
     max_phi: Annotated[

@@ -16,6 +16,7 @@ from fairquant.cli._app import (
     RESULTS,
     Bootstrap,
     DataOptions,
+    DataSeed,
     Grayscale,
     Group,
     ImageSize,
@@ -35,6 +36,7 @@ from fairquant.errors import ConfigError
 from fairquant.options import (
     CALIB_SIZE,
     CALIBRATIONS,
+    DATA_SEED,
     DEFAULT_MAX_DROP,
     DEFAULT_PRECISIONS,
     DEFAULT_QAT_CONFIG,
@@ -51,18 +53,25 @@ if TYPE_CHECKING:
 
 MethodChoice = choice("MethodChoice", QUANT_METHODS)
 CalibrationChoice = choice("CalibrationChoice", CALIBRATIONS)
-PRECISIONS_HELP = (
-    "Comma-separated precisions. Simulated (fairquant's quantizer): fp32, fp16, bf16, "
-    "int2..int16 with suffixes -pc (per channel), -fl<k> (first/last layers at k bits), "
-    "-a<k> (static activations, calibrated), -da<k> (dynamic activations), -bn (BatchNorm "
-    "folded), or @FILE.json (per-layer bits). Deployed (the toolchain's own artifact on its "
-    "kernels; docs/precisions.md): torch:int8[-rr] (PyTorch x86 int8; -rr: 7-bit "
-    "activations); ort:int8[-pc][-minmax|-entropy|-percentile][-rr] (ONNX Runtime static QDQ, "
-    "ORT's calibrator on the --calib-size images; -rr: 7-bit weights) and "
-    "ort:int8-dynamic[-pc][-rr] (extra onnx); torchao:int8wo, torchao:int8dq, "
-    "torchao:int4wo[-g32|-g64|-g128|-g256] (nn.Linear layers only; extra torchao). On x86 "
-    "CPUs without VNNI use -rr."
-)
+PRECISIONS_HELP = "Comma-separated precisions, spelled as listed above (docs/precisions.md)."
+#: The spellings, one family a line under 80 columns (``\b``: click keeps the lines as written,
+#: so no spelling is broken at a hyphen or folded).
+PRECISIONS_BLOCK = """\b
+Precisions (--precisions, comma-separated; docs/precisions.md):
+  simulated, fairquant's quantizer:
+    fp32  fp16  bf16  int2 .. int16, with suffixes
+    -pc (per channel)  -fl<k> (first/last layers at k bits)
+    -a<k> (static activations, calibrated)  -da<k> (dynamic activations)
+    -bn (BatchNorm folded);  @FILE.json (per-layer bits)
+  deployed, the toolchain's own artifact on its kernels:
+    torch:int8[-rr]  (PyTorch x86 int8; -rr: 7-bit activations)
+    ort:int8[-pc][-minmax|-entropy|-percentile][-rr]
+        (ONNX Runtime static QDQ, calibrated on the --calib-size images;
+        -rr: 7-bit weights; extra onnx)
+    ort:int8-dynamic[-pc][-rr]  (extra onnx)
+    torchao:int8wo  torchao:int8dq  torchao:int4wo[-g32|-g64|-g128|-g256]
+        (nn.Linear layers only; extra torchao)
+  On x86 CPUs without VNNI use -rr."""
 #: The options of a model from elsewhere and its data: a checkpoint records its own.
 FOR_MODEL_ONLY = (
     "dataset",
@@ -72,7 +81,7 @@ FOR_MODEL_ONLY = (
     "image_size",
     "grayscale",
     "option",
-    "seed",
+    "data_seed",
     "num_classes",
     "in_channels",
 )
@@ -162,22 +171,33 @@ def audit_and_report(
 @app.command()
 def quickstart(
     out: Annotated[
-        Path, typer.Option(help="Folder for the checkpoint, results.csv and figure.")
+        Path,
+        typer.Option(metavar="DIR", help="Folder for the checkpoint, results.csv and figure."),
     ] = Path("fairquant-quickstart"),
     model: Model = "resnet18",
     width: Annotated[int, typer.Option(help="Model width (channels of the first stage).")] = 8,
-    epochs: Annotated[int, typer.Option(min=1)] = TrainConfig.epochs,
-    seed: Annotated[int, typer.Option()] = TrainConfig.seed,
-    precisions: Annotated[str, typer.Option(help="Comma-separated precisions.")] = ",".join(
-        DEFAULT_PRECISIONS
-    ),
+    epochs: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Training epochs.")
+    ] = TrainConfig.epochs,
+    seed: Annotated[
+        int,
+        typer.Option(metavar="N", help="Seed of training and of the digits' train/test split."),
+    ] = TrainConfig.seed,
+    precisions: Annotated[
+        str,
+        typer.Option(
+            metavar="LIST",
+            help="Comma-separated precisions (the spellings: fairquant audit --help).",
+        ),
+    ] = ",".join(DEFAULT_PRECISIONS),
     quiet: Quiet = False,
     bootstrap: Bootstrap = N_BOOTSTRAP,
     max_drop: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="POINTS|GROUP=POINTS",
             help="Tolerance of the verdict: accuracy points any group may lose against fp32, "
-            f"and GROUP=POINTS overrides (default {DEFAULT_MAX_DROP:g})."
+            f"and GROUP=POINTS overrides (default {DEFAULT_MAX_DROP:g}).",
         ),
     ] = None,
 ) -> None:
@@ -231,30 +251,34 @@ def quickstart(
 def audit(
     ctx: typer.Context,
     checkpoint: Annotated[
-        Path | None, typer.Option(help="Checkpoint written by `fairquant train`.")
+        Path | None, typer.Option(metavar="FILE", help="Checkpoint written by `fairquant train`.")
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", help=MODEL_HELP)] = None,
+    model: Annotated[str | None, typer.Option("--model", metavar="SOURCE", help=MODEL_HELP)] = None,
     weights: Annotated[
         Path | None,
         typer.Option(
+            metavar="FILE",
             help="State_dict for --model: a torch.save file (read with weights_only=True) or "
-            ".safetensors (extra safetensors)."
+            ".safetensors (extra safetensors).",
         ),
     ] = None,
     num_classes: Annotated[
-        int | None, typer.Option(min=1, help="Classes the model outputs (default: the data's).")
+        int | None,
+        typer.Option(min=1, metavar="N", help="Classes the model outputs (default: the data's)."),
     ] = None,
     in_channels: Annotated[
         int | None,
         typer.Option(
             min=1,
+            metavar="N",
             help="Input channels the model takes, or a table's feature count (default: "
             "the data's; gray data is "
             "repeated to 3 channels for a 3-channel model).",
         ),
     ] = None,
     dataset: Annotated[
-        str | None, typer.Option(help="Registered dataset to audit --model on (or 'table').")
+        str | None,
+        typer.Option(metavar="NAME", help="Registered dataset to audit --model on (or 'table')."),
     ] = None,
     root: Root = None,
     target: Target = None,
@@ -262,38 +286,46 @@ def audit(
     image_size: ImageSize = None,
     grayscale: Grayscale = None,
     option: DataOptions = None,
-    seed: Annotated[int, typer.Option(help="Seed of the data's split (--model).")] = 0,
+    data_seed: DataSeed = DATA_SEED,
     mean: Annotated[
         str | None,
         typer.Option(
+            metavar="FLOATS",
             help="The model's input normalization, (pixels in [0,1] - mean) / std, one value "
             "or one per channel, e.g. 0.485,0.456,0.406 (default: the data's own, the training "
-            "split's mean and std)."
+            "split's mean and std).",
         ),
     ] = None,
-    std: Annotated[str | None, typer.Option(help="See --mean, e.g. 0.229,0.224,0.225.")] = None,
-    precisions: Annotated[str, typer.Option(help=PRECISIONS_HELP)] = ",".join(DEFAULT_PRECISIONS),
+    std: Annotated[
+        str | None, typer.Option(metavar="FLOATS", help="See --mean, e.g. 0.229,0.224,0.225.")
+    ] = None,
+    precisions: Annotated[str, typer.Option(metavar="LIST", help=PRECISIONS_HELP)] = ",".join(
+        DEFAULT_PRECISIONS
+    ),
     out: Annotated[
         Path | None,
         typer.Option(
+            metavar="DIR",
             help="Folder for results.csv and audit.json (default: beside the checkpoint, or "
-            "fairquant-audit)."
+            "fairquant-audit).",
         ),
     ] = None,
     method: Annotated[
         MethodChoice,
         typer.Option(help="ptq (post-training) or qat (fine-tune through fake quantization)."),
     ] = MethodChoice.ptq,
-    qat_epochs: Annotated[int, typer.Option(min=1, help="QAT fine-tuning epochs.")] = (
+    qat_epochs: Annotated[int, typer.Option(min=1, metavar="N", help="QAT fine-tuning epochs.")] = (
         DEFAULT_QAT_CONFIG.epochs
     ),
-    qat_lr: Annotated[float, typer.Option(help="QAT learning rate.")] = DEFAULT_QAT_CONFIG.lr,
+    qat_lr: Annotated[
+        float, typer.Option(metavar="X", help="QAT learning rate.")
+    ] = DEFAULT_QAT_CONFIG.lr,
     qat_lsq: Annotated[bool, typer.Option(help="QAT learns step sizes (LSQ).")] = False,
     calibration: Annotated[
         CalibrationChoice, typer.Option(help="Activation range rule for -a<k> precisions.")
     ] = CalibrationChoice.minmax,
     calib_size: Annotated[
-        int, typer.Option(min=1, help="Calibration images (training split).")
+        int, typer.Option(min=1, metavar="N", help="Calibration images (training split).")
     ] = CALIB_SIZE,
     calib_balanced: Annotated[
         bool, typer.Option(help="Draw calibration images equally from every group.")
@@ -303,13 +335,15 @@ def audit(
     max_drop: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="POINTS|GROUP=POINTS",
             help="Tolerance: accuracy points any group may lose against fp32 (e.g. 2), and "
             "repeatable GROUP=POINTS overrides (--max-drop Others=1). Writes verdict.json and "
-            "verdict.junit.xml and prints the verdict per precision (docs/verdict.md)."
+            "verdict.junit.xml and prints the verdict per precision (docs/verdict.md).",
         ),
     ] = None,
     max_phi: Annotated[
-        float | None, typer.Option(min=0, help="Tolerance on phi(D) (with --max-drop).")
+        float | None,
+        typer.Option(min=0, metavar="X", help="Tolerance on phi(D) (with --max-drop)."),
     ] = None,
     gate: Annotated[
         bool,
@@ -321,6 +355,8 @@ def audit(
     The model is a checkpoint of `fairquant train` (its data is rebuilt from it), or one
     trained elsewhere (--model, with the data options --dataset --root --target --group
     --image-size -o): results.csv and audit.json record what was audited.
+
+    {precisions}
     """
     from fairquant._audit import load_target
     from fairquant.data.preprocess import parse_floats
@@ -346,7 +382,7 @@ def audit(
                 target=target,
                 group=group,
                 imbalance="none",
-                seed=seed,
+                seed=data_seed,
                 option=option,
                 grayscale=grayscale,
                 image_size=image_size,
@@ -382,3 +418,7 @@ def audit(
         )
     if gate and judged is not None:
         raise typer.Exit(exit_code(judged))
+
+
+if audit.__doc__:  # the spellings, kept whole in the help (PRECISIONS_BLOCK)
+    audit.__doc__ = audit.__doc__.replace("{precisions}", PRECISIONS_BLOCK.replace("\n", "\n    "))

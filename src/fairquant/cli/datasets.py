@@ -9,6 +9,7 @@ from rich.table import Table
 
 from fairquant.cli._app import (
     DataOptions,
+    DataSeed,
     Group,
     Root,
     Target,
@@ -25,15 +26,19 @@ from fairquant.options import DATA_SEED
 def datasets(
     ctx: typer.Context,
     dataset: Annotated[
-        str | None, typer.Option(help="Count this dataset's samples (needs --root).")
+        str | None,
+        typer.Option(metavar="NAME", help="Count this dataset's samples (needs --root)."),
     ] = None,
     root: Root = None,
     target: Target = None,
     group: Group = None,
     imbalance: Annotated[
-        str, typer.Option(help="'paper', 'none' or ratios per class (training split).")
+        str,
+        typer.Option(
+            metavar="RATIOS", help="'paper', 'none' or ratios per class (training split)."
+        ),
     ] = "none",
-    seed: Annotated[int, typer.Option()] = DATA_SEED,
+    data_seed: DataSeed = DATA_SEED,
     option: DataOptions = None,
 ) -> None:
     """List the datasets fairquant reads or, with --dataset and --root, count their samples."""
@@ -43,7 +48,7 @@ def datasets(
         if dataset is None:
             refuse_given(
                 ctx,
-                ("root", "target", "group", "imbalance", "seed", "option"),
+                ("root", "target", "group", "imbalance", "data_seed", "option"),
                 "without --dataset: they describe the dataset whose samples to count",
             )
             table = Table(title="Datasets (fairquant datasets --dataset NAME --root PATH)")
@@ -63,7 +68,7 @@ def datasets(
             target=target,
             group=group,
             imbalance=imbalance,
-            seed=seed,
+            seed=data_seed,
             option=option,
         )
         counts = source.count_table(spec)

@@ -37,7 +37,9 @@ def explain(
     samples_per_group: Annotated[
         int | None, typer.Option(min=1, help="Curvature on at most this many test samples a group.")
     ] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[
+        int, typer.Option(metavar="N", help="Seed of the probes and of the sampled images.")
+    ] = 0,
     quiet: Quiet = False,
 ) -> None:
     """Explain the disparity: impact flow and curvature factors per group and precision."""

@@ -11,13 +11,17 @@ import typer
 
 from fairquant.cli._app import (
     Backend,
+    BatchSize,
     Bootstrap,
     DataOptions,
+    DataSeed,
     Dataset,
+    Epochs,
     Grayscale,
     Group,
     ImageSize,
     Imbalance,
+    LearningRate,
     Model,
     Quiet,
     Root,
@@ -136,7 +140,9 @@ def run(
 @app.command()
 def mitigate(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option(help="Run directory (reruns skip finished cells).")],
+    out: Annotated[
+        Path, typer.Option(metavar="DIR", help="Run directory (reruns skip finished cells).")
+    ],
     mitigations: Annotated[
         str,
         typer.Option(
@@ -153,13 +159,13 @@ def mitigate(
     imbalance: Imbalance = "none",
     model: Model = "resnet18",
     width: Annotated[int | None, typer.Option(help="Model width.")] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = TrainConfig.epochs,
-    batch_size: Annotated[int, typer.Option(min=2)] = TrainConfig.batch_size,
-    lr: Annotated[float, typer.Option()] = TrainConfig.lr,
+    epochs: Epochs = TrainConfig.epochs,
+    batch_size: BatchSize = TrainConfig.batch_size,
+    lr: LearningRate = TrainConfig.lr,
     seeds: Annotated[str, typer.Option(help="Comma-separated training seeds.")] = ",".join(
         map(str, MITIGATION_SEEDS)
     ),
-    data_seed: Annotated[int, typer.Option(help="Seed of the train/test split.")] = DATA_SEED,
+    data_seed: DataSeed = DATA_SEED,
     precisions: Annotated[
         str, typer.Option(help="Comma-separated weight precisions (PTQ and QAT).")
     ] = ",".join(MITIGATION_PRECISIONS),

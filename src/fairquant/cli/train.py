@@ -8,12 +8,15 @@ from typing import Annotated
 import typer
 
 from fairquant.cli._app import (
+    BatchSize,
     DataOptions,
     Dataset,
+    Epochs,
     Grayscale,
     Group,
     ImageSize,
     Imbalance,
+    LearningRate,
     Model,
     Quiet,
     Root,
@@ -37,7 +40,7 @@ SelectMetricChoice = choice("SelectMetricChoice", SelectMetric)
 @app.command()
 def train(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option(help="Checkpoint file to write.")],
+    out: Annotated[Path, typer.Option(metavar="FILE", help="Checkpoint file to write.")],
     dataset: Dataset = "digits",
     root: Root = None,
     target: Target = None,
@@ -50,13 +53,26 @@ def train(
     ] = None,
     depth: Annotated[int | None, typer.Option(help="Transformer blocks (vit_small).")] = None,
     patch_size: Annotated[int | None, typer.Option(help="Patch side (vit_small).")] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = TrainConfig.epochs,
-    batch_size: Annotated[int, typer.Option(min=2)] = TrainConfig.batch_size,
-    optimizer: OptimizerChoice = TrainConfig.optimizer,
-    lr: Annotated[float, typer.Option()] = TrainConfig.lr,
-    weight_decay: Annotated[float, typer.Option()] = TrainConfig.weight_decay,
-    schedule: ScheduleChoice = TrainConfig.schedule,
-    seed: Annotated[int, typer.Option()] = TrainConfig.seed,
+    epochs: Epochs = TrainConfig.epochs,
+    batch_size: BatchSize = TrainConfig.batch_size,
+    optimizer: Annotated[
+        OptimizerChoice, typer.Option(help="SGD with momentum, or AdamW.")
+    ] = TrainConfig.optimizer,
+    lr: LearningRate = TrainConfig.lr,
+    weight_decay: Annotated[
+        float, typer.Option(metavar="X", help="Weight decay.")
+    ] = TrainConfig.weight_decay,
+    schedule: Annotated[
+        ScheduleChoice, typer.Option(help="Learning-rate schedule over the epochs.")
+    ] = TrainConfig.schedule,
+    seed: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="Seed of training (initialisation, batch order, augmentation) and of the "
+            "dataset's train/test split.",
+        ),
+    ] = TrainConfig.seed,
     augment: Annotated[
         bool,
         typer.Option(
