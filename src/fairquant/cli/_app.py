@@ -55,7 +55,7 @@ def choice(name: str, values: Any) -> type[StrEnum]:
 BackendChoice = choice("BackendChoice", BACKENDS)
 
 # Options that several commands share, written once.
-Dataset = Annotated[str, typer.Option(help="Registered dataset name.")]
+Dataset = Annotated[str, typer.Option(metavar="NAME", help="Registered dataset name.")]
 Root = Annotated[str | None, typer.Option(metavar="PATH", help="Dataset root folder or file.")]
 Target = Annotated[str | None, typer.Option(metavar="NAME", help="Attribute to predict.")]
 Group = Annotated[
@@ -67,7 +67,10 @@ ImageSize = Annotated[
 ]
 DataSeed = Annotated[int, typer.Option(metavar="N", help="Seed of the dataset's train/test split.")]
 Imbalance = Annotated[
-    str, typer.Option(help="'paper' (16:16:8:8:4:4:2:2:1:1), 'none' or ratios per class.")
+    str,
+    typer.Option(
+        metavar="RATIOS", help="'paper' (16:16:8:8:4:4:2:2:1:1), 'none' or ratios per class."
+    ),
 ]
 Epochs = Annotated[int, typer.Option(min=1, metavar="N", help="Training epochs.")]
 BatchSize = Annotated[int, typer.Option(min=2, metavar="N", help="Training batch size.")]

@@ -50,11 +50,15 @@ def allocate_command(
         str | None,
         typer.Option(
             help="Size budget: average weight bits (4bits, 4.5bits) or packed size (120000B, "
-            "120KB, 1.5MB, 100KiB). Default 4bits when no --max-drop is given."
+            "120KB, 1.5MB, 100KiB). Default 4bits when no --max-drop is given.",
+            metavar="SIZE",
         ),
     ] = None,
     budget_bytes: Annotated[
-        int | None, typer.Option(min=1, help="Packed size budget in bytes (replaces --budget).")
+        int | None,
+        typer.Option(
+            min=1, help="Packed size budget in bytes (replaces --budget).", metavar="BYTES"
+        ),
     ] = None,
     objective: Annotated[
         ObjectiveChoice,
@@ -75,7 +79,8 @@ def allocate_command(
     bits: Annotated[
         str | None,
         typer.Option(
-            help="Bit widths a layer may take (default 2,3,4,8; 2,3,4,8,16 for --max-drop)."
+            help="Bit widths a layer may take (default 2,3,4,8; 2,3,4,8,16 for --max-drop).",
+            metavar="LIST",
         ),
     ] = None,
     samples: Annotated[
@@ -84,10 +89,11 @@ def allocate_command(
             min=1,
             help="Images per group the sensitivities are taken on (training images for a budget, "
             "validation images for --max-drop).",
+            metavar="N",
         ),
     ] = 128,
     per_channel: Annotated[bool, typer.Option(help="Per-channel weight scales.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the sampled images.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled images.", metavar="N")] = 0,
     max_drop: Annotated[
         list[str] | None,
         typer.Option(
@@ -98,7 +104,8 @@ def allocate_command(
         ),
     ] = None,
     max_phi: Annotated[
-        float | None, typer.Option(min=0, help="Search mode: also keep phi(D) within this.")
+        float | None,
+        typer.Option(min=0, help="Search mode: also keep phi(D) within this.", metavar="X"),
     ] = None,
     val_size: Annotated[
         float | None,
@@ -106,6 +113,7 @@ def allocate_command(
             min=0,
             help="Search mode, for a checkpoint trained without --val-size: the validation split "
             "to carve from its training split (a fraction or a count; it says the model saw it).",
+            metavar="SIZE",
         ),
     ] = None,
     criterion: Annotated[
@@ -117,7 +125,7 @@ def allocate_command(
         ),
     ] = SEARCH_CRITERION,
     rounds: Annotated[
-        int, typer.Option(min=0, help="Search mode: measured proposals at most.")
+        int, typer.Option(min=0, help="Search mode: measured proposals at most.", metavar="N")
     ] = SEARCH_ROUNDS,
     baselines: Annotated[
         bool,
@@ -127,7 +135,10 @@ def allocate_command(
         ),
     ] = False,
     bootstrap: Annotated[
-        int, typer.Option(min=0, help="Bootstrap replicates of the test verdict's intervals.")
+        int,
+        typer.Option(
+            min=0, help="Bootstrap replicates of the test verdict's intervals.", metavar="N"
+        ),
     ] = N_BOOTSTRAP,
     gate: Annotated[
         bool,

@@ -175,7 +175,9 @@ def quickstart(
         typer.Option(metavar="DIR", help="Folder for the checkpoint, results.csv and figure."),
     ] = Path("fairquant-quickstart"),
     model: Model = "resnet18",
-    width: Annotated[int, typer.Option(help="Model width (channels of the first stage).")] = 8,
+    width: Annotated[
+        int, typer.Option(help="Model width (channels of the first stage).", metavar="N")
+    ] = 8,
     epochs: Annotated[
         int, typer.Option(min=1, metavar="N", help="Training epochs.")
     ] = TrainConfig.epochs,

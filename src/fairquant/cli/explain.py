@@ -16,16 +16,29 @@ CurvatureChoice = choice("CurvatureChoice", Curvature)
 
 @app.command()
 def explain(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint written by `fairquant train`.")],
-    precisions: Annotated[str, typer.Option(help="Comma-separated precisions.")] = "fp32,int4",
+    checkpoint: Annotated[
+        Path, typer.Option(help="Checkpoint written by `fairquant train`.", metavar="FILE")
+    ],
+    precisions: Annotated[
+        str,
+        typer.Option(
+            metavar="LIST",
+            help="Comma-separated precisions (the spellings: fairquant audit --help).",
+        ),
+    ] = "fp32,int4",
     out: Annotated[
-        Path | None, typer.Option(help="Folder for the tables and figures (default: beside it).")
+        Path | None,
+        typer.Option(help="Folder for the tables and figures (default: beside it).", metavar="DIR"),
     ] = None,
     probes: Annotated[
-        int, typer.Option(min=10, help="Most Hutchinson probes per group (after Hutch++'s sketch).")
+        int,
+        typer.Option(
+            min=10, help="Most Hutchinson probes per group (after Hutch++'s sketch).", metavar="N"
+        ),
     ] = 100,
     rtol: Annotated[
-        float, typer.Option(min=0.0, help="Stop the trace at this relative standard error.")
+        float,
+        typer.Option(min=0.0, help="Stop the trace at this relative standard error.", metavar="X"),
     ] = 0.05,
     curvature: Annotated[CurvatureChoice, typer.Option(help="The curvature matrix.")] = "hessian",
     piecewise_linear: Annotated[
@@ -35,7 +48,10 @@ def explain(
         ),
     ] = False,
     samples_per_group: Annotated[
-        int | None, typer.Option(min=1, help="Curvature on at most this many test samples a group.")
+        int | None,
+        typer.Option(
+            min=1, help="Curvature on at most this many test samples a group.", metavar="N"
+        ),
     ] = None,
     seed: Annotated[
         int, typer.Option(metavar="N", help="Seed of the probes and of the sampled images.")

@@ -59,13 +59,20 @@ BACKEND = BACKENDS[0]
 @app.command()
 def report(
     run_dir: Annotated[
-        Path, typer.Argument(help="Run directory with results.csv (fairquant run/mitigate/audit).")
+        Path,
+        typer.Argument(
+            metavar="RUN_DIR", help="Run directory with results.csv (fairquant run/mitigate/audit)."
+        ),
     ],
     out: Annotated[
-        Path | None, typer.Option(help="The HTML file (default: RUN_DIR/report.html).")
+        Path | None,
+        typer.Option(help="The HTML file (default: RUN_DIR/report.html).", metavar="FILE"),
     ] = None,
     format: Annotated[
-        str, typer.Option("--format", help="Comma-separated: html, md (Markdown), tex (LaTeX).")
+        str,
+        typer.Option(
+            "--format", help="Comma-separated: html, md (Markdown), tex (LaTeX).", metavar="LIST"
+        ),
     ] = "html,md,tex",
 ) -> None:
     """Write one self-contained HTML report of a run directory, and its tables for papers."""
@@ -85,27 +92,38 @@ def run(
     config: Annotated[
         str | None,
         typer.Argument(
-            help="Experiment YAML file, or preset:NAME (liu2025, bellam-kim, five-arch)."
+            metavar="CONFIG",
+            help="Experiment YAML file, or preset:NAME (liu2025, bellam-kim, five-arch).",
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Run directory (default: runs/<name>[-<scale>]).")
+        Path | None,
+        typer.Option(help="Run directory (default: runs/<name>[-<scale>]).", metavar="DIR"),
     ] = None,
-    preset: Annotated[str | None, typer.Option(help="A shipped preset, instead of CONFIG.")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="A shipped preset, instead of CONFIG.", metavar="NAME")
+    ] = None,
     scale: Annotated[
         str | None,
         typer.Option(
-            help=f"tiny, cpu or gpu: the file's `scales` entry (presets: {PRESET_SCALE})."
+            help=f"tiny, cpu or gpu: the file's `scales` entry (presets: {PRESET_SCALE}).",
+            metavar="NAME",
         ),
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option(help=f"Folder the datasets' roots are relative to (presets: {PRESET_DATA})."),
+        typer.Option(
+            help=f"Folder the datasets' roots are relative to (presets: {PRESET_DATA}).",
+            metavar="DIR",
+        ),
     ] = None,
     backend: Backend = BACKEND,
     workers: Workers = None,
     address: Annotated[
-        str | None, typer.Option(help="Join this Ray cluster (e.g. auto or ray://head:10001).")
+        str | None,
+        typer.Option(
+            help="Join this Ray cluster (e.g. auto or ray://head:10001).", metavar="ADDRESS"
+        ),
     ] = None,
     quiet: Quiet = False,
 ) -> None:
@@ -148,7 +166,8 @@ def mitigate(
         typer.Option(
             help="Comma-separated mitigations: none, gt, re, re-fixed:N, over, under, weighted"
             "[:inverse-frequency|:effective-number|:w1,w2,...], focal[:G], balanced-calib, "
-            "fairqat, or several joined with '+'."
+            "fairqat, or several joined with '+'.",
+            metavar="LIST",
         ),
     ] = ",".join(DEFAULT_MITIGATIONS),
     dataset: Dataset = "digits",
@@ -158,33 +177,36 @@ def mitigate(
     image_size: ImageSize = None,
     imbalance: Imbalance = "none",
     model: Model = "resnet18",
-    width: Annotated[int | None, typer.Option(help="Model width.")] = None,
+    width: Annotated[int | None, typer.Option(help="Model width.", metavar="N")] = None,
     epochs: Epochs = TrainConfig.epochs,
     batch_size: BatchSize = TrainConfig.batch_size,
     lr: LearningRate = TrainConfig.lr,
-    seeds: Annotated[str, typer.Option(help="Comma-separated training seeds.")] = ",".join(
-        map(str, MITIGATION_SEEDS)
-    ),
+    seeds: Annotated[
+        str, typer.Option(help="Comma-separated training seeds.", metavar="LIST")
+    ] = ",".join(map(str, MITIGATION_SEEDS)),
     data_seed: DataSeed = DATA_SEED,
     precisions: Annotated[
-        str, typer.Option(help="Comma-separated weight precisions (PTQ and QAT).")
+        str, typer.Option(help="Comma-separated weight precisions (PTQ and QAT).", metavar="LIST")
     ] = ",".join(MITIGATION_PRECISIONS),
     act_precisions: Annotated[
         str | None,
         typer.Option(
             help="Activation-quantized precisions audited with PTQ only (default int8-a8,int4-a8 "
-            "when a mitigation calibrates balanced, else none; '' for none)."
+            "when a mitigation calibrates balanced, else none; '' for none).",
+            metavar="LIST",
         ),
     ] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated: ptq, qat.")] = ",".join(
-        MITIGATION_METHODS
-    ),
-    qat_epochs: Annotated[int, typer.Option(min=1, help="QAT fine-tuning epochs.")] = (
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated: ptq, qat.", metavar="LIST")
+    ] = ",".join(MITIGATION_METHODS),
+    qat_epochs: Annotated[int, typer.Option(min=1, help="QAT fine-tuning epochs.", metavar="N")] = (
         DEFAULT_QAT_CONFIG.epochs
     ),
-    qat_lr: Annotated[float, typer.Option(help="QAT learning rate.")] = DEFAULT_QAT_CONFIG.lr,
+    qat_lr: Annotated[
+        float, typer.Option(help="QAT learning rate.", metavar="X")
+    ] = DEFAULT_QAT_CONFIG.lr,
     calib_size: Annotated[
-        int, typer.Option(min=1, help="Calibration images for -a<k> precisions.")
+        int, typer.Option(min=1, help="Calibration images for -a<k> precisions.", metavar="N")
     ] = CALIB_SIZE,
     bootstrap: Bootstrap = N_BOOTSTRAP,
     report_only: Annotated[

@@ -49,10 +49,15 @@ def train(
     imbalance: Imbalance = "none",
     model: Model = "resnet18",
     width: Annotated[
-        int | None, typer.Option(help="Model width: channels of the first stage (ViT: hidden).")
+        int | None,
+        typer.Option(help="Model width: channels of the first stage (ViT: hidden).", metavar="N"),
     ] = None,
-    depth: Annotated[int | None, typer.Option(help="Transformer blocks (vit_small).")] = None,
-    patch_size: Annotated[int | None, typer.Option(help="Patch side (vit_small).")] = None,
+    depth: Annotated[
+        int | None, typer.Option(help="Transformer blocks (vit_small).", metavar="N")
+    ] = None,
+    patch_size: Annotated[
+        int | None, typer.Option(help="Patch side (vit_small).", metavar="N")
+    ] = None,
     epochs: Epochs = TrainConfig.epochs,
     batch_size: BatchSize = TrainConfig.batch_size,
     optimizer: Annotated[
@@ -82,7 +87,11 @@ def train(
     ] = TrainConfig.augment,
     crop_padding: Annotated[
         int | None,
-        typer.Option(min=0, help="Padding of the random crop in pixels (default: side / 8)."),
+        typer.Option(
+            min=0,
+            help="Padding of the random crop in pixels (default: side / 8).",
+            metavar="PIXELS",
+        ),
     ] = TrainConfig.crop_padding,
     flip: Annotated[
         bool, typer.Option(help="Left-right flips in the augmentation (where the data allows).")
@@ -93,6 +102,7 @@ def train(
             min=0,
             help="Validation split held out of training (stratified by target x group, seeded "
             "by --seed): a fraction in (0, 1) or a count; 0 trains on all of it.",
+            metavar="SIZE",
         ),
     ] = TrainConfig.val_size,
     select: Annotated[
@@ -104,7 +114,9 @@ def train(
     ] = TrainConfig.select_metric,
     patience: Annotated[
         int | None,
-        typer.Option(min=1, help="Stop after this many epochs without a validation improvement."),
+        typer.Option(
+            min=1, help="Stop after this many epochs without a validation improvement.", metavar="N"
+        ),
     ] = TrainConfig.patience,
     quiet: Quiet = False,
     grayscale: Grayscale = None,
