@@ -381,6 +381,10 @@ EXTRA = {
     "run": ["--scale", "tiny", "--quiet"],
 }
 SHARED = "needs the shared datasets (../shared/data): not embedded, too large for the suite"
+SHARED_TINY = (
+    "needs the shared datasets: run at a tiny size (-o limit=200) by "
+    "test_shared_data_commands_run when ../shared/data is present, skipped otherwise"
+)
 #: (page, the start of a fenced command line) -> why it is not run here
 EXCLUDED = {
     ("README.md", "python3 -m venv"): "creates a virtual environment and installs from the network",
@@ -399,21 +403,20 @@ EXCLUDED = {
     ("docs/findings/ship-utkface.md", "fairquant audit --model torchvision:shufflenet"): SHARED,
     ("docs/findings/ship-utkface.md", "fairquant audit --model tabular_model:mlp"): "needs the "
     "example's own module (tabular_model.py) and the diabetes table",
-    ("README.md", "fairquant train --out model.pt --dataset utkface"): SHARED,
+    ("README.md", "fairquant train --out model.pt --dataset utkface"): SHARED_TINY,
     ("README.md", "fairquant run preset:liu2025"): SHARED,
     ("docs/findings/liu2025-cpu.md", "fairquant run preset:liu2025"): SHARED,
     ("docs/commands/run.md", "fairquant run preset:liu2025"): SHARED,
     ("docs/commands/run.md", "fairquant run CONFIG --backend ray"): "starts a Ray runtime (extra "
     "ray)",
-    ("docs/commands/datasets.md", "fairquant datasets --dataset utkface"): SHARED,
+    ("docs/commands/datasets.md", "fairquant datasets --dataset utkface"): SHARED_TINY,
     ("docs/commands/train.md", "fairquant train --out vit.pt --dataset cifar10"): SHARED,
     ("docs/models.md", "fairquant train --out vit.pt --dataset cifar10"): SHARED,
     ("docs/commands/train.md", "fairquant train --out mnv2.pt --dataset utkface"): SHARED,
     ("docs/models.md", "fairquant train --out mnv2.pt --dataset utkface"): SHARED,
     ("docs/commands/train.md", "fairquant train --out model.pt --dataset utkface"): SHARED,
-    ("docs/datasets.md", "fairquant train --out /tmp/utk.pt"): SHARED,
-    ("docs/datasets.md", "fairquant audit --checkpoint /tmp/utk.pt"): "audits the checkpoint of "
-    "the command before it, which " + SHARED,
+    ("docs/datasets.md", "fairquant train --out /tmp/utk.pt"): SHARED_TINY,
+    ("docs/datasets.md", "fairquant audit --checkpoint /tmp/utk.pt"): SHARED_TINY,
     ("docs/findings/mitigate-utkface.md", "fairquant mitigate"): SHARED,
 }
 #: The README's deployed example on its own architecture, with digits for the shared data
@@ -584,3 +587,30 @@ def test_the_readme_deployed_example_runs(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "examples" / "ship" / "utkface" / "results.csv").is_file()
+
+
+def _shared_runs() -> list[tuple[str, str]]:
+    return [(p, c) for p, c in _fenced_commands() if _excluded(p, c) == SHARED_TINY]
+
+
+@pytest.mark.parametrize("page", sorted({p for p, _ in _shared_runs()}))
+def test_shared_data_commands_run(page, shared_data, tmp_path, monkeypatch):
+    """The commands on the shared UTKFace that fit the suite, at a tiny size: the documented
+    options, 200 samples a split (-o limit=200) and the sizes of SMALL."""
+    from typer.testing import CliRunner
+
+    app, _ = _cli()
+    monkeypatch.chdir(tmp_path)
+    utk = str(shared_data / "UTKFace.tar.gz")
+    fixtures = {
+        "/tmp/utk.pt": str(tmp_path / "utk.pt"),
+        "UTKFace.tar.gz": utk,
+        "../shared/data/UTKFace.tar.gz": utk,
+    }
+    for doc_page, line in _shared_runs():
+        if doc_page != page:
+            continue
+        args = runnable(line, fixtures)
+        args += ["-o", "limit=200"] if "--dataset" in args else []
+        result = CliRunner().invoke(app, args, catch_exceptions=False)
+        assert result.exit_code == 0, f"{page}: `{line}` ran as {args}:\n{result.output}"
