@@ -8,7 +8,10 @@
 #   bash bench/gpu.sh [--data ../shared/data/UTKFace.tar.gz] [--out bench-gpu] [--epochs 3]
 #   bash bench/gpu.sh --dry-run     # the same steps at a tiny size on the CPU (digits, 2 epochs)
 #
-# PYTHON names the interpreter (default python3); src/ goes first on PYTHONPATH.
+# PYTHON names the interpreter (default python3); src/ goes first on PYTHONPATH. Before its first
+# step it checks what the steps import (fairquant's dependencies and the `bench` extra:
+# curvlinops, PyHessian) and installs what is missing with `pip install -e '.[bench]'` (the
+# pinned versions of pyproject.toml); if that fails (no network) it stops there, not at step 5.
 set -euo pipefail
 
 DRY=0
@@ -21,7 +24,7 @@ while [[ $# -gt 0 ]]; do
         --data) DATA="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
         --epochs) EPOCHS="$2"; shift 2 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "bench/gpu.sh: unknown argument $1 (expected --dry-run, --data, --out, --epochs)" >&2
            exit 2 ;;
     esac
@@ -37,6 +40,20 @@ mkdir -p "$OUT"
 fq() { "$PY" -c 'import sys; sys.argv[0] = "fairquant"; from fairquant.cli import main; main()' "$@"; }
 step() { echo; echo "== [$1] $2"; }
 START=$SECONDS
+
+step "0/5" "requirements (fairquant and the bench extra)"
+NEEDS='import torch, fairquant, curvlinops, pyhessian'
+if "$PY" -c "$NEEDS" 2>/dev/null; then
+    echo "installed: torch, fairquant, curvlinops, pyhessian"
+else
+    echo "missing; installing: $PY -m pip install -e .[bench]"
+    "$PY" -m pip install -q -e '.[bench]' || true
+    "$PY" -c "$NEEDS" || {
+        echo "bench/gpu.sh: the requirements are still missing; install them with:" \
+             "pip install -e '.[bench]'" >&2
+        exit 2
+    }
+fi
 
 step "1/5" "environment"
 "$PY" - "$DRY" <<'PY'

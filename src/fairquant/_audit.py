@@ -43,6 +43,7 @@ from fairquant.metrics.uncertainty import (
 )
 from fairquant.models.load import LoadedModel, ModelSource, load_model, parse_model_source
 from fairquant.models.predict import model_dtype
+from fairquant.options import NONFINITE  # "error": refuse the audit; "wrong": see _nonfinite
 from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.model import quantize_model
 from fairquant.quant.precision import (
@@ -78,10 +79,6 @@ AUDIT_SCHEMA = "fairquant.audit/1"
 #: Metrics only a deployed precision has: agreement of its predictions (%) with fp32's and with
 #: its simulated twin's (when the twin is audited too), and the artifact's size on disk.
 DEPLOYED_METRICS = ("agreement_fp32", "agreement_twin", "artifact_bytes")
-#: What an audit does with a sample whose logits are not all finite (NaN or ±inf): refuse the
-#: audit (``error``), or count the sample as wrong with a defined loss (``wrong``, see
-#: :func:`_nonfinite`).
-NONFINITE = ("error", "wrong")
 #: The predicted class of a sample counted as wrong for its non-finite logits: no class.
 NO_CLASS = -1
 

@@ -38,3 +38,48 @@ def test_gpu_script_refuses_unknown_arguments():
         ["bash", str(ROOT / "bench" / "gpu.sh"), "--fast"], capture_output=True, text=True
     )
     assert done.returncode == 2 and "unknown argument --fast" in done.stderr
+
+
+STUB = """#!/usr/bin/env bash
+# A stand-in interpreter: the requirements import fails until pip has run; pip is logged.
+if [[ "$1" == "-m" && "$2" == "pip" ]]; then echo "$*" >> "$LOG"; touch "$LOG.installed"; exit 0; fi
+if [[ "$1" == "-c" && "$2" == import* ]]; then [[ -e "$LOG.installed" ]]; exit $?; fi
+echo "step ran: $*" >> "$LOG"; exit 1
+"""
+
+
+@pytest.mark.parametrize("dry", [["--dry-run"], []])
+def test_gpu_script_installs_the_bench_extra_before_its_first_step(tmp_path, dry):
+    stub = tmp_path / "python"
+    stub.write_text(STUB)
+    stub.chmod(0o755)
+    log = tmp_path / "log"
+    env = {**os.environ, "PYTHON": str(stub), "LOG": str(log)}
+    done = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu.sh"), *dry, "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    out = done.stdout
+    assert out.index("== [0/5] requirements") < out.index("== [1/5] environment"), out
+    lines = log.read_text().splitlines()
+    assert lines[0] == "-m pip install -q -e .[bench]"  # before any step ran
+    assert lines[1].startswith("step ran: -")  # then step 1 (the stub fails it)
+    assert done.returncode != 0
+
+
+def test_gpu_script_stops_at_the_requirements_when_they_cannot_be_installed(tmp_path):
+    stub = tmp_path / "python"
+    stub.write_text("#!/usr/bin/env bash\nexit 1\n")  # imports and pip both fail
+    stub.chmod(0o755)
+    done = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu.sh"), "--dry-run", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": str(stub)},
+        timeout=60,
+    )
+    assert done.returncode == 2 and "== [1/5]" not in done.stdout
+    assert "pip install -e '.[bench]'" in done.stderr

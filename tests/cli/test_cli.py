@@ -1,6 +1,8 @@
 """The command line end to end, on a tiny budget."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -207,3 +209,213 @@ def test_choices_are_checked_by_the_parser(tmp_path, monkeypatch, args, message)
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and message in " ".join(r.output.split()), r.output
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Startup: a help screen loads no deep-learning framework
+
+HEAVY = ("torch", "sklearn")
+HELP_PROBE = """
+import sys
+from typer.testing import CliRunner
+from fairquant.cli import app
+from typer.main import get_command
+heavy = set(sys.argv[1:])
+for args in [["--help"], *([name, "--help"] for name in get_command(app).commands)]:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, (args, result.output)
+    print(" ".join(args), "|", " ".join(sorted(heavy & set(sys.modules))))
+"""
+
+
+def test_importing_the_cli_loads_neither_torch_nor_sklearn():
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import fairquant.cli"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()[1:]}
+    assert "fairquant.cli" in imported  # the import-time table was read
+    assert not {m for m in imported if m.split(".")[0] in HEAVY}
+
+
+def test_help_of_every_command_loads_neither_torch_nor_sklearn():
+    done = subprocess.run(
+        [sys.executable, "-c", HELP_PROBE, *HEAVY], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    rows = dict(line.split(" | ") for line in done.stdout.splitlines())
+    assert {"--help", "audit --help", "train --help", "datasets --help"} <= set(rows)
+    assert {args: loaded for args, loaded in rows.items() if loaded.strip()} == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages print the value literally
+
+
+def test_errors_print_the_value_literally(tmp_path):
+    folder = tmp_path / "[data]"
+    folder.mkdir()
+    r = runner.invoke(app, ["audit", "--checkpoint", str(folder / "m.pt")])
+    assert r.exit_code == 2 and f"{folder / 'm.pt'} does not exist" in r.output, r.output
+    r = runner.invoke(app, ["audit", "--model", "facts:m", "--dataset", "digits"])
+    assert r.exit_code == 2 and "--model facts:m:" in r.output and "Ⓜ" not in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_warnings_print_literally(capsys):
+    import warnings
+
+    from fairquant.cli._app import user_errors
+
+    with user_errors():
+        warnings.warn("skipped [data]/a.png :m: :smile:", stacklevel=1)
+    assert "warning: skipped [data]/a.png :m: :smile:" in capsys.readouterr().err
+
+
+class _Unsafe:
+    """Pickled by reference: torch.load(weights_only=True) refuses to import it."""
+
+
+@pytest.mark.parametrize("option", ["--checkpoint", "--weights"])
+def test_a_pickle_is_refused_with_the_reason_and_the_safe_alternatives(tmp_path, option):
+    path = tmp_path / "model [v1].pt"
+    torch.save({"w": torch.zeros(2), "code": _Unsafe()}, path)
+    args = ["audit", option, str(path)]
+    if option == "--weights":
+        args += ["--model", "torchvision:resnet18", "--dataset", "digits"]
+    r = runner.invoke(app, args)
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert f"{option} '{path}'" in text  # quoted, brackets kept
+    assert "not a plain weights file" in text and "weights_only=True" in text
+    assert "_Unsafe" in text  # torch's reason: the global it would have to import
+    assert "torch.save(model.state_dict()" in text and "safetensors" in text
+    assert "weights_only=False" not in text and "can still be loaded" not in text
+    assert "\x1b[" not in r.output  # torch's ANSI bold does not leak
+
+
+# ---------------------------------------------------------------------------------------------
+# An option that does not apply is an error that says why, never silently ignored
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--image-size", "16"], "--image-size"),
+        (["--data-seed", "3"], "--data-seed"),
+        (["--data-seed", "0"], "--data-seed"),  # given, even at its default
+        (["--root", "data"], "--root"),
+        (["--target", "digit"], "--target"),
+        (["--group", "digit"], "--group"),
+        (["--num-classes", "3"], "--num-classes"),
+        (["--in-channels", "3"], "--in-channels"),
+        (["--grayscale"], "--grayscale"),
+        (["-o", "limit=5"], "--option"),
+        (["--mean", "0.5", "--std", "0.5"], "--mean, --std"),
+    ],
+)
+def test_data_and_model_options_do_not_apply_to_a_checkpoint(tmp_path, monkeypatch, extra, named):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["audit", "--checkpoint", "m.pt", *extra])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2, r.output
+    assert f"{named} do" in text and "not apply to --checkpoint" in text, r.output
+    assert "rebuilds its own data and model" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["datasets", "--root", "x"], "--root does not apply without --dataset"),
+        (
+            ["allocate", "--checkpoint", "m.pt", "--out", "a.json", "--criterion", "upper-bound"],
+            "--criterion does not apply without --max-drop",
+        ),
+        (
+            ["allocate", "--checkpoint", "m.pt", "--out", "a.json", "--rounds", "3"],
+            "--rounds does not apply without --max-drop",
+        ),
+        (
+            ["allocate", "--checkpoint", "m.pt", "--out", "a.json", "--max-drop", "1",
+             "--objective", "phi"],
+            "--objective does not apply with --max-drop",
+        ),
+        (
+            ["mitigate", "--out", "o", "--report-only", "--epochs", "3"],
+            "--epochs does not apply with --report-only",
+        ),
+        (
+            ["train", "--out", "x.pt", "--no-augment", "--crop-padding", "2"],
+            "--crop-padding does not apply with --no-augment",
+        ),
+        (
+            ["train", "--out", "x.pt", "--select-metric", "loss"],
+            "--select-metric does not apply without --select best or --patience",
+        ),
+        (
+            ["run", "preset:liu2025", "--workers", "2"],
+            "--workers does not apply with --backend local",
+        ),
+    ],
+)
+def test_options_that_do_not_apply_are_refused(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and message in " ".join(r.output.split()), r.output
+    assert not (tmp_path / "o").exists() and not (tmp_path / "x.pt").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The help: every option explained, spellings whole at 80 columns, one meaning per name
+
+
+def _commands():
+    from typer.main import get_command
+
+    return get_command(app).commands
+
+
+def test_every_option_has_help_text():
+    missing = [
+        f"{name} {p.opts[0]}"
+        for name, command in _commands().items()
+        for p in command.params
+        if not (getattr(p, "help", None) or "").strip()
+    ]
+    assert not missing
+
+
+def test_help_types_read_as_a_person_writes_them():
+    unreadable = []
+    for name in _commands():
+        r = runner.invoke(app, [name, "--help"], env={"COLUMNS": "80"})
+        types = ("<str>", "<int>", "<float>", "<path>", "range>", "list[str]", "<bool>")
+        options = "\n".join(line for line in r.output.splitlines() if line.startswith("  -"))
+        unreadable += [f"{name}: {w}" for w in types if w in options]
+    assert not unreadable
+
+
+def test_precision_spellings_are_whole_in_an_80_column_help():
+    r = runner.invoke(app, ["audit", "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    assert r.exit_code == 0
+    lines = r.output.splitlines()
+    assert max(map(len, lines)) <= 80
+    words = r.output.split()
+    for spelling in (
+        "ort:int8[-pc][-minmax|-entropy|-percentile][-rr]",
+        "ort:int8-dynamic[-pc][-rr]",
+        "torchao:int4wo[-g32|-g64|-g128|-g256]",
+        "torch:int8[-rr]",
+        "-fl<k>",
+        "-da<k>",
+    ):
+        assert spelling in words, spelling
+
+
+@pytest.mark.parametrize("command", ["audit", "mitigate", "datasets"])
+def test_the_split_seed_is_data_seed_in_every_command(command):
+    r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert "--data-seed" in r.output and "train/test split" in " ".join(r.output.split())

@@ -14,14 +14,16 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    import matplotlib
+    import os
 
     from fairquant.cli._runtime import exit_on_signals, tune_malloc
 
     # Process-wide settings belong to the command line, never to `import fairquant`: figures are
-    # written to files (no window, no display needed), and glibc keeps large freed blocks;
-    # SIGTERM and SIGINT unwind the stack, so staging and temporary folders are removed.
-    matplotlib.use("Agg")
+    # written to files (no window, no display needed: matplotlib reads its backend from
+    # MPLBACKEND when first imported, so a help screen need not load it), and glibc keeps large
+    # freed blocks; SIGTERM and SIGINT unwind the stack, so staging and temporary folders are
+    # removed.
+    os.environ["MPLBACKEND"] = "Agg"
     tune_malloc()
     exit_on_signals()
     app()

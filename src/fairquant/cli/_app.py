@@ -1,4 +1,9 @@
-"""The typer app, its consoles, and the options and error handling every command shares."""
+"""The typer app, its consoles, and the options and error handling every command shares.
+
+The command modules import the library inside their command functions, and their choices and
+defaults come from the torch-free :mod:`fairquant.options`: ``fairquant --help`` and
+``fairquant <command> --help`` load neither torch nor scikit-learn.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,17 @@ import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Annotated, Any, get_args
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
-from fairquant.data import PAPER_RATIO, DataSpec
 from fairquant.errors import ConfigError, FairquantError
-from fairquant.experiments.backends import BACKENDS
+from fairquant.options import BACKENDS
+
+if TYPE_CHECKING:
+    from fairquant.data import DataSpec
 
 app = typer.Typer(
     help="Audit who pays when a neural network is quantized: per-group accuracy, loss, "
@@ -24,6 +31,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help: an option's description wraps across the terminal's width, where
+    # Rich's panels at 80 columns squeeze it beside a type column and fold spellings mid-token
+    rich_markup_mode=None,
 )
 console = Console()
 if not console.is_terminal:  # logs and pipes: rich would wrap wide tables at 80 columns
@@ -45,36 +55,62 @@ def choice(name: str, values: Any) -> type[StrEnum]:
 BackendChoice = choice("BackendChoice", BACKENDS)
 
 # Options that several commands share, written once.
-Dataset = Annotated[str, typer.Option(help="Registered dataset name.")]
-Root = Annotated[str | None, typer.Option(help="Dataset root folder or file.")]
-Target = Annotated[str | None, typer.Option(help="Attribute to predict.")]
-Group = Annotated[str | None, typer.Option(help="Protected attribute (default: target).")]
-ImageSize = Annotated[int | None, typer.Option(min=4)]
-Imbalance = Annotated[
-    str, typer.Option(help="'paper' (16:16:8:8:4:4:2:2:1:1), 'none' or ratios per class.")
+Dataset = Annotated[str, typer.Option(metavar="NAME", help="Registered dataset name.")]
+Root = Annotated[str | None, typer.Option(metavar="PATH", help="Dataset root folder or file.")]
+Target = Annotated[str | None, typer.Option(metavar="NAME", help="Attribute to predict.")]
+Group = Annotated[
+    str | None, typer.Option(metavar="NAME", help="Protected attribute (default: the target).")
 ]
-Model = Annotated[str, typer.Option(help="Registered model name.")]
+ImageSize = Annotated[
+    int | None,
+    typer.Option(min=4, metavar="PIXELS", help="Image side in pixels (default: the dataset's)."),
+]
+DataSeed = Annotated[int, typer.Option(metavar="N", help="Seed of the dataset's train/test split.")]
+Imbalance = Annotated[
+    str,
+    typer.Option(
+        metavar="RATIOS", help="'paper' (16:16:8:8:4:4:2:2:1:1), 'none' or ratios per class."
+    ),
+]
+Epochs = Annotated[int, typer.Option(min=1, metavar="N", help="Training epochs.")]
+BatchSize = Annotated[int, typer.Option(min=2, metavar="N", help="Training batch size.")]
+LearningRate = Annotated[float, typer.Option(metavar="X", help="Peak learning rate.")]
+Model = Annotated[str, typer.Option(metavar="NAME", help="Registered model name.")]
 Grayscale = Annotated[
     bool | None, typer.Option("--grayscale/--no-grayscale", help="Convert images to gray.")
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 Backend = Annotated[BackendChoice, typer.Option(help="Where cells run.")]
 Workers = Annotated[
-    int | None, typer.Option(min=1, help="Processes (process) or local Ray CPUs (ray).")
+    int | None,
+    typer.Option(min=1, metavar="N", help="Processes (process) or local Ray CPUs (ray)."),
 ]
 Bootstrap = Annotated[
     int,
     typer.Option(
         "--bootstrap",
         min=0,
+        metavar="N",
         help="Group-stratified bootstrap replicates for 95% intervals in results.csv (0: none).",
     ),
 ]
 
 
+def print_line(console_: Console, label: str, style: str, message: object) -> None:
+    """One labelled line, its message printed literally: no Rich markup (a path with ``[data]``
+    keeps it), no emoji codes (``facts:m:`` stays), no highlighting; ``soft_wrap`` keeps it one
+    line (logs and grep see it whole, never broken inside a path)."""
+    console_.print(
+        Text.assemble((f"{label}:", style), " ", str(message)),
+        markup=False,
+        emoji=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    text = escape(str(message))  # its brackets are text, not rich markup
-    err_console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+    print_line(err_console, "warning", "yellow", message)
 
 
 @contextmanager
@@ -85,10 +121,26 @@ def user_errors() -> Iterator[None]:
             warnings.showwarning = show_warning
             yield
     except FairquantError as e:
-        # soft_wrap: one line per error, never broken inside a path (logs and grep see it whole)
-        # escape: a message's own brackets ("fairquant[onnx]") are text, not rich markup
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        print_line(err_console, "error", "bold red", e)
         raise typer.Exit(2) from None
+
+
+def given(ctx: typer.Context, names: Iterable[str]) -> list[str]:
+    """The options among parameter ``names`` that the user gave (on the command line or from
+    the environment; a default, even when typed, is given too), as the command line spells them."""
+    spelled = {p.name: max(p.opts, key=len) for p in ctx.command.params}
+    sources = ("COMMANDLINE", "ENVIRONMENT")  # names: typer may vendor its own click
+    source = {n: getattr(ctx.get_parameter_source(n), "name", "") for n in names}
+    return [spelled[n] for n in names if source[n] in sources]
+
+
+def refuse_given(ctx: typer.Context, names: Iterable[str], why: str) -> None:
+    """An option that does not apply to what was asked is an error that says ``why``, never
+    silently ignored."""
+    found = given(ctx, names)
+    if found:
+        verb = "does" if len(found) == 1 else "do"
+        raise ConfigError(f"{', '.join(found)} {verb} not apply {why}")
 
 
 def keyword_default(function: Any, name: str) -> Any:
@@ -117,6 +169,8 @@ def fraction_or_count(value: float) -> float | int:
 
 
 def parse_imbalance(text: str) -> tuple[float, ...] | None:
+    from fairquant.data import PAPER_RATIO
+
     if text == "none":
         return None
     if text == "paper":
@@ -135,6 +189,7 @@ DataOptions = Annotated[
     typer.Option(
         "--option",
         "-o",
+        metavar="KEY=VALUE",
         help="Dataset option KEY=VALUE, repeatable; VALUE is read as JSON when it parses "
         '(age_buckets=[18,40,60], limit=500, split="random"), else as text.',
     ),
@@ -166,6 +221,8 @@ def data_spec(
     image_size: int | None = None,
 ) -> DataSpec:
     """The dataset spec of the shared data options (``train``, ``datasets``, ``mitigate``)."""
+    from fairquant.data import DataSpec
+
     options = dict(parse_option(item) for item in option or [])
     if grayscale is not None:
         options["grayscale"] = grayscale

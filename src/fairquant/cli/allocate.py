@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from fairquant._audit import audit as run_audit
 from fairquant._io import checked_file
 from fairquant.cli._app import (
     app,
@@ -20,17 +19,18 @@ from fairquant.cli._app import (
     fraction_or_count,
     keyword_default,
     parse_ints,
+    refuse_given,
     user_errors,
 )
 from fairquant.errors import ConfigError
-from fairquant.metrics.policy import N_BOOTSTRAP
-from fairquant.metrics.sensitivity import SensitivitySource
-from fairquant.metrics.verdict import Tolerance
-from fairquant.metrics.verdict import verdict as judge
-from fairquant.mitigate.allocate import AllocationObjective, allocate
-from fairquant.mitigate.search import METHODS, Criterion, SearchConfig, compare_searches
-from fairquant.report.verdict import exit_code, summary_lines
-from fairquant.train import held_out_validation, load_with_data
+from fairquant.options import (
+    N_BOOTSTRAP,
+    SEARCH_CRITERION,
+    SEARCH_ROUNDS,
+    AllocationObjective,
+    Criterion,
+    SensitivitySource,
+)
 
 ObjectiveChoice = choice("ObjectiveChoice", AllocationObjective)
 SensitivityChoice = choice("SensitivityChoice", SensitivitySource)
@@ -39,17 +39,27 @@ CriterionChoice = choice("CriterionChoice", Criterion)
 
 @app.command("allocate")
 def allocate_command(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint written by `fairquant train`.")],
-    out: Annotated[Path, typer.Option(help="JSON spec to write; audit it as --precisions @FILE.")],
+    ctx: typer.Context,
+    checkpoint: Annotated[
+        Path, typer.Option(metavar="FILE", help="Checkpoint written by `fairquant train`.")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(metavar="FILE", help="JSON spec to write; audit it as --precisions @FILE."),
+    ],
     budget: Annotated[
         str | None,
         typer.Option(
             help="Size budget: average weight bits (4bits, 4.5bits) or packed size (120000B, "
-            "120KB, 1.5MB, 100KiB). Default 4bits when no --max-drop is given."
+            "120KB, 1.5MB, 100KiB). Default 4bits when no --max-drop is given.",
+            metavar="SIZE",
         ),
     ] = None,
     budget_bytes: Annotated[
-        int | None, typer.Option(min=1, help="Packed size budget in bytes (replaces --budget).")
+        int | None,
+        typer.Option(
+            min=1, help="Packed size budget in bytes (replaces --budget).", metavar="BYTES"
+        ),
     ] = None,
     objective: Annotated[
         ObjectiveChoice,
@@ -70,7 +80,8 @@ def allocate_command(
     bits: Annotated[
         str | None,
         typer.Option(
-            help="Bit widths a layer may take (default 2,3,4,8; 2,3,4,8,16 for --max-drop)."
+            help="Bit widths a layer may take (default 2,3,4,8; 2,3,4,8,16 for --max-drop).",
+            metavar="LIST",
         ),
     ] = None,
     samples: Annotated[
@@ -79,20 +90,23 @@ def allocate_command(
             min=1,
             help="Images per group the sensitivities are taken on (training images for a budget, "
             "validation images for --max-drop).",
+            metavar="N",
         ),
     ] = 128,
     per_channel: Annotated[bool, typer.Option(help="Per-channel weight scales.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the sampled images.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled images.", metavar="N")] = 0,
     max_drop: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="POINTS|GROUP=POINTS",
             help="Search mode: the smallest model in which no group loses more than POINTS "
             "accuracy points against fp32 on the validation split; repeatable GROUP=POINTS "
-            "overrides (--max-drop Others=0.5). The result is then judged on the test split."
+            "overrides (--max-drop Others=0.5). The result is then judged on the test split.",
         ),
     ] = None,
     max_phi: Annotated[
-        float | None, typer.Option(min=0, help="Search mode: also keep phi(D) within this.")
+        float | None,
+        typer.Option(min=0, help="Search mode: also keep phi(D) within this.", metavar="X"),
     ] = None,
     val_size: Annotated[
         float | None,
@@ -100,6 +114,7 @@ def allocate_command(
             min=0,
             help="Search mode, for a checkpoint trained without --val-size: the validation split "
             "to carve from its training split (a fraction or a count; it says the model saw it).",
+            metavar="SIZE",
         ),
     ] = None,
     criterion: Annotated[
@@ -109,10 +124,10 @@ def allocate_command(
             "drop is (estimate), or when the upper end of its paired 95% interval is "
             "(upper-bound: guards against picking candidates the validation noise flattered)."
         ),
-    ] = SearchConfig.criterion,
+    ] = SEARCH_CRITERION,
     rounds: Annotated[
-        int, typer.Option(min=0, help="Search mode: measured proposals at most.")
-    ] = SearchConfig.max_rounds,
+        int, typer.Option(min=0, help="Search mode: measured proposals at most.", metavar="N")
+    ] = SEARCH_ROUNDS,
     baselines: Annotated[
         bool,
         typer.Option(
@@ -121,7 +136,10 @@ def allocate_command(
         ),
     ] = False,
     bootstrap: Annotated[
-        int, typer.Option(min=0, help="Bootstrap replicates of the test verdict's intervals.")
+        int,
+        typer.Option(
+            min=0, help="Bootstrap replicates of the test verdict's intervals.", metavar="N"
+        ),
     ] = N_BOOTSTRAP,
     gate: Annotated[
         bool,
@@ -132,13 +150,29 @@ def allocate_command(
 ) -> None:
     """Choose per-layer bits that protect the worst-off group (or the loss) within a size budget,
     or (--max-drop) the smallest ones that keep every group within a tolerance."""
+    from fairquant.metrics.verdict import Tolerance
+    from fairquant.mitigate.search import SearchConfig
+    from fairquant.train import load_with_data
+
     with user_errors():
         checked_file(out)  # before any compute
-        ckpt, dataset = load_with_data(checkpoint)
         tolerance = Tolerance.parse(max_drop, max_phi)
         if tolerance is None:
-            if val_size is not None or baselines or gate:
-                raise ConfigError("--val-size, --baselines and --gate belong to --max-drop")
+            refuse_given(
+                ctx,
+                ("val_size", "criterion", "rounds", "baselines", "bootstrap", "gate"),
+                "without --max-drop: they belong to the search for the smallest model within a "
+                "tolerance, not to a size budget",
+            )
+        else:
+            refuse_given(
+                ctx,
+                ("objective",),
+                "with --max-drop: the search keeps every group within the tolerance; "
+                "--objective chooses what a size budget (--budget) minimises",
+            )
+        ckpt, dataset = load_with_data(checkpoint)
+        if tolerance is None:
             # only what was given: the rest takes allocate()'s defaults
             given = {
                 "budget": f"{budget_bytes}B" if budget_bytes else budget,
@@ -176,6 +210,8 @@ def allocate_command(
 
 
 def _budget_mode(ckpt, dataset, out, objective: str, given: dict, **options) -> None:
+    from fairquant.mitigate.allocate import allocate
+
     result = allocate(ckpt.model, dataset, objective=objective, name=out.stem, **given, **options)
     budget = given.get("budget", keyword_default(allocate, "budget"))
     sensitivity = given.get("sensitivity", keyword_default(allocate, "sensitivity"))
@@ -197,6 +233,12 @@ def _budget_mode(ckpt, dataset, out, objective: str, given: dict, **options) -> 
 
 
 def _search_mode(ckpt, dataset, out, tolerance, config, val_size, baselines, bootstrap) -> int:
+    from fairquant._audit import audit as run_audit
+    from fairquant.metrics.verdict import verdict as judge
+    from fairquant.mitigate.search import METHODS, compare_searches
+    from fairquant.report.verdict import exit_code, summary_lines
+    from fairquant.train import held_out_validation
+
     size = None if val_size is None else fraction_or_count(val_size)
     validation, note = held_out_validation(ckpt, dataset, size=size)
     console.print(f"selecting on {note}")

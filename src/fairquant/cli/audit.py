@@ -6,13 +6,10 @@ import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fairquant._audit import AUDIT_JSON, NONFINITE, AuditResult, load_target
-from fairquant._audit import _precisions as check_precisions
-from fairquant._audit import audit as run_audit
 from fairquant._io import RunFolder, run_folder
 from fairquant.cli._app import (
     CHECKPOINT,
@@ -20,6 +17,7 @@ from fairquant.cli._app import (
     RESULTS,
     Bootstrap,
     DataOptions,
+    DataSeed,
     Grayscale,
     Group,
     ImageSize,
@@ -32,46 +30,68 @@ from fairquant.cli._app import (
     command_line,
     console,
     data_spec,
+    print_line,
+    refuse_given,
     user_errors,
 )
-from fairquant.data import GroupedDataset, default_digits_spec, load_dataset
-from fairquant.data.base import parse_class_order
-from fairquant.data.preprocess import Preprocess, parse_floats
 from fairquant.errors import ConfigError
-from fairquant.metrics.frame import EmptyGroupWarning, UndefinedMetricWarning
-from fairquant.metrics.policy import N_BOOTSTRAP
-from fairquant.metrics.verdict import DEFAULT_MAX_DROP, Tolerance, Verdict
-from fairquant.models import ModelSpec
-from fairquant.models.load import LoadedModel, ModelSource
-from fairquant.quant import DEFAULT_PRECISIONS, parse_precisions
-from fairquant.quant.activations import CALIBRATIONS
-from fairquant.quant.methods import METHODS, make_quantizer
-from fairquant.quant.qat import DEFAULT_QAT_CONFIG
-from fairquant.report import accuracy_table, plot_group_accuracy
-from fairquant.report.verdict import (
-    VERDICT_JSON,
-    VERDICT_JUNIT,
-    exit_code,
-    summary_lines,
-    write_verdict,
+from fairquant.options import (
+    CALIB_SIZE,
+    CALIBRATIONS,
+    DATA_SEED,
+    DEFAULT_MAX_DROP,
+    DEFAULT_PRECISIONS,
+    DEFAULT_QAT_CONFIG,
+    N_BOOTSTRAP,
+    NONFINITE,
+    QUANT_METHODS,
+    TrainConfig,
 )
-from fairquant.train import TrainConfig, fit, save_checkpoint
 
-MethodChoice = choice("MethodChoice", METHODS)
+if TYPE_CHECKING:
+    from fairquant._audit import AuditResult
+    from fairquant.data import GroupedDataset
+    from fairquant.data.preprocess import Preprocess
+    from fairquant.metrics.verdict import Tolerance, Verdict
+
+MethodChoice = choice("MethodChoice", QUANT_METHODS)
 CalibrationChoice = choice("CalibrationChoice", CALIBRATIONS)
 NonfiniteChoice = choice("NonfiniteChoice", NONFINITE)
-PRECISIONS_HELP = (
-    "Comma-separated precisions. Simulated (fairquant's quantizer): fp32, fp16, bf16, "
-    "int2..int16 with suffixes -pc (per channel), -fl<k> (first/last layers at k bits), "
-    "-a<k> (static activations, calibrated), -da<k> (dynamic activations), -bn (BatchNorm "
-    "folded), or @FILE.json (per-layer bits). Deployed (the toolchain's own artifact on its "
-    "kernels; docs/precisions.md): torch:int8[-rr] (PyTorch x86 int8; -rr: 7-bit "
-    "activations); ort:int8[-pc][-minmax|-entropy|-percentile][-rr] (ONNX Runtime static QDQ, "
-    "ORT's calibrator on the --calib-size images; -rr: 7-bit weights) and "
-    "ort:int8-dynamic[-pc][-rr] (extra onnx); torchao:int8wo, torchao:int8dq, "
-    "torchao:int4wo[-g32|-g64|-g128|-g256] (nn.Linear layers only; extra torchao). Use "
-    "-rr only on x86 CPUs without VNNI (AVX2 only), whose 8-bit kernels saturate; elsewhere it "
-    "only gives up a bit (the notes say which this CPU is)."
+PRECISIONS_HELP = "Comma-separated precisions, spelled as listed above (docs/precisions.md)."
+#: The spellings, one family a line under 80 columns (``\b``: click keeps the lines as written,
+#: so no spelling is broken at a hyphen or folded).
+PRECISIONS_BLOCK = """\b
+Precisions (--precisions, comma-separated; docs/precisions.md):
+  simulated, fairquant's quantizer:
+    fp32  fp16  bf16  int2 .. int16, with suffixes
+    -pc (per channel)  -fl<k> (first/last layers at k bits)
+    -a<k> (static activations, calibrated)  -da<k> (dynamic activations)
+    -bn (BatchNorm folded);  @FILE.json (per-layer bits)
+  deployed, the toolchain's own artifact on its kernels:
+    torch:int8[-rr]  (PyTorch x86 int8; -rr: 7-bit activations)
+    ort:int8[-pc][-minmax|-entropy|-percentile][-rr]
+        (ONNX Runtime static QDQ, calibrated on the --calib-size images;
+        -rr: 7-bit weights; extra onnx)
+    ort:int8-dynamic[-pc][-rr]  (extra onnx)
+    torchao:int8wo  torchao:int8dq  torchao:int4wo[-g32|-g64|-g128|-g256]
+        (nn.Linear layers only; extra torchao)
+    openvino:int8[-mixed][-bc]  (NNCF on OpenVINO; extra openvino)
+  -rr only on x86 CPUs without VNNI (AVX2 only), whose 8-bit kernels
+  saturate; elsewhere it only gives up a bit (the notes say which)."""
+#: The options of a model from elsewhere and its data: a checkpoint records its own.
+FOR_MODEL_ONLY = (
+    "dataset",
+    "root",
+    "target",
+    "group",
+    "image_size",
+    "grayscale",
+    "option",
+    "data_seed",
+    "num_classes",
+    "in_channels",
+    "classes",
+    "normalize",
 )
 MODEL_HELP = (
     "A model trained elsewhere: torchvision:NAME or timm:NAME with --weights FILE; "
@@ -81,25 +101,31 @@ MODEL_HELP = (
 )
 
 
-#: What an audit writes, and the default report of it: a rerun removes the ones it does not
-#: write again (a verdict.json of a run with --max-drop, a report of the earlier results), also
-#: from a folder an older fairquant wrote (no run.json) or that holds other files.
-AUDIT_FILES = (
-    *(RESULTS, AUDIT_JSON, FIGURE, VERDICT_JSON, VERDICT_JUNIT),
-    *("report.html", "report.md", "report.tex"),
-)
+def audit_files() -> tuple[str, ...]:
+    """What an audit writes, and the default report of it: a rerun removes the ones it does not
+    write again (a verdict.json of a run with --max-drop, a report of the earlier results), also
+    from a folder an older fairquant wrote (no run.json) or that holds other files."""
+    from fairquant._audit import AUDIT_JSON
+    from fairquant.report.verdict import VERDICT_JSON, VERDICT_JUNIT
+
+    return (
+        *(RESULTS, AUDIT_JSON, FIGURE, VERDICT_JSON, VERDICT_JUNIT),
+        *("report.html", "report.md", "report.tex"),
+    )
 
 
 def output_folder(out: Path, tolerance: Tolerance | None, precisions: str, group_names, keep=()):
     """Check what can be checked before any compute (the precisions, the tolerance's groups),
     then open the run folder ``out`` (checked, locked and staged: :func:`run_folder`); the
     files of ``keep`` (the audited checkpoint) and ``@spec`` files stay in it."""
+    from fairquant._audit import _precisions as check_precisions
+
     for precision in check_precisions(precisions):
         _check_runs_here(getattr(precision, "config", None))
     if tolerance is not None:
         tolerance.check_groups(group_names)
     specs = [t.strip()[1:] for t in precisions.split(",") if t.strip().startswith("@")]
-    return run_folder(out, command=command_line(), replaces=AUDIT_FILES, keep=[*keep, *specs])
+    return run_folder(out, command=command_line(), replaces=audit_files(), keep=[*keep, *specs])
 
 
 def _check_runs_here(config) -> None:
@@ -125,7 +151,7 @@ def audit_and_report(
     qat_config: TrainConfig = DEFAULT_QAT_CONFIG,
     lsq: bool = False,
     calibration: str = "minmax",
-    calib_size: int = 256,
+    calib_size: int = CALIB_SIZE,
     calib_balanced: bool = False,
     n_bootstrap: int = N_BOOTSTRAP,
     preprocess: Preprocess | None = None,
@@ -136,6 +162,13 @@ def audit_and_report(
     split of ``dataset``; write results.csv, audit.json and the figure into the run folder
     ``out``; print the table. With a ``tolerance``, also judge it (verdict.json,
     verdict.junit.xml) and print the verdict first."""
+    from fairquant._audit import audit as run_audit
+    from fairquant.metrics.frame import EmptyGroupWarning, UndefinedMetricWarning
+    from fairquant.quant import parse_precisions
+    from fairquant.quant.methods import make_quantizer
+    from fairquant.report import accuracy_table, plot_group_accuracy
+    from fairquant.report.verdict import summary_lines, write_verdict
+
     quantize = None
     if method != "ptq":  # QAT fine-tunes each simulated precision (make_quantizer checks them)
         simulated = parse_precisions([t for t in precisions.split(",") if ":" not in t])
@@ -183,7 +216,7 @@ def audit_and_report(
             console.print(line, markup=False, highlight=False)
     console.print(accuracy_table(result, train_counts=train_counts, title=title))
     for note in [*result.notes, *(judged.notes if judged else [])]:
-        console.print(f"[yellow]note:[/] {note}")
+        print_line(console, "note", "yellow", note)
     files = [out.final(p) for p in (csv, record, *written)]
     console.print(f"wrote {', '.join(map(str, files))} and {out.final(png)}")
     return result, judged
@@ -192,27 +225,46 @@ def audit_and_report(
 @app.command()
 def quickstart(
     out: Annotated[
-        Path, typer.Option(help="Folder for the checkpoint, results.csv and figure.")
+        Path,
+        typer.Option(metavar="DIR", help="Folder for the checkpoint, results.csv and figure."),
     ] = Path("fairquant-quickstart"),
     model: Model = "resnet18",
-    width: Annotated[int, typer.Option(help="Model width (channels of the first stage).")] = 8,
-    epochs: Annotated[int, typer.Option(min=1)] = TrainConfig.epochs,
-    seed: Annotated[int, typer.Option()] = TrainConfig.seed,
-    precisions: Annotated[str, typer.Option(help="Comma-separated precisions.")] = ",".join(
-        DEFAULT_PRECISIONS
-    ),
+    width: Annotated[
+        int, typer.Option(help="Model width (channels of the first stage).", metavar="N")
+    ] = 8,
+    epochs: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Training epochs.")
+    ] = TrainConfig.epochs,
+    seed: Annotated[
+        int,
+        typer.Option(metavar="N", help="Seed of training and of the digits' train/test split."),
+    ] = TrainConfig.seed,
+    precisions: Annotated[
+        str,
+        typer.Option(
+            metavar="LIST",
+            help="Comma-separated precisions (the spellings: fairquant audit --help).",
+        ),
+    ] = ",".join(DEFAULT_PRECISIONS),
     quiet: Quiet = False,
     bootstrap: Bootstrap = N_BOOTSTRAP,
     max_drop: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="POINTS|GROUP=POINTS",
             help="Tolerance of the verdict: accuracy points any group may lose against fp32, "
-            f"and GROUP=POINTS overrides (default {DEFAULT_MAX_DROP:g})."
+            f"and GROUP=POINTS overrides (default {DEFAULT_MAX_DROP:g}).",
         ),
     ] = None,
 ) -> None:
     """Train on the embedded imbalanced digits, quantize to every precision, audit the groups and
     judge each precision against a tolerance (verdict.json)."""
+    from fairquant.data import default_digits_spec, load_dataset
+    from fairquant.metrics.verdict import Tolerance
+    from fairquant.models import ModelSpec
+    from fairquant.models.load import LoadedModel, ModelSource
+    from fairquant.train import fit, save_checkpoint
+
     with user_errors():
         start = time.perf_counter()
         tolerance = Tolerance.parse(max_drop, None) or Tolerance()
@@ -256,31 +308,36 @@ def quickstart(
 
 @app.command()
 def audit(
+    ctx: typer.Context,
     checkpoint: Annotated[
-        Path | None, typer.Option(help="Checkpoint written by `fairquant train`.")
+        Path | None, typer.Option(metavar="FILE", help="Checkpoint written by `fairquant train`.")
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", help=MODEL_HELP)] = None,
+    model: Annotated[str | None, typer.Option("--model", metavar="SOURCE", help=MODEL_HELP)] = None,
     weights: Annotated[
         Path | None,
         typer.Option(
+            metavar="FILE",
             help="State_dict for --model: a torch.save file (read with weights_only=True) or "
-            ".safetensors (extra safetensors)."
+            ".safetensors (extra safetensors).",
         ),
     ] = None,
     num_classes: Annotated[
-        int | None, typer.Option(min=1, help="Classes the model outputs (default: the data's).")
+        int | None,
+        typer.Option(min=1, metavar="N", help="Classes the model outputs (default: the data's)."),
     ] = None,
     in_channels: Annotated[
         int | None,
         typer.Option(
             min=1,
+            metavar="N",
             help="Input channels the model takes, or a table's feature count (default: "
             "the data's; gray data is "
             "repeated to 3 channels for a 3-channel model).",
         ),
     ] = None,
     dataset: Annotated[
-        str | None, typer.Option(help="Registered dataset to audit --model on (or 'table').")
+        str | None,
+        typer.Option(metavar="NAME", help="Registered dataset to audit --model on (or 'table')."),
     ] = None,
     root: Root = None,
     target: Target = None,
@@ -288,54 +345,64 @@ def audit(
     image_size: ImageSize = None,
     grayscale: Grayscale = None,
     option: DataOptions = None,
-    seed: Annotated[int, typer.Option(help="Seed of the data's split (--model).")] = 0,
+    data_seed: DataSeed = DATA_SEED,
     mean: Annotated[
         str | None,
         typer.Option(
+            metavar="FLOATS",
             help="The --model's input normalization, (pixels in [0,1] - mean) / std, one value "
             "or one per channel, e.g. 0.485,0.456,0.406; a --model on images needs it, or "
-            "--normalize data (timm:NAME states its own)."
+            "--normalize data (timm:NAME states its own).",
         ),
     ] = None,
-    std: Annotated[str | None, typer.Option(help="See --mean, e.g. 0.229,0.224,0.225.")] = None,
+    std: Annotated[
+        str | None, typer.Option(metavar="FLOATS", help="See --mean, e.g. 0.229,0.224,0.225.")
+    ] = None,
     normalize: Annotated[
         str | None,
         typer.Option(
+            metavar="data",
             help="'data': normalize with the data's own training-split mean and std, for a "
-            "--model on images without --mean/--std (recorded in audit.json)."
+            "--model on images without --mean/--std (recorded in audit.json).",
         ),
     ] = None,
     classes: Annotated[
         str | None,
         typer.Option(
+            metavar="NAMES|@FILE",
             help="The --model's classes in the order of its outputs, comma-separated "
             "(White,Black,Asian) or @FILE with one a line (default: the data's coding, "
-            "`fairquant datasets` shows it)."
+            "`fairquant datasets` shows it).",
         ),
     ] = None,
-    precisions: Annotated[str, typer.Option(help=PRECISIONS_HELP)] = ",".join(DEFAULT_PRECISIONS),
+    precisions: Annotated[str, typer.Option(metavar="LIST", help=PRECISIONS_HELP)] = ",".join(
+        DEFAULT_PRECISIONS
+    ),
     out: Annotated[
         Path | None,
         typer.Option(
+            metavar="DIR",
             help="Folder for results.csv and audit.json (default: beside the checkpoint, or "
-            "fairquant-audit)."
+            "fairquant-audit).",
         ),
     ] = None,
     method: Annotated[
         MethodChoice,
         typer.Option(help="ptq (post-training) or qat (fine-tune through fake quantization)."),
     ] = MethodChoice.ptq,
-    qat_epochs: Annotated[int, typer.Option(min=1, help="QAT fine-tuning epochs.")] = (
+    qat_epochs: Annotated[int, typer.Option(min=1, metavar="N", help="QAT fine-tuning epochs.")] = (
         DEFAULT_QAT_CONFIG.epochs
     ),
-    qat_lr: Annotated[float, typer.Option(help="QAT learning rate.")] = DEFAULT_QAT_CONFIG.lr,
+    qat_lr: Annotated[
+        float, typer.Option(metavar="X", help="QAT learning rate.")
+    ] = DEFAULT_QAT_CONFIG.lr,
     qat_lsq: Annotated[bool, typer.Option(help="QAT learns step sizes (LSQ).")] = False,
     calibration: Annotated[
         CalibrationChoice, typer.Option(help="Activation range rule for -a<k> precisions.")
     ] = CalibrationChoice.minmax,
     calib_size: Annotated[
-        int, typer.Option(min=1, help="Calibration images (training split).")
-    ] = 256,
+        int, typer.Option(min=1, metavar="N", help="Calibration images (training split).")
+    ] = CALIB_SIZE,
     calib_balanced: Annotated[
         bool, typer.Option(help="Draw calibration images equally from every group.")
     ] = False,
@@ -351,13 +418,15 @@ def audit(
     max_drop: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="POINTS|GROUP=POINTS",
             help="Tolerance: accuracy points any group may lose against fp32 (e.g. 2), and "
             "repeatable GROUP=POINTS overrides (--max-drop Others=1). Writes verdict.json and "
-            "verdict.junit.xml and prints the verdict per precision (docs/verdict.md)."
+            "verdict.junit.xml and prints the verdict per precision (docs/verdict.md).",
         ),
     ] = None,
     max_phi: Annotated[
-        float | None, typer.Option(min=0, help="Tolerance on phi(D) (with --max-drop).")
+        float | None,
+        typer.Option(min=0, metavar="X", help="Tolerance on phi(D) (with --max-drop)."),
     ] = None,
     gate: Annotated[
         bool,
@@ -369,8 +438,23 @@ def audit(
     The model is a checkpoint of `fairquant train` (its data is rebuilt from it), or one
     trained elsewhere (--model, with the data options --dataset --root --target --group
     --image-size -o): results.csv and audit.json record what was audited.
+
+    {precisions}
     """
+    from fairquant._audit import load_target
+    from fairquant.data.base import parse_class_order
+    from fairquant.data.preprocess import parse_floats
+    from fairquant.metrics.verdict import Tolerance
+    from fairquant.report.verdict import exit_code
+
     with user_errors():
+        if checkpoint is not None:
+            refuse_given(
+                ctx,
+                (*FOR_MODEL_ONLY, "mean", "std"),
+                "to --checkpoint: a checkpoint rebuilds its own data and model (these go with "
+                "--model)",
+            )
         tolerance = Tolerance.parse(max_drop, max_phi)
         if gate and tolerance is None:
             raise ConfigError("--gate needs a tolerance to judge against: --max-drop POINTS")
@@ -382,7 +466,7 @@ def audit(
                 target=target,
                 group=group,
                 imbalance="none",
-                seed=seed,
+                seed=data_seed,
                 option=option,
                 grayscale=grayscale,
                 image_size=image_size,
@@ -428,3 +512,7 @@ def audit(
         )
     if gate and judged is not None:
         raise typer.Exit(exit_code(judged))
+
+
+if audit.__doc__:  # the spellings, kept whole in the help (PRECISIONS_BLOCK)
+    audit.__doc__ = audit.__doc__.replace("{precisions}", PRECISIONS_BLOCK.replace("\n", "\n    "))

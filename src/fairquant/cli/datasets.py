@@ -9,36 +9,50 @@ from rich.table import Table
 
 from fairquant.cli._app import (
     DataOptions,
+    DataSeed,
     Group,
     Root,
     Target,
     app,
     console,
     data_spec,
+    refuse_given,
     user_errors,
 )
-from fairquant.data import DataSpec
-from fairquant.data.registry import catalogue, describe
+from fairquant.options import DATA_SEED
 
 
 @app.command()
 def datasets(
+    ctx: typer.Context,
     dataset: Annotated[
         str | None,
-        typer.Option(help="Count this dataset's samples and show its coding (needs --root)."),
+        typer.Option(
+            metavar="NAME", help="Count this dataset's samples and show its coding (needs --root)."
+        ),
     ] = None,
     root: Root = None,
     target: Target = None,
     group: Group = None,
     imbalance: Annotated[
-        str, typer.Option(help="'paper', 'none' or ratios per class (training split).")
+        str,
+        typer.Option(
+            metavar="RATIOS", help="'paper', 'none' or ratios per class (training split)."
+        ),
     ] = "none",
-    seed: Annotated[int, typer.Option()] = DataSpec.seed,
+    data_seed: DataSeed = DATA_SEED,
     option: DataOptions = None,
 ) -> None:
     """List the datasets fairquant reads or, with --dataset and --root, count their samples."""
+    from fairquant.data.registry import catalogue, describe
+
     with user_errors():
         if dataset is None:
+            refuse_given(
+                ctx,
+                ("root", "target", "group", "imbalance", "data_seed", "option"),
+                "without --dataset: they describe the dataset whose samples to count",
+            )
             table = Table(title="Datasets (fairquant datasets --dataset NAME --root PATH)")
             for column in ("name", "reads", "attributes", "default target"):
                 table.add_column(column)
@@ -52,7 +66,7 @@ def datasets(
             target=target,
             group=group,
             imbalance=imbalance,
-            seed=seed,
+            seed=data_seed,
             option=option,
         )
         counts, coding = describe(spec)

@@ -9,26 +9,37 @@ from typing import Annotated
 import typer
 
 from fairquant._io import locked_folder
-from fairquant.cli._app import Quiet, app, choice, console, user_errors
-from fairquant.metrics.curvature import Curvature
-from fairquant.quant import parse_precisions
-from fairquant.train import load_with_data
+from fairquant.cli._app import Quiet, app, choice, console, print_line, user_errors
+from fairquant.options import Curvature
 
 CurvatureChoice = choice("CurvatureChoice", Curvature)
 
 
 @app.command()
 def explain(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint written by `fairquant train`.")],
-    precisions: Annotated[str, typer.Option(help="Comma-separated precisions.")] = "fp32,int4",
+    checkpoint: Annotated[
+        Path, typer.Option(help="Checkpoint written by `fairquant train`.", metavar="FILE")
+    ],
+    precisions: Annotated[
+        str,
+        typer.Option(
+            metavar="LIST",
+            help="Comma-separated precisions (the spellings: fairquant audit --help).",
+        ),
+    ] = "fp32,int4",
     out: Annotated[
-        Path | None, typer.Option(help="Folder for the tables and figures (default: beside it).")
+        Path | None,
+        typer.Option(help="Folder for the tables and figures (default: beside it).", metavar="DIR"),
     ] = None,
     probes: Annotated[
-        int, typer.Option(min=10, help="Most Hutchinson probes per group (after Hutch++'s sketch).")
+        int,
+        typer.Option(
+            min=10, help="Most Hutchinson probes per group (after Hutch++'s sketch).", metavar="N"
+        ),
     ] = 100,
     rtol: Annotated[
-        float, typer.Option(min=0.0, help="Stop the trace at this relative standard error.")
+        float,
+        typer.Option(min=0.0, help="Stop the trace at this relative standard error.", metavar="X"),
     ] = 0.05,
     curvature: Annotated[CurvatureChoice, typer.Option(help="The curvature matrix.")] = "hessian",
     piecewise_linear: Annotated[
@@ -38,14 +49,21 @@ def explain(
         ),
     ] = False,
     samples_per_group: Annotated[
-        int | None, typer.Option(min=1, help="Curvature on at most this many test samples a group.")
+        int | None,
+        typer.Option(
+            min=1, help="Curvature on at most this many test samples a group.", metavar="N"
+        ),
     ] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[
+        int, typer.Option(metavar="N", help="Seed of the probes and of the sampled images.")
+    ] = 0,
     quiet: Quiet = False,
 ) -> None:
     """Explain the disparity: impact flow and curvature factors per group and precision."""
     from fairquant._explain import explain_model
+    from fairquant.quant import parse_precisions
     from fairquant.report.explain import factor_table, plot_explanation
+    from fairquant.train import load_with_data
 
     with user_errors(), locked_folder(out or checkpoint.parent):  # checked before any compute
         ckpt, dataset = load_with_data(checkpoint)
@@ -74,7 +92,7 @@ def explain(
                 f"(p={row.p_value:.2g}, {row.groups} groups)"
             )
         for note in result.notes:
-            console.print(f"[yellow]note:[/] {note}")
+            print_line(console, "note", "yellow", note)
         console.print(
             f"wrote {', '.join(p.name for p in paths)} to {folder} in "
             f"{time.perf_counter() - start:.0f}s"

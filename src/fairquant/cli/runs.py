@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -13,13 +13,17 @@ import typer
 from fairquant._io import locked_folder
 from fairquant.cli._app import (
     Backend,
+    BatchSize,
     Bootstrap,
     DataOptions,
+    DataSeed,
     Dataset,
+    Epochs,
     Grayscale,
     Group,
     ImageSize,
     Imbalance,
+    LearningRate,
     Model,
     Quiet,
     Root,
@@ -28,46 +32,49 @@ from fairquant.cli._app import (
     app,
     console,
     data_spec,
-    keyword_default,
     parse_ints,
+    print_line,
+    refuse_given,
     user_errors,
 )
-from fairquant.data import DataSpec
 from fairquant.errors import ConfigError
-from fairquant.experiments import run_experiment
-from fairquant.experiments.config import MethodConfig
-from fairquant.experiments.mitigation import (
+from fairquant.options import (
+    BACKENDS,
+    CALIB_SIZE,
+    DATA_SEED,
     DEFAULT_MITIGATIONS,
-    compare_mitigations,
-    mitigation_config,
-    summarize,
-)
-from fairquant.experiments.presets import (
-    PREFIX,
+    DEFAULT_QAT_CONFIG,
+    MITIGATION_METHODS,
+    MITIGATION_PRECISIONS,
+    MITIGATION_SEEDS,
+    N_BOOTSTRAP,
     PRESET_DATA,
+    PRESET_PREFIX,
     PRESET_SCALE,
-    default_run_dir,
-    load_experiment,
+    TrainConfig,
 )
-from fairquant.metrics.policy import N_BOOTSTRAP
-from fairquant.models import ModelSpec
-from fairquant.quant.qat import DEFAULT_QAT_CONFIG
-from fairquant.train import TrainConfig
 
 #: Where cells run unless --backend says otherwise: the runner's default.
-BACKEND = keyword_default(run_experiment, "backend")
+BACKEND = BACKENDS[0]
 
 
 @app.command()
 def report(
     run_dir: Annotated[
-        Path, typer.Argument(help="Run directory with results.csv (fairquant run/mitigate/audit).")
+        Path,
+        typer.Argument(
+            metavar="RUN_DIR", help="Run directory with results.csv (fairquant run/mitigate/audit)."
+        ),
     ],
     out: Annotated[
-        Path | None, typer.Option(help="The HTML file (default: RUN_DIR/report.html).")
+        Path | None,
+        typer.Option(help="The HTML file (default: RUN_DIR/report.html).", metavar="FILE"),
     ] = None,
     format: Annotated[
-        str, typer.Option("--format", help="Comma-separated: html, md (Markdown), tex (LaTeX).")
+        str,
+        typer.Option(
+            "--format", help="Comma-separated: html, md (Markdown), tex (LaTeX).", metavar="LIST"
+        ),
     ] = "html,md,tex",
 ) -> None:
     """Write one self-contained HTML report of a run directory, and its tables for papers."""
@@ -83,40 +90,57 @@ def report(
 
 @app.command()
 def run(
+    ctx: typer.Context,
     config: Annotated[
         str | None,
         typer.Argument(
-            help="Experiment YAML file, or preset:NAME (liu2025, bellam-kim, five-arch)."
+            metavar="CONFIG",
+            help="Experiment YAML file, or preset:NAME (liu2025, bellam-kim, five-arch).",
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Run directory (default: runs/<name>[-<scale>]).")
+        Path | None,
+        typer.Option(help="Run directory (default: runs/<name>[-<scale>]).", metavar="DIR"),
     ] = None,
-    preset: Annotated[str | None, typer.Option(help="A shipped preset, instead of CONFIG.")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="A shipped preset, instead of CONFIG.", metavar="NAME")
+    ] = None,
     scale: Annotated[
         str | None,
         typer.Option(
-            help=f"tiny, cpu or gpu: the file's `scales` entry (presets: {PRESET_SCALE})."
+            help=f"tiny, cpu or gpu: the file's `scales` entry (presets: {PRESET_SCALE}).",
+            metavar="NAME",
         ),
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option(help=f"Folder the datasets' roots are relative to (presets: {PRESET_DATA})."),
+        typer.Option(
+            help=f"Folder the datasets' roots are relative to (presets: {PRESET_DATA}).",
+            metavar="DIR",
+        ),
     ] = None,
     backend: Backend = BACKEND,
     workers: Workers = None,
     address: Annotated[
-        str | None, typer.Option(help="Join this Ray cluster (e.g. auto or ray://head:10001).")
+        str | None,
+        typer.Option(
+            help="Join this Ray cluster (e.g. auto or ray://head:10001).", metavar="ADDRESS"
+        ),
     ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Run an experiment grid resumably into a run directory (results.csv, config.yaml)."""
+    from fairquant.experiments import run_experiment
+    from fairquant.experiments.presets import default_run_dir, load_experiment
+
     with user_errors():
+        if backend.value == "local":
+            refuse_given(ctx, ("workers",), "with --backend local: it runs one cell after another")
         if preset is not None and config is not None:
             raise ConfigError("give either CONFIG or --preset, not both")
         if preset is None and config is None:
             raise ConfigError("give an experiment file, preset:NAME or --preset NAME")
-        source = config or f"{PREFIX}{(preset or '').removeprefix(PREFIX)}"
+        source = config or f"{PRESET_PREFIX}{(preset or '').removeprefix(PRESET_PREFIX)}"
         experiment = load_experiment(source, scale=scale, data_root=data)
         run_dir = out or default_run_dir(source, experiment, scale)
         with locked_folder(run_dir):  # a second run into it is refused while this one runs
@@ -136,13 +160,17 @@ def run(
 
 @app.command()
 def mitigate(
-    out: Annotated[Path, typer.Option(help="Run directory (reruns skip finished cells).")],
+    ctx: typer.Context,
+    out: Annotated[
+        Path, typer.Option(metavar="DIR", help="Run directory (reruns skip finished cells).")
+    ],
     mitigations: Annotated[
         str,
         typer.Option(
             help="Comma-separated mitigations: none, gt, re, re-fixed:N, over, under, weighted"
             "[:inverse-frequency|:effective-number|:w1,w2,...], focal[:G], balanced-calib, "
-            "fairqat, or several joined with '+'."
+            "fairqat, or several joined with '+'.",
+            metavar="LIST",
         ),
     ] = ",".join(DEFAULT_MITIGATIONS),
     dataset: Dataset = "digits",
@@ -152,34 +180,37 @@ def mitigate(
     image_size: ImageSize = None,
     imbalance: Imbalance = "none",
     model: Model = "resnet18",
-    width: Annotated[int | None, typer.Option(help="Model width.")] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = TrainConfig.epochs,
-    batch_size: Annotated[int, typer.Option(min=2)] = TrainConfig.batch_size,
-    lr: Annotated[float, typer.Option()] = TrainConfig.lr,
-    seeds: Annotated[str, typer.Option(help="Comma-separated training seeds.")] = ",".join(
-        map(str, keyword_default(mitigation_config, "seeds"))
-    ),
-    data_seed: Annotated[int, typer.Option(help="Seed of the train/test split.")] = DataSpec.seed,
+    width: Annotated[int | None, typer.Option(help="Model width.", metavar="N")] = None,
+    epochs: Epochs = TrainConfig.epochs,
+    batch_size: BatchSize = TrainConfig.batch_size,
+    lr: LearningRate = TrainConfig.lr,
+    seeds: Annotated[
+        str, typer.Option(help="Comma-separated training seeds.", metavar="LIST")
+    ] = ",".join(map(str, MITIGATION_SEEDS)),
+    data_seed: DataSeed = DATA_SEED,
     precisions: Annotated[
-        str, typer.Option(help="Comma-separated weight precisions (PTQ and QAT).")
-    ] = ",".join(keyword_default(mitigation_config, "precisions")),
+        str, typer.Option(help="Comma-separated weight precisions (PTQ and QAT).", metavar="LIST")
+    ] = ",".join(MITIGATION_PRECISIONS),
     act_precisions: Annotated[
         str | None,
         typer.Option(
             help="Activation-quantized precisions audited with PTQ only (default int8-a8,int4-a8 "
-            "when a mitigation calibrates balanced, else none; '' for none)."
+            "when a mitigation calibrates balanced, else none; '' for none).",
+            metavar="LIST",
         ),
     ] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated: ptq, qat.")] = ",".join(
-        keyword_default(mitigation_config, "methods")
-    ),
-    qat_epochs: Annotated[int, typer.Option(min=1, help="QAT fine-tuning epochs.")] = (
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated: ptq, qat.", metavar="LIST")
+    ] = ",".join(MITIGATION_METHODS),
+    qat_epochs: Annotated[int, typer.Option(min=1, help="QAT fine-tuning epochs.", metavar="N")] = (
         DEFAULT_QAT_CONFIG.epochs
     ),
-    qat_lr: Annotated[float, typer.Option(help="QAT learning rate.")] = DEFAULT_QAT_CONFIG.lr,
+    qat_lr: Annotated[
+        float, typer.Option(help="QAT learning rate.", metavar="X")
+    ] = DEFAULT_QAT_CONFIG.lr,
     calib_size: Annotated[
-        int, typer.Option(min=1, help="Calibration images for -a<k> precisions.")
-    ] = MethodConfig.model_fields["calib_size"].default,
+        int, typer.Option(min=1, help="Calibration images for -a<k> precisions.", metavar="N")
+    ] = CALIB_SIZE,
     bootstrap: Bootstrap = N_BOOTSTRAP,
     report_only: Annotated[
         bool,
@@ -196,9 +227,22 @@ def mitigate(
     """Compare mitigations on the same data and seeds, quantized with PTQ and QAT: per-group,
     overall and worst-group accuracy and phi(D) with intervals across seeds, paired tests against
     `none`, and a Pareto figure of accuracy against phi(D)."""
+    from fairquant.experiments.mitigation import compare_mitigations, summarize
+    from fairquant.models import ModelSpec
     from fairquant.report.mitigation import mitigation_tables, paired_tests_table, plot_pareto
 
-    with user_errors(), nullcontext() if report_only else locked_folder(out):
+    with user_errors(), ExitStack() as stack:
+        if report_only:
+            keep = {"out", "report_only", "quiet"}
+            refuse_given(
+                ctx,
+                [p.name for p in ctx.command.params if p.name not in keep],
+                "with --report-only: it only summarises what --out holds, as that run was set up",
+            )
+        elif backend.value == "local":
+            refuse_given(ctx, ("workers",), "with --backend local: it runs one cell after another")
+        if not report_only:  # refused options first: nothing is created for a refused command
+            stack.enter_context(locked_folder(out))
         start = time.perf_counter()
         spec = data_spec(
             dataset,
@@ -244,7 +288,7 @@ def mitigate(
         if tests is not None:
             console.print(tests)
         for note in result.notes:
-            console.print(f"[yellow]note:[/] {note}", highlight=False)
+            print_line(console, "note", "yellow", note)
         png = plot_pareto(result, out / "pareto.png")
         console.print(
             f"wrote results.csv, summary.csv, tests.csv, config.yaml and {png.name} to {out} in "

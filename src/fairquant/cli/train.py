@@ -9,12 +9,15 @@ import typer
 
 from fairquant._io import checked_file
 from fairquant.cli._app import (
+    BatchSize,
     DataOptions,
     Dataset,
+    Epochs,
     Grayscale,
     Group,
     ImageSize,
     Imbalance,
+    LearningRate,
     Model,
     Quiet,
     Root,
@@ -24,13 +27,10 @@ from fairquant.cli._app import (
     console,
     data_spec,
     fraction_or_count,
+    refuse_given,
     user_errors,
 )
-from fairquant.data import load_dataset
-from fairquant.models import ModelSpec
-from fairquant.models.registry import sized_for
-from fairquant.train import TrainConfig, fit, save_checkpoint
-from fairquant.train.loop import Optimizer, Schedule, Select, SelectMetric
+from fairquant.options import Optimizer, Schedule, Select, SelectMetric, TrainConfig
 
 OptimizerChoice = choice("OptimizerChoice", Optimizer)
 ScheduleChoice = choice("ScheduleChoice", Schedule)
@@ -40,7 +40,8 @@ SelectMetricChoice = choice("SelectMetricChoice", SelectMetric)
 
 @app.command()
 def train(
-    out: Annotated[Path, typer.Option(help="Checkpoint file to write.")],
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(metavar="FILE", help="Checkpoint file to write.")],
     dataset: Dataset = "digits",
     root: Root = None,
     target: Target = None,
@@ -49,17 +50,35 @@ def train(
     imbalance: Imbalance = "none",
     model: Model = "resnet18",
     width: Annotated[
-        int | None, typer.Option(help="Model width: channels of the first stage (ViT: hidden).")
+        int | None,
+        typer.Option(help="Model width: channels of the first stage (ViT: hidden).", metavar="N"),
     ] = None,
-    depth: Annotated[int | None, typer.Option(help="Transformer blocks (vit_small).")] = None,
-    patch_size: Annotated[int | None, typer.Option(help="Patch side (vit_small).")] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = TrainConfig.epochs,
-    batch_size: Annotated[int, typer.Option(min=2)] = TrainConfig.batch_size,
-    optimizer: OptimizerChoice = TrainConfig.optimizer,
-    lr: Annotated[float, typer.Option()] = TrainConfig.lr,
-    weight_decay: Annotated[float, typer.Option()] = TrainConfig.weight_decay,
-    schedule: ScheduleChoice = TrainConfig.schedule,
-    seed: Annotated[int, typer.Option()] = TrainConfig.seed,
+    depth: Annotated[
+        int | None, typer.Option(help="Transformer blocks (vit_small).", metavar="N")
+    ] = None,
+    patch_size: Annotated[
+        int | None, typer.Option(help="Patch side (vit_small).", metavar="N")
+    ] = None,
+    epochs: Epochs = TrainConfig.epochs,
+    batch_size: BatchSize = TrainConfig.batch_size,
+    optimizer: Annotated[
+        OptimizerChoice, typer.Option(help="SGD with momentum, or AdamW.")
+    ] = TrainConfig.optimizer,
+    lr: LearningRate = TrainConfig.lr,
+    weight_decay: Annotated[
+        float, typer.Option(metavar="X", help="Weight decay.")
+    ] = TrainConfig.weight_decay,
+    schedule: Annotated[
+        ScheduleChoice, typer.Option(help="Learning-rate schedule over the epochs.")
+    ] = TrainConfig.schedule,
+    seed: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="Seed of training (initialisation, batch order, augmentation) and of the "
+            "dataset's train/test split.",
+        ),
+    ] = TrainConfig.seed,
     augment: Annotated[
         bool,
         typer.Option(
@@ -69,7 +88,11 @@ def train(
     ] = TrainConfig.augment,
     crop_padding: Annotated[
         int | None,
-        typer.Option(min=0, help="Padding of the random crop in pixels (default: side / 8)."),
+        typer.Option(
+            min=0,
+            help="Padding of the random crop in pixels (default: side / 8).",
+            metavar="PIXELS",
+        ),
     ] = TrainConfig.crop_padding,
     flip: Annotated[
         bool, typer.Option(help="Left-right flips in the augmentation (where the data allows).")
@@ -80,6 +103,7 @@ def train(
             min=0,
             help="Validation split held out of training (stratified by target x group, seeded "
             "by --seed): a fraction in (0, 1) or a count; 0 trains on all of it.",
+            metavar="SIZE",
         ),
     ] = TrainConfig.val_size,
     select: Annotated[
@@ -91,15 +115,33 @@ def train(
     ] = TrainConfig.select_metric,
     patience: Annotated[
         int | None,
-        typer.Option(min=1, help="Stop after this many epochs without a validation improvement."),
+        typer.Option(
+            min=1, help="Stop after this many epochs without a validation improvement.", metavar="N"
+        ),
     ] = TrainConfig.patience,
     quiet: Quiet = False,
     grayscale: Grayscale = None,
     option: DataOptions = None,
 ) -> None:
     """Train a full-precision model; its checkpoint holds all `audit` needs to rebuild it."""
+    from fairquant.data import load_dataset
+    from fairquant.models import ModelSpec
+    from fairquant.models.registry import sized_for
+    from fairquant.train import fit, save_checkpoint
+
     with user_errors():
         checked_file(out)  # before any compute
+        if not augment:
+            refuse_given(
+                ctx, ("crop_padding", "flip"), "with --no-augment: they shape the augmentation"
+            )
+        if select.value == "last" and patience is None:
+            refuse_given(
+                ctx,
+                ("select_metric",),
+                "without --select best or --patience: it is what they watch on the validation "
+                "split",
+            )
         config = TrainConfig(
             epochs=epochs,
             batch_size=batch_size,

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from fairquant.errors import ConfigError, DataError
+from fairquant.options import DATA_SEED
 
 #: The one rule for small cells: a class or a group with fewer test samples than this is named in
 #: a warning that the audit's notes and the CLI summary repeat (one sample moves its accuracy by
@@ -37,7 +38,7 @@ class DataSpec:
     image_size: int | None = None
     imbalance: tuple[float, ...] | None = None
     test_size: float | None = None
-    seed: int = 0
+    seed: int = DATA_SEED
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -11,12 +11,12 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
-from typing import Any, Literal
+from typing import Any
 
 from fairquant.errors import ConfigError
+from fairquant.options import BACKENDS as BACKENDS
+from fairquant.options import Backend as Backend
 
-Backend = Literal["local", "process", "ray"]
-BACKENDS: tuple[str, ...] = ("local", "process", "ray")
 Task = tuple[Any, str]
 Done = Callable[[Task, Any], None]
 

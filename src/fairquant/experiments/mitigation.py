@@ -47,6 +47,8 @@ from fairquant.metrics.policy import CONFIDENCE, N_BOOTSTRAP
 from fairquant.metrics.uncertainty import across_seeds
 from fairquant.mitigate.pipeline import Mitigation, calibration_note, parse_mitigations
 from fairquant.models.registry import ModelSpec
+from fairquant.options import DEFAULT_MITIGATIONS as DEFAULT_MITIGATIONS
+from fairquant.options import MITIGATION_METHODS, MITIGATION_PRECISIONS, MITIGATION_SEEDS
 from fairquant.quant.methods import METHODS
 from fairquant.quant.precision import Precision, parse_precision, parse_precisions
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG
@@ -54,7 +56,6 @@ from fairquant.schema import RESULT_COLUMNS
 from fairquant.train.loop import TrainConfig
 
 SUMMARY, TESTS = "summary.csv", "tests.csv"
-DEFAULT_MITIGATIONS = ("none", "gt", "re", "over", "weighted", "fairqat", "balanced-calib")
 #: Activation-quantized precisions audited with PTQ when a mitigation calibrates balanced:
 #: weight-only PTQ has no calibration, so without them balanced calibration changes nothing.
 DEFAULT_ACT_PRECISIONS = ("int8-a8", "int4-a8")
@@ -94,10 +95,10 @@ def mitigation_config(
     train: TrainConfig,
     *,
     mitigations: Sequence[str] | str = DEFAULT_MITIGATIONS,
-    precisions: Sequence[str] | str = ("fp32", "int8", "int4"),
+    precisions: Sequence[str] | str = MITIGATION_PRECISIONS,
     act_precisions: Sequence[str] | str | None = None,
-    methods: Sequence[str] = ("ptq", "qat"),
-    seeds: Sequence[int] = (0, 1, 2),
+    methods: Sequence[str] = MITIGATION_METHODS,
+    seeds: Sequence[int] = MITIGATION_SEEDS,
     qat: TrainConfig = DEFAULT_QAT_CONFIG,
     calib_size: int = MethodConfig.model_fields["calib_size"].default,
     n_bootstrap: int = N_BOOTSTRAP,

@@ -18,12 +18,9 @@ import yaml
 
 from fairquant.errors import unknown_name
 from fairquant.experiments.config import ExperimentConfig, load_config, parse_config
-
-PREFIX = "preset:"
-#: A preset's scale unless one is asked for.
-PRESET_SCALE = "cpu"
-#: The folder a preset's dataset roots are relative to unless one is given.
-PRESET_DATA = "../shared/data"
+from fairquant.options import PRESET_DATA as PRESET_DATA
+from fairquant.options import PRESET_PREFIX as PREFIX
+from fairquant.options import PRESET_SCALE as PRESET_SCALE
 
 
 def preset_names() -> list[str]:

@@ -107,7 +107,7 @@ def run_experiment(
     config: ExperimentConfig,
     run_dir: str | Path,
     *,
-    backend: str = "local",
+    backend: str = BACKENDS[0],
     workers: int | None = None,
     address: str | None = None,
     show_progress: bool = True,

@@ -33,6 +33,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# Bootstrap replicates of an interval over test samples: defined in the torch-free options.py
+from fairquant.options import N_BOOTSTRAP as N_BOOTSTRAP
+
 __all__ = [
     "ALPHA",
     "ALTERNATIVE",
@@ -49,9 +52,6 @@ CONFIDENCE = 0.95
 ALTERNATIVE = "two-sided"
 #: The multiplicity correction, by name, as the tables and verdict.json print it.
 CORRECTION = "holm"
-#: Bootstrap replicates of an interval over test samples, the default of every entry point
-#: (``audit``, ``fairquant audit --bootstrap``, experiments' ``bootstrap``); 0 turns them off.
-N_BOOTSTRAP = 1000
 
 
 def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:

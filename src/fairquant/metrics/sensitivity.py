@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import Literal, get_args
+from typing import get_args
 
 import pandas as pd
 import torch
@@ -53,13 +53,13 @@ from fairquant.errors import ConfigError, DataError
 from fairquant.metrics.curvature import GroupCurvature, GroupDiagonal, ggn_diagonal
 from fairquant.metrics.functional import group_counts, group_mean, per_sample_loss
 from fairquant.models.predict import predict_logits
+from fairquant.options import SensitivitySource as SensitivitySource
 from fairquant.quant.functional import check_bits, quantize_symmetric
 from fairquant.quant.mixed import layer_deltas
 from fairquant.quant.model import quantize_model, quantized_layers
 from fairquant.quant.precision import Precision
 
-#: How :func:`group_sensitivity` gets ``G_{l,b}(a)``.
-SensitivitySource = Literal["measured", "predicted", "diagonal"]
+#: How :func:`group_sensitivity` gets ``G_{l,b}(a)`` (``SensitivitySource``).
 SENSITIVITIES: tuple[str, ...] = get_args(SensitivitySource)
 #: Columns of :func:`taylor_excess` and :func:`diagonal_excess`.
 TAYLOR_COLUMNS = ["layer", "bits", "numel", "group", "first", "second", "predicted"]

@@ -56,11 +56,11 @@ from fairquant.metrics.paired import (
 from fairquant.metrics.policy import CONFIDENCE, CORRECTION, holm
 from fairquant.metrics.samples import PerSample
 from fairquant.metrics.uncertainty import check_bootstrap, percentile_interval
+from fairquant.options import DEFAULT_MAX_DROP as DEFAULT_MAX_DROP
 
 __all__ = ["DEFAULT_MAX_DROP", "FAMILIES", "STATUSES", "Tolerance", "Verdict", "verdict"]
 
 #: The accuracy drop (points) every group may lose when no tolerance is given.
-DEFAULT_MAX_DROP = 2.0
 #: A precision's (and a group's) possible verdicts.
 STATUSES = ("pass", "fail", "inconclusive")
 #: Holm families: the groups (and φ) of one precision, the default; or of the whole audit.

@@ -63,13 +63,13 @@ from torch import nn
 from fairquant.data.base import GroupedDataset
 from fairquant.errors import ConfigError
 from fairquant.metrics.sensitivity import SensitivitySource, group_sensitivity, predict_excess
+from fairquant.options import AllocationObjective as AllocationObjective
 from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.mixed import layer_precision, layer_size_costs
 from fairquant.quant.precision import Precision
 from fairquant.quant.size import packed_size_bytes
 
 #: What an allocation minimises (module docstring).
-AllocationObjective = Literal["worst-group", "phi", "loss"]
 OBJECTIVES: tuple[str, ...] = get_args(AllocationObjective)
 _TIE_RTOL = 1e-6
 #: The resolution of the "phi" objective, relative to the largest span of a group's total over

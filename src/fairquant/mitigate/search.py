@@ -69,6 +69,7 @@ from fairquant.mitigate.allocate import (
     smallest_bits,
 )
 from fairquant.models.predict import predict_logits
+from fairquant.options import SEARCH_CRITERION, SEARCH_ROUNDS, Criterion
 from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.functional import check_bits
 from fairquant.quant.mixed import layer_precision, layer_size_costs
@@ -79,7 +80,6 @@ from fairquant.quant.size import packed_size_bytes
 #: The methods of :func:`compare_searches`, in the order of its table.
 SearchMethod = Literal["fairquant", "measured", "uniform", "loss-only", "hawq"]
 #: What "within the tolerance" means on the validation split (:class:`SearchConfig`).
-Criterion = Literal["estimate", "upper-bound"]
 METHODS: tuple[str, ...] = ("fairquant", "measured", "uniform", "loss-only", "hawq")
 
 
@@ -107,11 +107,11 @@ class SearchConfig:
     bits: tuple[int, ...] = (2, 3, 4, 8, 16)
     sensitivity: SensitivitySource = "diagonal"
     samples_per_group: int = 128
-    max_rounds: int = 12
+    max_rounds: int = SEARCH_ROUNDS
     per_channel: bool = False
     time_limit: float = 20.0
     random_state: int = 0
-    criterion: Criterion = "estimate"
+    criterion: Criterion = SEARCH_CRITERION
 
     def __post_init__(self) -> None:
         bits = tuple(sorted({int(b) for b in self.bits}))

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from fairquant.data.preprocess import Preprocess
-from fairquant.errors import CheckpointError, ConfigError
+from fairquant.errors import CheckpointError, ConfigError, torch_load_error
 from fairquant.models.registry import TORCHVISION_INSTALL
 
 Kind = Literal["checkpoint", "torchvision", "timm", "factory", "onnx"]
@@ -189,11 +189,13 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
             raise CheckpointError(f"{path} is not a readable .safetensors file: {e}") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError, zip errors, ...: one line, the first of torch's
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path} cannot be read with torch.load(weights_only=True) ({first}); expected a "
-            "state_dict saved with torch.save(model.state_dict(), FILE) or a .safetensors file"
+    except Exception as e:  # UnpicklingError, zip errors, ...: one line, the reason kept
+        raise torch_load_error(
+            "--weights",
+            path,
+            e,
+            "expected a state_dict saved with torch.save(model.state_dict(), FILE) or a "
+            ".safetensors file (extra safetensors)",
         ) from None
     if isinstance(state, Mapping) and state.get("format") == "fairquant-checkpoint":
         raise ConfigError(f"{path} is a fairquant checkpoint; audit it with --checkpoint {path}")

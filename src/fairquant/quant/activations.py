@@ -16,16 +16,13 @@ grid of factors, that minimises the mean squared quantization error on the calib
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from fairquant.errors import ConfigError
+from fairquant.options import CALIBRATIONS as CALIBRATIONS
 from fairquant.quant.functional import check_bits
-
-Calibration = Literal["minmax", "percentile", "mse"]
-CALIBRATIONS: tuple[str, ...] = ("minmax", "percentile", "mse")
 
 #: Calibration inputs kept per layer for the percentile and MSE rules (a seeded subsample).
 MAX_SAMPLES = 200_000

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from fairquant.data.base import Split
 from fairquant.errors import ConfigError
+from fairquant.options import CALIB_SIZE, QUANT_METHODS
 from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.model import quantize_model
 from fairquant.quant.precision import Precision
@@ -15,7 +16,7 @@ from fairquant.quant.qat import DEFAULT_QAT_CONFIG, qat_finetune
 from fairquant.train.loop import TrainConfig
 
 Quantizer = Callable[[nn.Module, Precision], nn.Module]
-METHODS = ("ptq", "qat")
+METHODS = QUANT_METHODS
 
 
 def make_quantizer(
@@ -26,7 +27,7 @@ def make_quantizer(
     qat_config: TrainConfig = DEFAULT_QAT_CONFIG,
     lsq: bool = False,
     calibration: str = "minmax",
-    calib_size: int = 256,
+    calib_size: int = CALIB_SIZE,
     calib_balanced: bool = False,
     class_weights: Tensor | None = None,
     focal_gamma: float = 0.0,

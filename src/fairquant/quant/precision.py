@@ -26,12 +26,11 @@ import torch
 
 from fairquant._io import atomic_write
 from fairquant.errors import ConfigError
+from fairquant.options import DEFAULT_PRECISIONS as DEFAULT_PRECISIONS
 from fairquant.quant.functional import MAX_BITS, MIN_BITS
 
 _FLOATS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-#: The precisions the papers compare, highest first.
-DEFAULT_PRECISIONS = ("fp32", "fp16", "bf16", "int16", "int8", "int4", "int3", "int2")
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,13 @@ from torch.nn.utils import parametrize
 
 from fairquant.data.base import Split
 from fairquant.errors import ConfigError
+from fairquant.options import DEFAULT_QAT_CONFIG as DEFAULT_QAT_CONFIG
 from fairquant.quant.functional import clamp_inclusive, quantize_symmetric, round_ste
 from fairquant.quant.model import layer_bits, quantized_layers
 from fairquant.quant.precision import Precision
 from fairquant.train.loop import TrainConfig, train_model
 
 #: QAT's own optimiser settings: a short, gentle fine-tune from the trained fp32 weights.
-DEFAULT_QAT_CONFIG = TrainConfig(epochs=5, lr=0.005, schedule="cosine")
 
 
 class FakeQuantize(nn.Module):

@@ -18,7 +18,13 @@ from fairquant._io import atomic_write
 from fairquant.data.base import DataSpec, GroupedDataset, Split
 from fairquant.data.registry import load_dataset
 from fairquant.data.split import validation_split
-from fairquant.errors import CheckpointError, ConfigError, DataError, FairquantError
+from fairquant.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    FairquantError,
+    torch_load_error,
+)
 from fairquant.models.registry import ModelSpec, build_model
 from fairquant.train.loop import TrainConfig, TrainHistory
 
@@ -79,10 +85,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises many types (UnpicklingError, KeyError, zip errors)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path} is not a checkpoint fairquant can read (torch.load with weights_only=True "
-            f"failed: {first}); expected a file written by `fairquant train`"
+        raise torch_load_error(
+            "--checkpoint",
+            path,
+            e,
+            "expected a checkpoint written by `fairquant train`; a model trained elsewhere is "
+            "audited with --model and --weights, a state_dict saved with "
+            "torch.save(model.state_dict(), FILE) or a .safetensors file",
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(

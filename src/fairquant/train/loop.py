@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,94 +24,11 @@ from fairquant._progress import progress_bar
 from fairquant.data.base import Split
 from fairquant.errors import ConfigError
 from fairquant.models.predict import memory_format_for, predict_logits
+from fairquant.options import Optimizer as Optimizer
+from fairquant.options import Schedule as Schedule
+from fairquant.options import Select as Select
+from fairquant.options import SelectMetric, TrainConfig
 from fairquant.train.augment import crop_flip, default_padding
-
-Optimizer = Literal["sgd", "adamw"]
-Schedule = Literal["cosine", "step", "constant"]
-Select = Literal["last", "best"]
-SelectMetric = Literal["accuracy", "loss", "worst_group_accuracy"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimiser, schedule, augmentation, validation and seed of one training run.
-
-    Augmentation (on by default): ``augment`` crops each training image at a random offset after
-    reflect-padding it by ``crop_padding`` pixels (``None``: an eighth of the shorter image side,
-    4 px at 32 px) and, with ``flip`` and only where the data allows it
-    (``GroupedDataset.flip_ok``: not for digits), mirrors it left-right with probability 1/2
-    (:mod:`fairquant.train.augment`); seeded by ``seed``.
-
-    Validation (off by default): ``val_size`` > 0, a fraction in (0, 1) of the training split or
-    a count of samples, holds out a validation split stratified by target x group
-    (:func:`fairquant.data.validation_split` with this ``seed``, so calibration or a search can
-    rebuild it) and trains on the rest; the history then records the validation accuracy, loss
-    and worst-group accuracy of every epoch. ``select="best"`` keeps the weights of the epoch
-    with the best ``select_metric`` on it (``"accuracy"`` and ``"worst_group_accuracy"``:
-    highest, ``"loss"``: lowest; a tie keeps the earlier epoch) instead of the last epoch's;
-    ``patience`` stops training after that many epochs without an improvement of it.
-    """
-
-    epochs: int = 30
-    batch_size: int = 64
-    optimizer: Optimizer = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: Schedule = "cosine"
-    seed: int = 0
-    augment: bool = True
-    crop_padding: int | None = None
-    flip: bool = True
-    val_size: float | int = 0
-    select: Select = "last"
-    select_metric: SelectMetric = "accuracy"
-    patience: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be at least 1; got {self.epochs}")
-        if self.batch_size < 2:
-            raise ConfigError(f"batch_size must be at least 2 (BatchNorm); got {self.batch_size}")
-        choices_of = (
-            ("optimizer", Optimizer),
-            ("schedule", Schedule),
-            ("select", Select),
-            ("select_metric", SelectMetric),
-        )
-        for name, choices in choices_of:
-            if getattr(self, name) not in get_args(choices):
-                raise ConfigError(
-                    f"{name} must be one of {list(get_args(choices))}; got {getattr(self, name)!r}"
-                )
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be positive; got {self.lr}")
-        if self.momentum < 0 or self.weight_decay < 0:
-            raise ConfigError(
-                f"momentum and weight_decay must be >= 0; got {self.momentum}, {self.weight_decay}"
-            )
-        if self.crop_padding is not None and self.crop_padding < 0:
-            raise ConfigError(f"crop_padding must be >= 0 or None; got {self.crop_padding}")
-        size = self.val_size
-        if isinstance(size, bool) or not isinstance(size, (int, float)) or size < 0:
-            raise ConfigError(f"val_size must be 0, a fraction in (0, 1) or a count; got {size!r}")
-        if isinstance(size, float) and size >= 1:
-            raise ConfigError(f"val_size {size} must be a fraction in (0, 1) or an integer count")
-        if self.patience is not None and self.patience < 1:
-            raise ConfigError(f"patience must be at least 1 or None; got {self.patience}")
-        if (self.select == "best" or self.patience is not None) and not size:
-            raise ConfigError("select='best' and patience need a validation split: set val_size")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown training-config keys {sorted(unknown)}")
-        # configs recorded before augmentation existed describe runs trained without it
-        return cls(**{"augment": False, **d})
 
 
 @dataclass

@@ -13,10 +13,10 @@ from torch import Tensor, nn
 
 from fairquant.errors import ConfigError, DataError
 from fairquant.metrics.functional import group_counts
+from fairquant.options import Curvature as Curvature
 from fairquant.quant.model import quantized_layers
 
 #: The second-order matrix: the Hessian ``H_a`` or the generalized Gauss-Newton ``G_a``.
-Curvature = Literal["hessian", "ggn"]
 #: The parameters it is taken over (:func:`curvature_parameters`).
 Parameters = Literal["quantized", "all"]
 
