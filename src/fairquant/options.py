@@ -161,3 +161,5 @@ DEFAULT_MITIGATIONS = ("none", "gt", "re", "over", "weighted", "fairqat", "balan
 MITIGATION_PRECISIONS = ("fp32", "int8", "int4")
 MITIGATION_METHODS = QUANT_METHODS
 MITIGATION_SEEDS = (0, 1, 2)
+#: The deployed precisions ``fairquant repair`` can repair (``fairquant.mitigate.repair``).
+REPAIRABLE = "ort:int8[-pc][-minmax|-entropy|-percentile][-rr] (static), openvino:int8[-mixed][-bc]"

@@ -9,48 +9,55 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from fairquant.cli._app import app, console, fraction_or_count, user_errors
-from fairquant.metrics.policy import N_BOOTSTRAP
-from fairquant.metrics.verdict import DEFAULT_MAX_DROP, Tolerance
-from fairquant.mitigate.repair import REPAIRABLE, RepairResult, repair
-from fairquant.report.repair import check_folder, write_repair
-from fairquant.report.verdict import exit_code, summary_lines
-from fairquant.train import load_with_data
+from fairquant.cli._app import app, console, fraction_or_count, print_line, user_errors
+from fairquant.options import CALIB_SIZE, DEFAULT_MAX_DROP, N_BOOTSTRAP, REPAIRABLE
 
 
 @app.command("repair")
 def repair_command(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint written by `fairquant train`.")],
-    precision: Annotated[str, typer.Option(help=f"The deployed precision: {REPAIRABLE}.")],
+    checkpoint: Annotated[
+        Path, typer.Option(metavar="FILE", help="Checkpoint written by `fairquant train`.")
+    ],
+    precision: Annotated[
+        str, typer.Option(metavar="NAME", help=f"The deployed precision: {REPAIRABLE}.")
+    ],
     out: Annotated[
         Path,
         typer.Option(
+            metavar="DIR",
             help="New folder: the repaired model (model.onnx, or model.xml + model.bin), "
-            "verdict.json, verdict.junit.xml and candidates.csv."
+            "verdict.json, verdict.junit.xml and candidates.csv.",
         ),
     ],
     max_drop: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="POINTS|GROUP=POINTS",
             help="Accuracy points no group may lose against fp32 on the validation split "
-            f"(default {DEFAULT_MAX_DROP:g}); repeatable GROUP=POINTS overrides."
+            f"(default {DEFAULT_MAX_DROP:g}); repeatable GROUP=POINTS overrides.",
         ),
     ] = None,
     max_phi: Annotated[
-        float | None, typer.Option(min=0, help="Also keep phi(D) within this.")
+        float | None, typer.Option(min=0, metavar="X", help="Also keep phi(D) within this.")
     ] = None,
     val_size: Annotated[
         float | None,
         typer.Option(
             min=0,
+            metavar="FRACTION|N",
             help="For a checkpoint trained without --val-size: the validation split to carve "
             "from its training split (a fraction or a count; it says the model saw it).",
         ),
     ] = None,
-    calib_size: Annotated[int, typer.Option(help="Calibration samples per candidate.")] = 256,
-    seed: Annotated[int, typer.Option(help="Seed of the calibration samples.")] = 0,
+    calib_size: Annotated[
+        int, typer.Option(metavar="N", help="Calibration samples per candidate.")
+    ] = CALIB_SIZE,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the calibration samples.")] = 0,
     bootstrap: Annotated[
-        int, typer.Option(min=0, help="Bootstrap replicates of the test verdict's intervals.")
+        int,
+        typer.Option(
+            min=0, metavar="N", help="Bootstrap replicates of the test verdict's intervals."
+        ),
     ] = N_BOOTSTRAP,
     gate: Annotated[
         bool, typer.Option(help="Exit 0 if the test verdict passes, 3 if it fails, 4 if not sure.")
@@ -58,6 +65,12 @@ def repair_command(
 ) -> None:
     """Repair a deployed precision (calibration set, calibrator, per-channel, layers kept in
     float), cheapest first, until every group is within tolerance on the validation split."""
+    from fairquant.metrics.verdict import Tolerance
+    from fairquant.mitigate.repair import repair
+    from fairquant.report.repair import check_folder, write_repair
+    from fairquant.report.verdict import exit_code
+    from fairquant.train import load_with_data
+
     with user_errors():
         check_folder(out)
         ckpt, dataset = load_with_data(checkpoint)
@@ -78,9 +91,12 @@ def repair_command(
         raise typer.Exit(exit_code(result.verdict))
 
 
-def _render(result: RepairResult, out: Path) -> None:
+def _render(result, out: Path) -> None:
+    """The notes, every candidate's validation drops, the choice and the test verdict."""
+    from fairquant.report.verdict import summary_lines
+
     for note in result.notes:
-        console.print(note, highlight=False)
+        print_line(console, "note", "yellow", note)
     table = Table(title="candidates: validation drop (points) per group")
     for column in ("tier", "precision", "calibration", "float", "KiB", "ms", *result.group_names):
         table.add_column(column, justify="left" if column in ("tier", "precision") else "right")
@@ -100,9 +116,10 @@ def _render(result: RepairResult, out: Path) -> None:
     console.print(
         f"chosen: {result.chosen.label} ({result.chosen.tier}), after {result.evaluations} "
         f"evaluations of the validation split in {result.seconds:.1f} s",
+        markup=False,
         highlight=False,
     )
     console.print("[bold]test split verdict[/]")
     for line in summary_lines(result.verdict):
-        console.print(line, highlight=False)
-    console.print(f"wrote {out}", highlight=False)
+        console.print(line, markup=False, highlight=False)
+    console.print(f"wrote {out}", markup=False, highlight=False)

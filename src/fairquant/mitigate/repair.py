@@ -51,6 +51,7 @@ from fairquant.metrics.functional import per_sample_loss
 from fairquant.metrics.samples import PerSample
 from fairquant.metrics.verdict import Tolerance, Verdict, verdict
 from fairquant.mitigate.allocate import ToleranceUnreachable
+from fairquant.options import REPAIRABLE
 from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.deployed import (
     Deployed,
@@ -65,7 +66,6 @@ from fairquant.quant.ort import ORT_CALIBRATIONS, OrtStaticConfig, export_onnx, 
 __all__ = ["REPAIRABLE", "Candidate", "RepairResult", "repair"]
 
 #: The deployed precisions :func:`repair` can repair.
-REPAIRABLE = "ort:int8[-pc][-minmax|-entropy|-percentile][-rr] (static), openvino:int8[-mixed][-bc]"
 #: How the calibration samples are drawn from the training split.
 CALIBRATION_SETS = ("random", "stratified", "balanced")
 #: The repairs, cheapest first.
