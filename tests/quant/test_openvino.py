@@ -127,9 +127,10 @@ def test_audit_runs_openvino_beside_its_twin_and_the_saved_ir_predicts_the_same(
     )
     table = result.table[(result.table.group == "all")].set_index(["precision", "metric"]).value
     # measured on this model (200 calibration images, 500 test images): 99.6 % of the
-    # predictions agree with int8-pc-a8; both 93.0 % accurate, fp32 93.2 %
-    assert table["openvino:int8", "agreement_twin"] >= 0.98
-    assert abs(table["openvino:int8", "accuracy"] - table["int8-pc-a8", "accuracy"]) <= 0.01
+    # predictions agree with int8-pc-a8; both 93.0 % accurate, fp32 93.2 % (93.2 % for
+    # openvino:int8 when the suite runs on 2 threads); agreement and accuracy are in %
+    assert table["openvino:int8", "agreement_twin"] >= 98.0
+    assert abs(table["openvino:int8", "accuracy"] - table["int8-pc-a8", "accuracy"]) <= 1.0
     assert any(n.startswith("openvino:int8: NNCF quantized 5 of 5") for n in result.notes)
     ir = tmp_path / "openvino_int8" / "model.xml"
     assert table["openvino:int8", "artifact_bytes"] == sum(
