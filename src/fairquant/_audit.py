@@ -335,6 +335,7 @@ def audit(
         y_true=y,
         groups=g,
         group_names=names,
+        class_names=class_names or source.class_names,
         predictions=predictions,
         losses=losses,
         reference=order[0].name,

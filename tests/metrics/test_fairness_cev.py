@@ -154,6 +154,16 @@ def test_frame_leaves_out_a_class_with_zero_reference_rate_with_a_note():
             y_true=y, groups=g, predictions={"fp32": ref, "q": pred}, n_bootstrap=200
         )
     assert any("fp32 has false-positive rate 0 for classes [3]," in note for note in frame.notes)
+    with pytest.warns(UndefinedMetricWarning, match="leave out 1 of 4 classes"):
+        named = FairnessFrame(
+            y_true=y,
+            groups=g,
+            predictions={"fp32": ref, "q": pred},
+            class_names=["cat", "dog", "owl", "yak"],
+            n_bootstrap=0,
+        )
+    # a class is named by its name where the frame has names (issue 25), not by its code
+    assert any("false-positive rate 0 for classes ['yak']," in note for note in named.notes)
     overall = frame.overall().loc["q"]
     counts = counts_from_labels(y, ref, pred, 4)
     for suffix, relative in (("", True), ("_abs", False)):

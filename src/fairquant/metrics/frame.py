@@ -135,6 +135,8 @@ class FairnessFrame:
     reference
         The model that excess loss, accuracy drop, exemplars and CEV/SDE are measured against
         (default: the first).
+    class_names
+        Names of the class codes, for the notes (default: the codes).
     pos_label
         The positive class for the binary-target metrics (demographic parity, equalized odds,
         predictive equality, equal opportunity); ``None`` means ``1`` for a 2-class target and no
@@ -199,6 +201,7 @@ class FairnessFrame:
         losses: Mapping[str, object] | None = None,
         reference: str | None = None,
         group_names: Sequence[str] | None = None,
+        class_names: Sequence[str] | None = None,
         num_classes: int | None = None,
         pos_label: int | None = None,
         n_bootstrap: int = 1000,
@@ -223,6 +226,11 @@ class FairnessFrame:
         if num_classes is not None and c > num_classes:
             raise ConfigError(f"num_classes={num_classes}, but a label or prediction is {c - 1}")
         self.num_classes = c if num_classes is None else num_classes
+        if class_names is not None and len(class_names) < self.num_classes:
+            raise ConfigError(
+                f"class_names has {len(class_names)} names for {self.num_classes} classes"
+            )
+        self.class_names = [str(n) for n in class_names] if class_names is not None else None
         if pos_label is None and self.num_classes == 2:
             pos_label = 1
         if pos_label is not None and not 0 <= pos_label < self.num_classes:
@@ -402,7 +410,7 @@ class FairnessFrame:
                 UndefinedMetricWarning,
             )
             return
-        lacking = np.flatnonzero((pos == 0) | (neg == 0)).tolist()
+        lacking = self._class_list(np.flatnonzero((pos == 0) | (neg == 0)))
         if lacking:
             self._note(
                 f"cev, sde, cev_abs and sde_abs leave out classes {lacking}: they have no "
@@ -416,7 +424,7 @@ class FairnessFrame:
             return
         left = np.union1d(zero_fpr, zero_fnr)
         rates = [
-            f"{kind} rate 0 for classes {classes.tolist()}"
+            f"{kind} rate 0 for classes {self._class_list(classes)}"
             for kind, classes in (("false-positive", zero_fpr), ("false-negative", zero_fnr))
             if len(classes)
         ]
@@ -429,6 +437,12 @@ class FairnessFrame:
                 f"{int(sampled.sum())} classes: {why}"
             )
         self._note(text, UndefinedMetricWarning)
+
+    def _class_list(self, codes: np.ndarray) -> list:
+        """Class codes as the notes name them: by their names where the frame has them."""
+        if self.class_names is None:
+            return codes.tolist()
+        return [self.class_names[int(c)] for c in codes]
 
     def _explain_undefined_replicates(self) -> None:
         """A note where CEV/SDE are defined but some bootstrap replicates leave no class."""
