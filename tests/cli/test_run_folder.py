@@ -353,3 +353,21 @@ def test_a_folder_whose_parent_cannot_be_written_is_staged_inside_it(tmp_path, m
         assert (out / "results.csv").read_text() == text
         assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "results.csv", "run.json"]
     assert one_complete_run_files(out) == {"results.csv"}
+
+
+def test_a_tolerance_with_nothing_to_judge_is_refused_before_quickstart_trains(tmp_path):
+    out = tmp_path / "qs"
+    args = ["quickstart", "--out", str(out), "-q", "--precisions", "fp32", "--max-drop", "2"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "--precisions 'fp32' lists none" in _only_line(r)
+    assert not out.exists()
+
+
+def test_quickstart_of_fp32_alone_trains_and_judges_nothing(tmp_path):
+    # it used to train, write the checkpoint and then end with "nothing to judge" (exit 2)
+    out = tmp_path / "qs"
+    args = ["quickstart", "--out", str(out), "-q", "--precisions", "fp32"]
+    r = runner.invoke(app, [*args, "--epochs", "1", "--width", "2", "--bootstrap", "0"])
+    assert r.exit_code == 0, r.output
+    assert (out / "checkpoint.pt").is_file() and (out / "results.csv").is_file()
+    assert not (out / "verdict.json").exists()

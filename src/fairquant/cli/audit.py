@@ -120,9 +120,15 @@ def output_folder(out: Path, tolerance: Tolerance | None, precisions: str, group
     files of ``keep`` (the audited checkpoint) and ``@spec`` files stay in it."""
     from fairquant._audit import _precisions as check_precisions
 
-    for precision in check_precisions(precisions):
+    checked = check_precisions(precisions)
+    for precision in checked:
         _check_runs_here(getattr(precision, "config", None))
     if tolerance is not None:
+        if all(p.name == "fp32" for p in checked):
+            raise ConfigError(
+                f"--max-drop judges quantized precisions against fp32; --precisions "
+                f"{precisions!r} lists none: add one (e.g. fp32,int8) or leave out --max-drop"
+            )
         tolerance.check_groups(group_names)
     specs = [t.strip()[1:] for t in precisions.split(",") if t.strip().startswith("@")]
     return run_folder(out, command=command_line(), replaces=audit_files(), keep=[*keep, *specs])
@@ -267,7 +273,9 @@ def quickstart(
 
     with user_errors():
         start = time.perf_counter()
-        tolerance = Tolerance.parse(max_drop, None) or Tolerance()
+        tolerance = Tolerance.parse(max_drop, None)
+        if tolerance is None and any(p.strip().lower() != "fp32" for p in precisions.split(",")):
+            tolerance = Tolerance()  # the default verdict, where there is something to judge
         dataset = load_dataset(default_digits_spec(seed=seed))
         folder = output_folder(out, tolerance, precisions, dataset.group_names)
     with user_errors(), folder as run:
