@@ -360,3 +360,17 @@ def test_margin_excess_is_exact():
     sign, size = margin_excess([14, 15, 13, 7], [0, 0, 0, 0], [500, 500, 500, 250], 2.8)
     assert sign.tolist() == [0, 1, -1, 0] and size[0] == 0.0 and size[1] == pytest.approx(0.002)
     assert samples_to_decide(14, 0, 500, 0.028, z=2.0, excess=0.0) == np.inf
+
+
+def test_identical_tables_share_one_exact_bound():
+    """Repeated (lost, gained, n, level, tolerance) rows are solved once and give what each row
+    gives alone, in the input order."""
+    lost, gained, n = [0, 3, 0, 3, 0], [0, 1, 0, 1, 2], [54, 55, 54, 55, 54]
+    level = [0.005, 0.01, 0.005, 0.01, 0.005]
+    together = exact_lower_bound(lost, gained, n, level=level, split=0.02)
+    alone = [
+        exact_lower_bound([b], [c], [m], level=[lv], split=0.02)[0]
+        for b, c, m, lv in zip(lost, gained, n, level, strict=True)
+    ]
+    np.testing.assert_array_equal(together, alone)
+    assert together[0] == together[2] and together[1] == together[3]
