@@ -253,7 +253,7 @@ def _recover(target: Path) -> None:
 
 def _write_manifest(folder: RunFolder) -> None:
     files = {
-        str(p.relative_to(folder.stage)): _sha256(p)
+        str(p.relative_to(folder.stage)): sha256_file(p)
         for p in sorted(folder.stage.rglob("*"))
         if p.is_file() and p.name != RUN_JSON
     }
@@ -267,7 +267,8 @@ def _write_manifest(folder: RunFolder) -> None:
     atomic_write(folder.stage / RUN_JSON, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -240,6 +240,19 @@ def test_paired_bootstrap_interval_of_the_excess_loss_covers():
 # ---- the exact test of "drop above the margin" -------------------------------------------------
 
 
+def _trinomial_log_pmf(b, c, n, pb, pc):
+    """log P(lost = b, gained = c) of n samples lost with probability pb and gained with pc."""
+    return (
+        gammaln(n + 1)
+        - gammaln(b + 1)
+        - gammaln(c + 1)
+        - gammaln(n - b - c + 1)
+        + xlogy(b, pb)
+        + xlogy(c, pc)
+        + xlog1py(n - b - c, -pb - pc)
+    )
+
+
 def brute_exact_p(b0: int, c0: int, n: int, margin: float) -> float:
     """The exact unconditional p by brute force: the trinomial probability of every table whose
     score is at least the observed one, maximised over a dense nuisance grid (4,001 values,
@@ -252,16 +265,7 @@ def brute_exact_p(b0: int, c0: int, n: int, margin: float) -> float:
     grid = np.unique(np.r_[0.0, np.geomspace(1e-8, 1, 2000), np.linspace(0, 1, 2001)]) * span
     best = 0.0
     for s in grid:
-        pb, pc = s + max(margin, 0.0), s + max(-margin, 0.0)
-        log_p = (
-            gammaln(n + 1)
-            - gammaln(b + 1)
-            - gammaln(c + 1)
-            - gammaln(n - b - c + 1)
-            + xlogy(b, pb)
-            + xlogy(c, pc)
-            + xlog1py(n - b - c, -pb - pc)
-        )
+        log_p = _trinomial_log_pmf(b, c, n, s + max(margin, 0.0), s + max(-margin, 0.0))
         best = max(best, float(np.exp(log_p[region]).sum()))
     return min(1.0, 2.0 * best)
 
@@ -293,17 +297,7 @@ def test_tail_sums_only_the_likely_discordant_counts_exactly():
     region = _score(b * 1.0, c * 1.0, n, margin) >= t[0]
     first = _thresholds(t, np.array([n]), np.array([margin]))
     for s in [0.0, 1e-4, 0.01, 0.2, 0.49]:
-        pb, pc = s + margin, s
-        log_p = (
-            gammaln(n + 1)
-            - gammaln(b + 1)
-            - gammaln(c + 1)
-            - gammaln(n - b - c + 1)
-            + xlogy(b, pb)
-            + xlogy(c, pc)
-            + xlog1py(n - b - c, -pb - pc)
-        )
-        full = np.exp(log_p[region]).sum()
+        full = np.exp(_trinomial_log_pmf(b, c, n, s + margin, s)[region]).sum()
         window = _tail_at(np.array([[s]]), first, np.array([n]), np.array([margin]))[0, 0]
         assert window == pytest.approx(full, rel=1e-9, abs=1e-12)
 

@@ -10,13 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from fairquant._io import sha256_file
 from fairquant.errors import CheckpointError, ConfigError
-from fairquant.models.load import (
-    ModelSource,
-    load_model,
-    parse_model_source,
-    sha256_file,
-)
+from fairquant.models.load import ModelSource, load_model, parse_model_source
 
 torchvision = pytest.importorskip("torchvision")
 

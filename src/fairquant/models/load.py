@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import importlib
 import inspect
 import os
@@ -44,6 +43,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from fairquant._io import sha256_file
 from fairquant.data.preprocess import Preprocess
 from fairquant.errors import CheckpointError, ConfigError, torch_load_error
 from fairquant.models.registry import TORCHVISION_INSTALL
@@ -100,15 +100,6 @@ class LoadedModel:
     source: ModelSource
     notes: list[str] = field(default_factory=list)
     preprocess: Preprocess | None = None
-
-
-def sha256_file(path: Path) -> str:
-    """The hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def parse_model_source(text: str, *, weights: str | os.PathLike | None = None) -> ModelSource:
