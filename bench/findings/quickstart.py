@@ -11,12 +11,13 @@ Reads the golden copy the tests check on the processor it was made on,
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
 import pandas as pd
 from _page import Study, main, num, pval, table, words
+
+from fairquant.report.verdict import outward
 
 GOLDEN = "tests/golden/quickstart_results.GenuineIntel-6-207.csv"
 VERDICT = "examples/quickstart/verdict.json"
@@ -31,7 +32,7 @@ def _p(p: float) -> str:
 
 def _interval(g: dict) -> str:
     """``change [low, high]`` with the ends rounded outward, as the verdict prints them."""
-    low, high = math.floor(g["ci_low"] * 10) / 10, math.ceil(g["ci_high"] * 10) / 10
+    low, high = outward(g["ci_low"], up=False), outward(g["ci_high"], up=True)
     return f"{num(g['change'], 1)} points [{num(low, 1)}, {num(high, 1)}]"
 
 

@@ -11,12 +11,13 @@ ResNet-18 trained on UTKFace race; the commands are in that folder's ``run.json`
 from __future__ import annotations
 
 import json
-import math
 import re
 import sys
 from pathlib import Path
 
 from _page import Study, main, num, pval, table, thousands, words
+
+from fairquant.report.verdict import outward
 
 DATA = "examples/ship/utkface-verdict"
 
@@ -60,7 +61,7 @@ def _power(root: Path) -> dict[str, str]:
 
 def _change(g: dict) -> str:
     """The change with its interval, the ends rounded outward as the verdict prints them."""
-    low, high = math.floor(g["ci_low"] * 10) / 10, math.ceil(g["ci_high"] * 10) / 10
+    low, high = outward(g["ci_low"], up=False), outward(g["ci_high"], up=True)
     return f"{num(g['change'], 1, sign=True)} [{num(low, 1, sign=True)}, {num(high, 1, sign=True)}]"
 
 

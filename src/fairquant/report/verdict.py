@@ -73,12 +73,16 @@ def _p(value: float) -> str:
     return "p < 0.001" if value < 0.001 else f"p = {value:.3g}"
 
 
-def _outward(value: float, up: bool, digits: int = 1) -> str:
-    """An interval end rounded away from the interval's inside, so the printed interval
-    contains the computed one (a printed end never crosses the tolerance it did not cross)."""
+def outward(value: float, up: bool, digits: int = 1) -> float:
+    """An interval end rounded to ``digits`` away from the interval's inside, so the printed
+    interval contains the computed one (a printed end never crosses the tolerance it did not
+    cross); float noise below 1e-6 of the last digit does not move it a step."""
     scale = 10.0**digits
-    rounded = (math.ceil if up else math.floor)(round(value * scale, 6)) / scale
-    return _num(rounded, digits)
+    return (math.ceil if up else math.floor)(round(value * scale, 6)) / scale
+
+
+def _outward(value: float, up: bool, digits: int = 1) -> str:
+    return _num(outward(value, up, digits), digits)
 
 
 def _group_words(row: pd.Series) -> str:
