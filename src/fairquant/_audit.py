@@ -331,11 +331,12 @@ def audit(
     if len(y) == 0:
         raise ConfigError(f"{source.description} has no samples")
     names = _group_names(group_names, source.group_names, g, source.description)
+    classes = list(class_names or source.class_names or map(str, range(num_classes)))
     frame = FairnessFrame(
         y_true=y,
         groups=g,
         group_names=names,
-        class_names=class_names or source.class_names,
+        class_names=classes,
         predictions=predictions,
         losses=losses,
         reference=order[0].name,
@@ -359,7 +360,6 @@ def audit(
             "(nonfinite='wrong')"
         )
     notes += frame.notes
-    classes = list(class_names or source.class_names or map(str, range(num_classes)))
     for line in [
         _chance_level(y, predictions[order[0].name], classes),
         *small_cells(y, g, classes, names),
