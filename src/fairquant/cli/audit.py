@@ -119,10 +119,12 @@ def output_folder(out: Path, tolerance: Tolerance | None, precisions: str, group
     then open the run folder ``out`` (checked, locked and staged: :func:`run_folder`); the
     files of ``keep`` (the audited checkpoint) and ``@spec`` files stay in it."""
     from fairquant._audit import _precisions as check_precisions
+    from fairquant.quant.torchao import TorchaoConfig, check_runs_here
 
     checked = check_precisions(precisions)
     for precision in checked:
-        _check_runs_here(getattr(precision, "config", None))
+        if isinstance(config := getattr(precision, "config", None), TorchaoConfig):
+            check_runs_here(config)
     if tolerance is not None:
         if all(p.name == "fp32" for p in checked):
             raise ConfigError(
@@ -132,17 +134,6 @@ def output_folder(out: Path, tolerance: Tolerance | None, precisions: str, group
         tolerance.check_groups(group_names)
     specs = [t.strip()[1:] for t in precisions.split(",") if t.strip().startswith("@")]
     return run_folder(out, command=command_line(), replaces=audit_files(), keep=[*keep, *specs])
-
-
-def _check_runs_here(config) -> None:
-    """torchao's int4 runs on CUDA, or on a CPU with the mslk package: try it on one small layer
-    before any compute (the error names the precision and why)."""
-    from fairquant.quant.torchao import TorchaoConfig, quantize_torchao
-
-    if isinstance(config, TorchaoConfig) and config.workflow == "int4wo":
-        import torch
-
-        quantize_torchao(config, torch.nn.Sequential(torch.nn.Linear(256, 8)), torch.zeros(1, 256))
 
 
 def audit_and_report(

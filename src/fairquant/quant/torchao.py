@@ -95,3 +95,10 @@ def quantize_torchao(
     done = sum(isinstance(m.weight, TorchAOBaseTensor) for m in linear.values())
     total = len(quantized_layers(model))
     return q, [f"torchao quantized {done} of {total} weight layers (nn.Linear only)"]
+
+
+def check_runs_here(config: TorchaoConfig) -> None:
+    """torchao's int4 runs on CUDA, or on a CPU with the mslk package: try it on one small layer,
+    so a command can refuse it before any compute (the error names the precision and why)."""
+    if config.workflow == "int4wo":
+        quantize_torchao(config, nn.Sequential(nn.Linear(256, 8)), torch.zeros(1, 256))
