@@ -609,3 +609,43 @@ def test_shared_data_commands_run(page, shared_data, tmp_path, monkeypatch):
         args += ["-o", "limit=200"] if "--dataset" in args else []
         result = CliRunner().invoke(app, args, catch_exceptions=False)
         assert result.exit_code == 0, f"{page}: `{line}` ran as {args}:\n{result.output}"
+
+
+def _calls_and_strings(file: Path) -> tuple[set[str], list[tuple[int, str]]]:
+    import ast
+
+    tree = ast.parse(file.read_text(encoding="utf-8"))
+    names = {
+        n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+    }
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    spelled = [
+        (n.lineno, ast.unparse(n))
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Compare)
+        and any(isinstance(op, ast.In | ast.NotIn) for op in n.ops)
+        and isinstance(n.left, ast.Constant)
+        and n.left.value in (":", "@")
+    ]
+    return names | imported, spelled
+
+
+def test_one_parser_one_quantizer_one_calibration_path():
+    """ARCHITECTURE.md: a precision's spelling is read by quant/precision.py alone; every
+    precision is built by quant/build.py's quantize (the simulated quantizer and the deployed
+    builder are its parts, called from quant/ only); the audit and the PTQ method draw their
+    calibration inputs through quant/calibrate.py's calibration_inputs."""
+    parts = {"quantize_model", "build_deployed", "_parse_deployed", "_parse_simulated"}
+    offenders = []
+    for file in SRC.rglob("*.py"):
+        rel = file.relative_to(SRC).as_posix()
+        names, spelled = _calls_and_strings(file)
+        if not rel.startswith("quant/") and names & parts:
+            offenders.append(f"{rel} uses {sorted(names & parts)}")
+        if rel in ("_audit.py", "quant/methods.py") and "calibration_inputs" not in names:
+            offenders.append(f"{rel} draws calibration inputs outside quant/calibrate.py")
+        if rel not in ("quant/precision.py", "mitigate/pipeline.py", "models/load.py"):
+            offenders += [f"{rel}:{line} reads a spelling: {code}" for line, code in spelled]
+    assert not offenders, "\n".join(offenders)

@@ -72,7 +72,10 @@ _EXPORTS: dict[str, str] = {
     "save_checkpoint": "fairquant.train",
     # quantization
     "Precision": "fairquant.quant",
+    "Quantized": "fairquant.quant",
+    "parse_precision": "fairquant.quant",
     "parse_precisions": "fairquant.quant",
+    "quantize": "fairquant.quant",
     # metrics
     "FairnessFrame": "fairquant.metrics.frame",
 }

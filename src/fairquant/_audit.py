@@ -30,7 +30,7 @@ from fairquant._progress import progress_bar
 from fairquant.data import load_dataset
 from fairquant.data.base import DataSpec, GroupedDataset, Split, coding, small_cells
 from fairquant.data.preprocess import Preprocess
-from fairquant.data.stream import BatchSource, Inputs, as_batches, inputs_len, map_inputs
+from fairquant.data.stream import BatchSource, Inputs, as_batches
 from fairquant.errors import ConfigError, DataError
 from fairquant.metrics.frame import ALL, EmptyGroupWarning, FairnessFrame
 from fairquant.metrics.functional import per_sample_loss
@@ -42,12 +42,13 @@ from fairquant.metrics.uncertainty import (
     stratified_bootstrap_sums,
 )
 from fairquant.models.load import LoadedModel, ModelSource, load_model, parse_model_source
-from fairquant.models.predict import model_dtype
 from fairquant.options import NONFINITE  # "error": refuse the audit; "wrong": see _nonfinite
-from fairquant.quant.calibrate import calibration_indices
-from fairquant.quant.model import quantize_model
+from fairquant.quant import build
+from fairquant.quant.artifact import Predict, Quantized, module_predictor, state_dict_saver
+from fairquant.quant.calibrate import calibration_inputs
 from fairquant.quant.precision import (
     DEFAULT_PRECISIONS,
+    AnyPrecision,
     Precision,
     check_unique,
     parse_precision,
@@ -83,7 +84,6 @@ DEPLOYED_METRICS = ("agreement_fp32", "agreement_twin", "artifact_bytes")
 NO_CLASS = -1
 
 Quantizer = Callable[[nn.Module, Precision], nn.Module]
-Predict = Callable[[Inputs], Tensor]
 
 
 @dataclass
@@ -238,8 +238,8 @@ def audit(
     source = as_batches(data, batch_size=batch_size)
     order = _precisions(precisions)
     is_onnx = not isinstance(loaded.model, nn.Module)
-    simulated = [p for p in order if isinstance(p, Precision) and not p.is_reference]
-    deployed = [p for p in order if not isinstance(p, Precision)]
+    simulated = [p for p in order if not p.deployed and not p.is_reference]
+    deployed = [p for p in order if p.deployed]
     if is_onnx and simulated:
         raise ConfigError(
             f"precision(s) {[p.name for p in simulated]} quantize a PyTorch model; an ONNX model "
@@ -255,33 +255,20 @@ def audit(
     if is_onnx:  # a clear error naming the file before any precision is built
         example = source.take(min(batch_size, 8))
         loaded.model.check_input(transform(example) if transform is not None else example)
-    needs_calibration = bool(deployed) or any(
-        p.act_bits is not None and not p.dynamic for p in simulated
-    )
     calib, calib_record = None, None
-    if needs_calibration:
-        calib, calib_record = _calibration(
+    if any(p.needs_calibration for p in order if quantize is None or p.deployed):
+        calib, calib_record, note = calibration_inputs(
             calibration,
-            data,
-            source,
-            calib_size,
-            calib_balanced,
-            random_state if calib_seed is None else calib_seed,
-            notes,
+            data=data,
+            stream=source,
+            size=calib_size,
+            balanced=calib_balanced,
+            seed=random_state if calib_seed is None else calib_seed,
         )
+        notes += [note] if note else []
         calib_record["method"] = calibration_method
         if transform is not None:
             calib = transform(calib)
-    if quantize is None:
-
-        def quantize(m: nn.Module, p: Precision) -> nn.Module:
-            if calib is not None and not isinstance(calib, Tensor):
-                raise ConfigError(
-                    f"precision {p.name} calibrates activation ranges on a tensor input; the "
-                    "data's inputs are a dict of tensors"
-                )
-            return quantize_model(m, p, calibration=calib, calibration_method=calibration_method)
-
     num_classes = len(class_names) if class_names is not None else None
     if num_classes is None and source.class_names is not None:
         num_classes = len(source.class_names)
@@ -302,10 +289,9 @@ def audit(
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fairquant-")))
         for precision in order:
             advance(0, status=precision.name)
-            predict, size, artifact = _predictor(
-                loaded.model, precision, quantize, calib, work, is_onnx, notes
-            )
-            out = _evaluate(predict, source, transform, num_classes, what, reference=(y, g))
+            built = _build(loaded.model, precision, quantize, calib, calibration_method, work)
+            notes.extend(f"{precision.name}: {note}" for note in built.notes)
+            out = _evaluate(built.predict, source, transform, num_classes, what, reference=(y, g))
             if y is None:
                 y, g = out[2], out[3]
                 num_classes = num_classes or out[4]
@@ -322,10 +308,10 @@ def audit(
                     where=source.description,
                 )
             predictions[precision.name], losses[precision.name] = pred, loss
-            if size is not None:
-                sizes[precision.name] = size
-            if artifact is not None:
-                artifacts[precision.name] = artifact
+            if built.artifact is not None:
+                artifacts[precision.name] = built.size_bytes
+            else:
+                sizes[precision.name] = built.size_bytes
             advance(1)
     assert y is not None and g is not None and num_classes is not None
     if len(y) == 0:
@@ -403,7 +389,7 @@ def audit_model(
     precisions: list[Precision],
     *,
     method: str = "ptq",
-    quantize: Quantizer = quantize_model,
+    quantize: Quantizer | None = None,
     batch_size: int = 512,
     show_progress: bool = True,
     n_bootstrap: int = 1000,
@@ -585,37 +571,14 @@ def _as_loaded(model: Any) -> LoadedModel:
     )
 
 
-def _precisions(precisions: str | Sequence[Any]) -> list[Any]:
-    """fp32 first, then each named precision: simulated ones parsed by
-    :func:`parse_precision`, deployed ones (``toolchain:...``) by the deployed module; a
+def _precisions(precisions: str | Sequence[Any]) -> list[AnyPrecision]:
+    """fp32 first, then each named precision (:func:`parse_precision` reads every spelling); a
     precision listed twice (or under two names) is refused (:func:`check_unique`)."""
     items = precisions.split(",") if isinstance(precisions, str) else list(precisions)
-    out: list[Any] = []
-    for item in items:
-        if isinstance(item, str):
-            text = item.strip()
-            if not text:
-                continue
-            item = (
-                _parse_deployed(text) if ":" in text and text[0] != "@" else parse_precision(text)
-            )
-        out.append(item)
+    out = [parse_precision(i) if isinstance(i, str) else i for i in items if str(i).strip()]
     check_unique(out)
     reference = parse_precision("fp32")
     return [reference, *(p for p in out if p != reference)]
-
-
-def _parse_deployed(name: str) -> Any:
-    try:
-        from fairquant.quant.deployed import is_deployed, parse_deployed
-    except ImportError as e:
-        raise ConfigError(f"precision {name!r} needs the deployed toolchains ({e})") from None
-    if not is_deployed(name):
-        raise ConfigError(
-            f"unknown precision {name!r}; deployed precisions are toolchain:..., e.g. "
-            "torch:int8, ort:int8, torchao:int8wo"
-        )
-    return parse_deployed(name)
 
 
 def _transform(preprocess: Any, data: Any) -> Callable[[Inputs], Inputs] | None:
@@ -632,96 +595,33 @@ def _transform(preprocess: Any, data: Any) -> Callable[[Inputs], Inputs] | None:
     )
 
 
-def _calibration(
-    calibration: Any,
-    data: Any,
-    source: BatchSource,
-    size: int,
-    balanced: bool,
-    seed: int,
-    notes: list[str],
-) -> tuple[Inputs, dict[str, Any]]:
-    """Calibration inputs and how they were drawn (for the record)."""
-    if isinstance(calibration, (Tensor, dict)):
-        n = (
-            len(calibration)
-            if isinstance(calibration, Tensor)
-            else len(next(iter(calibration.values())))
-        )
-        return calibration, {"source": "given", "size": n}
-    if calibration is None and isinstance(data, GroupedDataset):
-        calibration = data.train
-        where = f"the training split of {data.spec.name}"
-    elif isinstance(calibration, Split):
-        where = "the given split"
-    elif calibration is None:
-        x = source.take(size)
-        n = inputs_len(x)
-        if balanced:
-            raise ConfigError(
-                "calib_balanced draws calibration samples per group from a split; pass "
-                "calibration=Split (e.g. the training split) to use it with streamed data"
-            )
-        notes.append(
-            f"calibrated on the first {n} audited samples ({source.description}): no "
-            "calibration set was given"
-        )
-        return x, {"source": "the first audited samples", "size": n}
-    else:
-        raise ConfigError(
-            "calibration must be inputs (a tensor or dict of tensors) or a Split; got "
-            f"{type(calibration).__name__}"
-        )
-    index = calibration_indices(calibration, size, balanced=balanced, seed=seed)
-    return calibration.x[index], {
-        "source": where,
-        "size": len(index),
-        "balanced": balanced,
-        "seed": seed,
-    }
-
-
-def _module_predict(model: nn.Module) -> Predict:
-    model.eval()
-    dtype = model_dtype(model)
-
-    def cast(t: Tensor) -> Tensor:
-        return t.to(dtype) if t.is_floating_point() else t
-
-    @torch.inference_mode()
-    def predict(x: Inputs) -> Tensor:
-        x = map_inputs(x, cast)
-        return (model(x) if isinstance(x, Tensor) else model(**x)).float()
-
-    return predict
-
-
-def _predictor(
+def _build(
     model: Any,
-    precision: Any,
-    quantize: Quantizer,
-    calib: Any,
+    precision: AnyPrecision,
+    method: Quantizer | None,
+    calib: Inputs | None,
+    calibration_method: str,
     work: Path | None,
-    is_onnx: bool,
-    notes: list[str],
-) -> tuple[Predict, int | None, int | None]:
-    """How to predict at ``precision``, its packed size and its artifact's size on disk; what a
-    toolchain says of its artifact (layers it quantized, this CPU's kernels) goes to ``notes``."""
-    if not isinstance(precision, Precision):
-        from fairquant.quant.deployed import build_deployed
-
-        assert work is not None
-        folder = work / precision.name.replace(":", "_")
-        folder.mkdir(parents=True, exist_ok=True)
-        built = build_deployed(precision, model, calib, workdir=folder)
-        notes.extend(f"{precision.name}: {note}" for note in built.notes)
-        return built.predict, None, int(built.size_bytes)
-    if is_onnx:
-        return model.predict, None, Path(model.path).stat().st_size
-    copy = (
-        quantize_model(model, precision) if precision.is_reference else quantize(model, precision)
+) -> Quantized:
+    """``precision`` built by :func:`fairquant.quant.build.quantize`, or, for a simulated
+    precision with a ``method`` (QAT), the module ``method(model, precision)`` returns."""
+    if method is not None and isinstance(precision, Precision) and not precision.is_reference:
+        module = method(model, precision)
+        return Quantized(
+            precision,
+            packed_size_bytes(model, precision),
+            (),
+            module_predictor(module),
+            state_dict_saver(module),
+            module=module,
+        )
+    return build.quantize(
+        model,
+        precision,
+        calibration=calib,
+        calibration_method=calibration_method,
+        workdir=work,
     )
-    return _module_predict(copy), packed_size_bytes(model, precision), None
 
 
 def _evaluate(

@@ -47,7 +47,7 @@ from fairquant.metrics.diagnostics import flow_metrics, samples_frame
 from fairquant.metrics.functional import group_counts
 from fairquant.metrics.uncertainty import spearman_test
 from fairquant.models.predict import predict_logits
-from fairquant.quant.model import quantize_model
+from fairquant.quant.build import quantize
 from fairquant.quant.precision import Precision, parse_precision
 from fairquant.quant.stats import weight_delta, weight_histograms, weight_stats
 
@@ -171,7 +171,7 @@ def explain_model(
     with progress_bar("explain", len(order), enabled=show_progress) as advance:
         for p in order:
             advance(0, status=p.name)
-            qmodel = quantize_model(model, p)
+            qmodel = quantize(model, p).module
             logits = predict_logits(qmodel, test.x, batch_size=batch_size)
             flow = flow_metrics(logits, ref_logits, test.y, test.g, k)
             flow["accuracy"] = 100.0 * flow.pop("correct")

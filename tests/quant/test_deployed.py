@@ -9,14 +9,9 @@ import torch
 
 from fairquant.errors import ConfigError
 from fairquant.quant import parse_precision, quantize_model
+from fairquant.quant.configs import FORMS, TorchInt8Config
 from fairquant.quant.cpu import x86_without_vnni
-from fairquant.quant.deployed import (
-    FORMS,
-    TorchInt8Config,
-    build_deployed,
-    is_deployed,
-    parse_deployed,
-)
+from fairquant.quant.deployed import build_deployed
 from fairquant.quant.ort import OrtDynamicConfig, OrtStaticConfig
 from fairquant.quant.torchao import TorchaoConfig
 
@@ -40,7 +35,7 @@ from fairquant.quant.torchao import TorchaoConfig
     ],
 )
 def test_names_parse_to_their_toolchain_config_and_twin(name, toolchain, bits, twin, config):
-    p = parse_deployed(name)
+    p = parse_precision(name)
     assert (p.name, p.toolchain, p.bits, p.twin, p.config) == (
         name.lower(),
         toolchain,
@@ -48,7 +43,7 @@ def test_names_parse_to_their_toolchain_config_and_twin(name, toolchain, bits, t
         twin,
         config,
     )
-    assert is_deployed(name)
+    assert p.deployed
     if twin is not None:
         parse_precision(twin)  # every twin is a simulated precision fairquant has
 
@@ -71,17 +66,17 @@ def test_names_parse_to_their_toolchain_config_and_twin(name, toolchain, bits, t
 )
 def test_an_unknown_name_lists_the_valid_forms(name):
     with pytest.raises(ConfigError, match=f"unknown deployed precision '{name}'") as err:
-        parse_deployed(name)
+        parse_precision(name)
     assert all(form in str(err.value) for form in FORMS)
 
 
 def test_simulated_names_are_not_deployed():
-    assert not any(is_deployed(n) for n in ("fp32", "int8-a8", "int4-pc-fl8", "@spec.json"))
+    assert not any(parse_precision(n).deployed for n in ("fp32", "int8-a8", "int4-pc-fl8"))
 
 
 def test_torch_int8_runs_pytorchs_kernels_close_to_its_twin(digits_cnn, tmp_path):
     built = build_deployed(
-        parse_deployed("torch:int8"), digits_cnn.model, digits_cnn.calibration, workdir=tmp_path
+        parse_precision("torch:int8"), digits_cnn.model, digits_cnn.calibration, workdir=tmp_path
     )
     twin = quantize_model(
         digits_cnn.model, parse_precision("int8-a8-bn"), calibration=digits_cnn.calibration
@@ -101,7 +96,7 @@ def test_torch_int8_runs_pytorchs_kernels_close_to_its_twin(digits_cnn, tmp_path
 def test_torch_int8_refuses_dict_inputs_and_onnx_models(digits_cnn, tmp_path):
     x = {"image": digits_cnn.calibration}
     with pytest.raises(ConfigError, match="torch:int8 calibrates on a tensor input"):
-        build_deployed(parse_deployed("torch:int8"), digits_cnn.model, x, workdir=tmp_path)
+        build_deployed(parse_precision("torch:int8"), digits_cnn.model, x, workdir=tmp_path)
     pytest.importorskip("onnxruntime")
     from fairquant.models.onnx import OnnxModel
     from fairquant.quant.ort import export_onnx
@@ -109,7 +104,7 @@ def test_torch_int8_refuses_dict_inputs_and_onnx_models(digits_cnn, tmp_path):
     path = export_onnx(digits_cnn.model, digits_cnn.calibration[:4], tmp_path / "m.onnx").path
     with pytest.raises(ConfigError, match="quantizes a PyTorch module; an ONNX model takes"):
         build_deployed(
-            parse_deployed("torchao:int8wo"),
+            parse_precision("torchao:int8wo"),
             OnnxModel(path),
             digits_cnn.calibration,
             workdir=tmp_path,
@@ -120,7 +115,7 @@ def test_building_needs_calibration_inputs(digits_cnn, tmp_path):
     for calibration in (None, digits_cnn.calibration[:0]):
         with pytest.raises(ConfigError, match="ort:int8-dynamic needs calibration inputs"):
             build_deployed(
-                parse_deployed("ort:int8-dynamic"), digits_cnn.model, calibration, workdir=tmp_path
+                parse_precision("ort:int8-dynamic"), digits_cnn.model, calibration, workdir=tmp_path
             )
 
 
@@ -129,7 +124,7 @@ def test_without_onnxruntime_the_error_names_the_extra(digits_cnn, monkeypatch, 
         monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(ConfigError, match=r"ort:int8 needs onnx .*pip install 'fairquant\[onnx\]'"):
         build_deployed(
-            parse_deployed("ort:int8"), digits_cnn.model, digits_cnn.calibration, workdir=tmp_path
+            parse_precision("ort:int8"), digits_cnn.model, digits_cnn.calibration, workdir=tmp_path
         )
 
 
@@ -154,7 +149,7 @@ def test_torch_int8_means_a_one_by_one_map(tmp_path):
     torch.manual_seed(0)
     model = _GlobalMean().eval()
     x = torch.randn(16, 3, 3, 3)
-    built = build_deployed(parse_deployed("torch:int8"), model, x, workdir=tmp_path)
+    built = build_deployed(parse_precision("torch:int8"), model, x, workdir=tmp_path)
     with torch.inference_mode():
         expected = model(x)
     got = built.predict(x)
@@ -215,7 +210,7 @@ def test_rr_advice_follows_this_cpus_detection(digits_cnn, tmp_path, monkeypatch
     notes = {}
     for name in ("torch:int8", "torch:int8-rr"):
         built = build_deployed(
-            parse_deployed(name),
+            parse_precision(name),
             digits_cnn.model,
             digits_cnn.calibration[:32],
             workdir=tmp_path / name[6:],

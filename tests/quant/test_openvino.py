@@ -14,8 +14,10 @@ from torch import nn
 import fairquant
 from fairquant.data.base import Split
 from fairquant.errors import ConfigError, DataError
-from fairquant.quant.deployed import FORMS, build_deployed, parse_deployed
+from fairquant.quant.configs import FORMS
+from fairquant.quant.deployed import build_deployed
 from fairquant.quant.openvino import OpenVinoConfig
+from fairquant.quant.precision import parse_precision
 
 _MISSING = [
     m for m in ("openvino", "nncf", "onnx", "onnxruntime") if not importlib.util.find_spec(m)
@@ -41,7 +43,7 @@ def _test_labels() -> torch.Tensor:
     ],
 )
 def test_names_parse_to_an_openvino_config_with_a_per_channel_twin(name, config):
-    p = parse_deployed(name)
+    p = parse_precision(name)
     assert (p.name, p.toolchain, p.bits, p.twin, p.config) == (
         name.lower(),
         "openvino",
@@ -57,7 +59,7 @@ def test_names_parse_to_an_openvino_config_with_a_per_channel_twin(name, config)
 )
 def test_an_unknown_openvino_name_is_one_line_listing_the_forms(name):
     with pytest.raises(ConfigError, match=f"unknown deployed precision '{name}'") as err:
-        parse_deployed(name)
+        parse_precision(name)
     assert "\n" not in str(err.value)
     assert "openvino:int8[-mixed][-bc]" in str(err.value) and all(
         f in str(err.value) for f in FORMS
@@ -82,7 +84,7 @@ def test_without_openvino_or_nncf_the_error_names_the_extra(
         match=rf"^openvino:int8 needs {missing} .*pip install 'fairquant\[openvino\]'$",
     ):
         build_deployed(
-            parse_deployed("openvino:int8"),
+            parse_precision("openvino:int8"),
             digits_cnn.model,
             digits_cnn.calibration,
             workdir=tmp_path,
@@ -101,7 +103,7 @@ def test_the_cli_error_line_shows_the_extra_in_brackets(digits_cnn, monkeypatch,
     monkeypatch.setitem(sys.modules, "nncf", None)
     with pytest.raises(typer.Exit) as exit_, user_errors():
         build_deployed(
-            parse_deployed("openvino:int8"),
+            parse_precision("openvino:int8"),
             digits_cnn.model,
             digits_cnn.calibration,
             workdir=tmp_path,
@@ -234,7 +236,7 @@ def test_an_onnx_model_is_quantized_as_the_module_it_was_exported_from(digits_cn
 
     source = export_onnx(digits_cnn.model, digits_cnn.calibration[:8], tmp_path / "fp32.onnx")
     calibration = digits_cnn.calibration[:32]
-    precision = parse_deployed("openvino:int8")
+    precision = parse_precision("openvino:int8")
     from_file = build_deployed(precision, source, calibration, workdir=tmp_path / "file")
     from_module = build_deployed(
         precision, digits_cnn.model, calibration, workdir=tmp_path / "module"
@@ -257,7 +259,7 @@ def test_the_configs_options_reach_nncf(digits_cnn, tmp_path, monkeypatch):
 
     monkeypatch.setattr(nncf, "quantize", spy)
     build_deployed(
-        parse_deployed("openvino:int8-mixed-bc"),
+        parse_precision("openvino:int8-mixed-bc"),
         digits_cnn.model,
         digits_cnn.calibration[:16],
         workdir=tmp_path,
@@ -315,7 +317,7 @@ def test_a_dict_input_model_takes_its_inputs_by_name(tmp_path):
     torch.manual_seed(0)
     model = _TwoInputs().eval()
     x = {"extra": torch.randn(64, 3), "features": torch.randn(64, 6)}
-    built = build_deployed(parse_deployed("openvino:int8"), model, x, workdir=tmp_path)
+    built = build_deployed(parse_precision("openvino:int8"), model, x, workdir=tmp_path)
     assert built.notes[0] == "NNCF quantized 2 of 2 weight layers (Convolution, MatMul)"
     with torch.inference_mode():
         expected = model(**x)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from fairquant.errors import ConfigError
 from fairquant.quant import parse_precision, quantize_model
 from fairquant.quant.cpu import VNNI_FLAGS, x86_without_vnni
-from fairquant.quant.deployed import build_deployed, parse_deployed
+from fairquant.quant.deployed import build_deployed
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -34,7 +34,7 @@ def test_int8_pc_agrees_with_its_simulated_twin(digits_cnn, tmp_path):
     # measured on this model: 98.8 % of 500 test predictions agree with int8-pc-a8 (ORT also
     # quantizes the outputs of Add, pooling and the logits, which the simulator leaves float)
     built = build_deployed(
-        parse_deployed("ort:int8-pc"), digits_cnn.model, digits_cnn.calibration, workdir=tmp_path
+        parse_precision("ort:int8-pc"), digits_cnn.model, digits_cnn.calibration, workdir=tmp_path
     )
     twin = _twin_logits(digits_cnn, built.precision.twin)
     assert built.precision.twin == "int8-pc-a8"
@@ -48,7 +48,7 @@ def test_dynamic_int8_equals_its_twin(digits_cnn, tmp_path):
     # except where a value lies on a rounding tie that the two summation orders (threads) break
     # differently: one int8 step there, on a handful of the 5,000 logits
     built = build_deployed(
-        parse_deployed("ort:int8-dynamic"),
+        parse_precision("ort:int8-dynamic"),
         digits_cnn.model,
         digits_cnn.calibration,
         workdir=tmp_path,
@@ -75,7 +75,7 @@ def test_per_channel_weights_have_a_scale_per_output_channel(digits_cnn, tmp_pat
     shapes = {}
     for name in ("ort:int8", "ort:int8-pc"):
         built = build_deployed(
-            parse_deployed(name),
+            parse_precision(name),
             digits_cnn.model,
             digits_cnn.calibration,
             workdir=tmp_path / name.replace(":", "_"),
@@ -112,7 +112,7 @@ def test_calibration_method_reaches_onnx_runtime(digits_cnn, tmp_path):
 def test_an_onnx_file_is_quantized_as_it_is(digits_cnn, tmp_path):
     source = export_onnx(digits_cnn.model, digits_cnn.calibration[:8], tmp_path / "model.onnx")
     built = build_deployed(
-        parse_deployed("ort:int8"),
+        parse_precision("ort:int8"),
         OnnxModel(source.path),
         digits_cnn.calibration,
         workdir=tmp_path / "q",
@@ -138,7 +138,7 @@ def test_a_dict_input_model_exports_one_input_per_key(tmp_path):
     model = _TwoInputs().eval()
     x = {"features": torch.randn(32, 6), "extra": torch.randn(32, 3)}
     # -rr: on x86 CPUs without VNNI 8-bit weights saturate ORT's kernels on these inputs (below)
-    built = build_deployed(parse_deployed("ort:int8-dynamic-rr"), model, x, workdir=tmp_path)
+    built = build_deployed(parse_precision("ort:int8-dynamic-rr"), model, x, workdir=tmp_path)
     torch.testing.assert_close(built.predict(x), model(**x), atol=0.05, rtol=0)
     assert built.notes[0].startswith("ONNX Runtime quantized 2 of 2")
 
@@ -150,7 +150,7 @@ def test_eight_bit_weights_saturate_without_vnni_and_seven_do_not(tmp_path):
     x = {"features": torch.randn(32, 6), "extra": torch.randn(32, 3)}
     errors = {}
     for name in ("ort:int8-dynamic", "ort:int8-dynamic-rr"):
-        built = build_deployed(parse_deployed(name), model, x, workdir=tmp_path / name[4:])
+        built = build_deployed(parse_precision(name), model, x, workdir=tmp_path / name[4:])
         errors[name] = (built.predict(x) - model(**x)).abs().max().item()
         assert any("no VNNI" in n for n in built.notes) == (name == "ort:int8-dynamic")
     # measured 0.89 and 0.02: 16-bit sums of uint8 x int8 products saturate, of uint8 x int7 not
@@ -175,7 +175,7 @@ def test_with_vnni_eight_bit_weights_do_not_saturate_and_rr_is_told_so(tmp_path)
     x = {"features": torch.randn(32, 6), "extra": torch.randn(32, 3)}
     errors, notes = {}, {}
     for name in ("ort:int8-dynamic", "ort:int8-dynamic-rr"):
-        built = build_deployed(parse_deployed(name), model, x, workdir=tmp_path / name[4:])
+        built = build_deployed(parse_precision(name), model, x, workdir=tmp_path / name[4:])
         errors[name] = (built.predict(x) - model(**x)).abs().max().item()
         notes[name] = " ".join(built.notes)
     assert errors["ort:int8-dynamic"] < 0.1 and errors["ort:int8-dynamic-rr"] < 0.1

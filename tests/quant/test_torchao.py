@@ -12,7 +12,8 @@ from torch import nn
 
 from fairquant.errors import ConfigError
 from fairquant.models import SmallCNN
-from fairquant.quant.deployed import build_deployed, parse_deployed
+from fairquant.quant.deployed import build_deployed
+from fairquant.quant.precision import parse_precision
 
 
 def _mlp() -> nn.Module:
@@ -23,7 +24,7 @@ def _mlp() -> nn.Module:
 def test_without_torchao_the_error_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "torchao", None)  # import torchao now fails
     monkeypatch.setitem(sys.modules, "torchao.quantization", None)
-    precision = parse_deployed("torchao:int8wo")  # naming a precision needs no torchao
+    precision = parse_precision("torchao:int8wo")  # naming a precision needs no torchao
     with pytest.raises(ConfigError, match=r"torchao:int8wo needs torchao .*fairquant\[torchao\]"):
         build_deployed(precision, _mlp(), torch.randn(4, 64), workdir=tmp_path)
 
@@ -44,7 +45,7 @@ def _per_row_int8(model: nn.Module) -> nn.Module:
 def test_int8_weight_only_is_the_per_row_int8_grid(tmp_path):
     pytest.importorskip("torchao")
     model, x = _mlp(), torch.randn(256, 64)
-    built = build_deployed(parse_deployed("torchao:int8wo"), model, x, workdir=tmp_path)
+    built = build_deployed(parse_precision("torchao:int8wo"), model, x, workdir=tmp_path)
     got = built.predict(x)
     with torch.inference_mode():
         expected = _per_row_int8(model)(x.double()).float()
@@ -61,7 +62,7 @@ def test_int8_weight_only_is_the_per_row_int8_grid(tmp_path):
 def test_int8_dynamic_runs_and_stays_close(tmp_path):
     pytest.importorskip("torchao")
     model, x = _mlp(), torch.randn(64, 64)
-    built = build_deployed(parse_deployed("torchao:int8dq"), model, x, workdir=tmp_path)
+    built = build_deployed(parse_precision("torchao:int8dq"), model, x, workdir=tmp_path)
     got = built.predict(x)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, model(x).detach(), atol=0.05, rtol=0)
@@ -72,7 +73,7 @@ def test_a_cnn_gets_only_its_linear_head_quantized(tmp_path):
     pytest.importorskip("torchao")
     model = SmallCNN(in_channels=1, num_classes=3, width=4).eval()
     built = build_deployed(
-        parse_deployed("torchao:int8wo"), model, torch.randn(4, 1, 8, 8), workdir=tmp_path
+        parse_precision("torchao:int8wo"), model, torch.randn(4, 1, 8, 8), workdir=tmp_path
     )
     assert built.notes == ("torchao quantized 1 of 5 weight layers (nn.Linear only)",)
 
@@ -82,7 +83,7 @@ def test_a_model_without_linear_layers_is_refused(tmp_path):
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
     with pytest.raises(ConfigError, match=r"nn\.Linear layers only .* Sequential has none"):
         build_deployed(
-            parse_deployed("torchao:int8wo"), model, torch.randn(2, 1, 8, 8), workdir=tmp_path
+            parse_precision("torchao:int8wo"), model, torch.randn(2, 1, 8, 8), workdir=tmp_path
         )
 
 
@@ -91,7 +92,7 @@ def test_int4_groups_must_fit_a_layer(tmp_path):
     model = nn.Sequential(nn.Linear(48, 10)).eval()
     with pytest.raises(ConfigError, match=r"groups of 32 inputs fit none .*\{'0': 48\}"):
         build_deployed(
-            parse_deployed("torchao:int4wo-g32"), model, torch.randn(2, 48), workdir=tmp_path
+            parse_precision("torchao:int4wo-g32"), model, torch.randn(2, 48), workdir=tmp_path
         )
 
 
@@ -103,5 +104,5 @@ def test_int4_weight_only_says_torchao_has_no_cpu_kernel(tmp_path):
     model = nn.Sequential(nn.Linear(64, 10)).eval()
     with pytest.raises(ConfigError, match=r"torchao:int4wo: torchao cannot run on this CPU .*CUDA"):
         build_deployed(
-            parse_deployed("torchao:int4wo-g32"), model, torch.randn(2, 64), workdir=tmp_path
+            parse_precision("torchao:int4wo-g32"), model, torch.randn(2, 64), workdir=tmp_path
         )

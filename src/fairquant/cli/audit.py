@@ -132,7 +132,7 @@ def output_folder(out: Path, tolerance: Tolerance | None, precisions: str, group
                 f"{precisions!r} lists none: add one (e.g. fp32,int8) or leave out --max-drop"
             )
         tolerance.check_groups(group_names)
-    specs = [t.strip()[1:] for t in precisions.split(",") if t.strip().startswith("@")]
+    specs = [p.spec_file for p in checked if getattr(p, "spec_file", None)]
     return run_folder(out, command=command_line(), replaces=audit_files(), keep=[*keep, *specs])
 
 
@@ -168,7 +168,7 @@ def audit_and_report(
 
     quantize = None
     if method != "ptq":  # QAT fine-tunes each simulated precision (make_quantizer checks them)
-        simulated = parse_precisions([t for t in precisions.split(",") if ":" not in t])
+        simulated = [p for p in parse_precisions(precisions) if not p.deployed]
         quantize = make_quantizer(
             method,
             simulated,

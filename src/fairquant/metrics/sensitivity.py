@@ -54,9 +54,10 @@ from fairquant.metrics.curvature import GroupCurvature, GroupDiagonal, ggn_diago
 from fairquant.metrics.functional import group_counts, group_mean, per_sample_loss
 from fairquant.models.predict import predict_logits
 from fairquant.options import SensitivitySource as SensitivitySource
+from fairquant.quant.build import quantize
 from fairquant.quant.functional import check_bits, quantize_symmetric
 from fairquant.quant.mixed import layer_deltas
-from fairquant.quant.model import quantize_model, quantized_layers
+from fairquant.quant.model import quantized_layers
 from fairquant.quant.precision import Precision
 
 #: How :func:`group_sensitivity` gets ``G_{l,b}(a)`` (``SensitivitySource``).
@@ -281,10 +282,11 @@ def measured_excess(
     model: nn.Module, data: Split, group_names: Sequence[str], precision: Precision
 ) -> pd.Series:
     """Measured ``G(a)`` of the whole model at ``precision`` (weights quantized by
-    :func:`quantize_model`) on ``data``, by group name, for the groups with samples."""
+    :func:`~fairquant.quant.build.quantize`) on ``data``, by group name, for the groups with
+    samples."""
     present = _present(data, len(group_names))
     base = _group_stats(model, data, len(group_names))[0]
-    quantized = _group_stats(quantize_model(model, precision), data, len(group_names))[0]
+    quantized = _group_stats(quantize(model, precision).module, data, len(group_names))[0]
     return pd.Series(
         [(quantized[a] - base[a]).item() for a in present],
         index=pd.Index([group_names[a] for a in present], name="group"),

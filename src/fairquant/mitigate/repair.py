@@ -52,16 +52,13 @@ from fairquant.metrics.samples import PerSample
 from fairquant.metrics.verdict import Tolerance, Verdict, verdict
 from fairquant.mitigate.allocate import ToleranceUnreachable
 from fairquant.options import REPAIRABLE
+from fairquant.quant.artifact import Quantized
+from fairquant.quant.build import quantize
 from fairquant.quant.calibrate import calibration_indices
-from fairquant.quant.deployed import (
-    Deployed,
-    DeployedPrecision,
-    build_deployed,
-    is_deployed,
-    parse_deployed,
-)
+from fairquant.quant.configs import DeployedPrecision
 from fairquant.quant.openvino import OpenVinoConfig, weight_layers
 from fairquant.quant.ort import ORT_CALIBRATIONS, OrtStaticConfig, export_onnx, weight_nodes
+from fairquant.quant.precision import parse_precision
 
 __all__ = ["REPAIRABLE", "Candidate", "RepairResult", "repair"]
 
@@ -90,7 +87,7 @@ class Candidate:
     phi: float
     within: bool
     seconds: float
-    deployed: Deployed = field(repr=False)
+    deployed: Quantized = field(repr=False)
 
     @property
     def label(self) -> str:
@@ -142,13 +139,8 @@ class RepairResult:
 
 
 def _repairable(precision: str | DeployedPrecision) -> DeployedPrecision:
-    if isinstance(precision, DeployedPrecision):
-        parsed = precision
-    elif isinstance(precision, str) and is_deployed(precision):
-        parsed = parse_deployed(precision)
-    else:
-        parsed = None
-    if parsed is None or not isinstance(parsed.config, OrtStaticConfig | OpenVinoConfig):
+    parsed = parse_precision(precision) if isinstance(precision, str) else precision
+    if not parsed.deployed or not isinstance(parsed.config, OrtStaticConfig | OpenVinoConfig):
         raise ConfigError(
             f"precision {precision if isinstance(precision, str) else precision.name!r} cannot be "
             f"repaired: repair builds and searches on a toolchain that keeps chosen layers in "
@@ -225,7 +217,8 @@ class _Bench:
             return self.tried[key]
         start = time.perf_counter()
         folder = self.workdir / f"candidate-{len(self.order):03d}"
-        built = build_deployed(precision, self.source, self.calibration(calib), workdir=folder)
+        calibration = self.calibration(calib)
+        built = quantize(self.source, precision, calibration=calibration, workdir=folder)
         logits, per_sample = _logits(built.predict, self.validation.x)
         self.evaluations += 1
         acc, loss = _group_stats(logits, self.validation, self.k)

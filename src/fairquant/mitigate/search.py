@@ -70,10 +70,11 @@ from fairquant.mitigate.allocate import (
 )
 from fairquant.models.predict import predict_logits
 from fairquant.options import SEARCH_CRITERION, SEARCH_ROUNDS, Criterion
+from fairquant.quant.build import quantize
 from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.functional import check_bits
 from fairquant.quant.mixed import layer_precision, layer_size_costs
-from fairquant.quant.model import quantize_model, quantized_layers
+from fairquant.quant.model import quantized_layers
 from fairquant.quant.precision import Precision
 from fairquant.quant.size import packed_size_bytes
 
@@ -180,7 +181,7 @@ class Evaluator:
     """Measures allocations of ``model`` on ``validation`` once each, and times them.
 
     The fp32 reference is evaluated once; each per-layer bits tuple (weights quantized by
-    :func:`~fairquant.quant.model.quantize_model` at :func:`~fairquant.quant.mixed.layer_precision`)
+    :func:`~fairquant.quant.build.quantize` at :func:`~fairquant.quant.mixed.layer_precision`)
     once; the per-layer tables (measured, predicted, HAWQ trace) once. Every method of a run
     shares it; :meth:`usage` gives what a method would have cost alone.
     """
@@ -251,7 +252,7 @@ class Evaluator:
 
     def _evaluate(self, bits: tuple[int, ...]) -> Evaluation:
         precision = self.precision(bits)
-        accuracy, loss, right = self._stats(quantize_model(self.model, precision))
+        accuracy, loss, right = self._stats(quantize(self.model, precision).module)
         base_accuracy, base_loss, base_right = self._reference
         index = pd.Index(self.group_names, name="group")
         k, g = len(self.group_names), self.validation.g

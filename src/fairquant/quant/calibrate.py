@@ -7,10 +7,13 @@ clipping ranges as much as the majority's.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from fairquant.data.base import Split
+from fairquant.data.stream import BatchSource, Inputs, inputs_len
 from fairquant.errors import ConfigError
 
 
@@ -46,3 +49,52 @@ def calibration_indices(split: Split, size: int, *, balanced: bool, seed: int) -
             if remaining == 0:
                 break
     return torch.cat([idx[:t] for idx, t in zip(groups, take, strict=True)]).sort().values
+
+
+def calibration_inputs(
+    calibration: Tensor | dict[str, Tensor] | Split | None,
+    *,
+    data: Any = None,
+    stream: BatchSource | None = None,
+    size: int,
+    balanced: bool,
+    seed: int,
+) -> tuple[Inputs, dict[str, Any], str | None]:
+    """The calibration inputs every precision is built from, how they were drawn (for the
+    record), and a note when they are not a calibration set of their own.
+
+    ``calibration``: inputs, taken as they are; or a :class:`Split` to draw ``size`` samples
+    from (:func:`calibration_indices`: random, or ``balanced`` across groups, seeded by
+    ``seed``); ``None``: the training split of ``data`` when it is a GroupedDataset, else the
+    first ``size`` samples of ``stream`` (the audited data: the note says so).
+    """
+    from fairquant.data.base import GroupedDataset
+
+    if isinstance(calibration, Tensor | dict):
+        return calibration, {"source": "given", "size": inputs_len(calibration)}, None
+    if calibration is None and isinstance(data, GroupedDataset):
+        calibration = data.train
+        where = f"the training split of {data.spec.name}"
+    elif isinstance(calibration, Split):
+        where = "the given split"
+    elif calibration is None and stream is not None:
+        if balanced:
+            raise ConfigError(
+                "calib_balanced draws calibration samples per group from a split; pass "
+                "calibration=Split (e.g. the training split) to use it with streamed data"
+            )
+        x = stream.take(size)
+        n = inputs_len(x)
+        note = (
+            f"calibrated on the first {n} audited samples ({stream.description}): no "
+            "calibration set was given"
+        )
+        return x, {"source": "the first audited samples", "size": n}, note
+    else:
+        raise ConfigError(
+            "calibration must be inputs (a tensor or dict of tensors) or a Split; got "
+            f"{type(calibration).__name__}"
+        )
+    index = calibration_indices(calibration, size, balanced=balanced, seed=seed)
+    record = {"source": where, "size": len(index), "balanced": balanced, "seed": seed}
+    return calibration.x[index], record, None

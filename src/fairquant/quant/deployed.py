@@ -30,41 +30,33 @@ folding BatchNorm scales each output channel, which per-channel quantization abs
 
 from __future__ import annotations
 
-import re
+import tempfile
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from fairquant._extras import require
+from fairquant._io import atomic_write
 from fairquant.data.stream import Inputs, inputs_len
 from fairquant.errors import ConfigError
 from fairquant.models.onnx import OnnxModel
-from fairquant.quant.cpu import reduce_range_note, saturation_note, x86_without_vnni
-from fairquant.quant.openvino import OpenVinoConfig, quantize_openvino
-from fairquant.quant.ort import (
-    ORT_CALIBRATIONS,
+from fairquant.quant.artifact import Quantized, file_saver, module_predictor, state_dict_saver
+from fairquant.quant.configs import (
+    DeployedPrecision,
+    OpenVinoConfig,
     OrtDynamicConfig,
     OrtStaticConfig,
-    export_onnx,
-    quantize_onnx,
+    TorchInt8Config,
 )
+from fairquant.quant.cpu import reduce_range_note, saturation_note, x86_without_vnni
+from fairquant.quant.openvino import quantize_openvino
+from fairquant.quant.ort import export_onnx, quantize_onnx
 from fairquant.quant.real import real_kernel_layers, to_int8_model
-from fairquant.quant.torchao import INT4_GROUP_SIZES, TorchaoConfig, quantize_torchao
+from fairquant.quant.torchao import quantize_torchao
 
-#: The spellings of every deployed precision.
-FORMS = (
-    "torch:int8[-rr]",
-    "ort:int8[-pc][-minmax|-entropy|-percentile][-rr]",
-    "ort:int8-dynamic[-pc][-rr]",
-    "torchao:int8wo",
-    "torchao:int8dq",
-    "torchao:int4wo[-g32|-g64|-g128|-g256]",
-    "openvino:int8[-mixed][-bc]",
-)
 #: The optional packages each toolchain needs (see :mod:`fairquant._extras`).
 _REQUIRES = {
     "torch": (),
@@ -76,128 +68,17 @@ _REQUIRES = {
 EXAMPLE_SIZE = 8
 
 
-@dataclass(frozen=True)
-class TorchInt8Config:
-    """PyTorch's FX int8 flow on its ``backend`` (:func:`fairquant.quant.real.to_int8_model`)."""
-
-    backend: str = "x86"
-    reduce_range: bool = False
-    """7-bit activations (quint8 0..127), PyTorch's default on x86 (``torch:int8-rr``)."""
-
-
-DeployedConfig = (
-    TorchInt8Config | OrtStaticConfig | OrtDynamicConfig | TorchaoConfig | OpenVinoConfig
-)
-
-
-@dataclass(frozen=True)
-class DeployedPrecision:
-    """A deployed precision: its name, toolchain, weight bits, simulated twin and its workflow's
-    config."""
-
-    name: str
-    toolchain: Literal["torch", "ort", "torchao", "openvino"]
-    bits: int
-    twin: str | None
-    config: DeployedConfig
-
-
-@dataclass(frozen=True)
-class Deployed:
-    """A built deployed model: ``predict`` gives float32 logits for one batch; ``artifact`` is the
-    file the toolchain wrote (``size_bytes`` on disk); ``notes`` say what was quantized."""
-
-    precision: DeployedPrecision
-    artifact: Path
-    size_bytes: int
-    notes: tuple[str, ...]
-    run: Callable[[Inputs], Tensor] = field(repr=False)
-
-    def predict(self, x: Inputs) -> Tensor:
-        return self.run(x)
-
-
-def is_deployed(name: str) -> bool:
-    """Whether ``name`` is spelled as a deployed precision (``toolchain:...``)."""
-    return re.match(r"\s*[a-z][a-z0-9_]*:", name.lower()) is not None
-
-
-def _unknown(name: str, why: str = "") -> ConfigError:
-    return ConfigError(
-        f"unknown deployed precision {name!r}{why}; expected one of: {', '.join(FORMS)}"
-    )
-
-
-def parse_deployed(name: str) -> DeployedPrecision:
-    """Parse a deployed precision name (see the module docstring for the forms).
-
-    >>> p = parse_deployed("ort:int8-pc-entropy")
-    >>> p.toolchain, p.bits, p.twin, p.config.calibration
-    ('ort', 8, 'int8-pc-a8', 'entropy')
-    """
-    text = name.strip().lower()
-    toolchain, _, spec = text.partition(":")
-    head, *suffixes = spec.split("-")
-    if len(set(suffixes)) != len(suffixes):
-        raise _unknown(name, " (a repeated suffix)")
-    if toolchain == "torch" and spec in ("int8", "int8-rr"):
-        rr = spec == "int8-rr"
-        twin = "int8-a7-bn" if rr else "int8-a8-bn"
-        return DeployedPrecision(text, "torch", 8, twin, TorchInt8Config(reduce_range=rr))
-    if toolchain == "ort" and head == "int8":
-        return _parse_ort(name, text, suffixes)
-    if toolchain == "torchao" and head in ("int8wo", "int8dq") and not suffixes:
-        twin = "int8-pc" if head == "int8wo" else "int8-pc-da8"
-        return DeployedPrecision(text, "torchao", 8, twin, TorchaoConfig(head))
-    if toolchain == "torchao" and head == "int4wo" and len(suffixes) <= 1:
-        size = suffixes[0][1:] if suffixes else "128"
-        if suffixes and (not suffixes[0].startswith("g") or not size.isdigit()):
-            raise _unknown(name)
-        if int(size) not in INT4_GROUP_SIZES:
-            raise _unknown(name, f" (int4 group size {size} is not one of {INT4_GROUP_SIZES})")
-        return DeployedPrecision(text, "torchao", 4, None, TorchaoConfig("int4wo", int(size)))
-    if toolchain == "openvino" and head == "int8" and set(suffixes) <= {"mixed", "bc"}:
-        config = OpenVinoConfig(
-            preset="mixed" if "mixed" in suffixes else "performance",
-            fast_bias_correction="bc" not in suffixes,
-        )
-        return DeployedPrecision(text, "openvino", 8, "int8-pc-a8", config)
-    raise _unknown(name)
-
-
-def _parse_ort(name: str, text: str, suffixes: list[str]) -> DeployedPrecision:
-    dynamic = "dynamic" in suffixes
-    per_channel = "pc" in suffixes
-    reduce_range = "rr" in suffixes
-    calibrations = [s for s in suffixes if s in ORT_CALIBRATIONS]
-    unknown = set(suffixes) - {"dynamic", "pc", "rr", *ORT_CALIBRATIONS}
-    if unknown or len(calibrations) > 1 or (dynamic and calibrations):
-        raise _unknown(name)
-    bits = 7 if reduce_range else 8
-    if per_channel:
-        twin = f"int{bits}-pc-{'da8' if dynamic else 'a8'}"
-    else:
-        twin = f"int{bits}-{'da8' if dynamic else 'a8'}-bn"
-    config: DeployedConfig = (
-        OrtDynamicConfig(per_channel, reduce_range)
-        if dynamic
-        else OrtStaticConfig(
-            per_channel, calibrations[0] if calibrations else "minmax", reduce_range
-        )
-    )
-    return DeployedPrecision(text, "ort", bits, twin, config)
-
-
 def build_deployed(
     precision: DeployedPrecision,
     model: nn.Module | OnnxModel,
     calibration: Inputs | None,
     *,
     workdir: Path,
-) -> Deployed:
+) -> Quantized:
     """Build ``precision``'s deployed model of ``model`` in ``workdir`` (an empty folder of its
-    own). ``calibration`` holds model-ready inputs: the calibration set of static ``ort:``
-    precisions and ``torch:int8``; for the others its first samples check the built model runs.
+    own): the part of :func:`fairquant.quant.build.quantize` for deployed precisions.
+    ``calibration`` holds model-ready inputs: the calibration set of static ``ort:`` precisions,
+    ``torch:int8`` and ``openvino:``; for the others its first samples check the built model runs.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +91,7 @@ def build_deployed(
         require(module, what=precision.name)
     if isinstance(config, OpenVinoConfig):
         ir, notes = quantize_openvino(config, model, calibration, workdir)
-        return Deployed(precision, ir.path, ir.size_bytes, tuple(notes), ir.predict)
+        return Quantized(precision, ir.size_bytes, tuple(notes), ir.predict, ir.save, ir.path)
     example = _head(calibration, EXAMPLE_SIZE)
     if isinstance(config, OrtStaticConfig | OrtDynamicConfig):
         source = (
@@ -220,10 +101,13 @@ def build_deployed(
         )
         quantized, notes = quantize_onnx(config, source, calibration, workdir)
         path = quantized.path
-        return Deployed(precision, path, path.stat().st_size, tuple(notes), quantized.predict)
+        return Quantized(
+            precision, path.stat().st_size, tuple(notes), quantized.predict, file_saver(path), path
+        )
     if not isinstance(model, nn.Module):
         raise ConfigError(
-            f"{precision.name} quantizes a PyTorch module; an ONNX model takes the ort: precisions"
+            f"{precision.name} quantizes a PyTorch module; an ONNX model takes the ort: and "
+            "openvino: precisions"
         )
     if isinstance(config, TorchInt8Config):
         if not isinstance(calibration, Tensor):
@@ -231,28 +115,99 @@ def build_deployed(
                 f"{precision.name} calibrates on a tensor input; the data's inputs are a dict"
             )
         q = to_int8_model(
-            model, calibration, backend=config.backend, reduce_range=config.reduce_range
+            model,
+            calibration,
+            backend=config.backend,
+            reduce_range=config.reduce_range,
+            float_modules=config.float_modules,
         )
         kernels = ", ".join(f"{k} x{n}" for k, n in real_kernel_layers(q).items())
         notes = [f"PyTorch int8 kernels ({config.backend}): {kernels}"]
+        if config.float_modules:
+            notes.append(f"kept in float: {', '.join(config.float_modules)}")
         if not config.reduce_range and x86_without_vnni():
             notes.append(saturation_note("7-bit activations (torch:int8-rr)"))
         elif config.reduce_range and not x86_without_vnni():
             notes.append(reduce_range_note("7-bit activations"))
+        if not isinstance(example, Tensor):
+            raise ConfigError(f"{precision.name} takes one tensor input; the data gives a dict")
+        saver = _torchscript_saver(q, example)
     else:
         q, notes = quantize_torchao(config, model, example)
+        saver = state_dict_saver(q)
+    # the size on disk: the state_dict's (a TorchScript file adds the code of the graph)
     path = workdir / "model.pt"
     torch.save(q.state_dict(), path)
-    return Deployed(precision, path, path.stat().st_size, tuple(notes), _runner(q))
+    size = path.stat().st_size
+    return Quantized(precision, size, tuple(notes), module_predictor(q), saver, path, q)
+
+
+def _torchscript_saver(model: nn.Module, example: Tensor) -> Callable[[Path], Path]:
+    """PyTorch's own format for an int8 FX model: TorchScript (``torch.jit.load`` runs it
+    without fairquant; ``torch.export`` cannot serialize its packed int8 weights)."""
+
+    def save(path: Path) -> Path:
+        def write(tmp: Path) -> None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TorchScript's deprecation and tracer warnings
+                torch.jit.save(torch.jit.trace(model, example), str(tmp))
+
+        return atomic_write(path, write)
+
+    return save
 
 
 def _head(x: Inputs, n: int) -> Inputs:
     return x[:n] if isinstance(x, Tensor) else {k: v[:n] for k, v in x.items()}
 
 
-def _runner(model: nn.Module) -> Callable[[Inputs], Tensor]:
-    @torch.inference_mode()
-    def run(x: Inputs) -> Tensor:
-        return (model(x) if isinstance(x, Tensor) else model(**x)).float()
+#: Ops that end a node's name after its module's scope (``/layer1/layer1.0/conv1/Conv``).
+_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
-    return run
+
+def scope_module(node: str) -> str:
+    """The module a node of an exported graph belongs to, from its scope: torch's TorchScript
+    exporter names nodes ``/<attr>/<parent-attr>.<index>/.../<Op>``, e.g.
+    ``/stage2/stage2.0/branch2/branch2.0/Conv`` is module ``stage2.0.branch2.0``; OpenVINO adds
+    a suffix (``/conv1/Conv/WithoutBiases``).
+
+    >>> scope_module("/layer1/layer1.0/conv1/Conv"), scope_module("/fc/Gemm")
+    ('layer1.0.conv1', 'fc')
+    """
+    parts: list[str] = []
+    for part in node.strip("/").split("/"):
+        if part.split("_")[0] in _OPS:
+            break
+        parts.append(part.rsplit(".", 1)[1] if "." in part else part)
+    return ".".join(parts)
+
+
+def module_nodes(
+    model: nn.Module, modules: list[str], example: Inputs, *, toolchain: str
+) -> list[str]:
+    """The weight nodes of ``model``'s exported graph (ONNX Runtime's preprocessed graph, or
+    OpenVINO's) that compute the modules ``modules``: what ``nodes_to_exclude`` and
+    ``ignored_scope`` name."""
+    if not modules:
+        return []
+    from fairquant.quant.openvino import weight_layers
+    from fairquant.quant.ort import weight_nodes
+
+    with tempfile.TemporaryDirectory(prefix="fairquant-names-") as tmp:
+        source = export_onnx(model, _head(example, 2), Path(tmp) / "fp32.onnx")
+        if toolchain == "openvino":
+            ov = require("openvino", what="openvino: precisions")
+            nodes = weight_layers(ov.Core().read_model(str(source.path)))
+        else:
+            nodes = weight_nodes(source, Path(tmp))
+    by_module: dict[str, list[str]] = {}
+    for node in nodes:
+        by_module.setdefault(scope_module(node), []).append(node)
+    missing = [m for m in modules if m not in by_module]
+    if missing:
+        raise ConfigError(
+            f"cannot find the graph nodes of modules {missing} in the export of "
+            f"{type(model).__name__} (its weight nodes: {nodes[:8]}...); name the nodes in the "
+            "toolchain's config instead"
+        )
+    return [node for m in modules for node in by_module[m]]

@@ -1,4 +1,6 @@
-"""PTQ or QAT as one function ``quantize(model, precision) -> quantized copy``."""
+"""PTQ or QAT as one function ``quantize(model, precision) -> quantized copy``: the method an
+audit of fairquant's simulated precisions applies (PTQ builds through
+:func:`fairquant.quant.build.quantize`, the one quantizer; QAT fine-tunes first)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ from torch import Tensor, nn
 from fairquant.data.base import Split
 from fairquant.errors import ConfigError
 from fairquant.options import CALIB_SIZE, QUANT_METHODS
-from fairquant.quant.calibrate import calibration_indices
-from fairquant.quant.model import quantize_model
+from fairquant.quant.build import quantize
+from fairquant.quant.calibrate import calibration_inputs
 from fairquant.quant.precision import Precision
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG, qat_finetune
 from fairquant.train.loop import TrainConfig
@@ -62,8 +64,10 @@ def make_quantizer(
             show_progress=show_progress,
         )
     calib_x = None
-    if any(p.act_bits is not None and not p.dynamic for p in precisions):
-        calib_x = train.x[
-            calibration_indices(train, calib_size, balanced=calib_balanced, seed=seed)
-        ]
-    return lambda m, p: quantize_model(m, p, calibration=calib_x, calibration_method=calibration)
+    if any(p.needs_calibration for p in precisions):
+        calib_x, _, _ = calibration_inputs(
+            train, size=calib_size, balanced=calib_balanced, seed=seed
+        )
+    return lambda m, p: (
+        quantize(m, p, calibration=calib_x, calibration_method=calibration).module
+    )

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from fairquant.errors import ConfigError
 from fairquant.quant.activations import attach_activation_quantization
 from fairquant.quant.functional import quantize_symmetric
-from fairquant.quant.precision import Precision
+from fairquant.quant.precision import FLOAT_BITS, Precision
 
 #: Layers whose weights the papers quantize: every convolution and fully connected layer.
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -25,7 +25,8 @@ def quantized_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def layer_bits(model: nn.Module, precision: Precision) -> dict[str, int]:
     """Weight bits of each quantized layer: ``precision.bits``, ``edge_bits`` for the first and
     last layer (in registration order, which is forward order for the registered models), and
-    any per-layer bits of ``precision.layers``, which must name layers of ``model``."""
+    any per-layer bits of ``precision.layers``, which must name layers of ``model``
+    (:data:`~fairquant.quant.precision.FLOAT_BITS`: the layer stays in float)."""
     names = [n for n, _ in quantized_layers(model)]
     bits = dict.fromkeys(names, precision.bits)
     if precision.edge_bits is not None and names:
@@ -95,7 +96,7 @@ def quantize_model(
     if precision.fold_bn:
         q = fold_batchnorm(q)
     bits = layer_bits(q, precision)
-    layers = quantized_layers(q)
+    layers = [(n, m) for n, m in quantized_layers(q) if bits[n] < FLOAT_BITS]
     for name, layer in layers:
         w = quantize_symmetric(layer.weight, bits[name], per_channel=precision.per_channel)
         layer.weight.copy_(w)

@@ -39,9 +39,8 @@ import io
 import logging
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,6 +50,7 @@ from fairquant._extras import require
 from fairquant.data.stream import Inputs, inputs_len
 from fairquant.errors import ConfigError, DataError
 from fairquant.models.onnx import OnnxModel
+from fairquant.quant.configs import OpenVinoConfig as OpenVinoConfig
 from fairquant.quant.ort import export_onnx
 
 #: Samples of the calibration inputs that check the ONNX export of a PyTorch module.
@@ -59,28 +59,6 @@ EXAMPLE_SIZE = 8
 WEIGHT_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
 #: Operations a quantized weight passes through between its int8 constant and its layer.
 _WEIGHT_PATH = ("Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze")
-
-
-@dataclass(frozen=True)
-class OpenVinoConfig:
-    """NNCF post-training int8 quantization for OpenVINO (``openvino:int8[-mixed][-bc]``)."""
-
-    preset: Literal["performance", "mixed"] = "performance"
-    """Symmetric activations (``performance``, NNCF's default for CNNs) or asymmetric (``mixed``,
-    ``-mixed``); weights are symmetric either way."""
-    fast_bias_correction: bool = True
-    """NNCF's fast bias correction (default); ``False`` (``-bc``) runs its full BiasCorrection."""
-    model_type: Literal["transformer"] | None = None
-    """NNCF's ``ModelType.TRANSFORMER`` patterns (and ``mixed`` as the default preset)."""
-    subset_size: int | None = None
-    """Calibration samples NNCF reads, the first ones; ``None``: all of them."""
-    ignored_scope: tuple[str, ...] = ()
-    """OpenVINO node names (see :func:`weight_layers`) NNCF keeps in float."""
-    overflow_fix: Literal["first_layer_only", "enable", "disable"] = "first_layer_only"
-    """NNCF's ``OverflowFix``: half the int8 range (7 bits) for the weights of the first
-    convolution (its default), of every layer, or none."""
-    inference_precision: Literal["f32", "bf16"] | None = "f32"
-    """The CPU plugin's ``INFERENCE_PRECISION_HINT``; ``None`` leaves OpenVINO's default."""
 
 
 class OpenVinoModel:

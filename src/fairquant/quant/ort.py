@@ -33,9 +33,8 @@ import io
 import warnings
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -44,12 +43,11 @@ from fairquant._extras import require
 from fairquant.data.stream import Inputs, inputs_len
 from fairquant.errors import ConfigError
 from fairquant.models.onnx import OnnxModel
+from fairquant.quant.configs import ORT_CALIBRATIONS as ORT_CALIBRATIONS
+from fairquant.quant.configs import ORT_METHODS
+from fairquant.quant.configs import OrtDynamicConfig as OrtDynamicConfig
+from fairquant.quant.configs import OrtStaticConfig as OrtStaticConfig
 from fairquant.quant.cpu import reduce_range_note, saturation_note, x86_without_vnni
-
-OrtCalibration = Literal["minmax", "entropy", "percentile"]
-#: fairquant's spelling of each ``onnxruntime.quantization.CalibrationMethod``.
-_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
-ORT_CALIBRATIONS: tuple[str, ...] = tuple(_METHODS)
 
 #: ONNX opset of exported models (QDQ per-channel quantization needs >= 13).
 OPSET = 17
@@ -58,25 +56,6 @@ CALIBRATION_BATCH = 64
 #: Ops whose second input is a weight: the layers fairquant's simulator quantizes.
 _WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _INTEGER_OPS = ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QGemm")
-
-
-@dataclass(frozen=True)
-class OrtStaticConfig:
-    """ONNX Runtime static QDQ int8 with a calibrator (``ort:int8[-pc][-<calibration>][-rr]``)."""
-
-    per_channel: bool = False
-    calibration: OrtCalibration = "minmax"
-    reduce_range: bool = False
-    nodes_to_exclude: tuple[str, ...] = ()
-    """Nodes of the preprocessed graph (see :func:`weight_nodes`) ORT keeps in float."""
-
-
-@dataclass(frozen=True)
-class OrtDynamicConfig:
-    """ONNX Runtime dynamic int8 (``ort:int8-dynamic[-pc][-rr]``): activation ranges per batch."""
-
-    per_channel: bool = False
-    reduce_range: bool = False
 
 
 def export_onnx(model: nn.Module, example: Inputs, path: Path) -> OnnxModel:
@@ -164,6 +143,7 @@ def quantize_onnx(
     out = workdir / "quantized.onnx"
     with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress
         quant_pre_process(str(source.path), str(pre))
+        _check_nodes(config.nodes_to_exclude, pre)
         if not static:
             quantization.quantize_dynamic(
                 str(pre),
@@ -171,6 +151,7 @@ def quantize_onnx(
                 per_channel=config.per_channel,
                 reduce_range=config.reduce_range,
                 weight_type=quantization.QuantType.QInt8,
+                nodes_to_exclude=list(config.nodes_to_exclude) or None,
             )
         else:
             assert calibration is not None
@@ -180,7 +161,6 @@ def quantize_onnx(
             size = max(d for d in range(1, min(n, CALIBRATION_BATCH) + 1) if n % d == 0)
             feeds = [source.feed(b) for b in _batches(calibration, size)]
             reader = _Reader(feeds)
-            _check_nodes(config.nodes_to_exclude, pre)
             quantization.quantize_static(
                 str(pre),
                 str(out),
@@ -190,14 +170,14 @@ def quantize_onnx(
                 reduce_range=config.reduce_range,
                 activation_type=quantization.QuantType.QUInt8,
                 weight_type=quantization.QuantType.QInt8,
-                calibrate_method=quantization.CalibrationMethod[_METHODS[config.calibration]],
+                calibrate_method=quantization.CalibrationMethod[ORT_METHODS[config.calibration]],
                 nodes_to_exclude=list(config.nodes_to_exclude) or None,
             )
     pre.unlink()
     graph = require("onnx", what="reading an ONNX graph").load(str(out)).graph
     done, total = weight_layer_counts(graph)
     notes = [f"ONNX Runtime quantized {done} of {total} weight layers (Conv, Gemm, MatMul)"]
-    if static and config.nodes_to_exclude:
+    if config.nodes_to_exclude:
         notes.append(f"kept in float (nodes_to_exclude): {', '.join(config.nodes_to_exclude)}")
     convs = any(n.op_type == "ConvInteger" for n in graph.node)
     if isinstance(config, OrtDynamicConfig) and config.per_channel and convs:

@@ -8,6 +8,12 @@ ranges calibrated once (static), or ``-da<k>`` with ranges taken per batch (dyna
 fold BatchNorm into the preceding convolution before quantizing (as deployed int8 kernels do).
 For example ``int4``, ``int4-pc``, ``int4-fl8``, ``int8-a8``, ``int8-da8``, ``int3-pc-fl8``.
 
+Deployed precisions (``torch:int8``, ``ort:int8-pc``, ``torchao:int8dq``, ``openvino:int8``, ...)
+are spelled ``toolchain:spec`` and parse to a :class:`~fairquant.quant.configs.DeployedPrecision`
+that carries its workflow's config (see :mod:`fairquant.quant.deployed` for what each builds).
+This module is the one place a precision's spelling is read: :func:`parse_precision` takes every
+form, and the rest of fairquant asks the parsed object, never the string.
+
 A precision with bits chosen per layer (``fairquant allocate``) is saved as a JSON spec and named
 ``@path/to/spec.json`` wherever precisions are accepted. Its ``name`` is its own: never a built-in
 name (``int8``, ``fp16``, ...), never one another precision of the same list has
@@ -17,8 +23,9 @@ name (``int8``, ``fp16``, ...), never one another precision of the same list has
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,11 +34,23 @@ import torch
 from fairquant._io import atomic_write
 from fairquant.errors import ConfigError
 from fairquant.options import DEFAULT_PRECISIONS as DEFAULT_PRECISIONS
+from fairquant.quant.configs import (
+    FORMS,
+    INT4_GROUP_SIZES,
+    ORT_CALIBRATIONS,
+    DeployedConfig,
+    DeployedPrecision,
+    OpenVinoConfig,
+    OrtDynamicConfig,
+    OrtStaticConfig,
+    TorchaoConfig,
+    TorchInt8Config,
+)
 from fairquant.quant.functional import MAX_BITS, MIN_BITS
 
 _FLOATS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
+#: Weight bits that mean "not quantized" in a per-layer spec: the layer stays in float.
+FLOAT_BITS = 32
 
 @dataclass(frozen=True)
 class Precision:
@@ -46,11 +65,33 @@ class Precision:
     dynamic: bool = False
     fold_bn: bool = False
     layers: tuple[tuple[str, int], ...] = ()
-    """Per-layer weight bits ``(layer name, bits)`` that override ``bits`` and ``edge_bits``."""
+    """Per-layer weight bits ``(layer name, bits)`` that override ``bits`` and ``edge_bits``;
+    :data:`FLOAT_BITS` keeps a layer in float."""
+    spec_file: str | None = field(default=None, compare=False, repr=False)
+    """The JSON spec it was read from (``@path``), if any."""
+
+    deployed = False
+    twin = None
+
+    @property
+    def toolchain(self) -> str:
+        """``fairquant``: simulated in float32 by fairquant's own quantizer."""
+        return "fairquant"
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether building it takes calibration inputs (static activation ranges)."""
+        return self.act_bits is not None and not self.dynamic
+
+    @property
+    def float_layers(self) -> tuple[str, ...]:
+        """The layers this precision keeps in float."""
+        return tuple(name for name, b in self.layers if b >= FLOAT_BITS)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["layers"] = dict(self.layers)
+        del d["spec_file"]
         return d
 
     @classmethod
@@ -62,13 +103,14 @@ class Precision:
                 f"got {sorted(d) if isinstance(d, dict) else type(d).__name__}"
             )
         if d.get("kind", "int") != "int":
-            return parse_precision(d["name"])
+            return _parse_simulated(d["name"])
         layers = d.get("layers") or {}
         if not isinstance(layers, dict):
             raise ConfigError(f"{source}: 'layers' must map layer names to bits; got {layers!r}")
         for layer, b in layers.items():
-            _bits(f"{source} layer {layer!r}", str(b))
-        out = parse_precision(f"int{d.get('bits', 8)}")
+            if b != FLOAT_BITS:
+                _bits(f"{source} layer {layer!r}", str(b))
+        out = _parse_simulated(f"int{d.get('bits', 8)}")
         return replace(
             out,
             name=str(d["name"]),
@@ -110,8 +152,13 @@ def _bits(text: str, value: str) -> int:
     return int(value)
 
 
-def parse_precision(text: str) -> Precision:
-    """Parse ``fp32``, ``fp16``, ``bf16`` or ``int<b>[-pc][-fl<k>][-a<k>|-da<k>][-bn]``.
+AnyPrecision = Precision | DeployedPrecision
+
+
+def parse_precision(text: str) -> AnyPrecision:
+    """Parse any precision: ``fp32``, ``fp16``, ``bf16``,
+    ``int<b>[-pc][-fl<k>][-a<k>|-da<k>][-bn]``, ``@spec.json``, or a deployed ``toolchain:spec``
+    (:data:`~fairquant.quant.configs.FORMS`).
 
     >>> p = parse_precision("int4-pc-fl8")
     >>> p.bits, p.per_channel, p.edge_bits, p.act_bits
@@ -121,6 +168,12 @@ def parse_precision(text: str) -> Precision:
     """
     if text.strip().startswith("@"):
         return _load_spec(Path(text.strip()[1:]))
+    if re.match(r"\s*[a-z][a-z0-9_]*:", text.lower()):
+        return _parse_deployed(text)
+    return _parse_simulated(text)
+
+
+def _parse_simulated(text: str) -> Precision:
     name = text.strip().lower()
     if name in _FLOATS:
         return Precision(name, "float", 32 if name == "fp32" else 16)
@@ -161,7 +214,7 @@ def _load_spec(path: Path) -> Precision:
     source = f"precision spec {path}"
     if isinstance(d, dict) and "name" in d:
         _check_spec_name(d["name"], source)
-    return Precision.from_dict(d, source=source)
+    return replace(Precision.from_dict(d, source=source), spec_file=str(path))
 
 
 def _check_spec_name(name: Any, source: str) -> None:
@@ -225,7 +278,7 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and replace(a, name="") == replace(b, name="")
 
 
-def parse_precisions(text: str | list[str] | tuple[str, ...]) -> list[Precision]:
+def parse_precisions(text: str | list[str] | tuple[str, ...]) -> list[AnyPrecision]:
     """Parse a comma-separated list (or a sequence) of precisions, in order; a precision listed
     twice is refused (:func:`check_unique`)."""
     items = text.split(",") if isinstance(text, str) else list(text)
@@ -234,3 +287,69 @@ def parse_precisions(text: str | list[str] | tuple[str, ...]) -> list[Precision]
         raise ConfigError(f"no precision given in {text!r}; expected e.g. 'fp32,int8,int4'")
     check_unique(out)
     return out
+
+
+def _unknown(name: str, why: str = "") -> ConfigError:
+    return ConfigError(
+        f"unknown deployed precision {name!r}{why}; expected one of: {', '.join(FORMS)}"
+    )
+
+
+def _parse_deployed(name: str) -> DeployedPrecision:
+    """Parse a deployed precision name (the forms: :data:`~fairquant.quant.configs.FORMS`).
+
+    >>> p = parse_precision("ort:int8-pc-entropy")
+    >>> p.toolchain, p.bits, p.twin, p.config.calibration
+    ('ort', 8, 'int8-pc-a8', 'entropy')
+    """
+    text = name.strip().lower()
+    toolchain, _, spec = text.partition(":")
+    head, *suffixes = spec.split("-")
+    if len(set(suffixes)) != len(suffixes):
+        raise _unknown(name, " (a repeated suffix)")
+    if toolchain == "torch" and spec in ("int8", "int8-rr"):
+        rr = spec == "int8-rr"
+        twin = "int8-a7-bn" if rr else "int8-a8-bn"
+        return DeployedPrecision(text, "torch", 8, twin, TorchInt8Config(reduce_range=rr))
+    if toolchain == "ort" and head == "int8":
+        return _parse_ort(name, text, suffixes)
+    if toolchain == "torchao" and head in ("int8wo", "int8dq") and not suffixes:
+        twin = "int8-pc" if head == "int8wo" else "int8-pc-da8"
+        return DeployedPrecision(text, "torchao", 8, twin, TorchaoConfig(head))
+    if toolchain == "torchao" and head == "int4wo" and len(suffixes) <= 1:
+        size = suffixes[0][1:] if suffixes else "128"
+        if suffixes and (not suffixes[0].startswith("g") or not size.isdigit()):
+            raise _unknown(name)
+        if int(size) not in INT4_GROUP_SIZES:
+            raise _unknown(name, f" (int4 group size {size} is not one of {INT4_GROUP_SIZES})")
+        return DeployedPrecision(text, "torchao", 4, None, TorchaoConfig("int4wo", int(size)))
+    if toolchain == "openvino" and head == "int8" and set(suffixes) <= {"mixed", "bc"}:
+        config = OpenVinoConfig(
+            preset="mixed" if "mixed" in suffixes else "performance",
+            fast_bias_correction="bc" not in suffixes,
+        )
+        return DeployedPrecision(text, "openvino", 8, "int8-pc-a8", config)
+    raise _unknown(name)
+
+
+def _parse_ort(name: str, text: str, suffixes: list[str]) -> DeployedPrecision:
+    dynamic = "dynamic" in suffixes
+    per_channel = "pc" in suffixes
+    reduce_range = "rr" in suffixes
+    calibrations = [s for s in suffixes if s in ORT_CALIBRATIONS]
+    unknown = set(suffixes) - {"dynamic", "pc", "rr", *ORT_CALIBRATIONS}
+    if unknown or len(calibrations) > 1 or (dynamic and calibrations):
+        raise _unknown(name)
+    bits = 7 if reduce_range else 8
+    if per_channel:
+        twin = f"int{bits}-pc-{'da8' if dynamic else 'a8'}"
+    else:
+        twin = f"int{bits}-{'da8' if dynamic else 'a8'}-bn"
+    config: DeployedConfig = (
+        OrtDynamicConfig(per_channel, reduce_range)
+        if dynamic
+        else OrtStaticConfig(
+            per_channel, calibrations[0] if calibrations else "minmax", reduce_range
+        )
+    )
+    return DeployedPrecision(text, "ort", bits, twin, config)

@@ -37,9 +37,15 @@ from fairquant.errors import ConfigError
 
 
 def to_int8_model(
-    model: nn.Module, calibration: Tensor, *, backend: str = "x86", reduce_range: bool = False
+    model: nn.Module,
+    calibration: Tensor,
+    *,
+    backend: str = "x86",
+    reduce_range: bool = False,
+    float_modules: tuple[str, ...] = (),
 ) -> nn.Module:
-    """An int8 copy of ``model`` calibrated on ``calibration`` (model-ready images).
+    """An int8 copy of ``model`` calibrated on ``calibration`` (model-ready images); the modules
+    named in ``float_modules`` stay in float (their qconfig is ``None``).
 
     ``reduce_range`` gives activations 7 bits (quint8 0..127), PyTorch's own default for x86:
     on CPUs without VNNI its uint8 x int8 kernels can saturate 16-bit sums with 8 bits."""
@@ -67,6 +73,8 @@ def to_int8_model(
         weight=MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric),
     )
     mapping = QConfigMapping().set_global(qconfig)
+    for name in float_modules:
+        mapping.set_module_name(name, None)
     with warnings.catch_warnings():
         # torch.ao.quantization announces its move to torchao; the FX flow still works here
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from fairquant.quant.model import fold_batchnorm, layer_bits, quantized_layers
-from fairquant.quant.precision import Precision
+from fairquant.quant.precision import FLOAT_BITS, Precision
 
 SCALE_BYTES = 4
 
@@ -34,6 +34,8 @@ def packed_size_bytes(model: nn.Module, precision: Precision) -> int:
     if precision.kind == "int":
         bits = layer_bits(model, precision)
         for name, layer in quantized_layers(model):
+            if bits[name] >= FLOAT_BITS:
+                continue
             w = layer.weight
             scales = w.shape[0] if precision.per_channel and w.ndim > 1 else 1
             packed[f"{name}.weight" if name else "weight"] = (bits[name], scales)

@@ -19,8 +19,7 @@ alone, which the notes of the result say (``quantized k of n weight layers``).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,20 +27,10 @@ from torch import nn
 from fairquant._extras import require
 from fairquant.data.stream import Inputs
 from fairquant.errors import ConfigError
+from fairquant.quant.configs import INT4_GROUP_SIZES as INT4_GROUP_SIZES
+from fairquant.quant.configs import WORKFLOWS as WORKFLOWS
+from fairquant.quant.configs import TorchaoConfig as TorchaoConfig
 from fairquant.quant.model import quantized_layers
-
-Workflow = Literal["int8wo", "int8dq", "int4wo"]
-WORKFLOWS: tuple[str, ...] = ("int8wo", "int8dq", "int4wo")
-INT4_GROUP_SIZES = (32, 64, 128, 256)
-
-
-@dataclass(frozen=True)
-class TorchaoConfig:
-    """A torchao workflow (``torchao:int8wo``, ``torchao:int8dq``, ``torchao:int4wo[-g<size>]``)."""
-
-    workflow: Workflow
-    group_size: int | None = None
-    """Input channels per int4 scale (``int4wo``: 32, 64, 128 or 256; torchao's default 128)."""
 
 
 def _ao_config(config: TorchaoConfig) -> Any:
@@ -65,11 +54,15 @@ def quantize_torchao(
 
     name = f"torchao:{config.workflow}"
     q = copy.deepcopy(model).eval()
-    linear = {n: m for n, m in q.named_modules() if isinstance(m, nn.Linear)}
+    linear = {
+        n: m
+        for n, m in q.named_modules()
+        if isinstance(m, nn.Linear) and n not in config.float_modules
+    }
     if not linear:
         raise ConfigError(
             f"{name} quantizes nn.Linear layers only (torchao has no int8 convolution); "
-            f"{type(model).__name__} has none"
+            f"{type(model).__name__} has none left to quantize"
         )
     group = config.group_size
     if group is not None and not any(m.in_features % group == 0 for m in linear.values()):
@@ -79,7 +72,7 @@ def quantize_torchao(
             f"(in_features {widths}); choose a group size that divides one, e.g. -g32"
         )
     try:
-        quantize_(q, ao_config, filter_fn=lambda m, _: isinstance(m, nn.Linear))
+        quantize_(q, ao_config, filter_fn=lambda m, n: n in linear and m is linear[n])
         with torch.inference_mode():
             q(example) if isinstance(example, torch.Tensor) else q(**example)
     except Exception as e:  # torchao raises ImportError, NotImplementedError, AssertionError, ...
