@@ -42,10 +42,15 @@ from fairquant.metrics.uncertainty import (
     stratified_bootstrap_sums,
 )
 from fairquant.models.load import LoadedModel, ModelSource, load_model, parse_model_source
-from fairquant.options import NONFINITE  # "error": refuse the audit; "wrong": see _nonfinite
+from fairquant.options import (
+    DEFAULT_QAT_CONFIG,
+    NONFINITE,  # "error": refuse the audit; "wrong": see _nonfinite
+    TrainConfig,
+)
 from fairquant.quant import build
 from fairquant.quant.artifact import Predict, Quantized, module_predictor, state_dict_saver
 from fairquant.quant.calibrate import calibration_inputs
+from fairquant.quant.methods import make_quantizer
 from fairquant.quant.precision import (
     DEFAULT_PRECISIONS,
     AnyPrecision,
@@ -54,7 +59,7 @@ from fairquant.quant.precision import (
     parse_precision,
 )
 from fairquant.quant.size import packed_size_bytes
-from fairquant.schema import COLUMNS
+from fairquant.schema import AUDIT_JSON, COLUMNS, RESULTS_CSV
 from fairquant.train.checkpoint import load_with_data
 
 __all__ = [
@@ -75,7 +80,6 @@ __all__ = [
 ]
 
 #: The record of what was audited, beside ``results.csv``, and its schema id.
-AUDIT_JSON, RESULTS_CSV = "audit.json", "results.csv"
 AUDIT_SCHEMA = "fairquant.audit/1"
 #: Metrics only a deployed precision has: agreement of its predictions (%) with fp32's and with
 #: its simulated twin's (when the twin is audited too), and the artifact's size on disk.
@@ -182,6 +186,8 @@ def audit(
     calibration_method: str = "minmax",
     method: str = "ptq",
     quantize: Quantizer | None = None,
+    qat_config: TrainConfig | None = None,
+    lsq: bool = False,
     batch_size: int = 256,
     n_bootstrap: int = 1000,
     confidence: float = CONFIDENCE,
@@ -212,8 +218,10 @@ def audit(
     samples from, random or ``calib_balanced`` across groups, seeded by ``calib_seed``, default
     ``random_state``);
     without it, on the GroupedDataset's training split, or else on the first ``calib_size``
-    audited samples (said in ``notes``). ``quantize(model, precision)`` replaces PTQ (e.g. QAT,
-    with ``method="qat"``).
+    audited samples (said in ``notes``). ``method="qat"`` fine-tunes a copy per simulated
+    precision on the GroupedDataset's training split (:func:`~fairquant.quant.qat.qat_finetune`
+    with ``qat_config``, learned step sizes with ``lsq``); ``quantize(model, precision)``
+    replaces the method's quantizer.
 
     fp32 is always evaluated first: it is the reference for excess loss, accuracy drop and
     agreement; its rows have method ``none``. Every number gets a ``confidence`` interval from
@@ -250,6 +258,8 @@ def audit(
             f"deployed precisions {[p.name for p in deployed]} are post-training quantization; "
             f"they cannot run with method={method!r}"
         )
+    if method == "qat" and quantize is None:
+        quantize = _qat(simulated, data, qat_config, lsq, show_progress)
     notes = list(loaded.notes)
     transform = _transform(preprocess, data)
     if is_onnx:  # a clear error naming the file before any precision is built
@@ -592,6 +602,30 @@ def _transform(preprocess: Any, data: Any) -> Callable[[Inputs], Inputs] | None:
         return preprocess
     raise ConfigError(
         f"preprocess must be a Preprocess or a function of a batch; got {type(preprocess).__name__}"
+    )
+
+
+def _qat(
+    precisions: list[Precision],
+    data: Any,
+    config: TrainConfig | None,
+    lsq: bool,
+    show_progress: bool,
+) -> Quantizer:
+    """QAT's quantizer: fine-tune on ``data``'s training split (a GroupedDataset's)."""
+    if not isinstance(data, GroupedDataset):
+        raise ConfigError(
+            "method='qat' fine-tunes on the data's training split: pass a GroupedDataset, or "
+            "a quantize= function that fine-tunes"
+        )
+    return make_quantizer(
+        "qat",
+        precisions,
+        data.train,
+        qat_config=config or DEFAULT_QAT_CONFIG,
+        lsq=lsq,
+        seed=data.spec.seed,
+        show_progress=show_progress,
     )
 
 

@@ -16,9 +16,12 @@ import re
 from typing import NamedTuple
 
 __all__ = [
+    "AUDIT_JSON",
     "CELL_KEYS",
     "COLUMNS",
+    "FIGURE",
     "NUMBER_KEYS",
+    "RESULTS_CSV",
     "RESULT_COLUMNS",
     "SEPARATOR",
     "VALUE_COLUMNS",
@@ -38,6 +41,9 @@ COLUMNS = [*NUMBER_KEYS, *VALUE_COLUMNS]
 CELL_KEYS = ["dataset", "model", "mitigation", "seed"]
 #: Every column of a run directory's ``results.csv``, in order.
 RESULT_COLUMNS = [*CELL_KEYS, *COLUMNS]
+
+#: The files of an audit's folder: its table, its record and its figure of per-group accuracy.
+RESULTS_CSV, AUDIT_JSON, FIGURE = "results.csv", "audit.json", "group_accuracy.png"
 
 #: What joins the parts of a cell label.
 SEPARATOR = "__"

@@ -21,6 +21,8 @@ from rich.text import Text
 
 from fairquant.errors import ConfigError, FairquantError
 from fairquant.options import BACKENDS
+from fairquant.schema import FIGURE as FIGURE
+from fairquant.schema import RESULTS_CSV
 
 if TYPE_CHECKING:
     from fairquant.data import DataSpec
@@ -41,8 +43,7 @@ if not console.is_terminal:  # logs and pipes: rich would wrap wide tables at 80
 err_console = Console(stderr=True)
 
 CHECKPOINT = "checkpoint.pt"
-RESULTS = "results.csv"
-FIGURE = "group_accuracy.png"
+RESULTS = RESULTS_CSV
 
 
 def choice(name: str, values: Any) -> type[StrEnum]:

@@ -51,7 +51,6 @@ from fairquant.options import (
 if TYPE_CHECKING:
     from fairquant._audit import AuditResult
     from fairquant.data import GroupedDataset
-    from fairquant.data.preprocess import Preprocess
     from fairquant.metrics.verdict import Tolerance, Verdict
 
 MethodChoice = choice("MethodChoice", QUANT_METHODS)
@@ -144,40 +143,18 @@ def audit_and_report(
     *,
     quiet: bool,
     title: str,
-    method: str = "ptq",
-    qat_config: TrainConfig = DEFAULT_QAT_CONFIG,
-    lsq: bool = False,
-    calibration: str = "minmax",
-    calib_size: int = CALIB_SIZE,
-    calib_balanced: bool = False,
     n_bootstrap: int = N_BOOTSTRAP,
-    preprocess: Preprocess | None = None,
     tolerance: Tolerance | None = None,
-    nonfinite: str = "error",
+    **options,
 ) -> tuple[AuditResult, Verdict | None]:
     """Audit ``model`` (an nn.Module, or a LoadedModel that records its source) on the test
-    split of ``dataset``; write results.csv, audit.json and the figure into the run folder
-    ``out``; print the table. With a ``tolerance``, also judge it (verdict.json,
-    verdict.junit.xml) and print the verdict first."""
+    split of ``dataset`` (``options``: :func:`fairquant.audit`'s), write its folder into the run
+    folder ``out`` (:func:`fairquant.report.audit.write_audit`, judged with a ``tolerance``) and
+    print the verdict, the table and the notes."""
     from fairquant._audit import audit as run_audit
     from fairquant.metrics.frame import EmptyGroupWarning, UndefinedMetricWarning
-    from fairquant.quant import parse_precisions
-    from fairquant.quant.methods import make_quantizer
-    from fairquant.report import accuracy_table, plot_group_accuracy
-    from fairquant.report.verdict import summary_lines, write_verdict
+    from fairquant.report.audit import write_audit
 
-    quantize = None
-    if method != "ptq":  # QAT fine-tunes each simulated precision (make_quantizer checks them)
-        simulated = [p for p in parse_precisions(precisions) if not p.deployed]
-        quantize = make_quantizer(
-            method,
-            simulated,
-            dataset.train,
-            qat_config=qat_config,
-            lsq=lsq,
-            seed=dataset.spec.seed,
-            show_progress=not quiet,
-        )
     with warnings.catch_warnings():  # these say what the notes below say: print them once
         warnings.simplefilter("ignore", EmptyGroupWarning)
         warnings.simplefilter("ignore", UndefinedMetricWarning)
@@ -185,38 +162,42 @@ def audit_and_report(
             model,
             dataset,
             precisions=precisions,
-            preprocess=preprocess,
-            calib_size=calib_size,
-            calib_balanced=calib_balanced,
             calib_seed=dataset.spec.seed,
-            calibration_method=calibration,
-            method=method,
-            quantize=quantize,
             batch_size=512,
             n_bootstrap=n_bootstrap,
             workdir=out.scratch,
             show_progress=not quiet,
-            nonfinite=nonfinite,
+            **options,
         )
     source = result.record.get("model") or {}
     if str(source.get("name", "")).startswith(str(out.stage)):  # quickstart's own checkpoint
         source["name"] = str(out.final(Path(source["name"])))
-    train_counts = dataset.counts()["train"]
-    csv, record = result.write(out.stage, run=out.run)
-    png = plot_group_accuracy(result, out.stage / FIGURE, train_counts=train_counts, title=title)
-    judged, written = None, []
-    if tolerance is not None:
-        judged, written = write_verdict(
-            result, tolerance, out.stage, n_bootstrap=n_bootstrap, run=out.run
-        )
-        for line in summary_lines(judged):
-            console.print(line, markup=False, highlight=False)
-    console.print(accuracy_table(result, train_counts=train_counts, title=title))
+    written = write_audit(
+        result,
+        out.stage,
+        tolerance=tolerance,
+        n_bootstrap=n_bootstrap,
+        title=title,
+        train_counts=dataset.counts()["train"],
+        run=out.run,
+    )
+    _print_audit(result, written, dataset, title, out)
+    return result, written.verdict
+
+
+def _print_audit(result: AuditResult, written, dataset: GroupedDataset, title: str, out: RunFolder):
+    """The verdict's summary, the accuracy table, the notes and the files written."""
+    from fairquant.report import accuracy_table
+    from fairquant.report.verdict import summary_lines
+
+    judged, counts = written.verdict, dataset.counts()["train"]
+    for line in summary_lines(judged) if judged else []:
+        console.print(line, markup=False, highlight=False)
+    console.print(accuracy_table(result, train_counts=counts, title=title))
     for note in [*result.notes, *(judged.notes if judged else [])]:
         print_line(console, "note", "yellow", note)
-    files = [out.final(p) for p in (csv, record, *written)]
-    console.print(f"wrote {', '.join(map(str, files))} and {out.final(png)}")
-    return result, judged
+    files = ", ".join(str(out.final(p)) for p in written.files)
+    console.print(f"wrote {files} and {out.final(written.figure)}")
 
 
 @app.command()
@@ -500,7 +481,7 @@ def audit(
             method=method.value,
             qat_config=replace(DEFAULT_QAT_CONFIG, epochs=qat_epochs, lr=qat_lr),
             lsq=qat_lsq,
-            calibration=calibration.value,
+            calibration_method=calibration.value,
             calib_size=calib_size,
             calib_balanced=calib_balanced,
             title=f"{data.spec.name}, {target_.label}: test accuracy (%) by {data.group}",
