@@ -25,21 +25,28 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
-from fairquant._audit import audit_model
+import fairquant
 from fairquant.data import load_dataset
-from fairquant.metrics.curvature import GroupCurvature
-from fairquant.metrics.sensitivity import (
+from fairquant.metrics import (
+    GroupCurvature,
+    across_seeds,
     measured_excess,
     measured_layer_excess,
+    paired_seed_test,
     predict_excess,
+    stack_seeds,
     taylor_excess,
 )
-from fairquant.metrics.uncertainty import across_seeds, paired_seed_test, stack_seeds
-from fairquant.mitigate.allocate import allocate_precision
-from fairquant.quant import layer_bits, packed_size_bytes, parse_precision, quantized_layers
-from fairquant.quant.calibrate import calibration_indices
-from fairquant.quant.methods import make_quantizer
-from fairquant.quant.qat import DEFAULT_QAT_CONFIG
+from fairquant.mitigate import allocate_precision
+from fairquant.quant import (
+    DEFAULT_QAT_CONFIG,
+    calibration_indices,
+    layer_bits,
+    make_quantizer,
+    packed_size_bytes,
+    parse_precision,
+    quantized_layers,
+)
 from fairquant.train import load_checkpoint
 
 ALLOCATIONS = [  # (name, objective, sensitivity source)
@@ -241,7 +248,7 @@ def main() -> None:
                 )
             if not chosen:
                 continue
-            audit = audit_model(
+            audit = fairquant.audit_model(
                 model,
                 data.test,
                 names,

@@ -4,7 +4,7 @@ test split.
 
 For each checkpoint (trained with ``--val-size``: the search measures on that held-out split) and
 each tolerance in ``--max-drop`` (accuracy points any group may lose), one shared evaluator runs
-every method of :func:`fairquant.mitigate.search.compare_searches`: ``fairquant`` (the
+every method of :func:`fairquant.compare_searches`: ``fairquant`` (the
 GGN-diagonal predictor proposes, measurement verifies, cuts tighten), ``measured`` (the same loop
 on AIMET's exhaustive table: every layer at every width measured), ``uniform`` (the smallest
 uniform width that passes), ``loss-only`` (AIMET/HAWQ: the average drop within the tolerance)
@@ -23,6 +23,7 @@ mean size, verdicts, speed-up) and prints both.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,12 +31,17 @@ from pathlib import Path
 import pandas as pd
 
 import fairquant
-from fairquant._io import atomic_write
-from fairquant.metrics.verdict import Tolerance
-from fairquant.mitigate.search import METHODS, Evaluator, SearchConfig, compare_searches
-from fairquant.quant.precision import parse_precision
-from fairquant.quant.size import packed_size_bytes
+from fairquant import SearchConfig, Tolerance, compare_searches, parse_precision
+from fairquant.mitigate import SEARCH_METHODS, Evaluator
+from fairquant.quant import packed_size_bytes
 from fairquant.train import held_out_validation, load_with_data
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` into ``path`` whole or not at all: written beside it, then renamed over it."""
+    partial = path.with_name(path.name + ".partial")
+    frame.to_csv(partial, index=False)
+    os.replace(partial, path)
 
 
 def _one(path: Path, tolerances: list[float], config: SearchConfig, methods) -> pd.DataFrame:
@@ -102,7 +108,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--max-drop", default="1,2", help="tolerances in points, comma-separated")
     parser.add_argument("--bits", default="2,3,4,8,16")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(SEARCH_METHODS))
     parser.add_argument("--samples", type=int, default=128, help="predictor samples per group")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--criterion", default="estimate", help="estimate or upper-bound")
@@ -120,7 +126,7 @@ def main() -> None:
     for path in (Path(p) for p in args.checkpoints.split(",")):
         frames.append(_one(path, tolerances, config, methods))
         runs = pd.concat(frames, ignore_index=True)
-        atomic_write(args.out / "runs.csv", lambda p, f=runs: f.to_csv(p, index=False))
+        _write_csv(runs, args.out / "runs.csv")
     runs = pd.concat(frames, ignore_index=True)
     table = (
         runs.groupby(["dataset", "max_drop", "method"], sort=False)
@@ -142,7 +148,7 @@ def main() -> None:
     )
     fp32 = runs.groupby("dataset").fp32_bytes.mean()
     table["size_vs_fp32"] = table.size_vs_fp32 / table.dataset.map(fp32)
-    atomic_write(args.out / "table.csv", lambda p: table.to_csv(p, index=False))
+    _write_csv(table, args.out / "table.csv")
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.round(3).to_string(index=False))
     print(f"wrote {args.out / 'runs.csv'} and {args.out / 'table.csv'}")

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from mitigate.test_allocate_smallest import RESNET18, resnet18_costs
 
-from fairquant.mitigate.allocate import allocate_bits, smallest_bits
+from fairquant.mitigate import allocate_bits, smallest_bits
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ import torch
 import fairquant
 from fairquant.data import DataSpec
 from fairquant.models import ModelSpec
-from fairquant.quant.qat import DEFAULT_QAT_CONFIG
+from fairquant.quant import DEFAULT_QAT_CONFIG
 from fairquant.train import TrainConfig
 
 METRICS = ("phi", "accuracy", "worst_group_accuracy")

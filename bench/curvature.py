@@ -73,7 +73,7 @@ import torch
 import torch.nn.functional as F
 
 from fairquant.data import DataSpec, load_dataset
-from fairquant.metrics.curvature import (
+from fairquant.metrics import (
     GroupCurvature,
     ProbeBudget,
     SampleCurvature,

@@ -1,10 +1,11 @@
 """Real int8 kernels against the simulation: accuracy per group and latency, side by side.
 
 Loads a checkpoint (default: trains the quickstart model), builds the simulated ``int8-a8`` model
-and a real int8 model (``fairquant.quant.real``) from the same calibration images, and prints
+and a real int8 model (``torch:int8``, PyTorch's int8 kernels), both built by
+:func:`fairquant.quantize` from the same calibration images, and prints
 overall and per-group accuracy of fp32, simulated and real int8, the largest per-group gap between
 simulation and real kernels (the issue's bar: within 0.5 points overall), the layers that run int8
-kernels, and the median latency at batch 1 and 64.
+kernels (the build's notes), and the median latency at batch 1 and 64.
 
     python bench/int8_real.py [--checkpoint PATH] [--calib-size 256]
 """
@@ -15,12 +16,11 @@ import argparse
 
 import torch
 
+import fairquant
 from fairquant.data import default_digits_spec, load_dataset
 from fairquant.metrics import group_mean
 from fairquant.models import ModelSpec, predict_logits
-from fairquant.quant import parse_precision, quantize_model
-from fairquant.quant.calibrate import calibration_indices
-from fairquant.quant.real import latency_ms, real_kernel_layers, to_int8_model
+from fairquant.quant import calibration_indices, latency_ms
 from fairquant.train import TrainConfig, fit, load_checkpoint
 
 
@@ -36,10 +36,11 @@ def main() -> None:
         data = load_dataset(default_digits_spec())
         model, _ = fit(data, ModelSpec("resnet18", 8), TrainConfig(epochs=30), show_progress=False)
     calib = data.train.x[calibration_indices(data.train, args.calib_size, balanced=False, seed=0)]
+    real = fairquant.quantize(model, "torch:int8", calibration=calib)
     models = {
         "fp32": model.eval(),
-        "int8-a8 simulated": quantize_model(model, parse_precision("int8-a8"), calibration=calib),
-        "int8 real kernels": to_int8_model(model, calib),
+        "int8-a8 simulated": fairquant.quantize(model, "int8-a8", calibration=calib).module,
+        "int8 real kernels": real.module,
     }
     test, k = data.test, len(data.group_names)
     acc = {}
@@ -55,7 +56,7 @@ def main() -> None:
         f"real - simulated: overall {real[0] - sim[0]:+.2f} points, largest group gap "
         f"{(real[1] - sim[1]).abs().max().item():.2f} points"
     )
-    print("int8 kernels:", real_kernel_layers(models["int8 real kernels"]))
+    print("\n".join(real.notes))
     for bs in (1, 64):
         x = test.x[:bs]
         fp, q = latency_ms(models["fp32"], x), latency_ms(models["int8 real kernels"], x)

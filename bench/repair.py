@@ -25,11 +25,14 @@ import pandas as pd
 import torch
 
 import fairquant
-from fairquant.metrics.functional import per_sample_loss
-from fairquant.metrics.samples import PerSample
-from fairquant.quant.calibrate import calibration_indices
-from fairquant.quant.openvino import OpenVinoModel, int8_weight_layers, weight_layers
-from fairquant.quant.ort import export_onnx
+from fairquant.metrics import per_sample_loss
+from fairquant.quant import (
+    OpenVinoModel,
+    calibration_indices,
+    export_onnx,
+    int8_weight_layers,
+    weight_layers,
+)
 
 
 def _logits(predict, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
@@ -44,7 +47,7 @@ def _accuracy(logits: torch.Tensor, split, k: int) -> np.ndarray:
 
 def _judge(name, logits, ref, data, tolerance) -> fairquant.Verdict:
     test = data.test
-    samples = PerSample(
+    samples = fairquant.PerSample(
         y=test.y.numpy(),
         g=test.g.numpy(),
         predictions={"fp32": ref.argmax(1).numpy(), name: logits.argmax(1).numpy()},
@@ -194,7 +197,7 @@ def _nncf_rows(ckpt, data, validation, tolerance, calib_size, ctx) -> list[dict]
 def train_quickstart(path: Path, *, val_size: float, epochs: int = 30, seed: int = 0) -> None:
     """The quickstart's model (ResNet-18 width 8 on the long-tailed digits, 30 epochs), trained
     with ``val_size`` of its training split held out as the validation split."""
-    from fairquant.data.digits import default_digits_spec
+    from fairquant.data import default_digits_spec
 
     data = fairquant.load_dataset(default_digits_spec(seed=seed))
     spec, config = (

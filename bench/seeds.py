@@ -18,13 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from fairquant._audit import audit_model
+import fairquant
 from fairquant.data import DataSpec, default_digits_spec, load_dataset
-from fairquant.metrics.uncertainty import across_seeds, paired_seed_test, stack_seeds
+from fairquant.metrics import across_seeds, paired_seed_test, stack_seeds
 from fairquant.models import ModelSpec
-from fairquant.quant import parse_precisions
-from fairquant.quant.methods import make_quantizer
-from fairquant.quant.qat import DEFAULT_QAT_CONFIG
+from fairquant.quant import DEFAULT_QAT_CONFIG, make_quantizer, parse_precisions
 from fairquant.train import TrainConfig, fit, load_checkpoint, save_checkpoint
 
 METRICS = ["accuracy", "phi", "accuracy_gap", "worst_group_accuracy", "cev", "sde", "exemplars"]
@@ -98,7 +96,7 @@ def main() -> None:
                 seed=seed,
                 show_progress=False,
             )
-            audit = audit_model(
+            audit = fairquant.audit_model(
                 model,
                 data.test,
                 data.group_names,

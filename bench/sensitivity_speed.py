@@ -36,17 +36,17 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
-from fairquant.data import Split
-from fairquant.data.split import validation_split
-from fairquant.metrics.curvature import GroupCurvature, ggn_diagonal
-from fairquant.metrics.sensitivity import (
+from fairquant.data import Split, validation_split
+from fairquant.metrics import (
+    GroupCurvature,
     diagonal_excess,
+    ggn_diagonal,
     layer_trace_sensitivity,
     measured_layer_excess,
     taylor_excess,
 )
 from fairquant.models import ModelSpec, build_model
-from fairquant.quant.calibrate import calibration_indices
+from fairquant.quant import calibration_indices
 
 
 def timed(fn: Callable[[], pd.DataFrame]) -> tuple[pd.DataFrame, float]:

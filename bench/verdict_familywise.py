@@ -21,14 +21,15 @@ import time
 
 import numpy as np
 
-from fairquant.metrics.paired import (
+from fairquant.metrics import (
+    ALPHA,
     drop_tests,
     exact_exceed_p,
     exact_exceed_rate,
+    holm,
     mcnemar_exact,
     table_probabilities,
 )
-from fairquant.metrics.policy import ALPHA, holm
 
 
 def _numbers(text: str, kind=float) -> list:

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from fairquant.metrics.paired import decision_rates
-from fairquant.metrics.policy import ALPHA
+from fairquant.metrics import ALPHA, decision_rates
 
 SIZES = (20, 50, 100, 200, 500, 1000, 2000)
 DROPS = (0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0)

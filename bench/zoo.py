@@ -2,11 +2,11 @@
 
 For each zoo model at a CPU-scale width: parameters; packed size at fp32, int8 and int4; it trains
 a few epochs on the embedded digits (32x32, imbalanced as in the quickstart) and reports the
-training speed; then the simulated ``int8-a8`` model (``int8-a8-bn`` where the model has
-BatchNorm, as the real kernels fold it) and the real int8 model (``fairquant.quant.real``), both
-calibrated on the same 256 training images, are compared: test accuracy of each and the fraction
-of test images on which they predict the same class; the layer types that run int8 kernels; and
-the median latency of fp32 and real int8 on a batch of 32.
+training speed; then the simulated ``int8-a8`` model (``int8-a8-bn`` where the model has BatchNorm,
+as the real kernels fold it) and the real int8 model (``torch:int8``), both built by
+:func:`fairquant.quantize` and calibrated on the same 256 training images, are compared: test
+accuracy of each and the fraction of test images on which they predict the same class; the layer
+types that run int8 kernels; and the median latency of fp32 and real int8 on a batch of 32.
 
     python bench/zoo.py [--epochs 3] [--models resnet18_tv,vit_small] [--limit N] [--repeats 10]
 """
@@ -20,11 +20,10 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+import fairquant
 from fairquant.data import default_digits_spec, load_dataset
 from fairquant.models import ModelSpec, predict_logits
-from fairquant.quant import packed_size_bytes, parse_precision, quantize_model
-from fairquant.quant.calibrate import calibration_indices
-from fairquant.quant.real import latency_ms, real_kernel_layers, to_int8_model
+from fairquant.quant import calibration_indices, latency_ms, packed_size_bytes, parse_precision
 from fairquant.train import TrainConfig, fit
 
 #: CPU-scale sizes: each trains an epoch of the digits in seconds to a minute on 2 cores.
@@ -61,10 +60,11 @@ def main() -> None:
         model.eval()
         has_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
         sim_name = "int8-a8-bn" if has_bn else "int8-a8"
-        sim = quantize_model(model, parse_precision(sim_name), calibration=calib)
+        sim = fairquant.quantize(model, sim_name, calibration=calib).module
         start = time.perf_counter()
-        real = to_int8_model(model, calib)
-        convert_s = time.perf_counter() - start
+        built = fairquant.quantize(model, "torch:int8", calibration=calib)
+        convert_s = time.perf_counter() - start  # its state_dict written once, for the size
+        real = built.module
         pred = {
             k: predict_logits(m, test.x).argmax(1)
             for k, m in (("fp32", model), ("sim", sim), ("real", real))
@@ -86,7 +86,7 @@ def main() -> None:
             f"points; same prediction on {agree:.1f}% of images)\n"
             f"  latency batch 32: fp32 {fp_ms:.1f} ms, real int8 {q_ms:.1f} ms "
             f"(x{fp_ms / q_ms:.2f}); conversion {convert_s:.1f} s\n"
-            f"  int8 kernels: {real_kernel_layers(real)}"
+            f"  {'; '.join(built.notes)}"
         )
 
 

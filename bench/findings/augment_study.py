@@ -19,8 +19,7 @@ import pandas as pd
 import yaml
 from _page import Study, interval, main, num, pval, span, table, thousands, words
 
-from fairquant.metrics.policy import ALPHA, ALTERNATIVE
-from fairquant.metrics.uncertainty import sign_flip_floor
+from fairquant.metrics import ALPHA, ALTERNATIVE, sign_flip_floor
 
 DATA = "examples/augment-study"
 SETTINGS = [("none", "fp32"), ("ptq", "int8"), ("ptq", "int4"), ("qat", "int8"), ("qat", "int4")]

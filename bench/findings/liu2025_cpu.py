@@ -16,9 +16,8 @@ import pandas as pd
 import yaml
 from _page import Study, interval, main, num, pval, span, table, thousands
 
-from fairquant.experiments.findings import findings
-from fairquant.metrics.policy import ALPHA
-from fairquant.metrics.uncertainty import across_seeds
+from fairquant.experiments import findings
+from fairquant.metrics import ALPHA, across_seeds
 
 DATA = "examples/liu2025-cpu"
 NAMES = {  # the run's dataset label: (page's name, page's name in the README's table)

@@ -16,8 +16,7 @@ import pandas as pd
 import yaml
 from _page import Study, main, num, pval, span, thousands, words
 
-from fairquant.metrics.policy import ALPHA, ALTERNATIVE
-from fairquant.metrics.uncertainty import across_seeds, sign_flip_floor
+from fairquant.metrics import ALPHA, ALTERNATIVE, across_seeds, sign_flip_floor
 
 DATA = "examples/mitigate-utkface"
 TRAINING = ("gt", "re", "over", "weighted", "fairqat")  # the mitigations that change training

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from _page import Study, main, num, pval, table, words
 
-from fairquant.report.verdict import outward
+from fairquant.report import outward
 
 GOLDEN = "tests/golden/quickstart_results.GenuineIntel-6-207.csv"
 VERDICT = "examples/quickstart/verdict.json"

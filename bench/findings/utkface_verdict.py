@@ -17,7 +17,7 @@ from pathlib import Path
 
 from _page import Study, main, num, pval, table, thousands, words
 
-from fairquant.report.verdict import outward
+from fairquant.report import outward
 
 DATA = "examples/ship/utkface-verdict"
 

@@ -5,6 +5,8 @@
 """
 
 from fairquant.experiments.config import ExperimentConfig, load_config, parse_config
+from fairquant.experiments.findings import findings
 from fairquant.experiments.runner import RunSummary, run_experiment
 
 __all__ = ["ExperimentConfig", "RunSummary", "load_config", "parse_config", "run_experiment"]
+__all__ += ["findings"]

@@ -1,6 +1,7 @@
 """Mitigations of quantization's disparate impact: resampling, loss weights, augmentation,
 balanced calibration and FairQAT, as named options (:mod:`fairquant.mitigate.pipeline`)."""
 
+from fairquant.mitigate.allocate import allocate_bits, allocate_precision, smallest_bits
 from fairquant.mitigate.augment import augment_images, balance_augment, balancing_key
 from fairquant.mitigate.pipeline import (
     VALID_NAMES,
@@ -14,6 +15,8 @@ from fairquant.mitigate.pipeline import (
     train_mitigated,
 )
 from fairquant.mitigate.resample import resample_indices
+from fairquant.mitigate.search import METHODS as SEARCH_METHODS
+from fairquant.mitigate.search import Evaluator
 from fairquant.mitigate.weights import class_weights
 
 __all__ = [
@@ -32,3 +35,5 @@ __all__ = [
     "resample_indices",
     "train_mitigated",
 ]
+# mixed precision: the integer programs and the measured search's shared evaluations
+__all__ += ["SEARCH_METHODS", "Evaluator", "allocate_bits", "allocate_precision", "smallest_bits"]
