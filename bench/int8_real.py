@@ -36,11 +36,11 @@ def main() -> None:
         data = load_dataset(default_digits_spec())
         model, _ = fit(data, ModelSpec("resnet18", 8), TrainConfig(epochs=30), show_progress=False)
     calib = data.train.x[calibration_indices(data.train, args.calib_size, balanced=False, seed=0)]
-    real = fairquant.quantize(model, "torch:int8", calibration=calib)
+    deployed = fairquant.quantize(model, "torch:int8", calibration=calib)
     models = {
         "fp32": model.eval(),
         "int8-a8 simulated": fairquant.quantize(model, "int8-a8", calibration=calib).module,
-        "int8 real kernels": real.module,
+        "int8 real kernels": deployed.module,
     }
     test, k = data.test, len(data.group_names)
     acc = {}
@@ -56,7 +56,7 @@ def main() -> None:
         f"real - simulated: overall {real[0] - sim[0]:+.2f} points, largest group gap "
         f"{(real[1] - sim[1]).abs().max().item():.2f} points"
     )
-    print("\n".join(real.notes))
+    print("\n".join(deployed.notes))
     for bs in (1, 64):
         x = test.x[:bs]
         fp, q = latency_ms(models["fp32"], x), latency_ms(models["int8 real kernels"], x)
