@@ -1,5 +1,7 @@
 """Group metrics: accuracy, loss, excess loss G(a) and the disparity φ(D); group-fairness
-metrics, bootstrap intervals and tests across seeds (``fairness``, ``uncertainty``, ``frame``)."""
+metrics, bootstrap intervals and tests across seeds (``fairness``, ``uncertainty``, ``frame``);
+the verdict's exact paired tests (``paired``), curvature per group (``curvature``) and per-layer
+sensitivity (``sensitivity``)."""
 
 from fairquant.metrics.curvature import (
     GroupCurvature,

@@ -1,5 +1,6 @@
 """Mitigations of quantization's disparate impact: resampling, loss weights, augmentation,
-balanced calibration and FairQAT, as named options (:mod:`fairquant.mitigate.pipeline`)."""
+balanced calibration and FairQAT, as named options (:mod:`fairquant.mitigate.pipeline`); mixed
+precision's integer programs and the measured search's evaluations."""
 
 from fairquant.mitigate.allocate import allocate_bits, allocate_precision, smallest_bits
 from fairquant.mitigate.augment import augment_images, balance_augment, balancing_key

@@ -1,4 +1,5 @@
-"""Quantization: the papers' quantizer, named precisions and quantized model copies."""
+"""Quantization: the papers' quantizer, named precisions and quantized model copies; calibration,
+PTQ or QAT, and the deployed toolchains' export and loading."""
 
 from fairquant.quant.artifact import Quantized
 from fairquant.quant.build import quantize
