@@ -31,6 +31,7 @@ from fairquant.mitigate.search import (
     smallest_uniform,
 )
 from fairquant.quant import parse_precision, quantize_model, quantized_layers
+from fairquant.quant.build import quantize
 from fairquant.quant.precision import parse_precisions
 
 GROUPS = ["a", "b", "c"]
@@ -124,9 +125,9 @@ def test_evaluator_measures_each_candidate_once(tiny, monkeypatch):
 
     def counting(m, precision, **kwargs):
         calls.append(tuple(b for _, b in precision.layers))
-        return quantize_model(m, precision, **kwargs)
+        return quantize(m, precision, **kwargs)
 
-    monkeypatch.setattr(search, "quantize_model", counting)
+    monkeypatch.setattr(search, "quantize", counting)
     ev = Evaluator(model, validation, GROUPS)
     first = ev.evaluate([2, 4, 8])
     assert ev.evaluate((2, 4, 8)) is first and ev.evaluations == 2  # fp32 and one candidate
