@@ -3,8 +3,6 @@ keep every group within a tolerance (selected on the validation split, judged on
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -147,66 +145,123 @@ def allocate_command(
             help="Search mode: exit 0 if the test verdict passes, 3 if it fails, 4 if inconclusive."
         ),
     ] = False,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PRECISION",
+            help="Search mode on a deployed precision's own kernels (ort:int8, openvino:int8, "
+            "torch:int8, torchao:int8dq, ...): each layer is quantized at it or kept in float, "
+            "every candidate built by the toolchain, its size the bytes of its file; --out gets "
+            "that file (model.onnx for ort:). Default: fairquant's simulated widths (--bits).",
+        ),
+    ] = None,
 ) -> None:
     """Choose per-layer bits that protect the worst-off group (or the loss) within a size budget,
     or (--max-drop) the smallest ones that keep every group within a tolerance."""
     from fairquant.metrics.verdict import Tolerance
-    from fairquant.mitigate.search import SearchConfig
     from fairquant.train import load_with_data
 
     with user_errors():
         checked_file(out)  # before any compute
         tolerance = Tolerance.parse(max_drop, max_phi)
-        if tolerance is None:
-            refuse_given(
-                ctx,
-                ("val_size", "criterion", "rounds", "baselines", "bootstrap", "gate"),
-                "without --max-drop: they belong to the search for the smallest model within a "
-                "tolerance, not to a size budget",
-            )
-        else:
-            refuse_given(
-                ctx,
-                ("objective",),
-                "with --max-drop: the search keeps every group within the tolerance; "
-                "--objective chooses what a size budget (--budget) minimises",
-            )
+        _refuse_other_mode(ctx, tolerance)
         ckpt, dataset = load_with_data(checkpoint)
+        options = {"samples_per_group": samples, "per_channel": per_channel}
         if tolerance is None:
-            # only what was given: the rest takes allocate()'s defaults
-            given = {
-                "budget": f"{budget_bytes}B" if budget_bytes else budget,
-                "bits": parse_ints(bits, "--bits") if bits else None,
-                "sensitivity": sensitivity.value if sensitivity else None,
-            }
-            _budget_mode(
-                ckpt,
-                dataset,
-                out,
-                objective.value,
-                {k: v for k, v in given.items() if v is not None},
-                samples_per_group=samples,
-                per_channel=per_channel,
-                seed=seed,
-            )
+            given = _budget_given(budget, budget_bytes, bits, sensitivity)
+            _budget_mode(ckpt, dataset, out, objective.value, given, **options, seed=seed)
             return
-        if budget is not None or budget_bytes is not None:
-            raise ConfigError(
-                "give a size budget (--budget) or a tolerance (--max-drop), not both: the search "
-                "finds the smallest size within the tolerance"
-            )
-        config = SearchConfig(
-            **({"bits": tuple(parse_ints(bits, "--bits"))} if bits else {}),
-            **({"sensitivity": sensitivity.value} if sensitivity else {}),
-            samples_per_group=samples,
+        config = _search_config(
+            ctx,
+            budget if budget is not None else budget_bytes,
+            precision,
+            bits,
+            sensitivity,
+            **options,
             max_rounds=rounds,
-            per_channel=per_channel,
             random_state=seed,
             criterion=criterion.value,
         )
         code = _search_mode(ckpt, dataset, out, tolerance, config, val_size, baselines, bootstrap)
     if gate:
         raise typer.Exit(code)
+
+
+def _refuse_other_mode(ctx: typer.Context, tolerance) -> None:
+    """The options of the mode not asked for (a size budget, or the search within a tolerance)."""
+    if tolerance is None:
+        refuse_given(
+            ctx,
+            ("val_size", "criterion", "rounds", "baselines", "bootstrap", "gate", "precision"),
+            "without --max-drop: they belong to the search for the smallest model within a "
+            "tolerance, not to a size budget",
+        )
+    else:
+        refuse_given(
+            ctx,
+            ("objective",),
+            "with --max-drop: the search keeps every group within the tolerance; "
+            "--objective chooses what a size budget (--budget) minimises",
+        )
+
+
+def _search_config(ctx: typer.Context, budget, precision, bits, sensitivity, **options):
+    """The search's :class:`~fairquant.mitigate.search.SearchConfig` from its options."""
+    from fairquant.mitigate.search import SearchConfig
+
+    if budget is not None:
+        raise ConfigError(
+            "give a size budget (--budget) or a tolerance (--max-drop), not both: the search "
+            "finds the smallest size within the tolerance"
+        )
+    if precision is not None:
+        options["base"] = _deployed_base(ctx, precision, sensitivity)
+    return SearchConfig(
+        **({"bits": tuple(parse_ints(bits, "--bits"))} if bits else {}),
+        **({"sensitivity": sensitivity.value} if sensitivity else {}),
+        **options,
+    )
+
+
+def _deployed_base(ctx: typer.Context, text: str, sensitivity):
+    """``--precision``: a deployed precision, and the options it leaves no room for."""
+    from fairquant.quant.configs import FORMS, DeployedPrecision
+    from fairquant.quant.precision import parse_precision
+
+    refuse_given(
+        ctx,
+        ("bits", "per_channel"),
+        f"with --precision {text}: it fixes each layer's choice (quantized at it, or kept in "
+        "float) and its scales (per channel: spell it, e.g. ort:int8-pc)",
+    )
+    refuse_given(
+        ctx, ("baselines",), f"with --precision {text}: they compare fairquant's simulated widths"
+    )
+    if sensitivity is not None and sensitivity.value == "measured":
+        raise ConfigError(
+            f"--sensitivity measured does not apply with --precision {text}: its table simulates "
+            "fairquant's widths; use diagonal or predicted"
+        )
+    try:
+        base = parse_precision(text)
+    except ConfigError as e:
+        raise ConfigError(f"--precision: {e}") from None
+    if not isinstance(base, DeployedPrecision):
+        raise ConfigError(
+            f"--precision {text!r}: expected a deployed precision ({', '.join(FORMS)}); "
+            "fairquant's simulated widths are searched with --bits"
+        )
+    return base
+
+
+def _budget_given(budget, budget_bytes, bits, sensitivity) -> dict:
+    """Only what was given: the rest takes allocate()'s defaults."""
+    given = {
+        "budget": f"{budget_bytes}B" if budget_bytes else budget,
+        "bits": parse_ints(bits, "--bits") if bits else None,
+        "sensitivity": sensitivity.value if sensitivity else None,
+    }
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _budget_mode(ckpt, dataset, out, objective: str, given: dict, **options) -> None:
@@ -233,23 +288,38 @@ def _budget_mode(ckpt, dataset, out, objective: str, given: dict, **options) -> 
 
 
 def _search_mode(ckpt, dataset, out, tolerance, config, val_size, baselines, bootstrap) -> int:
-    from fairquant._audit import audit as run_audit
-    from fairquant.metrics.verdict import verdict as judge
-    from fairquant.mitigate.search import METHODS, compare_searches
+    from fairquant.mitigate.search import smallest_within
     from fairquant.report.verdict import exit_code, summary_lines
-    from fairquant.train import held_out_validation
 
-    size = None if val_size is None else fraction_or_count(val_size)
-    validation, note = held_out_validation(ckpt, dataset, size=size)
-    console.print(f"selecting on {note}")
-    names = dataset.group_names
-    methods = METHODS if baselines else ("fairquant",)
-    if config.sensitivity == "measured":  # "fairquant" then is the measured search itself
-        methods = tuple(m for m in methods if m != "measured")
-    results, table = compare_searches(
-        ckpt.model, validation, names, tolerance, config=config, methods=methods
+    found = smallest_within(
+        ckpt,
+        dataset,
+        tolerance,
+        out,
+        config=config,
+        val_size=None if val_size is None else fraction_or_count(val_size),
+        baselines=baselines,
+        n_bootstrap=bootstrap,
     )
-    chosen = results["fairquant"]  # the search with config's predictor
+    chosen = found.chosen
+    console.print(f"selecting on {found.validation_note}")
+    console.print(_rounds_table(chosen, dataset.group_names))
+    console.print(_methods_table(found.table, tolerance))
+    console.print(_wrote(found.path, chosen, config.base))
+    console.print(
+        f"{chosen.method}: {chosen.size_bytes / 1024:.1f} KiB, {chosen.average_bits:.2f} average "
+        f"weight bits, after {chosen.evaluations} evaluations of the validation split in "
+        f"{chosen.seconds:.1f} s{_proven(chosen, config.base)}"
+    )
+    console.print("[bold]test split verdict of the searched model[/]")
+    for line in summary_lines(found.verdict):
+        console.print(line, highlight=False)
+    for m, status in found.others.items():
+        console.print(f"{m}: {status.upper()} on the test split", highlight=False)
+    return exit_code(found.verdict)
+
+
+def _rounds_table(chosen, names: list[str]) -> Table:
     rounds = Table(title=f"search rounds ({chosen.method}): validation drop (points) per group")
     for column in ("round", "KiB", "avg bits", "within", *names):
         rounds.add_column(column, justify="right")
@@ -261,18 +331,13 @@ def _search_mode(ckpt, dataset, out, tolerance, config, val_size, baselines, boo
             "yes" if r["feasible"] else "no",
             *(f"{r[f'drop[{a}]']:+.2f}" for a in names),
         )
-    console.print(rounds)
+    return rounds
+
+
+def _methods_table(table, tolerance) -> Table:
     side = Table(title=f"at max drop {tolerance.max_drop:g} on the validation split")
-    for column in (
-        "method",
-        "KiB",
-        "avg bits",
-        "every group within",
-        "worst group",
-        "drop",
-        "evaluations",
-        "seconds",
-    ):
+    columns = ("method", "KiB", "avg bits", "every group within", "worst group", "drop")
+    for column in (*columns, "evaluations", "seconds"):
         side.add_column(column, justify="left" if column in ("method", "worst group") else "right")
     for row in table.itertuples(index=False):
         side.add_row(
@@ -285,25 +350,23 @@ def _search_mode(ckpt, dataset, out, tolerance, config, val_size, baselines, boo
             str(row.evaluations),
             f"{row.seconds:.1f}",
         )
-    console.print(side)
-    path = replace(chosen.precision, name=out.stem).save(out)
-    console.print(f"wrote {path}; audit it with --precisions @{path}")
-    proven = " (proven smallest if drops never grow with more bits)" if chosen.proven else ""
-    console.print(
-        f"{chosen.method}: {chosen.size_bytes / 1024:.1f} KiB, {chosen.average_bits:.2f} average "
-        f"weight bits, after {chosen.evaluations} evaluations of the validation split in "
-        f"{chosen.seconds:.1f} s{proven}"
+    return side
+
+
+def _wrote(path: Path, chosen, base) -> str:
+    if base is None:
+        return f"wrote {path}; audit it with --precisions @{path}"
+    floats = chosen.layers[chosen.layers.bits > base.bits].layer.tolist()
+    kept = ", ".join(floats) if floats else "none"
+    return (
+        f"wrote {path}: {base.name}, {len(floats)} of {len(chosen.layers)} weight layers kept in "
+        f"float ({kept}); its toolchain runs it without fairquant"
     )
-    specs = [replace(r.precision, name=m) for m, r in results.items()]
-    with warnings.catch_warnings():  # the audit's notes on CEV/SDE: not what this command judges
-        warnings.simplefilter("ignore")
-        audited = run_audit(ckpt.model, dataset, precisions=specs, n_bootstrap=0)
-    verdict = judge(audited, tolerance, precisions=["fairquant"], n_bootstrap=bootstrap)
-    console.print("[bold]test split verdict of the searched model[/]")
-    for line in summary_lines(verdict):
-        console.print(line, highlight=False)
-    for m in results:
-        if m != "fairquant":
-            other = judge(audited, tolerance, precisions=[m], n_bootstrap=0)
-            console.print(f"{m}: {other.status[m].upper()} on the test split", highlight=False)
-    return exit_code(verdict)
+
+
+def _proven(chosen, base) -> str:
+    if not chosen.proven:
+        return ""
+    if base is None:
+        return " (proven smallest if drops never grow with more bits)"
+    return " (proven smallest in per-layer bytes if drops never grow with more layers in float)"

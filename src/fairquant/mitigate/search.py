@@ -38,9 +38,11 @@ HAWQ pools its groups by their shares of the validation split.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
@@ -48,7 +50,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from fairquant.data.base import Split
+from fairquant._audit import AuditResult, audit
+from fairquant.data.base import GroupedDataset, Split
+from fairquant.data.stream import Inputs
 from fairquant.errors import ConfigError, DataError
 from fairquant.metrics.curvature import GroupDiagonal, ggn_diagonal
 from fairquant.metrics.functional import group_counts, group_mean, per_sample_loss
@@ -61,7 +65,7 @@ from fairquant.metrics.sensitivity import (
     layer_trace_sensitivity,
     measured_layer_excess,
 )
-from fairquant.metrics.verdict import Tolerance
+from fairquant.metrics.verdict import Tolerance, Verdict, verdict
 from fairquant.mitigate.allocate import (
     CutsExhausted,
     ToleranceUnreachable,
@@ -69,32 +73,39 @@ from fairquant.mitigate.allocate import (
     smallest_bits,
 )
 from fairquant.models.predict import predict_logits
-from fairquant.options import SEARCH_CRITERION, SEARCH_ROUNDS, Criterion
-from fairquant.quant.build import quantize
-from fairquant.quant.calibrate import calibration_indices
+from fairquant.options import CALIB_SIZE, N_BOOTSTRAP, SEARCH_CRITERION, SEARCH_ROUNDS, Criterion
+from fairquant.quant.build import quantize, with_layers
+from fairquant.quant.calibrate import calibration_indices, calibration_inputs
+from fairquant.quant.configs import DeployedPrecision
 from fairquant.quant.functional import check_bits
 from fairquant.quant.mixed import layer_precision, layer_size_costs
 from fairquant.quant.model import quantized_layers
-from fairquant.quant.precision import Precision
+from fairquant.quant.precision import FLOAT_BITS, AnyPrecision, Precision, parse_precision
 from fairquant.quant.size import packed_size_bytes
+from fairquant.train import Checkpoint, held_out_validation
 
 #: The methods of :func:`compare_searches`, in the order of its table.
 SearchMethod = Literal["fairquant", "measured", "uniform", "loss-only", "hawq"]
 #: What "within the tolerance" means on the validation split (:class:`SearchConfig`).
 METHODS: tuple[str, ...] = ("fairquant", "measured", "uniform", "loss-only", "hawq")
+#: The methods that run on a deployed base (the others measure or trace fairquant's widths).
+DEPLOYED_METHODS: tuple[str, ...] = ("fairquant",)
+#: The widths a layer may take in a search of fairquant's simulated precisions.
+SEARCH_BITS: tuple[int, ...] = (2, 3, 4, 8, 16)
 
 
 @dataclass(frozen=True)
 class SearchConfig:
     """Options of the measured search (one config for the workflow, as torchao's).
 
-    ``bits``: the widths a layer may take; ``sensitivity``: the predictor of ``G_{l,b}(a)``
-    (``"diagonal"``: one GGN-diagonal pass; ``"predicted"``: Hessian-vector products;
-    ``"measured"``: every layer at every width measured on the validation split, AIMET's
-    exhaustive table); ``samples_per_group``: balanced, seeded validation samples per group for a
-    predictor (and the HAWQ trace, from the same diagonal pass reweighted to the validation
-    split's group shares); ``max_rounds``: proposals measured after the uniform widths;
-    ``time_limit``: seconds per integer program; ``random_state``: the seed of the samples.
+    ``bits``: the widths a layer may take (default :data:`SEARCH_BITS`); ``sensitivity``: the
+    predictor of ``G_{l,b}(a)`` (``"diagonal"``: one GGN-diagonal pass; ``"predicted"``:
+    Hessian-vector products; ``"measured"``: every layer at every width measured on the
+    validation split, AIMET's exhaustive table); ``samples_per_group``: balanced, seeded
+    validation samples per group for a predictor (and the HAWQ trace, from the same diagonal
+    pass reweighted to the validation split's group shares); ``max_rounds``: proposals measured
+    after the uniform widths; ``time_limit``: seconds per integer program; ``random_state``: the
+    seed of the samples.
 
     ``criterion``: when a group counts as within its tolerance on the validation split.
     ``"estimate"``: its measured drop is (AIMET's and NNCF's rule). ``"upper-bound"``: the upper
@@ -103,9 +114,17 @@ class SearchConfig:
     Holm): a search that keeps the smallest of many candidates whose estimates sit just under the
     tolerance picks the ones whose validation noise flattered them (the winner's curse), and the
     test split then sees them lose more; the bound leaves room for that noise.
+
+    ``base``: a deployed precision (``"ort:int8"``, a :class:`DeployedPrecision`) to search on
+    its toolchain's own kernels instead: each layer is quantized at the base or kept in float
+    (``bits`` becomes ``(base bits, FLOAT_BITS)``; :func:`fairquant.quantize`'s ``layers``), each
+    candidate is built by the toolchain and measured, and its size is the bytes of the file the
+    toolchain writes. The predictor is the base's simulated twin (its bits and per-channel
+    scales; ``per_channel`` follows it); the ``measured`` table simulates fairquant's widths and
+    is refused.
     """
 
-    bits: tuple[int, ...] = (2, 3, 4, 8, 16)
+    bits: tuple[int, ...] | None = None
     sensitivity: SensitivitySource = "diagonal"
     samples_per_group: int = 128
     max_rounds: int = SEARCH_ROUNDS
@@ -113,13 +132,17 @@ class SearchConfig:
     time_limit: float = 20.0
     random_state: int = 0
     criterion: Criterion = SEARCH_CRITERION
+    base: str | DeployedPrecision | None = None
 
     def __post_init__(self) -> None:
-        bits = tuple(sorted({int(b) for b in self.bits}))
+        if self.base is not None:
+            self._set_base()
+        bits = tuple(sorted({int(b) for b in self.bits or SEARCH_BITS}))
         if not bits:
             raise ConfigError("SearchConfig.bits: give at least one bit width")
         for b in bits:
-            check_bits(b)
+            if self.base is None or b != FLOAT_BITS:
+                check_bits(b)
         object.__setattr__(self, "bits", bits)
         if self.sensitivity not in SENSITIVITIES:
             raise ConfigError(
@@ -139,6 +162,56 @@ class SearchConfig:
             )
         if not self.time_limit > 0:
             raise ConfigError(f"SearchConfig.time_limit must be > 0 seconds; got {self.time_limit}")
+
+    def _set_base(self) -> None:
+        """Resolve ``base`` and what it fixes: the widths and the predictor's scales."""
+        base = parse_precision(self.base) if isinstance(self.base, str) else self.base
+        if not isinstance(base, DeployedPrecision):
+            raise ConfigError(
+                f"SearchConfig.base={getattr(base, 'name', base)!r}: expected a deployed precision "
+                "(ort:int8, openvino:int8, torch:int8, torchao:...); fairquant's simulated widths "
+                "are chosen with bits"
+            )
+        if self.bits is not None:
+            raise ConfigError(
+                f"SearchConfig.bits={self.bits} with base={base.name!r}: a deployed base fixes the "
+                "choice per layer (quantized at the base, or kept in float)"
+            )
+        if self.sensitivity == "measured":
+            raise ConfigError(
+                f"SearchConfig.sensitivity='measured' with base={base.name!r}: the measured table "
+                "simulates fairquant's widths; use 'diagonal' or 'predicted'"
+            )
+        twin = twin_of(base)
+        if self.per_channel and not twin.per_channel:
+            raise ConfigError(
+                f"SearchConfig.per_channel=True with base={base.name!r}, whose weights are per "
+                "tensor; spell the per-channel precision instead (e.g. ort:int8-pc)"
+            )
+        object.__setattr__(self, "base", base)
+        object.__setattr__(self, "bits", (base.bits, FLOAT_BITS))
+        object.__setattr__(self, "per_channel", twin.per_channel)
+
+
+def twin_of(base: DeployedPrecision) -> Precision:
+    """The simulated precision that predicts ``base``'s per-layer harm: its twin (bits and
+    per-channel scales), or per-channel weights at its bits where it has none (torchao's int4
+    groups)."""
+    twin = parse_precision(base.twin or f"int{base.bits}-pc")
+    assert isinstance(twin, Precision)
+    return twin
+
+
+def choosable_layers(
+    model: nn.Module, base: DeployedPrecision | None
+) -> list[tuple[str, nn.Module]]:
+    """The weight layers whose precision a search chooses: every one
+    (:func:`~fairquant.quant.model.quantized_layers`), or under a torchao base its
+    ``nn.Linear`` layers (torchao quantizes no convolution: the others stay in float)."""
+    layers = quantized_layers(model)
+    if base is not None and base.toolchain == "torchao":
+        return [(n, m) for n, m in layers if isinstance(m, nn.Linear)]
+    return layers
 
 
 @dataclass(frozen=True)
@@ -184,6 +257,11 @@ class Evaluator:
     :func:`~fairquant.quant.build.quantize` at :func:`~fairquant.quant.mixed.layer_precision`)
     once; the per-layer tables (measured, predicted, HAWQ trace) once. Every method of a run
     shares it; :meth:`usage` gives what a method would have cost alone.
+
+    With a deployed ``base`` (:class:`SearchConfig`), a bits tuple holds the base's bits or
+    :data:`~fairquant.quant.precision.FLOAT_BITS` per layer of :func:`choosable_layers`: the
+    toolchain builds it from ``calibration`` (model-ready inputs) with those layers in float,
+    its own kernels predict, and its size is the bytes of the file it wrote.
     """
 
     def __init__(
@@ -195,7 +273,14 @@ class Evaluator:
         per_channel: bool = False,
         criterion: Criterion = "estimate",
         batch_size: int = 512,
+        base: DeployedPrecision | None = None,
+        calibration: Inputs | None = None,
     ) -> None:
+        if base is not None and calibration is None:
+            raise ConfigError(
+                f"a search on {base.name} builds every candidate on its toolchain: pass "
+                "calibration inputs (fairquant.quant.calibrate.calibration_inputs)"
+            )
         counts = group_counts(validation.g, len(group_names))
         if len(counts) > len(group_names):
             raise DataError(f"the validation split has group codes beyond {list(group_names)}")
@@ -209,22 +294,28 @@ class Evaluator:
         self.group_names = list(group_names)
         self.per_channel, self.batch_size = per_channel, batch_size
         self.criterion = criterion
-        self.layers = [name for name, _ in quantized_layers(model)]
+        self.base, self.calibration = base, calibration
+        chosen = choosable_layers(model, base)
+        self.layers = [name for name, _ in chosen]
         if not self.layers:
-            raise ConfigError(f"{type(model).__name__} has no Conv or Linear layer to quantize")
-        self.numel = np.array([m.weight.numel() for _, m in quantized_layers(model)])
+            torchao = base is not None and base.toolchain == "torchao"
+            kind = "nn.Linear" if torchao else "Conv or Linear"
+            raise ConfigError(f"{type(model).__name__} has no {kind} layer to quantize")
+        self.numel = np.array([m.weight.numel() for _, m in chosen])
         self.evaluations = 0
         self.seconds = 0.0
         self._memo: dict[Hashable, object] = {}
         self._cost: dict[Hashable, tuple[float, int]] = {}
         self._active: list[Usage] = []
-        self._reference = self._cached(("fp32",), 1, lambda: self._stats(model))
+        self._reference = self._cached(("fp32",), 1, lambda: self._stats(self._logits(model)))
 
-    def _stats(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _logits(self, model: nn.Module) -> torch.Tensor:
+        return predict_logits(model, self.validation.x, batch_size=self.batch_size)
+
+    def _stats(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each group's accuracy (points) and mean loss on the validation split, and which
-        samples the model gets right."""
+        samples ``logits`` get right."""
         v, k = self.validation, len(self.group_names)
-        logits = predict_logits(model, v.x, batch_size=self.batch_size)
         right = logits.argmax(1) == v.y
         accuracy = group_mean(right.double() * 100, v.g, k)
         return accuracy, group_mean(per_sample_loss(logits, v.y), v.g, k), right
@@ -251,8 +342,19 @@ class Evaluator:
         return self._cached(key, 1, lambda: self._evaluate(key))
 
     def _evaluate(self, bits: tuple[int, ...]) -> Evaluation:
-        precision = self.precision(bits)
-        accuracy, loss, right = self._stats(quantize(self.model, precision).module)
+        if self.base is None:
+            precision = self.precision(bits)
+            logits = self._logits(quantize(self.model, precision).module)
+            size = packed_size_bytes(self.model, precision)
+        elif min(bits) >= FLOAT_BITS:  # nothing quantized: the float model itself
+            logits, size = self._logits(self.model), self._float_size()
+        else:
+            built = quantize(
+                self.model, self.base, calibration=self.calibration, layers=self.floats(bits)
+            )
+            x = self.validation.x.split(self.batch_size)
+            logits, size = torch.cat([built.predict(b) for b in x]), built.size_bytes
+        accuracy, loss, right = self._stats(logits)
         base_accuracy, base_loss, base_right = self._reference
         index = pd.Index(self.group_names, name="group")
         k, g = len(self.group_names), self.validation.g
@@ -262,7 +364,7 @@ class Evaluator:
         _, high = drop_interval(lost, gained, n, confidence=CONFIDENCE)
         return Evaluation(
             bits=bits,
-            size_bytes=packed_size_bytes(self.model, precision),
+            size_bytes=size,
             accuracy=pd.Series(accuracy.numpy(), index=index, name="accuracy"),
             drop=pd.Series((base_accuracy - accuracy).numpy(), index=index, name="drop"),
             excess=pd.Series((loss - base_loss).numpy(), index=index, name="excess"),
@@ -274,14 +376,44 @@ class Evaluator:
         """Seconds the (first) evaluation of ``bits`` took."""
         return self._cost[tuple(int(b) for b in bits)][0]
 
-    def precision(self, bits: Sequence[int], name: str = "searched") -> Precision:
-        """The per-layer precision (a ``@spec.json``) of ``bits``."""
-        return layer_precision(self.layers, list(bits), name=name, per_channel=self.per_channel)
+    def precision(self, bits: Sequence[int], name: str = "searched") -> AnyPrecision:
+        """The per-layer precision (a ``@spec.json``) of ``bits``; with a deployed base, the
+        base with the layers at :data:`~fairquant.quant.precision.FLOAT_BITS` kept in float."""
+        if self.base is None:
+            return layer_precision(self.layers, list(bits), name=name, per_channel=self.per_channel)
+        base = replace(self.base, name=name)
+        return with_layers(self.model, base, self.floats(bits), example=self.calibration)
+
+    def _float_size(self) -> int:
+        """A deployed base's every-layer-in-float size, which no toolchain build gives (ONNX
+        Runtime refuses to quantize nothing): the file of every layer at the base plus what
+        :meth:`size_costs` adds for each layer kept in float."""
+        assert self.base is not None
+        costs = self.size_costs([self.base.bits, FLOAT_BITS])
+        quantized = self.evaluate((self.base.bits,) * len(self.layers)).size_bytes
+        return quantized + int(costs[:, 1].sum() - costs[:, 0].sum())
+
+    def floats(self, bits: Sequence[int]) -> dict[str, None]:
+        """The layers ``bits`` keeps in float, as :func:`fairquant.quantize`'s ``layers``."""
+        return {n: None for n, b in zip(self.layers, bits, strict=True) if b >= FLOAT_BITS}
+
+    def size_costs(self, options: Sequence[int]) -> np.ndarray:
+        """``(L, K)`` bytes of each layer at each of ``options``
+        (:func:`~fairquant.quant.mixed.layer_size_costs`: exact for fairquant's widths). With a
+        deployed base: the base's packed weights, or 4 bytes a float weight (an additive model
+        of the bytes on disk that orders the proposals; each candidate's file is measured)."""
+        if self.base is None:
+            return layer_size_costs(self.model, options, per_channel=self.per_channel)[0]
+        packed, _ = layer_size_costs(self.model, [self.base.bits], per_channel=self.per_channel)
+        index = [n for n, _ in quantized_layers(self.model)]
+        base = packed[[index.index(n) for n in self.layers], 0]
+        return np.stack([base if b < FLOAT_BITS else self.numel * 4.0 for b in options], axis=1)
 
     def measured_table(self, options: Sequence[int]) -> pd.DataFrame:
         """AIMET's exhaustive table on the whole validation split: every layer at every width
         (:func:`~fairquant.metrics.sensitivity.measured_layer_excess`), once."""
         options = tuple(sorted(int(b) for b in options))
+        _refuse_base(self.base, "the measured table")
         return self._cached(
             ("measured", options),
             len(self.layers) * len(options) + 1,
@@ -305,23 +437,31 @@ class Evaluator:
         self, options: Sequence[int], sensitivity: SensitivitySource, samples: int, seed: int
     ) -> pd.DataFrame:
         """``G_{l,b}(a)`` predicted on ``samples`` balanced validation samples per group (the
-        diagonal predictor from :meth:`diagonal`)."""
+        diagonal predictor from :meth:`diagonal`); a layer kept in float
+        (:data:`~fairquant.quant.precision.FLOAT_BITS`, a deployed base's option) costs 0."""
         options = tuple(sorted(int(b) for b in options))
         subset = self._subset(samples, seed)
         curvature = self.diagonal(samples, seed) if sensitivity == "diagonal" else None
-        return self._cached(
-            (sensitivity, options, samples, seed),
-            0,
-            lambda: group_sensitivity(
+        widths = [b for b in options if b < FLOAT_BITS]
+
+        def table() -> pd.DataFrame:
+            out = group_sensitivity(
                 self.model,
                 subset,
                 self.group_names,
-                options,
+                widths,
                 sensitivity=sensitivity,
                 per_channel=self.per_channel,
                 curvature=curvature,
-            ),
-        )
+            )
+            if len(widths) == len(options):
+                return out
+            first = out[out.bits == widths[0]]
+            values = [c for c in out.columns if c not in ("layer", "bits", "numel", "group")]
+            floats = first.assign(bits=FLOAT_BITS, **{c: 0.0 for c in values})
+            return pd.concat([out, floats], ignore_index=True)
+
+        return self._cached((sensitivity, options, samples, seed), 0, table)
 
     def trace_table(self, options: Sequence[int], samples: int, seed: int) -> pd.DataFrame:
         """HAWQ-V2's pooled trace x quantization error
@@ -329,6 +469,7 @@ class Evaluator:
         diagonal of :meth:`diagonal`, its groups weighted by their shares of the validation split
         (the population's trace, without another pass)."""
         options = tuple(sorted(int(b) for b in options))
+        _refuse_base(self.base, "HAWQ's trace order")
         curvature = self.diagonal(samples, seed)
         shares = group_counts(self.validation.g, len(self.group_names)).double()
         return self._cached(
@@ -443,6 +584,8 @@ def _result(
 ) -> SearchResult:
     numel = evaluator.numel
     groups = evaluator.group_names
+    if evaluator.base is not None and min(best.bits) >= FLOAT_BITS:
+        raise _nothing_quantized(evaluator, tolerance, use, proven)
     columns = ["round", "size_bytes", "average_bits", "feasible", "worst_group", "worst_margin"]
     return SearchResult(
         method=method,
@@ -474,6 +617,15 @@ def _round(index: int, ev: Evaluation, evaluator: Evaluator, feasible: bool, mar
     } | {f"drop[{a}]": float(d) for a, d in ev.drop.items()}
 
 
+def _refuse_base(base: DeployedPrecision | None, what: str) -> None:
+    """``what`` simulates fairquant's widths: an error on a deployed ``base``."""
+    if base is not None:
+        raise ConfigError(
+            f"{what} simulates fairquant's widths; a search on {base.name} runs the methods "
+            f"{list(DEPLOYED_METHODS)}"
+        )
+
+
 def _evaluator(
     evaluator: Evaluator | None,
     model: nn.Module,
@@ -481,6 +633,7 @@ def _evaluator(
     group_names: Sequence[str],
     tolerance: Tolerance,
     config: SearchConfig,
+    calibration: Inputs | None = None,
 ) -> Evaluator:
     tolerance.check_groups(group_names)
     if evaluator is None:
@@ -490,19 +643,22 @@ def _evaluator(
             group_names,
             per_channel=config.per_channel,
             criterion=config.criterion,
+            base=config.base,
+            calibration=calibration,
         )
     same = (
         evaluator.model is model
         and evaluator.validation is validation
         and evaluator.group_names == list(group_names)
     )
-    if not same or (evaluator.per_channel, evaluator.criterion) != (
+    if not same or (evaluator.per_channel, evaluator.criterion, evaluator.base) != (
         config.per_channel,
         config.criterion,
+        config.base,
     ):
         raise ConfigError(
-            "the evaluator was built for another model, validation split, groups, per_channel "
-            "or criterion"
+            "the evaluator was built for another model, validation split, groups, per_channel, "
+            "criterion or base"
         )
     return evaluator
 
@@ -512,18 +668,43 @@ def _uniform(evaluator: Evaluator, config: SearchConfig) -> list[Evaluation]:
     return [evaluator.evaluate((b,) * n) for b in config.bits]
 
 
+def _nothing_quantized(
+    evaluator: Evaluator, tolerance: Tolerance, use: Usage, proven: bool
+) -> ToleranceUnreachable:
+    """The error when, on a deployed base, only the float model kept every group within
+    ``tolerance`` among the candidates a method measured (``use``): it names the group the best
+    of those with a quantized layer broke most (and, unless ``proven``, that more rounds may
+    find one)."""
+    assert evaluator.base is not None
+    measured = [evaluator._memo[k] for k in use.keys]
+    tried = [e for e in measured if isinstance(e, Evaluation) and min(e.bits) < FLOAT_BITS]
+    best = min(tried, key=lambda e: float(e.margins(tolerance).max()))
+    group = best.margins(tolerance).idxmax()
+    bound = "" if best.criterion == "estimate" else " (upper bound)"
+    return ToleranceUnreachable(
+        f"no candidate with a layer at {evaluator.base.name} keeps every group within tolerance "
+        f"on the validation split: of the {len(tried)} measured, the best leaves group {group!r} "
+        f"at a drop of {best.judged[group]:.2f} points{bound}, above its tolerance of "
+        f"{tolerance.for_group(group):g} (with every layer in float the model is not quantized)"
+        + ("" if proven else "; more rounds (max_rounds) may find one"),
+        group=group,
+        limit=tolerance.for_group(group),
+        reachable=float(best.judged[group]),
+    )
+
+
 def _unreachable(evaluator: Evaluator, uniform: list[Evaluation], tolerance: Tolerance):
     """The error for a tolerance that even the largest width breaks on the validation split."""
     top = uniform[-1]
     margins = top.margins(tolerance)
-    width = top.bits[0]
+    width = "in float" if top.bits[0] >= FLOAT_BITS else f"at {top.bits[0]} bits"
     if (margins > 0).any():
         group = margins.idxmax()
         reached = min(ev.judged[group] for ev in uniform)
         bound = "" if top.criterion == "estimate" else " (upper bound)"
         return ToleranceUnreachable(
             f"group {group!r} loses {top.judged[group]:.2f} points{bound} on the validation split "
-            f"with every layer at {width} bits, above its tolerance of "
+            f"with every layer {width}, above its tolerance of "
             f"{tolerance.for_group(group):g}: no allocation is expected to keep it (the smallest "
             f"reached, by a uniform width, is {reached:.2f})",
             group=group,
@@ -531,7 +712,7 @@ def _unreachable(evaluator: Evaluator, uniform: list[Evaluation], tolerance: Tol
             reachable=float(reached),
         )
     return ToleranceUnreachable(
-        f"φ(D) is {top.phi:.3g} on the validation split with every layer at {width} bits, above "
+        f"φ(D) is {top.phi:.3g} on the validation split with every layer {width}, above "
         f"max_phi {tolerance.max_phi:g} (the smallest reached by a uniform width is "
         f"{min(ev.phi for ev in uniform):.3g})",
         group="phi",
@@ -548,11 +729,13 @@ def smallest_uniform(
     *,
     config: SearchConfig = SearchConfig(),
     evaluator: Evaluator | None = None,
+    calibration: Inputs | None = None,
 ) -> SearchResult:
     """The smallest uniform width of ``config.bits`` that keeps every group within ``tolerance``
     on ``validation``: every width is measured. Raises :class:`ToleranceUnreachable` when none
-    does (naming the group and the smallest drop reached)."""
-    ev = _evaluator(evaluator, model, validation, group_names, tolerance, config)
+    does (naming the group and the smallest drop reached). A deployed ``config.base`` builds its
+    two widths (the base, float) from ``calibration``."""
+    ev = _evaluator(evaluator, model, validation, group_names, tolerance, config, calibration)
     with ev.usage() as use:
         uniform = _uniform(ev, config)
         rounds = [
@@ -637,9 +820,7 @@ def _cut_loop(
     """
     options = list(config.bits)
     layers = np.arange(len(evaluator.layers))
-    size_costs, fixed = layer_size_costs(
-        evaluator.model, options, per_channel=evaluator.per_channel
-    )
+    size_costs = evaluator.size_costs(options)
     rows, targets = criterion.rows, criterion.targets
     top, bottom = rows.max(axis=2).sum(axis=1), rows.min(axis=2).sum(axis=1)
     step = np.maximum((top - bottom) / 16, 1e-12)
@@ -648,6 +829,9 @@ def _cut_loop(
 
     def predicted(bits: Sequence[int]) -> np.ndarray:
         return rows[:, layers, [options.index(b) for b in bits]].sum(axis=1)
+
+    def layer_bytes(bits: Sequence[int]) -> float:  # the size without the fixed rest
+        return float(size_costs[layers, [options.index(b) for b in bits]].sum())
 
     seen_p = [predicted(u.bits) for u in uniform]
     seen_v = [criterion.values(u) for u in uniform]
@@ -681,7 +865,7 @@ def _cut_loop(
                 phi_limit=None if phi >= phi_top else phi,
                 time_limit=config.time_limit,
                 exclude_below=failed,
-                max_size=best.size_bytes - fixed - 1,
+                max_size=layer_bytes(best.bits) - 1,
             )
         except (ToleranceUnreachable, CutsExhausted):  # nothing left to propose
             return None
@@ -730,6 +914,7 @@ def search_smallest(
     *,
     config: SearchConfig = SearchConfig(),
     evaluator: Evaluator | None = None,
+    calibration: Inputs | None = None,
 ) -> SearchResult:
     """The smallest per-layer bits of ``config.bits`` that keep every group's measured accuracy
     drop on ``validation`` within ``tolerance`` (and φ within ``tolerance.max_phi``): the
@@ -737,8 +922,10 @@ def search_smallest(
     at most. Never larger than :func:`smallest_uniform`; ``proven`` when the loop showed that
     no smaller allocation is left undominated by a measured failure. Raises
     :class:`~fairquant.mitigate.allocate.ToleranceUnreachable` when every layer at the largest
-    width already breaks a group."""
-    ev = _evaluator(evaluator, model, validation, group_names, tolerance, config)
+    width already breaks a group. With a deployed ``config.base``, each layer is quantized at the
+    base or kept in float, every candidate built on the toolchain from ``calibration``
+    (model-ready inputs, e.g. :func:`~fairquant.quant.calibrate.calibration_inputs`)."""
+    ev = _evaluator(evaluator, model, validation, group_names, tolerance, config, calibration)
     groups = ev.group_names
     with ev.usage() as use:
         uniform = _uniform(ev, config)
@@ -783,6 +970,7 @@ def loss_only(
     ``tolerance.max_drop`` on ``validation``, with the measured per-layer table and the same
     cut loop as :func:`search_smallest`. Its per-group drops are reported as measured: it may
     break a group (``feasible`` is then False), which is the point of the comparison."""
+    _refuse_base(config.base, "the loss-only baseline's measured table")
     ev = _evaluator(evaluator, model, validation, group_names, tolerance, config)
     groups = ev.group_names
     shares = population_weights(validation, groups) if weights is None else dict(weights)
@@ -835,6 +1023,7 @@ def hawq_order(
     by bisection over the number of steps taken (about log2 of the steps in evaluations instead of
     one per step): the same allocation as stopping at the first step that breaks the limit when
     the drops grow along the order, which is what the order assumes."""
+    _refuse_base(config.base, "HAWQ's trace order")
     ev = _evaluator(evaluator, model, validation, group_names, tolerance, config)
     options = list(config.bits)
     with ev.usage() as use:
@@ -889,16 +1078,21 @@ def compare_searches(
     methods: Sequence[str] = METHODS,
     weights: Mapping[str, float] | None = None,
     evaluator: Evaluator | None = None,
+    calibration: Inputs | None = None,
 ) -> tuple[dict[str, SearchResult], pd.DataFrame]:
     """Run ``methods`` (of :data:`METHODS`) on one shared :class:`Evaluator`: ``"fairquant"``
     (:func:`search_smallest` with ``config``'s predictor), ``"measured"`` (the same with
     AIMET's exhaustive table), ``"uniform"``, ``"loss-only"`` and ``"hawq"``; ``evaluator``
-    (optional) shares the evaluations with other calls, e.g. other tolerances. Returns the
+    (optional) shares the evaluations with other calls, e.g. other tolerances. With a deployed
+    ``config.base`` (built from ``calibration``) only :data:`DEPLOYED_METHODS` run. Returns the
     results by method and :func:`compare`'s table."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown search methods {unknown}; expected some of {list(METHODS)}")
-    ev = _evaluator(evaluator, model, validation, group_names, tolerance, config)
+    for m in methods:
+        if m not in DEPLOYED_METHODS:
+            _refuse_base(config.base, f"the {m!r} method")
+    ev = _evaluator(evaluator, model, validation, group_names, tolerance, config, calibration)
     common = {"config": config, "evaluator": ev}
     run: dict[str, Callable[[], SearchResult]] = {
         "fairquant": lambda: search_smallest(model, validation, group_names, tolerance, **common),
@@ -918,3 +1112,84 @@ def compare_searches(
     }
     results = {m: run[m]() for m in methods}
     return results, compare(list(results.values()), tolerance)
+
+
+@dataclass(frozen=True)
+class SmallestWithin:
+    """What :func:`smallest_within` found, wrote and judged."""
+
+    validation_note: str
+    """Which validation split the search selected on (and whether the model saw it)."""
+    results: dict[str, SearchResult]
+    """By method; ``"fairquant"`` is the search with the config's predictor."""
+    table: pd.DataFrame
+    """:func:`compare`'s table of the methods."""
+    path: Path
+    """The file written: the ``@spec.json``, or the toolchain's own file for a deployed base."""
+    audit: AuditResult
+    """Every method's model audited on the test split (each under its method's name)."""
+    verdict: Verdict
+    """The test-split verdict of ``"fairquant"``."""
+    others: dict[str, str]
+    """Each other method's test-split verdict status."""
+
+    @property
+    def chosen(self) -> SearchResult:
+        return self.results["fairquant"]
+
+
+def smallest_within(
+    checkpoint: Checkpoint,
+    dataset: GroupedDataset,
+    tolerance: Tolerance,
+    out: str | Path,
+    *,
+    config: SearchConfig = SearchConfig(),
+    val_size: float | int | None = None,
+    baselines: bool = False,
+    n_bootstrap: int = N_BOOTSTRAP,
+    calib_size: int = CALIB_SIZE,
+) -> SmallestWithin:
+    """``allocate --max-drop`` as one call: the smallest model within ``tolerance`` on the
+    checkpoint's validation split (:func:`~fairquant.train.held_out_validation`; ``val_size``
+    carves one from a checkpoint trained without), written to ``out``, then audited and judged
+    on the test split.
+
+    ``baselines``: also run the other :data:`METHODS` (``measured`` not when it is
+    ``config.sensitivity``). ``out`` gets the ``@spec.json`` (named after its stem); with a
+    deployed ``config.base``, the chosen model in its toolchain's own format (``.onnx`` for
+    ``ort:``), built from ``calib_size`` training samples drawn as ``fairquant audit`` draws
+    them (seed ``config.random_state``) by every candidate and by the audit, so the file written
+    predicts what the audit reports."""
+    if baselines and config.base is not None:
+        raise ConfigError(
+            f"baselines=True compares fairquant's simulated widths; a search on "
+            f"{config.base.name} runs alone"
+        )
+    validation, note = held_out_validation(checkpoint, dataset, size=val_size)
+    methods = tuple(m for m in METHODS if m != config.sensitivity) if baselines else ("fairquant",)
+    calibration = None
+    if config.base is not None:
+        calibration, _, _ = calibration_inputs(
+            None, data=dataset, size=calib_size, balanced=False, seed=config.random_state
+        )
+    model, names = checkpoint.model, dataset.group_names
+    results, table = compare_searches(
+        model, validation, names, tolerance, config=config, methods=methods, calibration=calibration
+    )
+    chosen, out = results["fairquant"], Path(out)
+    if config.base is None:
+        path = replace(chosen.precision, name=out.stem).save(out)
+    else:
+        path = quantize(model, chosen.precision, calibration=calibration).save(out)
+    specs = [replace(r.precision, name=m) for m, r in results.items()]
+    with warnings.catch_warnings():  # the audit's notes on CEV/SDE: not what is judged here
+        warnings.simplefilter("ignore")
+        audited = audit(model, dataset, precisions=specs, n_bootstrap=0, calibration=calibration)
+    judged = verdict(audited, tolerance, precisions=["fairquant"], n_bootstrap=n_bootstrap)
+    others = {
+        m: verdict(audited, tolerance, precisions=[m], n_bootstrap=0).status[m]
+        for m in results
+        if m != "fairquant"
+    }
+    return SmallestWithin(note, results, table, path, audited, judged, others)
