@@ -3,6 +3,7 @@ drops are monotone in bits, feasible on the validation split, never on the test 
 candidate evaluated once; the baselines (uniform, loss-only, HAWQ order) and the infeasible
 tolerance's message."""
 
+import copy
 import itertools
 from dataclasses import replace
 
@@ -32,7 +33,8 @@ from fairquant.mitigate.search import (
 )
 from fairquant.quant import parse_precision, quantize_model, quantized_layers
 from fairquant.quant.build import quantize
-from fairquant.quant.precision import parse_precisions
+from fairquant.quant.configs import DeployedPrecision
+from fairquant.quant.precision import FLOAT_BITS, parse_precisions
 
 GROUPS = ["a", "b", "c"]
 
@@ -330,3 +332,93 @@ def test_the_upper_bound_criterion_keeps_each_group_s_interval_within_the_tolera
         search_smallest(model, validation, GROUPS, tolerance, config=CONFIG, evaluator=ev)
     with pytest.raises(ConfigError, match="criterion must be one of"):
         SearchConfig(criterion="median")  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def outlier(tiny):
+    """``tiny``'s MLP with one output row of its first layer 1000x larger (and the next layer's
+    matching input column 1000x smaller: the same function): per-tensor int8 rounds the first
+    layer's other rows to zero, so ONNX Runtime's int8 breaks the groups unless it stays in
+    float. Returns the model, the validation split and calibration inputs."""
+    pytest.importorskip("onnxruntime", reason="the ort: precisions need onnxruntime")
+    pytest.importorskip("onnx", reason="the ort: precisions need onnx")
+    model, validation, _ = tiny
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model[0].weight[0] *= 1000
+        model[0].bias[0] *= 1000
+        model[2].weight[:, 0] /= 1000
+    return model, validation, _blobs(128, 4).x
+
+
+def _session_predict(path, x: torch.Tensor) -> np.ndarray:
+    """Predicted classes from a bare onnxruntime session (no fairquant code)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return session.run(None, {name: x.numpy()})[0].argmax(1)
+
+
+def _drops(model, path, split: Split) -> np.ndarray:
+    right_fp32 = (model(split.x).argmax(1) == split.y).numpy()
+    right = _session_predict(path, split.x) == split.y.numpy()
+    g = split.g.numpy()
+    return np.array([100 * (right_fp32[g == a].mean() - right[g == a].mean()) for a in range(3)])
+
+
+def test_search_on_ort_keeps_the_layers_that_break_a_group_in_float(outlier, tmp_path):
+    model, validation, calibration = outlier
+    tolerance = Tolerance(max_drop=2.0)
+    # the base alone breaks the groups (measured with ONNX Runtime itself)
+    whole = quantize(model, "ort:int8", calibration=calibration).save(tmp_path / "all.onnx")
+    assert _drops(model, whole, validation).max() > 20
+    config = SearchConfig(base="ort:int8", samples_per_group=40, max_rounds=8)
+    assert config.bits == (8, FLOAT_BITS) and config.per_channel is False
+    r = search_smallest(
+        model, validation, GROUPS, tolerance, config=config, calibration=calibration
+    )
+    assert r.feasible
+    bits = dict(zip(r.layers.layer, r.layers.bits, strict=True))
+    assert bits["0"] == FLOAT_BITS and 8 in bits.values()  # the outlier layer in float, not all
+    assert isinstance(r.precision, DeployedPrecision) and r.precision.toolchain == "ort"
+    assert r.precision.float_layers  # ONNX Runtime's nodes_to_exclude
+    # the result is what ONNX Runtime builds: its file's size and its own drops on validation
+    built = quantize(model, r.precision, calibration=calibration)
+    path = built.save(tmp_path / "chosen.onnx")
+    assert path.suffix == ".onnx" and r.size_bytes == path.stat().st_size == built.size_bytes
+    np.testing.assert_allclose(_drops(model, path, validation), r.drop.to_numpy(), atol=1e-9)
+    assert (r.drop <= 2.0).all()
+
+
+def test_when_only_float_keeps_the_tolerance_the_search_says_so(outlier):
+    _, validation, calibration = outlier
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 3))
+    with torch.no_grad():
+        model[0].weight.normal_()
+        model[0].weight[0] *= 1000  # the other rows round to zero in per-tensor int8
+    config = SearchConfig(base="ort:int8", samples_per_group=40, max_rounds=4)
+    with pytest.raises(ToleranceUnreachable, match="no candidate with a layer at ort:int8") as e:
+        search_smallest(
+            model.eval(), validation, GROUPS, Tolerance(max_drop=2.0), config=config,
+            calibration=calibration,
+        )  # fmt: skip
+    assert e.value.group in GROUPS and e.value.reachable > 2.0
+
+
+def test_a_deployed_base_refuses_what_it_cannot_express(outlier):
+    model, validation, _ = outlier
+    for kwargs, message in (
+        ({"base": "int4"}, "expected a deployed precision"),
+        ({"base": "ort:int8", "bits": (4, 8)}, "fixes the choice per layer"),
+        ({"base": "ort:int8", "sensitivity": "measured"}, "measured table simulates"),
+        ({"base": "ort:int8", "per_channel": True}, "spell the per-channel precision"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            SearchConfig(**kwargs)
+    assert SearchConfig(base="ort:int8-pc").per_channel is True
+    with pytest.raises(ConfigError, match="pass calibration inputs"):
+        search_smallest(
+            model, validation, GROUPS, Tolerance(max_drop=2.0), config=SearchConfig(base="ort:int8")
+        )
