@@ -418,6 +418,8 @@ def test_a_deployed_base_refuses_what_it_cannot_express(outlier):
         with pytest.raises(ConfigError, match=message):
             SearchConfig(**kwargs)
     assert SearchConfig(base="ort:int8-pc").per_channel is True
+    config = replace(SearchConfig(base="ort:int8"), max_rounds=3)  # what it set, it keeps
+    assert config.bits == (8, FLOAT_BITS) and config.base.name == "ort:int8"
     with pytest.raises(ConfigError, match="pass calibration inputs"):
         search_smallest(
             model, validation, GROUPS, Tolerance(max_drop=2.0), config=SearchConfig(base="ort:int8")

@@ -33,6 +33,13 @@ population-weighted average drop within the tolerance) and :func:`hawq_order` (H
 trace x quantization-error order, bits lowered while every group stays within tolerance). The
 predictor and HAWQ's trace share one per-group GGN-diagonal pass (:meth:`Evaluator.diagonal`);
 HAWQ pools its groups by their shares of the validation split.
+
+On a deployed base (``SearchConfig(base="ort:int8")``) the same loop runs on the toolchain's own
+kernels: a layer is quantized at the base or kept in float, each candidate is built by
+:func:`fairquant.quantize` (``layers=``) and sized by the file it writes; the predictor is the
+base's simulated twin, and a layer in float costs 0. :func:`smallest_within` is ``allocate
+--max-drop`` as one call: search, write the chosen model (a ``@spec.json``, or the toolchain's
+file), audit and judge it on the test split.
 """
 
 from __future__ import annotations
@@ -172,7 +179,7 @@ class SearchConfig:
                 "(ort:int8, openvino:int8, torch:int8, torchao:...); fairquant's simulated widths "
                 "are chosen with bits"
             )
-        if self.bits is not None:
+        if self.bits is not None and tuple(self.bits) != (base.bits, FLOAT_BITS):  # replace() keeps
             raise ConfigError(
                 f"SearchConfig.bits={self.bits} with base={base.name!r}: a deployed base fixes the "
                 "choice per layer (quantized at the base, or kept in float)"
@@ -530,12 +537,15 @@ class SearchResult:
     """An allocation chosen by one method, measured on the validation split."""
 
     method: str
-    precision: Precision
-    """The per-layer spec (``precision.save(path)`` writes a ``@spec.json``)."""
+    precision: AnyPrecision
+    """The per-layer spec (``precision.save(path)`` writes a ``@spec.json``); on a deployed base,
+    the base with the layers kept in float in its config (:func:`fairquant.quantize` builds it)."""
     layers: pd.DataFrame
     """``layer, numel, bits``."""
     size_bytes: int
+    """Packed bytes; on a deployed base, the bytes of the toolchain's file."""
     average_bits: float
+    """Weight bits per weight (a layer in float counts 32)."""
     drop: pd.Series
     """Measured validation accuracy drop by group, points."""
     excess: pd.Series
