@@ -13,7 +13,7 @@ import json
 import platform
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,14 +32,12 @@ from fairquant.data.base import DataSpec, GroupedDataset, Split, coding, small_c
 from fairquant.data.preprocess import Preprocess
 from fairquant.data.stream import BatchSource, Inputs, as_batches
 from fairquant.errors import ConfigError, DataError
-from fairquant.metrics.frame import ALL, EmptyGroupWarning, FairnessFrame
+from fairquant.metrics.frame import AGREEMENT_METRICS, ALL, EmptyGroupWarning, FairnessFrame
 from fairquant.metrics.functional import per_sample_loss
 from fairquant.metrics.policy import CONFIDENCE
 from fairquant.metrics.samples import PerSample
 from fairquant.metrics.uncertainty import (
     check_bootstrap,
-    percentile_interval,
-    stratified_bootstrap_sums,
 )
 from fairquant.models.load import LoadedModel, ModelSource, load_model, parse_model_source
 from fairquant.options import (
@@ -338,14 +336,13 @@ def audit(
         reference=order[0].name,
         num_classes=num_classes,
         pos_label=pos_label,
+        twins=_twins(order),
         n_bootstrap=n_bootstrap,
         confidence=confidence,
         random_state=random_state,
     )
     table = _tidy(frame, order, method, sizes=sizes, intervals=n_bootstrap > 0)
-    extra = _deployed_rows(
-        order, predictions, g, names, artifacts, n_bootstrap, confidence, random_state, method
-    )
+    extra = _deployed_rows(frame, order, artifacts, method, intervals=n_bootstrap > 0)
     if len(extra):
         table = _merge(table, extra, order)
     for name, k in bad.items():
@@ -841,7 +838,8 @@ def _tidy(
         [(name, ALL, "size_bytes", float(b), ci(b), ci(b)) for name, b in sizes.items()],
         columns=["model", "group", "metric", "value", "ci_low", "ci_high"],
     )
-    table = pd.concat([frame.table, size_rows], ignore_index=True)
+    table = frame.table[~frame.table.metric.isin(AGREEMENT_METRICS)]  # _deployed_rows's
+    table = pd.concat([table, size_rows], ignore_index=True)
     table = table.rename(columns={"model": "precision"})
     table.insert(0, "method", [_method(by_name[n], method) for n in table.precision])
     table.insert(2, "bits", [by_name[n].bits for n in table.precision])
@@ -866,80 +864,38 @@ def _merge(table: pd.DataFrame, extra: pd.DataFrame, order: list[Any]) -> pd.Dat
     return _ordered(pd.concat([table, extra], ignore_index=True), order)
 
 
+def _twins(order: list[Any]) -> dict[str, str]:
+    """``{deployed precision: its simulated twin}`` for the twins the audit evaluates too."""
+    names = {p.name for p in order}
+    return {
+        p.name: p.twin
+        for p in order
+        if not isinstance(p, Precision) and getattr(p, "twin", None) in names
+    }
+
+
 def _deployed_rows(
-    order: list[Any],
-    predictions: dict[str, np.ndarray],
-    g: np.ndarray,
-    names: list[str],
-    artifacts: dict[str, int],
-    n_bootstrap: int,
-    confidence: float,
-    random_state: int,
-    method: str,
+    frame: FairnessFrame, order: list[Any], artifacts: dict[str, int], method: str, *, intervals
 ) -> pd.DataFrame:
-    """For each deployed precision: agreement (%) of its predictions with fp32's and with its
-    simulated twin's, per group and overall with group-stratified bootstrap intervals (the
-    audit's resampling scheme), and its artifact's size on disk."""
+    """For each deployed precision: the frame's agreement (%) of its predictions with fp32's
+    (``agreement_fp32``) and with its simulated twin's (``agreement_twin``, when the twin is
+    audited too), per group and overall, and its artifact's size on disk (an exact number: with
+    intervals on, its interval is the value itself)."""
     rows = []
-    reference = order[0].name
+    agreement = frame.table[frame.table.metric.isin(AGREEMENT_METRICS)]
     for p in order:
-        if isinstance(p, Precision) and p.name not in artifacts:
-            continue
         if p.name in artifacts:
             b = float(artifacts[p.name])
-            ci = b if n_bootstrap else float("nan")
+            ci = b if intervals else float("nan")
             rows.append((_method(p, method), p.name, p.bits, ALL, "artifact_bytes", b, ci, ci))
         if isinstance(p, Precision):
             continue
-        others = [("agreement_fp32", reference)]
-        twin = getattr(p, "twin", None)
-        if twin is not None and twin in predictions:
-            others.append(("agreement_twin", twin))
-        for metric, other in others:
-            # a sample counted wrong for non-finite logits agrees with nothing
-            mine = predictions[p.name]
-            agree = ((mine == predictions[other]) & (mine != NO_CLASS)).astype(np.float64)
-            for group, value, low, high in _agreement(
-                agree, g, names, n_bootstrap, confidence, random_state
-            ):
-                rows.append((_method(p, method), p.name, p.bits, group, metric, value, low, high))
+        mine = agreement[agreement.model == p.name]
+        for metric, name in (("agreement", "agreement_fp32"), ("agreement_twin", "agreement_twin")):
+            for r in mine[mine.metric == metric].itertuples():
+                row = (r.group, name, r.value, r.ci_low, r.ci_high)
+                rows.append((_method(p, method), p.name, p.bits, *row))
     return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def _agreement(
-    agree: np.ndarray,
-    g: np.ndarray,
-    names: list[str],
-    n_bootstrap: int,
-    confidence: float,
-    random_state: int,
-) -> Iterable[tuple[str, float, float, float]]:
-    """(group, % agreeing, interval) per non-empty group and for ``all``."""
-    k = len(names)
-    counts = np.bincount(g, minlength=k).astype(np.float64)
-    sums = np.bincount(g, weights=agree, minlength=k)
-    low = high = None
-    if n_bootstrap:
-        boot, totals = stratified_bootstrap_sums(
-            agree[:, None],
-            g,
-            k,
-            n_bootstrap=n_bootstrap,
-            random_state=random_state,
-            totals=agree[:, None],
-        )
-        with np.errstate(divide="ignore", invalid="ignore"):
-            per_group = 100 * boot[:, :, 0] / counts
-        overall = 100 * totals[:, 0] / len(agree)
-        replicates = np.concatenate([per_group, overall[:, None]], axis=1)
-        low, high = percentile_interval(replicates, confidence, axis=0)
-    values = [*(100 * sums / np.maximum(counts, 1)), 100 * agree.mean()]
-    for a, name in enumerate([*names, ALL]):
-        if a < k and counts[a] == 0:
-            continue
-        lo = float(low[a]) if low is not None else float("nan")
-        hi = float(high[a]) if high is not None else float("nan")
-        yield name, float(values[a]), lo, hi
 
 
 def _record(

@@ -27,7 +27,6 @@ from fairquant.metrics.paired import (
     gap_pair_tests,
     margin_excess,
     mcnemar_exact,
-    paired_bootstrap,
     samples_to_decide,
     table_probabilities,
 )
@@ -207,34 +206,6 @@ def test_gap_pair_test_decides_clear_cases():
     noise = rng.normal(0, 0.05, 400)
     assert gap_pair_tests(noise + 0.5 * g, g, np.arange(2), 0.1, alpha=ALPHA)[0] < ALPHA
     assert gap_pair_tests(noise, g, np.arange(2), 0.1, alpha=ALPHA) == (1.0, True)
-
-
-def test_paired_bootstrap_resamples_both_models_alike():
-    rng = np.random.default_rng(0)
-    g = rng.integers(0, 3, 300)
-    ok = rng.random(300) < 0.8
-    same = np.stack([ok, ok])  # a quantized model identical to fp32: every change is exactly 0
-    reps = paired_bootstrap(same, np.zeros((1, 300)), g, 4, n_bootstrap=200, random_state=0)
-    assert reps["excess_loss"].shape == (200, 1, 4)
-    assert np.isnan(reps["excess_loss"][:, :, 3]).all()  # group 3 has no samples
-    for name in ("phi", "accuracy_gap", "worst_group_accuracy"):
-        assert np.array_equal(reps[name], np.zeros((200, 1)))
-
-
-def test_paired_bootstrap_interval_of_the_excess_loss_covers():
-    """Simulated: per-sample loss changes with a known group mean G(a) = 0.1 (skewed, gamma);
-    the 95% paired-bootstrap percentile interval covers it in at least 90% of 200 test sets
-    (percentile intervals of a mean run slightly short of nominal at 100 samples)."""
-    rng = np.random.default_rng(0)
-    g = np.repeat([0, 1], 100)
-    correct = np.ones((2, 200), dtype=bool)
-    covered = 0
-    for seed in range(200):
-        dloss = rng.gamma(0.5, 0.2, (1, 200))  # mean 0.1
-        reps = paired_bootstrap(correct, dloss, g, 2, n_bootstrap=400, random_state=seed)
-        low, high = np.quantile(reps["excess_loss"][:, 0, 0], [0.025, 0.975])
-        covered += low <= 0.1 <= high
-    assert covered / 200 >= 0.90
 
 
 # ---- the exact test of "drop above the margin" -------------------------------------------------

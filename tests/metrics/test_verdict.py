@@ -1,15 +1,18 @@
 """The verdict: tolerances, pass/fail/inconclusive per precision, and its calibration."""
 
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from fairquant.errors import ConfigError
+from fairquant.metrics.frame import FairnessFrame
 from fairquant.metrics.paired import exact_exceed_p, exact_exceed_rate
-from fairquant.metrics.policy import ALPHA, holm
+from fairquant.metrics.policy import ALPHA, CONFIDENCE, holm
 from fairquant.metrics.samples import PerSample
+from fairquant.metrics.uncertainty import percentile_interval
 from fairquant.metrics.verdict import MAX_FORESEEN, Tolerance, Verdict, samples_needed, verdict
 
 
@@ -114,6 +117,41 @@ def test_verdict_per_precision():
     gaps = v.gaps.set_index(["precision", "metric"])
     assert gaps.loc[("int4", "worst_group_accuracy"), "ci_high"] < 0
     assert (gaps.status == "not judged").all()
+
+
+@pytest.mark.filterwarnings("ignore::fairquant.metrics.fairness.UndefinedMetricWarning")
+def test_bootstrap_intervals_are_the_audits_frame_replicates():
+    """The verdict's excess-loss and gap intervals are percentile intervals of the audit's own
+    FairnessFrame replicates (no resampling of its own); another n_bootstrap or random_state
+    builds a frame of the samples, whose seeded resamples are the audit's at the same seed."""
+    rates = {"int8": [(0.002, 0.002)] * 3, "int4": [(0.01, 0.01), (0.03, 0.0), (0.2, 0.01)]}
+    samples, names = synthetic([300, 200, 100], rates, models=tuple(rates))
+    frame = FairnessFrame(
+        y_true=samples.y,
+        groups=samples.g,
+        group_names=names,
+        predictions=samples.predictions,
+        losses=samples.losses,
+        n_bootstrap=200,
+        random_state=5,
+    )
+    result = SimpleNamespace(samples=samples, group_names=names, frame=frame)
+    v = verdict(result, precisions=["int4"])
+    assert v.n_bootstrap == 200
+    low, high = percentile_interval(frame.replicates("excess_loss")[:, 2, :3], CONFIDENCE)
+    assert np.array_equal(v.table.excess_loss_low, low)
+    assert np.array_equal(v.table.excess_loss_high, high)
+    gaps = v.gaps.set_index("metric")
+    for metric in ("phi", "accuracy_gap", "worst_group_accuracy"):
+        reps = frame.replicates(metric)[:, :, -1]
+        low, high = percentile_interval(reps[:, 2] - reps[:, 0], CONFIDENCE)
+        assert (gaps.loc[metric, "ci_low"], gaps.loc[metric, "ci_high"]) == (low, high)
+    same = verdict(samples, group_names=names, precisions=["int4"], n_bootstrap=200, random_state=5)
+    assert same.table.equals(v.table) and same.gaps.equals(v.gaps)
+    other = verdict(result, precisions=["int4"], n_bootstrap=300)
+    assert other.n_bootstrap == 300
+    assert not np.array_equal(other.table.excess_loss_low, v.table.excess_loss_low)
+    assert verdict(result, precisions=["int4"], n_bootstrap=0).table.excess_loss_low.isna().all()
 
 
 def test_per_group_override_and_phi_bound():

@@ -34,13 +34,21 @@ from fairquant.metrics.uncertainty import (
     stratified_bootstrap_sums,
 )
 
-__all__ = ["ALL", "EmptyGroupWarning", "FairnessFrame", "UndefinedMetricWarning"]
+__all__ = [
+    "AGREEMENT_METRICS",
+    "ALL",
+    "EmptyGroupWarning",
+    "FairnessFrame",
+    "UndefinedMetricWarning",
+]
 
 #: The group label of numbers that describe the whole test set.
 ALL = "all"
 
 #: Metrics with a value per group and for ``all``, in table order.
 GROUP_METRICS = ["n", "accuracy", "loss", "excess_loss", "accuracy_drop", "exemplars"]
+#: Per-group agreement (%) of a model's predictions with the reference's and with its twin's.
+AGREEMENT_METRICS = ["agreement", "agreement_twin"]
 #: Per-group rates of a binary (or one-vs-rest) target.
 RATE_METRICS = ["selection_rate", "true_positive_rate", "false_positive_rate"]
 #: Comparisons between groups or against the reference, reported for ``all`` only.
@@ -142,6 +150,9 @@ class FairnessFrame:
         predictive equality, equal opportunity); ``None`` means ``1`` for a 2-class target and no
         binary-target metrics otherwise. For a multiclass target a class code gives its
         one-vs-rest form.
+    twins
+        ``{model: its twin model}``: the model whose predictions it should match (a deployed
+        precision and the simulated one it implements); gives ``agreement_twin``.
     n_bootstrap, confidence, random_state
         Group-stratified bootstrap replicates (0: no intervals), the interval's level, the seed.
 
@@ -149,7 +160,11 @@ class FairnessFrame:
     per group and for ``all``: ``n``, ``accuracy``, ``loss``, ``excess_loss`` (G(a)),
     ``accuracy_drop`` (reference accuracy minus this, points), ``exemplars`` (samples whose
     prediction differs from the reference's: the compression-identified exemplars of Hooker et
-    al. 2019, "What Do Compressed Deep Neural Networks Forget?"), and for a binary target
+    al. 2019, "What Do Compressed Deep Neural Networks Forget?"), ``agreement`` (% of samples
+    whose predicted class is the reference's) and, for the models in ``twins``,
+    ``agreement_twin`` (% whose predicted class is the twin's): a prediction outside
+    ``0..C-1`` (``-1``, a sample counted wrong without a class) agrees with nothing, not even
+    another ``-1``; and for a binary target
     ``selection_rate``, ``true_positive_rate``, ``false_positive_rate``; for ``all`` only: ``phi``
     (φ(D) = max_{a,a'} |G(a) - G(a')| = max_a G(a) - min_a G(a) over groups with samples, Liu et
     al., ICML 2025), ``accuracy_gap`` (max - min group accuracy), ``worst_group_accuracy``,
@@ -204,6 +219,7 @@ class FairnessFrame:
         class_names: Sequence[str] | None = None,
         num_classes: int | None = None,
         pos_label: int | None = None,
+        twins: Mapping[str, str] | None = None,
         n_bootstrap: int = 1000,
         confidence: float = CONFIDENCE,
         random_state: int = 0,
@@ -221,6 +237,14 @@ class FairnessFrame:
         self.reference = self.models[0] if reference is None else reference
         if self.reference not in predictions:
             raise ConfigError(f"reference {self.reference!r} is not one of {self.models}")
+        self.twins = dict(twins or {})
+        for model, twin in self.twins.items():
+            for role, name in (("model", model), ("twin", twin)):
+                if name not in predictions:
+                    raise ConfigError(
+                        f"twins: {role} {name!r} (of {model!r}: {twin!r}) is not one of "
+                        f"{self.models}"
+                    )
         preds, loss = self._predictions(predictions, losses or {}, y)
         c = int(max(y.max(), max(p.max() for p in preds))) + 1
         if num_classes is not None and c > num_classes:
@@ -300,7 +324,15 @@ class FairnessFrame:
         ref = self.models.index(self.reference)
         p = np.stack(preds)  # (M, N)
         class_fp, class_fn, class_pos = one_vs_rest_errors(y, p, self.num_classes)
-        per_group = {"correct": (p == y).T, "changed": (p != p[ref]).T}
+        some_class = (p >= 0) & (p < self.num_classes)  # a sample without a class agrees with none
+        per_group = {
+            "correct": (p == y).T,
+            "changed": (p != p[ref]).T,
+            "agree": ((p == p[ref]) & some_class).T,
+        }
+        if self.twins:
+            twin = [self.models.index(self.twins.get(m, m)) for m in self.models]
+            per_group["agree_twin"] = ((p == p[twin]) & some_class).T
         if loss is not None:
             loss_arr = np.stack(loss)
             per_group["loss"] = loss_arr.T
@@ -352,7 +384,11 @@ class FairnessFrame:
             ref = self.models.index(self.reference)
             out["accuracy_drop"] = out["accuracy"][..., [ref], :] - out["accuracy"]
             out["exemplars"] = col("changed")
-            for name in GROUP_METRICS[1:]:
+            out["agreement"] = 100.0 * col("agree") / n
+            if self.twins:
+                has_twin = np.array([[m in self.twins] for m in self.models])
+                out["agreement_twin"] = np.where(has_twin, 100.0 * col("agree_twin") / n, np.nan)
+            for name in [*GROUP_METRICS[1:], *AGREEMENT_METRICS]:
                 if name in out:
                     out[name] = np.where(n > 0, out[name], np.nan)
 
@@ -500,7 +536,13 @@ class FairnessFrame:
         return low, high
 
     def _metric_names(self) -> list[str]:
-        names = [*GROUP_METRICS, *RATE_METRICS, *BETWEEN_METRICS, *BINARY_METRICS]
+        names = [
+            *GROUP_METRICS,
+            *AGREEMENT_METRICS,
+            *RATE_METRICS,
+            *BETWEEN_METRICS,
+            *BINARY_METRICS,
+        ]
         return [name for name in names if name in self._values]
 
     def _table(self) -> pd.DataFrame:
@@ -569,6 +611,20 @@ class FairnessFrame:
         pick = wide.idxmin() if higher_is_better else wide.idxmax()
         value = wide.min() if higher_is_better else wide.max()
         return pd.DataFrame({"group": pick, "value": value})
+
+    def replicates(self, metric: str) -> np.ndarray:
+        """The bootstrap replicates of ``metric``: ``(n_bootstrap, models, groups + 1)``, models
+        in :attr:`models` order, groups in ``group_names`` order and ``all`` last; NaN where the
+        metric is undefined (or, like ``phi``, given for ``all`` only). Every metric's replicate
+        ``b`` is computed on the same resampled test samples, so any difference between models
+        or metrics is paired. A read-only view."""
+        if self._replicates is None:
+            raise ConfigError("no bootstrap replicates: build the frame with n_bootstrap > 0")
+        if metric not in self._values:
+            raise ConfigError(f"unknown metric {metric!r}; have {self._metric_names()}")
+        view = self._replicates[metric].view()
+        view.flags.writeable = False
+        return view
 
     def compare(self, metric: str, baseline: str, candidate: str, *, group: str = ALL) -> pd.Series:
         """Paired bootstrap over test samples: ``metric(candidate) - metric(baseline)``.

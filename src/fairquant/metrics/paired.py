@@ -26,9 +26,10 @@ precision, or simulated replicate) and return float64 arrays.
   margin, if the observed rates of lost and gained samples held.
 - :func:`gap_pair_tests`: whether φ (the spread of the groups' excess losses) exceeds a margin,
   through the differences of pairs of groups.
-- :func:`paired_bootstrap`: the group-stratified bootstrap that resamples the same test samples
-  for fp32 and every quantized model: excess loss per group, and the change of φ, the accuracy gap
-  and the worst-group accuracy.
+
+The verdict's bootstrap intervals (excess loss per group, change of φ, accuracy gap and
+worst-group accuracy) are not computed here: they read the replicates of
+:class:`~fairquant.metrics.frame.FairnessFrame`, the one source of bootstrap replicates.
 """
 
 from __future__ import annotations
@@ -38,8 +39,6 @@ from fractions import Fraction
 import numpy as np
 from scipy import stats
 from scipy.special import bdtrc, gammaln, xlog1py, xlogy
-
-from fairquant.metrics.uncertainty import stratified_bootstrap_sums
 
 __all__ = [
     "CONTINUITY",
@@ -53,7 +52,6 @@ __all__ = [
     "gap_pair_tests",
     "margin_excess",
     "mcnemar_exact",
-    "paired_bootstrap",
     "samples_to_decide",
     "table_probabilities",
 ]
@@ -522,51 +520,3 @@ def gap_pair_tests(
     p_within = np.where(testable, np.minimum(1.0, 2.0 * stats.t.cdf(t, df)), 1.0)
     return float(min(1.0, len(i) * p_exceed.min())), bool((p_within < alpha).all())
 
-
-def paired_bootstrap(
-    correct: np.ndarray,
-    dloss: np.ndarray,
-    g: np.ndarray,
-    num_groups: int,
-    *,
-    n_bootstrap: int,
-    random_state: int | np.random.Generator = 0,
-) -> dict[str, np.ndarray]:
-    """Bootstrap replicates of per-group and between-group changes against the reference.
-
-    ``correct`` is ``(M, N)`` correctness, the reference (fp32) first; ``dloss`` is
-    ``(M − 1, N)`` per-sample loss changes of the other models. Each replicate draws ``n_a``
-    samples with replacement within every group ``a`` and evaluates all models on that same
-    draw, so every change is paired. Returns, with ``B = n_bootstrap``, ``Q = M − 1``, ``k``
-    groups (metrics over groups use the groups that have samples; accuracies in %):
-
-    - ``excess_loss`` ``(B, Q, k)``: ``G(a)``;
-    - ``phi`` ``(B, Q)``: ``max_a G(a) − min_a G(a)`` (φ at fp32 is 0, so this is its change);
-    - ``accuracy_gap`` ``(B, Q)``: change of ``max_a acc − min_a acc``;
-    - ``worst_group_accuracy`` ``(B, Q)``: change of ``min_a acc``.
-    """
-    correct = np.asarray(correct, dtype=np.float64)
-    dloss = np.asarray(dloss, dtype=np.float64)
-    q = len(dloss)
-    sums, _ = stratified_bootstrap_sums(
-        np.concatenate([correct, dloss]).T,
-        g,
-        num_groups,
-        n_bootstrap=n_bootstrap,
-        random_state=random_state,
-    )
-    counts = np.bincount(g, minlength=num_groups).astype(np.float64)
-    present = counts > 0
-    sums, counts = sums[:, present], counts[present]
-    acc = 100.0 * sums[..., : q + 1] / counts[:, None]  # (B, k', M)
-    excess = sums[..., q + 1 :] / counts[:, None]  # (B, k', Q)
-    full = np.full((n_bootstrap, q, num_groups), np.nan)
-    full[:, :, present] = excess.transpose(0, 2, 1)
-    gap = acc.max(1) - acc.min(1)  # (B, M)
-    worst = acc.min(1)
-    return {
-        "excess_loss": full,
-        "phi": excess.max(1) - excess.min(1),
-        "accuracy_gap": gap[:, 1:] - gap[:, :1],
-        "worst_group_accuracy": worst[:, 1:] - worst[:, :1],
-    }

@@ -34,6 +34,7 @@ compared in exact rational arithmetic (:func:`~fairquant.metrics.paired.margin_e
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ import pandas as pd
 from scipy import stats
 
 from fairquant.errors import ConfigError
+from fairquant.metrics.frame import FairnessFrame
 from fairquant.metrics.paired import (
     drop_interval,
     drop_tests,
@@ -50,7 +52,6 @@ from fairquant.metrics.paired import (
     gap_pair_tests,
     margin_excess,
     mcnemar_exact,
-    paired_bootstrap,
     samples_to_decide,
 )
 from fairquant.metrics.policy import CONFIDENCE, CORRECTION, holm
@@ -69,6 +70,7 @@ FAMILIES = ("precision", "audit")
 #: points or so of its tolerance); ``n_needed`` is then missing and a note says so.
 MAX_FORESEEN = 10**9
 #: The between-group gaps reported with their paired-bootstrap change; φ can be judged.
+#: Their bootstrap replicates, like the excess loss's, are a :class:`FairnessFrame`'s.
 GAPS = ("phi", "accuracy_gap", "worst_group_accuracy")
 
 
@@ -188,7 +190,8 @@ class Verdict:
     ``p_mcnemar`` / ``p_mcnemar_holm`` (McNemar's exact test of no change, in the same family;
     shown, not used by the decision), ``status``, ``n_needed`` (inconclusive rows: test samples
     that would decide it),
-    and ``excess_loss`` with its paired-bootstrap interval. ``gaps``: per (precision, metric) for
+    and ``excess_loss`` with its paired-bootstrap interval (``excess_loss_low``/``_high``).
+    ``gaps``: per (precision, metric) for
     φ, the accuracy gap and the worst-group accuracy: the fp32 and quantized value, the change
     with its paired-bootstrap interval, and for φ with ``max_phi`` its test and status.
     """
@@ -281,8 +284,8 @@ def verdict(
     group_names: Sequence[str] | None = None,
     precisions: Sequence[str] | None = None,
     confidence: float = CONFIDENCE,
-    n_bootstrap: int = 1000,
-    random_state: int = 0,
+    n_bootstrap: int | None = None,
+    random_state: int | None = None,
     family: str = "precision",
 ) -> Verdict:
     """Judge every quantized precision of an audit against ``tolerance`` (module docstring).
@@ -292,16 +295,21 @@ def verdict(
     names the group codes; default ``"0"``, ``"1"``, ...). The first model of the samples is the
     reference (fp32). ``precisions``: which to judge (default: all others; a name the samples do
     not hold is an error). ``tolerance``: default :class:`Tolerance` () (2 points, no φ bound).
-    ``n_bootstrap`` paired-bootstrap replicates (seeded by ``random_state``) give the intervals of
-    the excess loss and the between-group gaps; 0 leaves those intervals empty. The accuracy
-    decisions need no bootstrap. ``family``: the Holm family of the "exceeds" tests,
+    The intervals of the excess loss and of the change of the between-group gaps are percentile
+    intervals of :class:`~fairquant.metrics.frame.FairnessFrame` replicates, which resample the
+    test samples within each group, the same resample for fp32 and every precision: an audit's
+    own frame (the replicates behind its results.csv intervals) when it has replicates and
+    ``n_bootstrap`` and ``random_state`` are ``None`` or its own; else a frame of the samples
+    with ``n_bootstrap`` replicates (``None``: 1,000) seeded by ``random_state`` (``None``: 0).
+    ``n_bootstrap=0`` leaves those intervals empty. The accuracy decisions need no bootstrap.
+    ``family``: the Holm family of the "exceeds" tests,
     ``"precision"`` (the groups and φ of each precision: each precision is its own decision) or
     ``"audit"`` (every group and φ of every precision judged together).
 
     A group without test samples cannot be vouched for: its rows are ``inconclusive`` with a
     note, so its precisions cannot pass (another group can still make them fail).
     """
-    check_bootstrap(n_bootstrap, confidence)
+    check_bootstrap(n_bootstrap or 0, confidence)
     if family not in FAMILIES:
         raise ConfigError(f"family {family!r}: expected one of {list(FAMILIES)}")
     tolerance = Tolerance() if tolerance is None else tolerance
@@ -386,15 +394,20 @@ def verdict(
             f"its tolerance ({points[i, a]:g}): more than {MAX_FORESEEN:,} samples would decide it"
         )
 
-    reps = (
-        paired_bootstrap(correct, dloss, g, k, n_bootstrap=n_bootstrap, random_state=random_state)
-        if n_bootstrap
-        else None
-    )
+    frame = _frame(result_or_samples, samples, names, reference, chosen, n_bootstrap, random_state)
     excess_low, excess_high = np.full((q, k), np.nan), np.full((q, k), np.nan)
-    if reps is not None:
-        lo, hi = percentile_interval(reps["excess_loss"][:, :, present], confidence)
+    changes = None
+    if frame is not None:
+        rows_of = [frame.models.index(m) for m in chosen]
+        reps = frame.replicates("excess_loss")[:, rows_of, :k]
+        lo, hi = percentile_interval(reps[:, :, present], confidence)
         excess_low[:, present], excess_high[:, present] = lo, hi
+        ref = frame.models.index(reference)
+        changes = {  # (B, Q): each precision's gap minus fp32's on the same resample
+            metric: frame.replicates(metric)[:, rows_of, -1]
+            - frame.replicates(metric)[:, [ref], -1]
+            for metric in GAPS
+        }
 
     rows = []
     for i, precision in enumerate(chosen):
@@ -433,7 +446,7 @@ def verdict(
         g,
         present,
         chosen,
-        reps,
+        changes,
         confidence,
         tolerance,
         phi_tests,
@@ -457,7 +470,7 @@ def verdict(
         reference=reference,
         confidence=confidence,
         n_tests=m,
-        n_bootstrap=n_bootstrap,
+        n_bootstrap=0 if frame is None else frame.n_bootstrap,
         notes=notes,
         family=family,
     )
@@ -499,10 +512,51 @@ def _holm_levels(p: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     return adjusted, levels
 
 
+def _frame(
+    result_or_samples,
+    samples: PerSample,
+    names: list[str],
+    reference: str,
+    chosen: list[str],
+    n_bootstrap: int | None,
+    random_state: int | None,
+) -> FairnessFrame | None:
+    """The frame whose replicates give the verdict's bootstrap intervals (:func:`verdict`):
+    the audit's own where it fits, else one of the samples; ``None`` for no replicates."""
+    frame = getattr(result_or_samples, "frame", None)
+    if (
+        isinstance(frame, FairnessFrame)
+        and frame.n_bootstrap > 0
+        and n_bootstrap in (None, frame.n_bootstrap)
+        and random_state in (None, frame.random_state)
+        and frame.reference == reference
+        and set(chosen) <= set(frame.models)
+        and len(frame.group_names) == len(names)
+    ):
+        return frame
+    n_bootstrap = 1000 if n_bootstrap is None else n_bootstrap
+    if not n_bootstrap:
+        return None
+    models = [reference, *chosen]
+    with warnings.catch_warnings():  # its notes (empty groups, CEV/SDE) are not the verdict's
+        warnings.simplefilter("ignore")
+        return FairnessFrame(
+            y_true=samples.y,
+            groups=np.asarray(samples.g, dtype=np.int64),
+            group_names=names,
+            predictions={m: samples.predictions[m] for m in models},
+            losses={m: samples.losses[m] for m in models},
+            reference=reference,
+            n_bootstrap=n_bootstrap,
+            random_state=0 if random_state is None else random_state,
+        )
+
+
 def _gaps(
-    correct, dloss, g, present, chosen, reps, confidence, tolerance, phi_tests, phi_holm
+    correct, dloss, g, present, chosen, changes, confidence, tolerance, phi_tests, phi_holm
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Rows of φ, accuracy gap and worst-group accuracy per precision, and φ's statuses."""
+    """Rows of φ, accuracy gap and worst-group accuracy per precision, and φ's statuses;
+    ``changes``: the bootstrap replicates of each gap's change, ``{metric: (B, Q)}``."""
     k = len(present)
     counts = np.bincount(g, minlength=k)[present]
     acc = 100.0 * _group_sums(correct, g, k)[:, present] / counts  # (M, k')
@@ -521,8 +575,8 @@ def _gaps(
         for metric in GAPS:
             ref, value = point[metric][0][i], point[metric][1][i]
             low = high = np.nan
-            if reps is not None:
-                low, high = percentile_interval(reps[metric][:, i], confidence)
+            if changes is not None:
+                low, high = percentile_interval(changes[metric][:, i], confidence)
             row = {
                 "precision": precision,
                 "metric": metric,

@@ -324,12 +324,14 @@ def write_verdict(
     tolerance: Tolerance,
     folder: str | os.PathLike,
     *,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int | None = None,
     run: dict | None = None,
 ) -> tuple[Verdict, list[Path]]:
     """Judge an audit ``result`` against ``tolerance`` and write :data:`VERDICT_JSON` and
     :data:`VERDICT_JUNIT` into ``folder`` (what ``fairquant audit --max-drop`` does), both naming
-    the ``run`` (id and command line) when given."""
+    the ``run`` (id and command line) when given. The bootstrap intervals come from the audit's
+    own replicates (its :class:`~fairquant.metrics.frame.FairnessFrame`) unless ``n_bootstrap``
+    asks for another number (:func:`~fairquant.metrics.verdict.verdict`)."""
     judged = verdict(result, tolerance, n_bootstrap=n_bootstrap)
     folder = Path(folder)
     return judged, [
