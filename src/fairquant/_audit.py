@@ -867,11 +867,7 @@ def _merge(table: pd.DataFrame, extra: pd.DataFrame, order: list[Any]) -> pd.Dat
 def _twins(order: list[Any]) -> dict[str, str]:
     """``{deployed precision: its simulated twin}`` for the twins the audit evaluates too."""
     names = {p.name for p in order}
-    return {
-        p.name: p.twin
-        for p in order
-        if not isinstance(p, Precision) and getattr(p, "twin", None) in names
-    }
+    return {p.name: p.twin for p in order if p.deployed and p.twin in names}
 
 
 def _deployed_rows(
@@ -888,7 +884,7 @@ def _deployed_rows(
             b = float(artifacts[p.name])
             ci = b if intervals else float("nan")
             rows.append((_method(p, method), p.name, p.bits, ALL, "artifact_bytes", b, ci, ci))
-        if isinstance(p, Precision):
+        if not p.deployed:
             continue
         mine = agreement[agreement.model == p.name]
         for metric, name in (("agreement", "agreement_fp32"), ("agreement_twin", "agreement_twin")):
