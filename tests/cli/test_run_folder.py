@@ -241,7 +241,7 @@ def one_complete_run_files(folder: Path) -> set[str]:
 WRAPPER = """
 import os, sys, time
 pause = float(os.environ["FQ_TEST_PAUSE"])
-import fairquant._audit as A
+import fairquant._audit.run as A
 import fairquant.report.verdict as V
 def paused(f):
     def g(*a, **k):

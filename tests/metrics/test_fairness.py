@@ -7,7 +7,7 @@ import sklearn.metrics as skm
 import torch
 from fairlearn import metrics as flm
 
-from fairquant._audit import COLUMNS, audit_model
+from fairquant._audit import audit_model
 from fairquant.data import Split
 from fairquant.errors import ConfigError
 from fairquant.metrics.frame import (
@@ -21,6 +21,7 @@ from fairquant.metrics.uncertainty import (
     stratified_bootstrap_sums,
 )
 from fairquant.quant import parse_precisions
+from fairquant.schema import COLUMNS
 
 
 def _binary_case(seed=0, n=300):

@@ -7,12 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from fairquant._audit import COLUMNS, EmptyGroupWarning, audit_model
+from fairquant._audit import audit_model
 from fairquant.data import Split
 from fairquant.errors import ConfigError
 from fairquant.metrics import group_mean, per_sample_loss
-from fairquant.metrics.frame import FairnessFrame
+from fairquant.metrics.frame import EmptyGroupWarning, FairnessFrame
 from fairquant.quant import parse_precisions
+from fairquant.schema import COLUMNS
 
 
 @pytest.mark.filterwarnings("ignore::fairquant.metrics.fairness.UndefinedMetricWarning")

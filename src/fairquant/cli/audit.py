@@ -117,7 +117,7 @@ def output_folder(out: Path, tolerance: Tolerance | None, precisions: str, group
     """Check what can be checked before any compute (the precisions, the tolerance's groups),
     then open the run folder ``out`` (checked, locked and staged: :func:`run_folder`); the
     files of ``keep`` (the audited checkpoint) and ``@spec`` files stay in it."""
-    from fairquant._audit import _precisions as check_precisions
+    from fairquant._audit import audit_precisions as check_precisions
     from fairquant.quant.torchao import TorchaoConfig, check_runs_here
 
     checked = check_precisions(precisions)

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from fairquant._audit import ALL
 from fairquant._io import atomic_write
 from fairquant.data.base import DataSpec
 from fairquant.errors import ConfigError
@@ -42,6 +41,7 @@ from fairquant.experiments.config import (
 )
 from fairquant.experiments.findings import findings
 from fairquant.experiments.runner import CONFIG, RESULTS, RunSummary, run_experiment
+from fairquant.metrics.frame import ALL
 from fairquant.metrics.functional import pareto_front
 from fairquant.metrics.policy import CONFIDENCE, N_BOOTSTRAP
 from fairquant.metrics.uncertainty import across_seeds
