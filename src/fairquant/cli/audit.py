@@ -239,42 +239,16 @@ def quickstart(
     judge each precision against a tolerance (verdict.json)."""
     from fairquant.data import default_digits_spec, load_dataset
     from fairquant.metrics.verdict import Tolerance
-    from fairquant.models import ModelSpec
-    from fairquant.models.load import LoadedModel, ModelSource
-    from fairquant.train import fit, save_checkpoint
 
     with user_errors():
         start = time.perf_counter()
-        tolerance = Tolerance.parse(max_drop, None)
-        if tolerance is None and any(p.strip().lower() != "fp32" for p in precisions.split(",")):
-            tolerance = Tolerance()  # the default verdict, where there is something to judge
+        tolerance = Tolerance.parse(max_drop, None) or _default_tolerance(precisions)
         dataset = load_dataset(default_digits_spec(seed=seed))
         folder = output_folder(out, tolerance, precisions, dataset.group_names)
     with user_errors(), folder as run:
-        counts = dataset.counts()
-        console.print(
-            f"[bold]digits[/] (scikit-learn, 8x8 upsampled to {dataset.image_size[0]}x"
-            f"{dataset.image_size[1]}), training split imbalanced 16:16:8:8:4:4:2:2:1:1 - "
-            f"train {sum(counts['train'])} images {counts['train']}, test {sum(counts['test'])}"
-        )
-        model_spec = ModelSpec(model, width)
-        config = TrainConfig(epochs=epochs, seed=seed)
-        net, history = fit(dataset, model_spec, config, show_progress=not quiet)
-        console.print(
-            f"trained {model} (width {width}) for {epochs} epochs in {history.seconds:.1f}s "
-            f"({history.images_per_second:.0f} img/s), final loss {history.epoch_loss[-1]:.3f}"
-        )
-        ckpt = save_checkpoint(
-            run.stage / CHECKPOINT,
-            model=net,
-            model_spec=model_spec,
-            dataset=dataset,
-            train_config=config,
-            history=history,
-        )
-        console.print(f"wrote {run.final(ckpt)}")
+        trained = _train_quickstart(run, dataset, model, width, epochs, seed, quiet=quiet)
         audit_and_report(
-            LoadedModel(net, ModelSource("checkpoint", str(ckpt))),
+            trained,
             dataset,
             precisions,
             run,
@@ -284,6 +258,44 @@ def quickstart(
             tolerance=tolerance,
         )
         console.print(f"done in {time.perf_counter() - start:.0f}s")
+
+
+def _default_tolerance(precisions: str) -> Tolerance | None:
+    """The default verdict, where there is something to judge (a precision besides fp32)."""
+    from fairquant._audit import audit_precisions
+    from fairquant.metrics.verdict import Tolerance
+
+    return Tolerance() if len(audit_precisions(precisions)) > 1 else None
+
+
+def _train_quickstart(run: RunFolder, dataset, model: str, width: int, epochs, seed, *, quiet):
+    """Train the quickstart's model, save its checkpoint into the run folder, say so."""
+    from fairquant.models import ModelSpec
+    from fairquant.models.load import LoadedModel, ModelSource
+    from fairquant.train import fit, save_checkpoint
+
+    counts = dataset.counts()
+    console.print(
+        f"[bold]digits[/] (scikit-learn, 8x8 upsampled to {dataset.image_size[0]}x"
+        f"{dataset.image_size[1]}), training split imbalanced 16:16:8:8:4:4:2:2:1:1 - "
+        f"train {sum(counts['train'])} images {counts['train']}, test {sum(counts['test'])}"
+    )
+    spec, config = ModelSpec(model, width), TrainConfig(epochs=epochs, seed=seed)
+    net, history = fit(dataset, spec, config, show_progress=not quiet)
+    console.print(
+        f"trained {model} (width {width}) for {epochs} epochs in {history.seconds:.1f}s "
+        f"({history.images_per_second:.0f} img/s), final loss {history.epoch_loss[-1]:.3f}"
+    )
+    ckpt = save_checkpoint(
+        run.stage / CHECKPOINT,
+        model=net,
+        model_spec=spec,
+        dataset=dataset,
+        train_config=config,
+        history=history,
+    )
+    console.print(f"wrote {run.final(ckpt)}")
+    return LoadedModel(net, ModelSource("checkpoint", str(ckpt)))
 
 
 @app.command()
