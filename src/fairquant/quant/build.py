@@ -145,15 +145,17 @@ def _layer_bits(
         )
     out: dict[str, int | None] = {}
     for name, value in layers.items():
-        if value is None or str(value).lower() == "fp32":
+        p = parse_precision(
+            "fp32" if value is None else f"int{value}" if isinstance(value, int) else str(value)
+        )
+        if p.is_reference:
             out[name] = FLOAT_BITS
-            continue
-        bits = parse_precision(f"int{value}" if isinstance(value, int) else str(value))
-        if not isinstance(bits, Precision) or bits.kind != "int" or bits.name != f"int{bits.bits}":
+        elif isinstance(p, Precision) and p.kind == "int" and p == parse_precision(f"int{p.bits}"):
+            out[name] = p.bits
+        else:
             raise ConfigError(
                 f"layers[{name!r}] = {value!r}: expected bits (e.g. 8 or 'int8') or None / 'fp32'"
             )
-        out[name] = bits.bits
     return out
 
 
