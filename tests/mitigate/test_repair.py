@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -144,22 +145,32 @@ def test_unreachable_tolerance_names_the_group(data):
     with pytest.raises(ToleranceUnreachable, match=r"group 'c' .* reached is 100\.00 points") as e:
         fairquant.repair(_model(2), data, "ort:int8", validation=_split(150, 2), n_bootstrap=0)
     assert (e.value.group, e.value.reachable) == ("c", 100.0)
+    # the error carries every candidate tried: the smallest drop is the table's own minimum
+    table = e.value.candidates
+    assert len(table) > 1 and not table.within.any() and not table.chosen.any()
+    assert table["drop[c]"].min() == e.value.reachable
 
 
 @pytest.mark.parametrize("precision", ["int4", "torchao:int8wo", "ort:int8-dynamic", "torch:int8"])
 def test_a_precision_repair_cannot_build_is_one_error(data, precision):
-    with pytest.raises(ConfigError, match=rf"precision '{precision}' cannot be repaired"):
+    from fairquant.options import REPAIRABLE
+
+    with pytest.raises(ConfigError, match=rf"precision '{precision}' cannot be repaired") as e:
         fairquant.repair(_model(1), data, precision, validation=_split(30, 2), n_bootstrap=0)
+    assert str(e.value).endswith(f"expected one of: {REPAIRABLE}")  # what it CAN repair
 
 
 def test_a_carved_validation_split_says_the_model_may_have_seen_it(data):
-    with pytest.raises(ConfigError, match="give validation=Split or val_size"):
-        fairquant.repair(_model(1), data, "ort:int8", n_bootstrap=0)
     clean = _model(1)
     with torch.no_grad():
         clean[0].weight[2, 3] = 1.0
     result = fairquant.repair(clean, data, "ort:int8", val_size=0.2, n_bootstrap=0)
     assert "may have been trained on them" in result.validation
+    # no split and no size: the default share is carved, and said
+    default = fairquant.repair(clean, data, "ort:int8", n_bootstrap=0)
+    assert default.validation.startswith("a validation split of 60 samples carved")
+    assert "may have been trained on them" in default.validation
+    assert default.notes[0] == f"selected on {default.validation}"
 
 
 runner = CliRunner()
@@ -206,6 +217,50 @@ def test_cli_writes_the_repaired_model(checkpoint, tmp_path):
     assert r.exit_code == 2 and "precision 'int4' cannot be repaired" in r.output
 
 
+@pytest.fixture(scope="module")
+def checkpoint_without_validation(tmp_path_factory) -> Path:
+    """The same CNN trained on its whole training split."""
+    from fairquant.cli import app
+
+    ck = tmp_path_factory.mktemp("repair-noval") / "m.pt"
+    args = ["--model", "cnn", "--width", "4", "--epochs", "3", "--image-size", "8"]
+    r = runner.invoke(app, ["train", "--out", str(ck), *args, "--quiet"])
+    assert r.exit_code == 0, r.output
+    return ck
+
+
+def test_cli_carves_a_validation_split_and_says_the_model_saw_it(
+    checkpoint_without_validation, tmp_path
+):
+    from fairquant.cli import app
+
+    args = ["repair", "--checkpoint", str(checkpoint_without_validation), "--precision", "ort:int8"]
+    options = ["--max-drop", "30", "--calib-size", "64", "--bootstrap", "0"]
+    r = runner.invoke(app, [*args, *options, "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "carved from the training split" in text and "the model was trained on them" in text
+
+
+def test_cli_unreachable_tolerance_is_one_line_and_keeps_the_candidates(checkpoint, tmp_path):
+    """No candidate within tolerance: exit 2, one line naming the limit and the smallest value
+    reached; the folder holds candidates.csv only (no model that fails, no verdict)."""
+    from fairquant.cli import app
+
+    out = tmp_path / "unreachable"
+    args = ["repair", "--checkpoint", str(checkpoint), "--precision", "ort:int8", "--out", str(out)]
+    options = ["--max-drop", "30", "--max-phi", "0", "--calib-size", "64", "--bootstrap", "0"]
+    r = runner.invoke(app, [*args, *options])
+    assert r.exit_code == 2, r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, r.output
+    assert "max_phi 0" in errors[0] and "smallest any of the" in errors[0]
+    assert f"every candidate tried is in {out / 'candidates.csv'}" in errors[0]
+    assert [p.name for p in out.iterdir()] == ["candidates.csv"]
+    table = pd.read_csv(out / "candidates.csv")
+    assert len(table) > 1 and not table.within.any()
+
+
 def test_openvino_keeps_the_layer_in_float_through_ignored_scope(data, tmp_path):
     """NNCF's weights are per channel already (the tier is skipped, and said); the IR written
     scores, compiled by a bare OpenVINO with the f32 hint, what the test verdict reports."""
@@ -230,7 +285,6 @@ def test_openvino_keeps_the_layer_in_float_through_ignored_scope(data, tmp_path)
 def test_findings_page_shows_the_committed_tables():
     """docs/findings/repair.md shows examples/repair/*.csv as they are."""
     pytest.importorskip("tabulate")
-    import pandas as pd
 
     repo = Path(__file__).resolve().parents[2]
     page = " ".join((repo / "docs" / "findings" / "repair.md").read_text().split())

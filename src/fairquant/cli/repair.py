@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from fairquant.cli._app import app, console, fraction_or_count, print_line, user_errors
+from fairquant.errors import ConfigError
 from fairquant.options import CALIB_SIZE, DEFAULT_MAX_DROP, N_BOOTSTRAP, REPAIRABLE
 
 
@@ -46,7 +47,8 @@ def repair_command(
             min=0,
             metavar="FRACTION|N",
             help="For a checkpoint trained without --val-size: the validation split to carve "
-            "from its training split (a fraction or a count; it says the model saw it).",
+            "from its training split (a fraction or a count; default 0.2; it says the model "
+            "saw it).",
         ),
     ] = None,
     calib_size: Annotated[
@@ -66,8 +68,8 @@ def repair_command(
     """Repair a deployed precision (calibration set, calibrator, per-channel, layers kept in
     float), cheapest first, until every group is within tolerance on the validation split."""
     from fairquant.metrics.verdict import Tolerance
-    from fairquant.mitigate.repair import repair
-    from fairquant.report.repair import check_folder, write_repair
+    from fairquant.mitigate.repair import RepairUnreachable, repair
+    from fairquant.report.repair import check_folder, write_candidates, write_repair
     from fairquant.report.verdict import exit_code
     from fairquant.train import load_with_data
 
@@ -75,16 +77,20 @@ def repair_command(
         check_folder(out)
         ckpt, dataset = load_with_data(checkpoint)
         tolerance = Tolerance.parse(max_drop or [str(DEFAULT_MAX_DROP)], max_phi)
-        result = repair(
-            ckpt,
-            dataset,
-            precision,
-            tolerance=tolerance,
-            val_size=None if val_size is None else fraction_or_count(val_size),
-            calib_size=calib_size,
-            random_state=seed,
-            n_bootstrap=bootstrap,
-        )
+        try:
+            result = repair(
+                ckpt,
+                dataset,
+                precision,
+                tolerance=tolerance,
+                val_size=None if val_size is None else fraction_or_count(val_size),
+                calib_size=calib_size,
+                random_state=seed,
+                n_bootstrap=bootstrap,
+            )
+        except RepairUnreachable as e:  # the table shows how close each candidate came
+            path = write_candidates(e, out)
+            raise ConfigError(f"{e}; every candidate tried is in {path}") from None
         write_repair(result, out)
     _render(result, out)
     if gate:

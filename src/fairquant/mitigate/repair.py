@@ -60,7 +60,15 @@ from fairquant.quant.openvino import OpenVinoConfig, weight_layers
 from fairquant.quant.ort import ORT_CALIBRATIONS, OrtStaticConfig, export_onnx, weight_nodes
 from fairquant.quant.precision import parse_precision
 
-__all__ = ["REPAIRABLE", "Candidate", "RepairResult", "repair"]
+__all__ = [
+    "DEFAULT_VAL_SIZE",
+    "REPAIRABLE",
+    "Candidate",
+    "RepairResult",
+    "RepairUnreachable",
+    "candidates_table",
+    "repair",
+]
 
 #: The deployed precisions :func:`repair` can repair.
 #: How the calibration samples are drawn from the training split.
@@ -68,6 +76,8 @@ CALIBRATION_SETS = ("random", "stratified", "balanced")
 #: The repairs, cheapest first.
 TIERS = ("as given", "calibration set", "calibrator", "per-channel", "layers in float")
 _BATCH = 256
+#: The share of the training split carved as the validation split when the model has none.
+DEFAULT_VAL_SIZE = 0.2
 
 
 @dataclass(frozen=True)
@@ -115,27 +125,48 @@ class RepairResult:
     _workdir: Any = field(default=None, repr=False)
 
     def table(self) -> pd.DataFrame:
-        """One row per candidate: tier, precision, calibration set, layers in float, size,
-        latency, validation drop per group (``drop[group]``), φ, within, chosen, seconds."""
-        rows = []
-        for c in self.candidates:
-            rows.append(
-                {
-                    "tier": c.tier,
-                    "precision": c.precision.name,
-                    "calibration_set": c.calibration_set,
-                    "float_layers": " ".join(c.float_layers),
-                    "n_float_layers": len(c.float_layers),
-                    "size_bytes": c.size_bytes,
-                    "latency_ms": round(c.latency_ms, 4),
-                    **{f"drop[{a}]": round(float(c.drop[a]), 4) for a in self.group_names},
-                    "phi": round(c.phi, 6),
-                    "within": c.within,
-                    "chosen": c is self.chosen,
-                    "seconds": round(c.seconds, 3),
-                }
-            )
-        return pd.DataFrame(rows)
+        """One row per candidate (:func:`candidates_table`)."""
+        return candidates_table(self.candidates, self.group_names, self.chosen)
+
+
+def candidates_table(
+    candidates: list[Candidate], group_names: list[str], chosen: Candidate | None = None
+) -> pd.DataFrame:
+    """One row per candidate, in the order tried: tier, precision, calibration set, layers in
+    float, size, latency, validation drop per group (``drop[group]``), φ, within, chosen
+    (``chosen`` is that candidate; ``None``: none was), seconds."""
+    rows = []
+    for c in candidates:
+        rows.append(
+            {
+                "tier": c.tier,
+                "precision": c.precision.name,
+                "calibration_set": c.calibration_set,
+                "float_layers": " ".join(c.float_layers),
+                "n_float_layers": len(c.float_layers),
+                "size_bytes": c.size_bytes,
+                "latency_ms": round(c.latency_ms, 4),
+                **{f"drop[{a}]": round(float(c.drop[a]), 4) for a in group_names},
+                "phi": round(c.phi, 6),
+                "within": c.within,
+                "chosen": c is chosen,
+                "seconds": round(c.seconds, 3),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+class RepairUnreachable(ToleranceUnreachable):
+    """No candidate is within tolerance on the validation split: ``group``, ``limit`` and
+    ``reachable`` as :class:`~fairquant.mitigate.allocate.ToleranceUnreachable` (the smallest
+    value any candidate reached), and ``candidates``, the table of every candidate tried
+    (:func:`candidates_table`), for the user to see how close each came."""
+
+    def __init__(
+        self, message: str, *, group: str, limit: float, reachable: float, candidates: pd.DataFrame
+    ) -> None:
+        super().__init__(message, group=group, limit=limit, reachable=reachable)
+        self.candidates = candidates
 
 
 def _repairable(precision: str | DeployedPrecision) -> DeployedPrecision:
@@ -343,9 +374,22 @@ def _search(bench: _Bench, base: DeployedPrecision, sets: list[str], notes: list
     _float_layers(best, layers, bench)
 
 
-def _unreachable(bench: _Bench) -> ToleranceUnreachable:
+def _unreachable(bench: _Bench) -> RepairUnreachable:
     """The error when no candidate is within tolerance: the group that none keeps within its
-    tolerance (largest margin of its smallest drop), else the best candidate's worst group."""
+    tolerance (largest margin of its smallest drop), else the best candidate's worst group, else
+    φ; with the table of every candidate."""
+    error = _unreachable_limit(bench)
+    table = candidates_table(bench.order, bench.names)
+    return RepairUnreachable(
+        str(error),
+        group=error.group,
+        limit=error.limit,
+        reachable=error.reachable,
+        candidates=table,
+    )
+
+
+def _unreachable_limit(bench: _Bench) -> ToleranceUnreachable:
     drops = pd.DataFrame([c.drop for c in bench.order])
     limits = pd.Series([bench.tolerance.for_group(a) for a in bench.names], index=bench.names)
     reached = drops.min()
@@ -386,17 +430,16 @@ def _validation(model, data: GroupedDataset, validation, val_size) -> tuple[nn.M
     from fairquant.train.checkpoint import Checkpoint, held_out_validation
 
     if isinstance(model, Checkpoint):
-        split, note = held_out_validation(model, data, size=val_size)
+        held = model.train_config is not None and model.train_config.val_size
+        size = val_size if held or val_size is not None else DEFAULT_VAL_SIZE
+        split, note = held_out_validation(model, data, size=size)
         return model.model, split, note
     if not isinstance(model, nn.Module):
         raise ConfigError(f"repair takes an nn.Module or a Checkpoint; got {type(model).__name__}")
     if validation is not None:
         return model, validation, f"the given validation split ({len(validation)} samples)"
-    if val_size is None:
-        raise ConfigError(
-            "repair selects on a validation split: give validation=Split or val_size to carve one"
-        )
-    _, split = validation_split(data.train, val_size, seed=data.spec.seed)
+    size = DEFAULT_VAL_SIZE if val_size is None else val_size
+    _, split = validation_split(data.train, size, seed=data.spec.seed)
     return (
         model,
         split,
@@ -443,9 +486,12 @@ def repair(
     ``model``: an ``nn.Module`` or a :class:`~fairquant.train.Checkpoint` (its validation split
     rebuilt exactly, :func:`~fairquant.train.held_out_validation`). For a module, ``validation``
     is the split to select on, or ``val_size`` (fraction or count) carves one from
-    ``data.train``, and the result's ``validation`` sentence says the model may have seen it.
+    ``data.train``. A model without a validation split (a module given none, a checkpoint trained
+    without ``val_size``) has one carved from ``data.train``, ``val_size`` or else
+    :data:`DEFAULT_VAL_SIZE` of it, and the result's ``validation`` sentence (its first note)
+    says so and that the model may have been trained on it.
     Calibration samples (``calib_size``, seeded by ``random_state``) come from ``data.train``.
-    ``tolerance``: default 2 points for every group. Raises :class:`ToleranceUnreachable`
+    ``tolerance``: default 2 points for every group. Raises :class:`RepairUnreachable`
     naming the group and the smallest drop reached when no candidate is within tolerance.
     """
     start = time.perf_counter()
