@@ -261,6 +261,53 @@ def test_cli_unreachable_tolerance_is_one_line_and_keeps_the_candidates(checkpoi
     assert len(table) > 1 and not table.within.any()
 
 
+@pytest.fixture
+def onnx_and_table(tmp_path) -> Path:
+    """The outlier model as an ONNX file and its data as a table (raw features, a split column):
+    a model from elsewhere, with no validation split of its own."""
+    from fairquant.quant.ort import export_onnx
+
+    frames = []
+    for name, split in (("train", _split(300, 1)), ("test", _split(300, 3))):
+        frame = pd.DataFrame(split.x.numpy(), columns=["f0", "f1", "f2", "f3"])
+        frame["label"] = split.y.numpy()
+        frame["grp"] = [GROUPS[g] for g in split.g.tolist()]
+        frame["split"] = name
+        frames.append(frame)
+    pd.concat(frames).to_csv(tmp_path / "data.csv", index=False)
+    export_onnx(_model(1), _split(8, 0).x, tmp_path / "m.onnx")
+    return tmp_path
+
+
+def test_cli_repairs_a_model_from_elsewhere_and_audit_agrees(onnx_and_table):
+    """``--model FILE.onnx`` with the data options of ``audit``: the repaired model.onnx, audited
+    by ``fairquant audit --model``, scores each group as the repair's test verdict says."""
+    from fairquant.cli import app
+
+    folder = onnx_and_table
+    data = ["--dataset", "table", "--root", str(folder / "data.csv"), "--group", "grp"]
+    data += ["-o", "standardize=false"]
+    args = ["repair", "--model", str(folder / "m.onnx"), *data, "--precision", "ort:int8"]
+    out = folder / "repaired"
+    r = runner.invoke(app, [*args, "--bootstrap", "0", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "a validation split of 60 samples carved" in text and "may have been trained" in text
+    model = ["--model", str(out / "model.onnx"), *data, "--precisions", "fp32"]
+    r = runner.invoke(app, ["audit", *model, "--bootstrap", "0", "--out", str(folder / "a")])
+    assert r.exit_code == 0, r.output
+    audited = pd.read_csv(folder / "a" / "results.csv")
+    audited = audited[(audited.metric == "accuracy") & (audited.group != "all")]
+    verdict = json.loads((out / "verdict.json").read_text())
+    (judged,) = verdict["precisions"]
+    by_group = {g["group"]: g["accuracy"] for g in judged["groups"]}
+    assert dict(zip(audited.group, audited.value, strict=True)) == pytest.approx(by_group)
+    # a checkpoint rebuilds its own data: the data options of --model are refused, by name
+    refused = ["repair", "--checkpoint", str(folder / "m.onnx"), *args[3:], "--out", "z"]
+    r = runner.invoke(app, refused)
+    assert r.exit_code == 2 and "--dataset, --root, --group, --option do not apply" in r.output
+
+
 def test_openvino_keeps_the_layer_in_float_through_ignored_scope(data, tmp_path):
     """NNCF's weights are per channel already (the tier is skipped, and said); the IR written
     scores, compiled by a bare OpenVINO with the f32 hint, what the test verdict reports."""

@@ -4,21 +4,52 @@ tolerance on the validation split, judged on the test split, written in the tool
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from fairquant.cli._app import app, console, fraction_or_count, print_line, user_errors
+from fairquant.cli._app import (
+    DataOptions,
+    DataSeed,
+    Grayscale,
+    Group,
+    ImageSize,
+    Root,
+    Target,
+    app,
+    console,
+    fraction_or_count,
+    print_line,
+    user_errors,
+)
+from fairquant.cli.audit import (
+    Classes,
+    InChannels,
+    Mean,
+    ModelDataset,
+    ModelSourceOption,
+    Normalize,
+    NumClasses,
+    Std,
+    Weights,
+    load_from_options,
+    refuse_model_options,
+)
 from fairquant.errors import ConfigError
-from fairquant.options import CALIB_SIZE, DEFAULT_MAX_DROP, N_BOOTSTRAP, REPAIRABLE
+from fairquant.options import (
+    CALIB_SIZE,
+    DATA_SEED,
+    DEFAULT_MAX_DROP,
+    N_BOOTSTRAP,
+    REPAIR_VAL_SIZE,
+    REPAIRABLE,
+)
 
 
 @app.command("repair")
 def repair_command(
-    checkpoint: Annotated[
-        Path, typer.Option(metavar="FILE", help="Checkpoint written by `fairquant train`.")
-    ],
+    ctx: typer.Context,
     precision: Annotated[
         str, typer.Option(metavar="NAME", help=f"The deployed precision: {REPAIRABLE}.")
     ],
@@ -27,9 +58,29 @@ def repair_command(
         typer.Option(
             metavar="DIR",
             help="New folder: the repaired model (model.onnx, or model.xml + model.bin), "
-            "verdict.json, verdict.junit.xml and candidates.csv.",
+            "verdict.json, verdict.junit.xml and candidates.csv (candidates.csv alone when no "
+            "candidate is within tolerance).",
         ),
     ],
+    checkpoint: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Checkpoint written by `fairquant train`.")
+    ] = None,
+    model: ModelSourceOption = None,
+    weights: Weights = None,
+    num_classes: NumClasses = None,
+    in_channels: InChannels = None,
+    dataset: ModelDataset = None,
+    root: Root = None,
+    target: Target = None,
+    group: Group = None,
+    image_size: ImageSize = None,
+    grayscale: Grayscale = None,
+    option: DataOptions = None,
+    data_seed: DataSeed = DATA_SEED,
+    mean: Mean = None,
+    std: Std = None,
+    normalize: Normalize = None,
+    classes: Classes = None,
     max_drop: Annotated[
         list[str] | None,
         typer.Option(
@@ -46,9 +97,10 @@ def repair_command(
         typer.Option(
             min=0,
             metavar="FRACTION|N",
-            help="For a checkpoint trained without --val-size: the validation split to carve "
-            "from its training split (a fraction or a count; default 0.2; it says the model "
-            "saw it).",
+            help="For a model without a validation split (a --model, a checkpoint trained "
+            "without --val-size): the validation split to carve from the training split (a "
+            f"fraction or a count; default {REPAIR_VAL_SIZE:g}; it says the model may have "
+            "seen it).",
         ),
     ] = None,
     calib_size: Annotated[
@@ -66,24 +118,28 @@ def repair_command(
     ] = False,
 ) -> None:
     """Repair a deployed precision (calibration set, calibrator, per-channel, layers kept in
-    float), cheapest first, until every group is within tolerance on the validation split."""
+    float), cheapest first, until every group is within tolerance on the validation split.
+
+    The model is a checkpoint of `fairquant train` or one trained elsewhere (--model, with the
+    data options of `fairquant audit`)."""
     from fairquant.metrics.verdict import Tolerance
     from fairquant.mitigate.repair import RepairUnreachable, repair
     from fairquant.report.repair import check_folder, write_candidates, write_repair
     from fairquant.report.verdict import exit_code
-    from fairquant.train import load_with_data
 
     with user_errors():
         check_folder(out)
-        ckpt, dataset = load_with_data(checkpoint)
+        what, data, preprocess = _load(ctx)
         tolerance = Tolerance.parse(max_drop or [str(DEFAULT_MAX_DROP)], max_phi)
+        size = None if val_size is None else fraction_or_count(val_size)
         try:
             result = repair(
-                ckpt,
-                dataset,
+                what,
+                data,
                 precision,
                 tolerance=tolerance,
-                val_size=None if val_size is None else fraction_or_count(val_size),
+                val_size=size,
+                preprocess=preprocess,
                 calib_size=calib_size,
                 random_state=seed,
                 n_bootstrap=bootstrap,
@@ -95,6 +151,20 @@ def repair_command(
     _render(result, out)
     if gate:
         raise typer.Exit(exit_code(result.verdict))
+
+
+def _load(ctx: typer.Context) -> tuple[Any, Any, Any]:
+    """The checkpoint itself (its validation split is rebuilt from it), or the model from
+    elsewhere as ``audit`` loads it, with its data and input preprocessing."""
+    checkpoint = ctx.params["checkpoint"]
+    if checkpoint is None:
+        target_ = load_from_options(ctx)
+        return target_.model, target_.data, target_.preprocess
+    from fairquant.train import load_with_data
+
+    refuse_model_options(ctx)
+    ckpt, data = load_with_data(checkpoint)
+    return ckpt, data, None
 
 
 def _render(result, out: Path) -> None:

@@ -45,13 +45,15 @@ import torch
 from torch import Tensor, nn
 
 from fairquant.data.base import GroupedDataset, Split
+from fairquant.data.preprocess import Preprocess
 from fairquant.data.split import validation_indices, validation_split
 from fairquant.errors import ConfigError
 from fairquant.metrics.functional import per_sample_loss
 from fairquant.metrics.samples import PerSample
 from fairquant.metrics.verdict import Tolerance, Verdict, verdict
 from fairquant.mitigate.allocate import ToleranceUnreachable
-from fairquant.options import REPAIRABLE
+from fairquant.models.onnx import OnnxModel
+from fairquant.options import REPAIR_VAL_SIZE, REPAIRABLE
 from fairquant.quant.artifact import Quantized
 from fairquant.quant.build import quantize
 from fairquant.quant.calibrate import calibration_indices
@@ -61,7 +63,6 @@ from fairquant.quant.ort import ORT_CALIBRATIONS, OrtStaticConfig, export_onnx, 
 from fairquant.quant.precision import parse_precision
 
 __all__ = [
-    "DEFAULT_VAL_SIZE",
     "REPAIRABLE",
     "Candidate",
     "RepairResult",
@@ -76,8 +77,6 @@ CALIBRATION_SETS = ("random", "stratified", "balanced")
 #: The repairs, cheapest first.
 TIERS = ("as given", "calibration set", "calibrator", "per-channel", "layers in float")
 _BATCH = 256
-#: The share of the training split carved as the validation split when the model has none.
-DEFAULT_VAL_SIZE = 0.2
 
 
 @dataclass(frozen=True)
@@ -216,7 +215,7 @@ class _Bench:
         self.names, self.tolerance, self.options = names, tolerance, options
         self.workdir = Path(options["workdir"])
         self.k = len(names)
-        ref, _ = _logits(_torch_predict(model), validation.x)
+        ref, _ = _logits(_fp32(model), validation.x)
         self.acc_ref, self.loss_ref = _group_stats(ref, validation, self.k)
         self.evaluations = 1
         self.tried: dict[tuple, Candidate] = {}
@@ -426,19 +425,34 @@ def _unreachable_limit(bench: _Bench) -> ToleranceUnreachable:
     )
 
 
-def _validation(model, data: GroupedDataset, validation, val_size) -> tuple[nn.Module, Split, str]:
+def _unwrap(model: Any, notes: list[str]) -> Any:
+    """The checkpoint, module or ONNX model inside ``model`` (a :class:`LoadedModel`'s notes,
+    e.g. how it is normalized, join ``notes``)."""
+    from fairquant.models.load import LoadedModel
+    from fairquant.train.checkpoint import Checkpoint
+
+    if isinstance(model, LoadedModel):
+        notes.extend(model.notes)
+        model = model.model
+    if not isinstance(model, Checkpoint | nn.Module | OnnxModel):
+        raise ConfigError(
+            "repair takes an nn.Module, a Checkpoint, an OnnxModel or a LoadedModel; got "
+            f"{type(model).__name__}"
+        )
+    return model
+
+
+def _validation(model, data: GroupedDataset, validation, val_size) -> tuple[Any, Split, str]:
     from fairquant.train.checkpoint import Checkpoint, held_out_validation
 
     if isinstance(model, Checkpoint):
         held = model.train_config is not None and model.train_config.val_size
-        size = val_size if held or val_size is not None else DEFAULT_VAL_SIZE
+        size = val_size if held or val_size is not None else REPAIR_VAL_SIZE
         split, note = held_out_validation(model, data, size=size)
         return model.model, split, note
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"repair takes an nn.Module or a Checkpoint; got {type(model).__name__}")
     if validation is not None:
         return model, validation, f"the given validation split ({len(validation)} samples)"
-    size = DEFAULT_VAL_SIZE if val_size is None else val_size
+    size = REPAIR_VAL_SIZE if val_size is None else val_size
     _, split = validation_split(data.train, size, seed=data.spec.seed)
     return (
         model,
@@ -451,9 +465,21 @@ def _validation(model, data: GroupedDataset, validation, val_size) -> tuple[nn.M
     )
 
 
-def _judge(model: nn.Module, chosen: Candidate, data: GroupedDataset, tolerance, n_bootstrap):
-    test, name = data.test, chosen.precision.name
-    ref, _ = _logits(_torch_predict(model), test.x)
+def _ready(split: Split, preprocess: Preprocess | None, data: GroupedDataset) -> Split:
+    """``split`` with its inputs as the model takes them (``preprocess``, as the audit applies
+    it), so the repaired artifact takes what the audited one takes."""
+    if preprocess is None:
+        return split
+    return Split(preprocess.transform(data.mean, data.std)(split.x), split.y, split.g)
+
+
+def _fp32(model: nn.Module | OnnxModel) -> Callable[[Tensor], Tensor]:
+    return model.predict if isinstance(model, OnnxModel) else _torch_predict(model.eval())
+
+
+def _judge(model, chosen: Candidate, test: Split, names, tolerance, n_bootstrap) -> Verdict:
+    name = chosen.precision.name
+    ref, _ = _logits(_fp32(model), test.x)
     got, _ = _logits(chosen.deployed.predict, test.x)
     samples = PerSample(
         y=test.y.numpy(),
@@ -464,7 +490,7 @@ def _judge(model: nn.Module, chosen: Candidate, data: GroupedDataset, tolerance,
             name: per_sample_loss(got, test.y).numpy(),
         },
     )
-    return verdict(samples, tolerance, group_names=data.group_names, n_bootstrap=n_bootstrap)
+    return verdict(samples, tolerance, group_names=names, n_bootstrap=n_bootstrap)
 
 
 def repair(
@@ -475,6 +501,7 @@ def repair(
     tolerance: Tolerance | None = None,
     validation: Split | None = None,
     val_size: float | int | None = None,
+    preprocess: Preprocess | None = None,
     calib_size: int = 256,
     random_state: int = 0,
     n_bootstrap: int = 1000,
@@ -483,13 +510,17 @@ def repair(
     """The cheapest repair of ``precision`` that keeps every group within ``tolerance`` on the
     validation split (module docstring), judged on ``data.test``.
 
-    ``model``: an ``nn.Module`` or a :class:`~fairquant.train.Checkpoint` (its validation split
-    rebuilt exactly, :func:`~fairquant.train.held_out_validation`). For a module, ``validation``
-    is the split to select on, or ``val_size`` (fraction or count) carves one from
+    ``model``: an ``nn.Module``, an ONNX model (:class:`~fairquant.models.onnx.OnnxModel`), a
+    :class:`~fairquant.models.load.LoadedModel` (what ``audit --model`` loads:
+    :func:`fairquant._audit.load_target`) or a :class:`~fairquant.train.Checkpoint` (its
+    validation split rebuilt exactly, :func:`~fairquant.train.held_out_validation`).
+    ``validation`` is the split to select on, or ``val_size`` (fraction or count) carves one from
     ``data.train``. A model without a validation split (a module given none, a checkpoint trained
     without ``val_size``) has one carved from ``data.train``, ``val_size`` or else
-    :data:`DEFAULT_VAL_SIZE` of it, and the result's ``validation`` sentence (its first note)
-    says so and that the model may have been trained on it.
+    :data:`~fairquant.options.REPAIR_VAL_SIZE` of it, and the result's ``validation`` sentence
+    (its first note) says so and that the model may have been trained on it. ``preprocess``: the
+    input the model expects, applied to every split as the audit applies it (the artifact takes
+    its output).
     Calibration samples (``calib_size``, seeded by ``random_state``) come from ``data.train``.
     ``tolerance``: default 2 points for every group. Raises :class:`RepairUnreachable`
     naming the group and the smallest drop reached when no candidate is within tolerance.
@@ -503,20 +534,25 @@ def repair(
     tolerance = Tolerance() if tolerance is None else tolerance
     names = [str(a) for a in data.group_names]
     tolerance.check_groups(names)
-    module, split, note = _validation(model, data, validation, val_size)
-    module = module.eval()
-    notes = [f"selected on {note}"]
-    sets = _calibration_sets(data.train, calib_size, notes)
+    loaded: list[str] = []
+    module, split, note = _validation(_unwrap(model, loaded), data, validation, val_size)
+    notes = [f"selected on {note}", *loaded]
+    train, test, split = (_ready(s, preprocess, data) for s in (data.train, data.test, split))
+    sets = _calibration_sets(train, calib_size, notes)
     own = tempfile.TemporaryDirectory(prefix="fairquant-repair-") if workdir is None else None
     folder = Path(own.name if own is not None else workdir)
-    source = export_onnx(module, data.train.x[:8], folder / "fp32.onnx")
+    source = (
+        module
+        if isinstance(module, OnnxModel)
+        else export_onnx(module.eval(), train.x[:8], folder / "fp32.onnx")
+    )
     options = {"workdir": folder, "calib_size": calib_size, "seed": random_state}
-    bench = _Bench(module, source, data.train, split, names, tolerance, options)
+    bench = _Bench(module, source, train, split, names, tolerance, options)
     _search(bench, base, sets, notes)
     chosen = _best(bench.order, bench)
     if not chosen.within:
         raise _unreachable(bench)
-    judged = _judge(module, chosen, data, tolerance, n_bootstrap)
+    judged = _judge(module, chosen, test, names, tolerance, n_bootstrap)
     return RepairResult(
         precision=base.name,
         chosen=chosen,
