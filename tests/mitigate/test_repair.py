@@ -6,6 +6,7 @@ no repair reaches names the group; a precision repair cannot build is one clear 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,16 +37,19 @@ def _split(n: int, seed: int) -> Split:
     return Split(x, y, y.clone())
 
 
-def _model(outliers: int) -> nn.Module:
-    """Logit c = feature c, through two Linear layers. The class-2 row of the first layer (and,
-    with ``outliers=2``, of the second) also weighs an always-zero input by 500: harmless in
+def _model(outliers: int, rows: tuple[int, ...] = (2,)) -> nn.Module:
+    """Logit c = feature c, through two Linear layers. The ``rows`` (classes) of the first layer
+    (and, with ``outliers=2``, of the second) also weigh an always-zero input by 500: harmless in
     float, but int8's scale for that row (or tensor) becomes 500/127 and rounds the weights of 1
-    to 0, so class 2 (group c) is never predicted."""
+    to 0, so those classes' logits are constant. One such class (group c, by default) a logit
+    offset brings back; two (``rows=(1, 2)``) are indistinguishable, and only float weights help."""
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 3))
-    w1 = torch.tensor([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 500.0], [0, 0, 0, 0]])
+    w1 = torch.tensor([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0.0]])
     w2 = torch.cat([torch.eye(3), torch.zeros(3, 1)], dim=1)
-    if outliers == 2:
-        w2[2, 3] = 500.0
+    for row in rows:
+        w1[row, 3] = 500.0
+        if outliers == 2:
+            w2[row, 3] = 500.0
     with torch.no_grad():
         model[0].weight.copy_(w1)
         model[0].bias.copy_(torch.tensor([0, 0, 0, -10.0]))  # hidden unit 3 is always 0
@@ -71,6 +75,7 @@ def data() -> GroupedDataset:
 
 @pytest.fixture(scope="module")
 def repaired(data):
+    """Group c collapsed at int8: a logit offset repairs it."""
     return fairquant.repair(
         _model(1),
         data,
@@ -81,27 +86,83 @@ def repaired(data):
     )
 
 
-def test_repair_keeps_the_harmful_layer_in_float(repaired):
-    table = repaired.table()
+@pytest.fixture(scope="module")
+def layered(data):
+    """Groups b and c collapsed at int8: only the first layer in float repairs it."""
+    return fairquant.repair(
+        _model(1, rows=(1, 2)),
+        data,
+        "ort:int8",
+        tolerance=Tolerance(2.0),
+        validation=_split(150, 2),
+        n_bootstrap=0,
+    )
+
+
+def test_repair_keeps_the_harmful_layer_in_float(layered):
+    table = layered.table()
     given = table.iloc[0]
     assert given.tier == "as given" and not given.within
     assert given["drop[c]"] == 100.0  # built to fail: group c is never predicted
-    # cheapest first: calibration set, calibrator and per-channel were tried and failed first
+    # cheapest first: every earlier tier was tried and failed first
     assert list(dict.fromkeys(table.tier)) == [
         "as given",
         "calibration set",
         "calibrator",
         "per-channel",
+        "logit offsets",
         "layers in float",
     ]
     assert not table[table.tier != "layers in float"].within.any()
-    chosen = repaired.chosen
-    assert chosen.within and chosen.tier == "layers in float"
-    assert chosen.float_layers == ("/0/Gemm",)  # the first Linear, the one with the outlier
+    corrections = table[table.tier == "logit offsets"]
+    assert list(corrections.correction) == ["bias correction", "logit offsets"]
+    chosen = layered.chosen
+    assert chosen.within and chosen.tier == "layers in float" and not chosen.correction
+    assert chosen.float_layers == ("/0/Gemm",)  # the first Linear, the one with the outliers
     assert (chosen.drop <= 2.0).all()
-    assert repaired.evaluations == len(table) + 1  # every candidate once, and fp32
-    assert table.chosen.sum() == 1
+    # evaluations: one validation pass per candidate, and fp32's
+    assert layered.evaluations == len(table) + 1 == table.evaluations_total.iloc[-1]
+    assert (table.evaluations == 1).all()
+    # stops at the first candidate within tolerance: it is the last one tried
+    assert table.chosen.sum() == 1 and table.chosen.iloc[-1] and table.within.sum() == 1
+    assert layered.verdict.status[chosen.precision.name] != "fail"
+
+
+def test_logit_offsets_repair_a_collapsed_class(repaired):
+    """The cheapest repair of one collapsed class is a per-class offset fitted on validation;
+    the search stops there (no layer kept in float)."""
+    table = repaired.table()
+    assert list(dict.fromkeys(table.tier))[-1] == "logit offsets"
+    assert "layers in float" not in set(table.tier)
+    chosen = repaired.chosen
+    assert chosen.tier == "logit offsets" and chosen.float_layers == ()
+    assert chosen.offsets[2] > max(chosen.offsets[:2])  # class 2's constant logit raised
+    assert (chosen.drop <= 2.0).all() and table.chosen.iloc[-1]
     assert repaired.verdict.status[chosen.precision.name] != "fail"
+
+
+def test_offsets_are_fitted_on_validation_only(data, repaired):
+    """Other test labels change the verdict's input, never the offsets."""
+    flipped = replace(data, test=Split(data.test.x, (data.test.y + 1) % 3, data.test.g))
+    again = fairquant.repair(
+        _model(1), flipped, "ort:int8", validation=_split(150, 2), n_bootstrap=0
+    )
+    assert again.chosen.offsets == repaired.chosen.offsets
+
+
+def test_fit_logit_offsets_meets_its_optimality_condition():
+    """At the minimum the gradient vanishes: each class's mean predicted probability equals its
+    share of the labels, less ridge * b (checked in float64); an absent class keeps 0."""
+    from fairquant.mitigate.repair import fit_logit_offsets
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(200, 4, generator=gen, dtype=torch.float64) * 2
+    y = torch.randint(0, 3, (200,), generator=gen)  # class 3 never occurs
+    b = fit_logit_offsets(z, y, ridge=1e-4)
+    p = torch.softmax(z + torch.from_numpy(b), 1).mean(0).numpy()
+    share = np.bincount(y.numpy(), minlength=4) / 200
+    np.testing.assert_allclose((p - share + 1e-4 * b)[:3], 0, atol=1e-10)
+    assert b[3] == 0.0
 
 
 def test_saved_onnx_runs_bare_and_scores_what_audit_scores(repaired, data, tmp_path):
@@ -142,13 +203,14 @@ def test_as_given_when_already_within(data):
 
 
 def test_unreachable_tolerance_names_the_group(data):
-    with pytest.raises(ToleranceUnreachable, match=r"group 'c' .* reached is 100\.00 points") as e:
-        fairquant.repair(_model(2), data, "ort:int8", validation=_split(150, 2), n_bootstrap=0)
-    assert (e.value.group, e.value.reachable) == ("c", 100.0)
+    with pytest.raises(ToleranceUnreachable, match=r"group 'b' .* reached is 100\.00 points") as e:
+        model = _model(2, rows=(1, 2))
+        fairquant.repair(model, data, "ort:int8", validation=_split(150, 2), n_bootstrap=0)
+    assert (e.value.group, e.value.reachable) == ("b", 100.0)
     # the error carries every candidate tried: the smallest drop is the table's own minimum
     table = e.value.candidates
     assert len(table) > 1 and not table.within.any() and not table.chosen.any()
-    assert table["drop[c]"].min() == e.value.reachable
+    assert table["drop[b]"].min() == e.value.reachable
 
 
 @pytest.mark.parametrize("precision", ["int4", "torchao:int8wo", "ort:int8-dynamic", "torch:int8"])
@@ -308,23 +370,38 @@ def test_cli_repairs_a_model_from_elsewhere_and_audit_agrees(onnx_and_table):
     assert r.exit_code == 2 and "--dataset, --root, --group, --option do not apply" in r.output
 
 
-def test_openvino_keeps_the_layer_in_float_through_ignored_scope(data, tmp_path):
-    """NNCF's weights are per channel already (the tier is skipped, and said); the IR written
-    scores, compiled by a bare OpenVINO with the f32 hint, what the test verdict reports."""
-    pytest.importorskip("nncf")
+def _bare_openvino_accuracy(folder: Path, split: Split) -> list[float]:
     ov = pytest.importorskip("openvino")
+    options = {"INFERENCE_PRECISION_HINT": "f32"}
+    compiled = ov.Core().compile_model(str(folder / "model.xml"), "CPU", options)
+    logits = compiled(split.x.numpy())[compiled.output(0)]
+    correct = logits.argmax(1) == split.y.numpy()
+    return [100 * correct[split.g.numpy() == a].mean() for a in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("rows", "tier", "floats"),
+    [((1, 2), "layers in float", ("/0/Gemm/WithoutBiases",)), ((2,), "logit offsets", ())],
+)
+def test_openvino_repairs_in_its_own_ir(data, tmp_path, rows, tier, floats):
+    """NNCF's weights are per channel already (the tier is skipped, and said); a layer kept in
+    float goes through ignored_scope, offsets are an Add in the IR; the IR written scores,
+    compiled by a bare OpenVINO with the f32 hint, what the test verdict reports."""
+    pytest.importorskip("nncf")
+    pytest.importorskip("openvino")
     result = fairquant.repair(
-        _model(1), data, "openvino:int8", validation=_split(150, 2), calib_size=64, n_bootstrap=0
+        _model(1, rows=rows),
+        data,
+        "openvino:int8",
+        validation=_split(150, 2),
+        calib_size=64,
+        n_bootstrap=0,
     )
     assert "per-channel" not in {c.tier for c in result.candidates}
     assert any("per channel already" in n for n in result.notes)
-    assert result.chosen.float_layers == ("/0/Gemm/WithoutBiases",)
+    assert (result.chosen.tier, result.chosen.float_layers) == (tier, floats)
     fairquant.write_repair(result, tmp_path / "ov")
-    options = {"INFERENCE_PRECISION_HINT": "f32"}
-    compiled = ov.Core().compile_model(str(tmp_path / "ov" / "model.xml"), "CPU", options)
-    logits = compiled(data.test.x.numpy())[compiled.output(0)]
-    correct = logits.argmax(1) == data.test.y.numpy()
-    bare = [100 * correct[data.test.g.numpy() == a].mean() for a in range(3)]
+    bare = _bare_openvino_accuracy(tmp_path / "ov", data.test)
     table = result.verdict.table.set_index("group")
     np.testing.assert_allclose(table.loc[GROUPS, "accuracy"].to_numpy(dtype=float), bare)
 

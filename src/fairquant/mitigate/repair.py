@@ -54,12 +54,14 @@ from fairquant.metrics.verdict import Tolerance, Verdict, verdict
 from fairquant.mitigate.allocate import ToleranceUnreachable
 from fairquant.models.onnx import OnnxModel
 from fairquant.options import REPAIR_VAL_SIZE, REPAIRABLE
-from fairquant.quant.artifact import Quantized
+from fairquant.quant.artifact import Quantized, file_saver
 from fairquant.quant.build import quantize
 from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.configs import DeployedPrecision
-from fairquant.quant.openvino import OpenVinoConfig, weight_layers
+from fairquant.quant.openvino import OpenVinoConfig, OpenVinoModel, weight_layers
+from fairquant.quant.openvino import append_logit_offsets as append_openvino_offsets
 from fairquant.quant.ort import ORT_CALIBRATIONS, OrtStaticConfig, export_onnx, weight_nodes
+from fairquant.quant.ort import append_logit_offsets as append_onnx_offsets
 from fairquant.quant.precision import parse_precision
 
 __all__ = [
@@ -75,7 +77,16 @@ __all__ = [
 #: How the calibration samples are drawn from the training split.
 CALIBRATION_SETS = ("random", "stratified", "balanced")
 #: The repairs, cheapest first.
-TIERS = ("as given", "calibration set", "calibrator", "per-channel", "layers in float")
+TIERS = (
+    "as given",
+    "calibration set",
+    "calibrator",
+    "per-channel",
+    "logit offsets",
+    "layers in float",
+)
+#: The post-hoc corrections of the ``logit offsets`` tier, cheapest first.
+CORRECTIONS = ("bias correction", "logit offsets")
 _BATCH = 256
 
 
@@ -97,12 +108,19 @@ class Candidate:
     within: bool
     seconds: float
     deployed: Quantized = field(repr=False)
+    correction: str = ""
+    """``""``, ``"bias correction"`` or ``"logit offsets"`` (:data:`CORRECTIONS`)."""
+    offsets: tuple[float, ...] = ()
+    """The vector added to the logits by the artifact's last operation (a correction's)."""
+    evaluations: int = 1
+    """Validation passes this candidate cost."""
 
     @property
     def label(self) -> str:
         """e.g. ``ort:int8-pc-percentile, balanced calibration, 2 layers in float``."""
         floats = f", {len(self.float_layers)} layers in float" if self.float_layers else ""
-        return f"{self.precision.name}, {self.calibration_set} calibration{floats}"
+        fixed = f", {self.correction}" if self.correction else ""
+        return f"{self.precision.name}, {self.calibration_set} calibration{floats}{fixed}"
 
 
 @dataclass
@@ -133,8 +151,10 @@ def candidates_table(
 ) -> pd.DataFrame:
     """One row per candidate, in the order tried: tier, precision, calibration set, layers in
     float, size, latency, validation drop per group (``drop[group]``), φ, within, chosen
-    (``chosen`` is that candidate; ``None``: none was), seconds."""
-    rows = []
+    (``chosen`` is that candidate; ``None``: none was), the validation passes it cost
+    (``evaluations``) and all passes so far, fp32's reference pass included
+    (``evaluations_total``), seconds."""
+    rows, total = [], 1
     for c in candidates:
         rows.append(
             {
@@ -146,12 +166,17 @@ def candidates_table(
                 "size_bytes": c.size_bytes,
                 "latency_ms": round(c.latency_ms, 4),
                 **{f"drop[{a}]": round(float(c.drop[a]), 4) for a in group_names},
+                "correction": c.correction,
+                "offsets": " ".join(f"{b:.6g}" for b in c.offsets),
                 "phi": round(c.phi, 6),
                 "within": c.within,
                 "chosen": c is chosen,
+                "evaluations": c.evaluations,
+                "evaluations_total": total + c.evaluations,
                 "seconds": round(c.seconds, 3),
             }
         )
+        total += c.evaluations
     return pd.DataFrame(rows)
 
 
@@ -215,11 +240,13 @@ class _Bench:
         self.names, self.tolerance, self.options = names, tolerance, options
         self.workdir = Path(options["workdir"])
         self.k = len(names)
-        ref, _ = _logits(_fp32(model), validation.x)
+        self.fp32 = _fp32(model)
+        ref, _ = _logits(self.fp32, validation.x)
         self.acc_ref, self.loss_ref = _group_stats(ref, validation, self.k)
         self.evaluations = 1
         self.tried: dict[tuple, Candidate] = {}
         self.order: list[Candidate] = []
+        self.logits: dict[int, Tensor] = {}  # each candidate's validation logits
         self._calib: dict[str, Tensor] = {}
 
     def calibration(self, kind: str) -> Tensor:
@@ -249,32 +276,71 @@ class _Bench:
         folder = self.workdir / f"candidate-{len(self.order):03d}"
         calibration = self.calibration(calib)
         built = quantize(self.source, precision, calibration=calibration, workdir=folder)
+        config = precision.config
+        floats = getattr(config, "nodes_to_exclude", None) or getattr(config, "ignored_scope", ())
+        fields = {"tier": tier, "precision": precision, "calibration_set": calib}
+        candidate = self.measure(built, start, **fields, float_layers=tuple(floats))
+        self.tried[key] = candidate
+        return candidate
+
+    def measure(self, built: Quantized, start: float, **fields: Any) -> Candidate:
+        """One pass of the validation split through ``built``: its candidate, recorded."""
         logits, per_sample = _logits(built.predict, self.validation.x)
         self.evaluations += 1
         acc, loss = _group_stats(logits, self.validation, self.k)
         drop = pd.Series(self.acc_ref - acc, index=self.names)
         excess = loss - self.loss_ref
         phi = float(excess.max() - excess.min())
-        config = precision.config
-        floats = getattr(config, "nodes_to_exclude", None) or getattr(config, "ignored_scope", ())
         ok = bool((drop.to_numpy() <= [self.tolerance.for_group(a) for a in self.names]).all())
         ok = ok and (self.tolerance.max_phi is None or phi <= self.tolerance.max_phi)
         candidate = Candidate(
-            tier,
-            precision,
-            calib,
-            tuple(floats),
-            built.size_bytes,
-            1000 * per_sample,
-            drop,
-            phi,
-            ok,
-            time.perf_counter() - start,
-            built,
+            **fields,
+            size_bytes=built.size_bytes,
+            latency_ms=1000 * per_sample,
+            drop=drop,
+            phi=phi,
+            within=ok,
+            seconds=time.perf_counter() - start,
+            deployed=built,
         )
-        self.tried[key] = candidate
+        self.logits[id(candidate)] = logits
         self.order.append(candidate)
         return candidate
+
+    def correct(self, base: Candidate, correction: str) -> Candidate:
+        """``base`` with a vector added to its logits by one last operation in its own file: the
+        bias correction (:func:`bias_correction`, on the calibration set) or the logit offsets
+        (:func:`fit_logit_offsets`, on the validation split's labels)."""
+        start = time.perf_counter()
+        if correction == "bias correction":
+            x = self.calibration(base.calibration_set)
+            ref, _ = _logits(self.fp32, x)
+            offsets = bias_correction(ref, _logits(base.deployed.predict, x)[0])
+        else:
+            offsets = fit_logit_offsets(self.logits[id(base)], self.validation.y)
+        folder = self.workdir / f"candidate-{len(self.order):03d}"
+        folder.mkdir(parents=True)
+        source = base.deployed.artifact
+        assert source is not None  # ort: and openvino: precisions write their file
+        note = (*base.deployed.notes, f"{correction} added to the logits: {offsets.tolist()}")
+        if source.suffix == ".xml":
+            path = append_openvino_offsets(source, offsets, folder / "model.xml")
+            hint = getattr(base.precision.config, "inference_precision", "f32")
+            ir = OpenVinoModel(path, inference_precision=hint)
+            built = Quantized(base.precision, ir.size_bytes, note, ir.predict, ir.save, path)
+        else:
+            path = append_onnx_offsets(source, offsets, folder / "model.onnx")
+            size, run, save = path.stat().st_size, OnnxModel(path).predict, file_saver(path)
+            built = Quantized(base.precision, size, note, run, save, path)
+        fields = {k: getattr(base, k) for k in ("precision", "calibration_set", "float_layers")}
+        return self.measure(
+            built,
+            start,
+            tier=TIERS[4],
+            **fields,
+            correction=correction,
+            offsets=tuple(float(b) for b in offsets),
+        )
 
 
 def _variant(precision: DeployedPrecision, **changes: Any) -> DeployedPrecision:
@@ -303,43 +369,96 @@ def _best(candidates: list[Candidate], bench: _Bench) -> Candidate:
     return min(candidates, key=bench.excess)
 
 
-def _tier_candidates(tier: str, base: DeployedPrecision, sets: list[str], bench: _Bench):
-    """The candidates of one of the first four tiers."""
+def fit_logit_offsets(logits: Tensor, y: Tensor, *, ridge: float = 1e-4) -> np.ndarray:
+    """The per-class offsets ``b`` that minimise the mean cross-entropy of ``logits + b`` on the
+    labels ``y`` (the validation split's), with a small ridge that makes ``b`` unique:
+
+        L(b) = (1/n) Σ_i [log Σ_k exp(z_ik + b_k) - z_{i,y_i} - b_{y_i}] + (ridge/2) ||b||².
+
+    L is convex; its gradient is ``mean_i p_i - π + ridge b`` (``p_i`` the softmax of
+    ``z_i + b``, ``π`` the classes' shares of ``y``), so at the minimum the quantized model's mean
+    predicted probability of each class matches how often the class occurs, up to the ridge:
+    quantization that shifts a class's logits (a collapsed row of weights) is undone where the
+    shift is the same for every sample. Solved by Newton's method in float64 (Hessian
+    ``mean_i (diag p_i - p_i p_iᵀ) + ridge I``) with a halving line search. A class absent
+    from ``y`` keeps ``b_k = 0`` (its share of 0 would push it to -∞). Fitted on labels, and the
+    repair then selects on the same split: its validation drop is optimistic, which is why the
+    verdict judges on the test split.
+    """
+    z = logits.double().numpy()
+    labels = y.numpy()
+    n, k = z.shape
+    share = np.bincount(labels, minlength=k) / n
+    free = share > 0
+
+    def loss(b: np.ndarray) -> float:
+        shifted = z + b
+        top = shifted.max(1, keepdims=True)
+        lse = top[:, 0] + np.log(np.exp(shifted - top).sum(1))
+        return float((lse - shifted[np.arange(n), labels]).mean() + ridge / 2 * b @ b)
+
+    b = np.zeros(k)
+    for _ in range(100):
+        shifted = z + b
+        p = np.exp(shifted - shifted.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        grad = np.where(free, p.mean(0) - share + ridge * b, 0.0)
+        if np.abs(grad).max() < 1e-12:
+            break
+        hess = np.diag(p.mean(0)) - p.T @ p / n + ridge * np.eye(k)
+        step = np.zeros(k)
+        step[free] = np.linalg.solve(hess[np.ix_(free, free)], -grad[free])
+        t, now = 1.0, loss(b)
+        while loss(b + t * step) > now and t > 1e-8:
+            t /= 2
+        b = b + t * step
+    return b
+
+
+def bias_correction(fp32: Tensor, quantized: Tensor) -> np.ndarray:
+    """The last layer's bias correction: the mean difference of the fp32 and the quantized
+    model's logits, ``b = (1/n) Σ_i (z_fp32,i - z_q,i)``, on the calibration samples (no labels);
+    added to the quantized logits it removes their mean shift (NNCF's and Nagel et al.'s bias
+    correction, here for the output layer alone)."""
+    return (fp32.double() - quantized.double()).mean(0).numpy()
+
+
+def _tier_variants(tier: str, base: DeployedPrecision, sets: list[str]):
+    """The (precision, calibration set) pairs of one of the first three tiers, cheapest first."""
     config = base.config
     if tier == "as given":
-        return [bench.evaluate(tier, base, "random")]
+        return [(base, "random")]
     if tier == "calibration set":
-        return [bench.evaluate(tier, base, s) for s in sets if s != "random"]
-    if tier == "calibrator":
-        if isinstance(config, OrtStaticConfig):
-            others = [c for c in ORT_CALIBRATIONS if c != config.calibration]
-            variants = [_variant(base, calibration=c) for c in others]
-        else:
-            other = "mixed" if config.preset == "performance" else "performance"
-            variants = [_variant(base, preset=other)]
-        return [bench.evaluate(tier, v, s) for v in variants for s in sets]
-    return []
+        return [(base, s) for s in sets if s != "random"]
+    if isinstance(config, OrtStaticConfig):
+        others = [c for c in ORT_CALIBRATIONS if c != config.calibration]
+        variants = [_variant(base, calibration=c) for c in others]
+    else:
+        other = "mixed" if config.preset == "performance" else "performance"
+        variants = [_variant(base, preset=other)]
+    return [(v, s) for v in variants for s in sets]
 
 
-def _float_layers(start: Candidate, layers: list[str], bench: _Bench) -> list[Candidate]:
-    """Greedy: measure each layer kept in float alone, then keep the most harmful in float, in
-    order, until every group is within tolerance (at most all layers but one)."""
-    tier, base = "layers in float", start.precision
+def _float_layers(start: Candidate, layers: list[str], bench: _Bench) -> None:
+    """Greedy: measure each layer kept in float alone (stopping at one that passes), then keep
+    the most harmful in float, in order, until every group is within tolerance (at most all
+    layers but one)."""
+    tier, base = TIERS[5], start.precision
     field_name = "nodes_to_exclude" if isinstance(base.config, OrtStaticConfig) else "ignored_scope"
 
     def kept(names: tuple[str, ...]) -> Candidate:
         variant = _variant(base, **{field_name: names})
         return bench.evaluate(tier, variant, start.calibration_set)
 
-    singles = {layer: kept((layer,)) for layer in layers}
-    tried = list(singles.values())
+    singles = {}
+    for layer in layers:
+        singles[layer] = kept((layer,))
+        if singles[layer].within:
+            return
     order = sorted(layers, key=lambda layer: bench.excess(singles[layer]))
-    for n in range(1, len(order)):
-        c = kept(tuple(order[:n]))
-        tried.append(c)
-        if c.within:
-            break
-    return tried
+    for n in range(2, len(order)):
+        if kept(tuple(order[:n])).within:
+            return
 
 
 def _layer_names(bench: _Bench, precision: DeployedPrecision) -> list[str]:
@@ -351,26 +470,30 @@ def _layer_names(bench: _Bench, precision: DeployedPrecision) -> list[str]:
     return weight_layers(ov.Core().read_model(str(bench.source.path)))
 
 
-def _search(bench: _Bench, base: DeployedPrecision, sets: list[str], notes: list[str]):
-    """Run the tiers cheapest first; stop at the first with a passing candidate."""
+def _search(bench: _Bench, base: DeployedPrecision, sets: list[str], notes: list[str]) -> None:
+    """Run the tiers cheapest first; stop at the first candidate within tolerance."""
     for tier in TIERS[:3]:
-        if _best(_tier_candidates(tier, base, sets, bench), bench).within:
-            return
+        for precision, calib in _tier_variants(tier, base, sets):
+            if bench.evaluate(tier, precision, calib).within:
+                return
     best = _best(bench.order, bench)
     if isinstance(base.config, OrtStaticConfig) and best.precision.config.per_channel:
         notes.append(f"per-channel: {base.name} quantizes weights per channel already")
     elif isinstance(base.config, OrtStaticConfig):
         pc = _variant(best.precision, per_channel=True)
-        if bench.evaluate("per-channel", pc, best.calibration_set).within:
+        if bench.evaluate(TIERS[3], pc, best.calibration_set).within:
             return
     else:
         notes.append("per-channel: NNCF quantizes OpenVINO weights per channel already")
     best = _best(bench.order, bench)
+    for correction in CORRECTIONS:
+        if bench.correct(best, correction).within:
+            return
     layers = _layer_names(bench, base)
     if len(layers) < 2:
         notes.append(f"layers in float: the model has {len(layers)} weight layer(s); skipped")
         return
-    _float_layers(best, layers, bench)
+    _float_layers(_best([c for c in bench.order if not c.correction], bench), layers, bench)
 
 
 def _unreachable(bench: _Bench) -> RepairUnreachable:
