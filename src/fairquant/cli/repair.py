@@ -104,7 +104,7 @@ def repair_command(
         ),
     ] = None,
     calib_size: Annotated[
-        int, typer.Option(metavar="N", help="Calibration samples per candidate.")
+        int, typer.Option(min=1, metavar="N", help="Calibration samples per candidate.")
     ] = CALIB_SIZE,
     seed: Annotated[int, typer.Option(metavar="N", help="Seed of the calibration samples.")] = 0,
     bootstrap: Annotated[
@@ -117,8 +117,9 @@ def repair_command(
         bool, typer.Option(help="Exit 0 if the test verdict passes, 3 if it fails, 4 if not sure.")
     ] = False,
 ) -> None:
-    """Repair a deployed precision (calibration set, calibrator, per-channel, layers kept in
-    float), cheapest first, until every group is within tolerance on the validation split.
+    """Repair a deployed precision (calibration set, calibrator, per-channel, logit offsets,
+    layers kept in float), cheapest first, until every group is within tolerance on the
+    validation split.
 
     The model is a checkpoint of `fairquant train` or one trained elsewhere (--model, with the
     data options of `fairquant audit`)."""
@@ -167,27 +168,36 @@ def _load(ctx: typer.Context) -> tuple[Any, Any, Any]:
     return ckpt, data, None
 
 
+#: The candidates table's columns on the terminal: header, and the cell of a row of
+#: :meth:`RepairResult.table` (the groups' drops follow the first five).
+_COLUMNS = (
+    ("tier", lambda r: r["tier"]),
+    ("precision", lambda r: r["precision"]),
+    ("calibration", lambda r: r["calibration_set"]),
+    ("float", lambda r: str(r["n_float_layers"])),
+    ("correction", lambda r: r["correction"] or "-"),
+)
+_AFTER = (
+    ("KiB", lambda r: f"{r['size_bytes'] / 1024:.1f}"),
+    ("ms", lambda r: f"{r['latency_ms']:.3f}"),
+    ("evals", lambda r: str(r["evaluations_total"])),
+    ("within", lambda r: ("[bold]chosen[/]" if r["chosen"] else "yes") if r["within"] else "no"),
+)
+
+
 def _render(result, out: Path) -> None:
     """The notes, every candidate's validation drops, the choice and the test verdict."""
     from fairquant.report.verdict import summary_lines
 
     for note in result.notes:
         print_line(console, "note", "yellow", note)
+    groups = tuple((a, lambda r, a=a: f"{r[f'drop[{a}]']:+.2f}") for a in result.group_names)
+    columns = (*_COLUMNS, *groups, *_AFTER)
     table = Table(title="candidates: validation drop (points) per group")
-    for column in ("tier", "precision", "calibration", "float", "KiB", "ms", *result.group_names):
-        table.add_column(column, justify="left" if column in ("tier", "precision") else "right")
-    table.add_column("within")
+    for header, _ in columns:
+        table.add_column(header, justify="left" if header in ("tier", "precision") else "right")
     for row in result.table().to_dict("records"):
-        table.add_row(
-            row["tier"],
-            row["precision"],
-            row["calibration_set"],
-            str(row["n_float_layers"]),
-            f"{row['size_bytes'] / 1024:.1f}",
-            f"{row['latency_ms']:.3f}",
-            *(f"{row[f'drop[{a}]']:+.2f}" for a in result.group_names),
-            ("[bold]chosen[/]" if row["chosen"] else "yes") if row["within"] else "no",
-        )
+        table.add_row(*(cell(row) for _, cell in columns))
     console.print(table)
     console.print(
         f"chosen: {result.chosen.label} ({result.chosen.tier}), after {result.evaluations} "

@@ -7,8 +7,8 @@ candidate is **within tolerance** when every group's validation accuracy drop ag
 ``drop(a) = 100 (acc_fp32(a) - acc_q(a))`` on the same validation samples, is at most that group's
 tolerance (the verdict's :class:`~fairquant.metrics.verdict.Tolerance`: ``max_drop``, per-group
 overrides, and ``max_phi`` on φ = max_a G(a) - min_a G(a), G(a) the group's mean excess
-cross-entropy). Candidates are tried cheapest first, and the search stops at the first tier with
-a passing candidate (within a tier: the smallest file, then the largest slack):
+cross-entropy). Candidates are tried cheapest first, and the search stops at the **first**
+candidate within tolerance:
 
 1. ``as given``: the precision as the audit builds it (calibration: ``calib_size`` training
    samples drawn at random, seeded, as ``fairquant audit`` draws them);
@@ -16,17 +16,26 @@ a passing candidate (within a tier: the smallest file, then the largest slack):
    group-balanced (equal per group) samples instead;
 3. ``calibrator``: ONNX Runtime's MinMax / Entropy / Percentile; NNCF's ``performance`` or
    ``mixed`` preset (symmetric or asymmetric activations), on each calibration set;
-4. ``per-channel``: per-output-channel weight scales (ONNX Runtime ``-pc``); NNCF's OpenVINO
-   weights are per channel already, so this tier is skipped there;
-5. ``layers in float``: starting from the best candidate so far (smallest worst-group margin),
-   each weight layer is kept in float alone and every group's validation drop measured (one
-   evaluation per layer); layers are ordered by how much of the groups' total excess over their
-   tolerance keeping them in float removes, and kept in float in that order until every group is
-   within tolerance (ONNX Runtime ``nodes_to_exclude``, NNCF ``ignored_scope``). The file grows.
+4. ``per-channel``: per-output-channel weight scales (ONNX Runtime ``-pc``) on the best candidate
+   so far; NNCF's OpenVINO weights are per channel already, so this tier is skipped there;
+5. ``logit offsets``: on the best candidate so far (the smallest total excess of the groups over
+   their tolerance), a vector added to its logits by one last ``Add`` in its own file, no weight
+   retrained: first the last layer's bias correction (:func:`bias_correction`, the mean fp32 -
+   quantized logits on the calibration set, no labels), then per-class offsets fitted on the
+   validation split (:func:`fit_logit_offsets`). The file grows by K floats;
+6. ``layers in float``: starting from the best uncorrected candidate so far, each weight layer is
+   kept in float alone and every group's validation drop measured (one evaluation per layer,
+   stopping at one that is within); layers are ordered by how much of the groups' total excess
+   over their tolerance keeping them in float removes, and kept in float in that order until
+   every group is within tolerance (ONNX Runtime ``nodes_to_exclude``, NNCF ``ignored_scope``).
+   The file grows by the float weights.
 
 Every candidate is one build on the toolchain and one evaluation of the validation split
-(``evaluations`` counts them, the fp32 reference pass included). The test split is read once, at
-the end, for the chosen candidate's verdict (:func:`fairquant.metrics.verdict.verdict`).
+(``evaluations`` counts them, the fp32 reference pass included; the bias correction's passes of
+the calibration set are not validation passes). The test split is read once, at the end, for the
+chosen candidate's verdict (:func:`fairquant.metrics.verdict.verdict`). Offsets fitted on the
+validation split and selected on it are judged optimistically there: the test verdict is the one
+to trust.
 """
 
 from __future__ import annotations
