@@ -114,6 +114,7 @@ def test_repair_keeps_the_harmful_layer_in_float(layered):
         "layers in float",
     ]
     assert not table[table.tier != "layers in float"].within.any()
+    assert table[table.tier == "calibrator"].calibration_set.nunique() == 1  # the best set's
     corrections = table[table.tier == "logit offsets"]
     assert list(corrections.correction) == ["bias correction", "logit offsets"]
     chosen = layered.chosen

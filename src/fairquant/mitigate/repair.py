@@ -15,7 +15,7 @@ candidate within tolerance:
 2. ``calibration set``: group-stratified (each group's share of the training split) or
    group-balanced (equal per group) samples instead;
 3. ``calibrator``: ONNX Runtime's MinMax / Entropy / Percentile; NNCF's ``performance`` or
-   ``mixed`` preset (symmetric or asymmetric activations), on each calibration set;
+   ``mixed`` preset (symmetric or asymmetric activations), on the best calibration set so far;
 4. ``per-channel``: per-output-channel weight scales (ONNX Runtime ``-pc``) on the best candidate
    so far; NNCF's OpenVINO weights are per channel already, so this tier is skipped there;
 5. ``logit offsets``: on the best candidate so far (the smallest total excess of the groups over
@@ -432,20 +432,20 @@ def bias_correction(fp32: Tensor, quantized: Tensor) -> np.ndarray:
     return (fp32.double() - quantized.double()).mean(0).numpy()
 
 
-def _tier_variants(tier: str, base: DeployedPrecision, sets: list[str]):
-    """The (precision, calibration set) pairs of one of the first three tiers, cheapest first."""
+def _tier_variants(tier: str, base: DeployedPrecision, sets: list[str], bench: _Bench):
+    """The (precision, calibration set) pairs of one of the first three tiers, cheapest first;
+    the calibrators run on the best calibration set so far."""
     config = base.config
     if tier == "as given":
         return [(base, "random")]
     if tier == "calibration set":
         return [(base, s) for s in sets if s != "random"]
+    calib = _best(bench.order, bench).calibration_set
     if isinstance(config, OrtStaticConfig):
         others = [c for c in ORT_CALIBRATIONS if c != config.calibration]
-        variants = [_variant(base, calibration=c) for c in others]
-    else:
-        other = "mixed" if config.preset == "performance" else "performance"
-        variants = [_variant(base, preset=other)]
-    return [(v, s) for v in variants for s in sets]
+        return [(_variant(base, calibration=c), calib) for c in others]
+    other = "mixed" if config.preset == "performance" else "performance"
+    return [(_variant(base, preset=other), calib)]
 
 
 def _float_layers(start: Candidate, layers: list[str], bench: _Bench) -> None:
@@ -482,7 +482,7 @@ def _layer_names(bench: _Bench, precision: DeployedPrecision) -> list[str]:
 def _search(bench: _Bench, base: DeployedPrecision, sets: list[str], notes: list[str]) -> None:
     """Run the tiers cheapest first; stop at the first candidate within tolerance."""
     for tier in TIERS[:3]:
-        for precision, calib in _tier_variants(tier, base, sets):
+        for precision, calib in _tier_variants(tier, base, sets, bench):
             if bench.evaluate(tier, precision, calib).within:
                 return
     best = _best(bench.order, bench)
