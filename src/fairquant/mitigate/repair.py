@@ -82,7 +82,6 @@ __all__ = [
     "repair",
 ]
 
-#: The deployed precisions :func:`repair` can repair.
 #: How the calibration samples are drawn from the training split.
 CALIBRATION_SETS = ("random", "stratified", "balanced")
 #: The repairs, cheapest first.
