@@ -376,6 +376,17 @@ def _bare_openvino_accuracy(folder: Path, split: Split) -> list[float]:
     return [100 * correct[split.g.numpy() == a].mean() for a in range(3)]
 
 
+def test_a_validation_split_given_twice_is_refused(data, checkpoint):
+    """A split and a size, or a split beside a checkpoint's own: one of them would be ignored."""
+    with pytest.raises(ConfigError, match=r"validation= \(150 samples\) and val_size=0\.2"):
+        fairquant.repair(
+            _model(1), data, "ort:int8", validation=_split(150, 2), val_size=0.2, n_bootstrap=0
+        )
+    ckpt, digits = fairquant.load_with_data(checkpoint)
+    with pytest.raises(ConfigError, match="rebuilds its own validation split"):
+        fairquant.repair(ckpt, digits, "ort:int8", validation=digits.test, n_bootstrap=0)
+
+
 @pytest.mark.parametrize(
     ("rows", "tier", "floats"),
     [((1, 2), "layers in float", ("/0/Gemm/WithoutBiases",)), ((2,), "logit offsets", ())],

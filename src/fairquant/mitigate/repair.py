@@ -576,7 +576,17 @@ def _unwrap(model: Any, notes: list[str]) -> Any:
 def _validation(model, data: GroupedDataset, validation, val_size) -> tuple[Any, Split, str]:
     from fairquant.train.checkpoint import Checkpoint, held_out_validation
 
+    if validation is not None and val_size is not None:
+        raise ConfigError(
+            f"repair got validation= ({len(validation)} samples) and val_size={val_size!r}; "
+            "give one: the split to select on, or the size of one to carve"
+        )
     if isinstance(model, Checkpoint):
+        if validation is not None:
+            raise ConfigError(
+                "repair of a Checkpoint rebuilds its own validation split (or carves one of "
+                "val_size); validation= is for a model"
+            )
         held = model.train_config is not None and model.train_config.val_size
         size = val_size if held or val_size is not None else REPAIR_VAL_SIZE
         split, note = held_out_validation(model, data, size=size)
