@@ -376,6 +376,39 @@ def _bare_openvino_accuracy(folder: Path, split: Split) -> list[float]:
     return [100 * correct[split.g.numpy() == a].mean() for a in range(3)]
 
 
+def test_preprocessing_is_applied_as_the_audit_applies_it(checkpoint, tmp_path):
+    """A model that expects other inputs (here (pixels - 0.5) / 0.25): the repaired .onnx takes
+    the preprocessed input, so ``fairquant.audit`` of it with the same preprocessing scores each
+    group as the repair's test verdict says."""
+    from fairquant.data.preprocess import Preprocess
+
+    ckpt, digits = fairquant.load_with_data(checkpoint)
+    pre = Preprocess(mean=(0.5,), std=(0.25,))
+    result = fairquant.repair(
+        ckpt.model,
+        digits,
+        "ort:int8",
+        tolerance=Tolerance(30.0),
+        preprocess=pre,
+        calib_size=64,
+        n_bootstrap=0,
+    )
+    fairquant.write_repair(result, tmp_path / "pre")
+    audited = fairquant.audit(
+        str(tmp_path / "pre" / "model.onnx"),
+        digits,
+        precisions="fp32",
+        preprocess=pre,
+        n_bootstrap=0,
+        show_progress=False,
+    )
+    names = [str(a) for a in digits.group_names]
+    judged = result.verdict.table.set_index("group").loc[names, "accuracy"]
+    np.testing.assert_allclose(
+        audited.by_group("accuracy").loc[names, "fp32"].to_numpy(float), judged.to_numpy(float)
+    )
+
+
 def test_a_validation_split_given_twice_is_refused(data, checkpoint):
     """A split and a size, or a split beside a checkpoint's own: one of them would be ignored."""
     with pytest.raises(ConfigError, match=r"validation= \(150 samples\) and val_size=0\.2"):
