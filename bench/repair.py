@@ -6,7 +6,10 @@ For every result: each group's validation drop, whether every group is within to
 validation, the test verdict (:func:`fairquant.verdict`, each result judged on its own), file
 size, weight layers kept in float, validation evaluations and seconds. NNCF's evaluations are
 its ``validation_fn`` calls (some on subsets while it ranks) and the validation samples they
-read, in passes of the whole split; fairquant's are whole-split passes, fp32's included.
+read, in passes of the whole split; fairquant's are whole-split passes (a tier's row: its
+candidate's own; the chosen row: all of them, fp32's included). fairquant's search stops at the
+first candidate within tolerance, so a tier's row is its first passing candidate or, where none
+passed, the one with the smallest worst-group drop.
 
     python bench/repair.py --checkpoint /tmp/qs.pt --train-quickstart 0.3 --max-drop 2 \
         --out examples/repair/digits-resnet18-w8.csv
@@ -106,7 +109,7 @@ def _fairquant_rows(ckpt, data, precision, tolerance, calib_size, ctx) -> list[d
                 best.deployed.predict,
                 best.size_bytes,
                 len(best.float_layers),
-                1,
+                best.evaluations,
                 best.seconds,
                 ctx,
             )

@@ -163,3 +163,6 @@ MITIGATION_METHODS = QUANT_METHODS
 MITIGATION_SEEDS = (0, 1, 2)
 #: The deployed precisions ``fairquant repair`` can repair (``fairquant.mitigate.repair``).
 REPAIRABLE = "ort:int8[-pc][-minmax|-entropy|-percentile][-rr] (static), openvino:int8[-mixed][-bc]"
+#: The share of the training split ``repair`` carves as its validation split for a model without
+#: one (a model from elsewhere, a checkpoint trained without ``val_size``).
+REPAIR_VAL_SIZE = 0.2

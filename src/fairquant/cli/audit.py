@@ -49,7 +49,7 @@ from fairquant.options import (
 )
 
 if TYPE_CHECKING:
-    from fairquant._audit import AuditResult
+    from fairquant._audit import AuditResult, AuditTarget
     from fairquant.data import GroupedDataset
     from fairquant.metrics.verdict import Tolerance, Verdict
 
@@ -298,39 +298,114 @@ def _train_quickstart(run: RunFolder, dataset, model: str, width: int, epochs, s
     return LoadedModel(net, ModelSource("checkpoint", str(ckpt)))
 
 
+ModelSourceOption = Annotated[
+    str | None, typer.Option("--model", metavar="SOURCE", help=MODEL_HELP)
+]
+Weights = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="FILE",
+        help="State_dict for --model: a torch.save file (read with weights_only=True) or "
+        ".safetensors (extra safetensors).",
+    ),
+]
+NumClasses = Annotated[
+    int | None,
+    typer.Option(min=1, metavar="N", help="Classes the model outputs (default: the data's)."),
+]
+InChannels = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        metavar="N",
+        help="Input channels the model takes, or a table's feature count (default: "
+        "the data's; gray data is "
+        "repeated to 3 channels for a 3-channel model).",
+    ),
+]
+ModelDataset = Annotated[
+    str | None,
+    typer.Option(metavar="NAME", help="Registered dataset to audit --model on (or 'table')."),
+]
+Mean = Annotated[
+    str | None,
+    typer.Option(
+        metavar="FLOATS",
+        help="The --model's input normalization, (pixels in [0,1] - mean) / std, one value "
+        "or one per channel, e.g. 0.485,0.456,0.406; a --model on images needs it, or "
+        "--normalize data (timm:NAME states its own).",
+    ),
+]
+Std = Annotated[
+    str | None, typer.Option(metavar="FLOATS", help="See --mean, e.g. 0.229,0.224,0.225.")
+]
+Normalize = Annotated[
+    str | None,
+    typer.Option(
+        metavar="data",
+        help="'data': normalize with the data's own training-split mean and std, for a "
+        "--model on images without --mean/--std (recorded in audit.json).",
+    ),
+]
+Classes = Annotated[
+    str | None,
+    typer.Option(
+        metavar="NAMES|@FILE",
+        help="The --model's classes in the order of its outputs, comma-separated "
+        "(White,Black,Asian) or @FILE with one a line (default: the data's coding, "
+        "`fairquant datasets` shows it).",
+    ),
+]
+
+
+def refuse_model_options(ctx: typer.Context) -> None:
+    """With --checkpoint, the options of a model from elsewhere and its data are an error."""
+    refuse_given(
+        ctx,
+        (*FOR_MODEL_ONLY, "mean", "std"),
+        "to --checkpoint: a checkpoint rebuilds its own data and model (these go with --model)",
+    )
+
+
+def load_from_options(ctx: typer.Context) -> AuditTarget:
+    """The model and data that a command's --checkpoint or --model and data options name
+    (``ctx.params``, spelled as ``audit`` spells them): :func:`fairquant._audit.load_target`."""
+    from fairquant._audit import load_target
+    from fairquant.data.base import parse_class_order
+    from fairquant.data.preprocess import parse_floats
+
+    p = ctx.params
+    if p["checkpoint"] is not None:
+        refuse_model_options(ctx)
+    spec = None
+    if p["dataset"] is not None:
+        data = {k: p[k] for k in ("root", "target", "group", "option", "grayscale", "image_size")}
+        spec = data_spec(p["dataset"], imbalance="none", seed=p["data_seed"], **data)
+    return load_target(
+        checkpoint=p["checkpoint"],
+        model=p["model"],
+        weights=p["weights"],
+        spec=spec,
+        num_classes=p["num_classes"],
+        in_channels=p["in_channels"],
+        mean=None if p["mean"] is None else parse_floats(p["mean"], "--mean"),
+        std=None if p["std"] is None else parse_floats(p["std"], "--std"),
+        class_order=None if p["classes"] is None else parse_class_order(p["classes"]),
+        normalize=p["normalize"],
+    )
+
+
 @app.command()
 def audit(
     ctx: typer.Context,
     checkpoint: Annotated[
         Path | None, typer.Option(metavar="FILE", help="Checkpoint written by `fairquant train`.")
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", metavar="SOURCE", help=MODEL_HELP)] = None,
-    weights: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FILE",
-            help="State_dict for --model: a torch.save file (read with weights_only=True) or "
-            ".safetensors (extra safetensors).",
-        ),
-    ] = None,
-    num_classes: Annotated[
-        int | None,
-        typer.Option(min=1, metavar="N", help="Classes the model outputs (default: the data's)."),
-    ] = None,
-    in_channels: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            metavar="N",
-            help="Input channels the model takes, or a table's feature count (default: "
-            "the data's; gray data is "
-            "repeated to 3 channels for a 3-channel model).",
-        ),
-    ] = None,
-    dataset: Annotated[
-        str | None,
-        typer.Option(metavar="NAME", help="Registered dataset to audit --model on (or 'table')."),
-    ] = None,
+    model: ModelSourceOption = None,
+    weights: Weights = None,
+    num_classes: NumClasses = None,
+    in_channels: InChannels = None,
+    dataset: ModelDataset = None,
     root: Root = None,
     target: Target = None,
     group: Group = None,
@@ -338,35 +413,10 @@ def audit(
     grayscale: Grayscale = None,
     option: DataOptions = None,
     data_seed: DataSeed = DATA_SEED,
-    mean: Annotated[
-        str | None,
-        typer.Option(
-            metavar="FLOATS",
-            help="The --model's input normalization, (pixels in [0,1] - mean) / std, one value "
-            "or one per channel, e.g. 0.485,0.456,0.406; a --model on images needs it, or "
-            "--normalize data (timm:NAME states its own).",
-        ),
-    ] = None,
-    std: Annotated[
-        str | None, typer.Option(metavar="FLOATS", help="See --mean, e.g. 0.229,0.224,0.225.")
-    ] = None,
-    normalize: Annotated[
-        str | None,
-        typer.Option(
-            metavar="data",
-            help="'data': normalize with the data's own training-split mean and std, for a "
-            "--model on images without --mean/--std (recorded in audit.json).",
-        ),
-    ] = None,
-    classes: Annotated[
-        str | None,
-        typer.Option(
-            metavar="NAMES|@FILE",
-            help="The --model's classes in the order of its outputs, comma-separated "
-            "(White,Black,Asian) or @FILE with one a line (default: the data's coding, "
-            "`fairquant datasets` shows it).",
-        ),
-    ] = None,
+    mean: Mean = None,
+    std: Std = None,
+    normalize: Normalize = None,
+    classes: Classes = None,
     precisions: Annotated[str, typer.Option(metavar="LIST", help=PRECISIONS_HELP)] = ",".join(
         DEFAULT_PRECISIONS
     ),
@@ -433,48 +483,14 @@ def audit(
 
     {precisions}
     """
-    from fairquant._audit import load_target
-    from fairquant.data.base import parse_class_order
-    from fairquant.data.preprocess import parse_floats
     from fairquant.metrics.verdict import Tolerance
     from fairquant.report.verdict import exit_code
 
     with user_errors():
-        if checkpoint is not None:
-            refuse_given(
-                ctx,
-                (*FOR_MODEL_ONLY, "mean", "std"),
-                "to --checkpoint: a checkpoint rebuilds its own data and model (these go with "
-                "--model)",
-            )
         tolerance = Tolerance.parse(max_drop, max_phi)
         if gate and tolerance is None:
             raise ConfigError("--gate needs a tolerance to judge against: --max-drop POINTS")
-        spec = None
-        if dataset is not None:
-            spec = data_spec(
-                dataset,
-                root=root,
-                target=target,
-                group=group,
-                imbalance="none",
-                seed=data_seed,
-                option=option,
-                grayscale=grayscale,
-                image_size=image_size,
-            )
-        target_ = load_target(
-            checkpoint=checkpoint,
-            model=model,
-            weights=weights,
-            spec=spec,
-            num_classes=num_classes,
-            in_channels=in_channels,
-            mean=None if mean is None else parse_floats(mean, "--mean"),
-            std=None if std is None else parse_floats(std, "--std"),
-            class_order=None if classes is None else parse_class_order(classes),
-            normalize=normalize,
-        )
+        target_ = load_from_options(ctx)
         data = target_.data
         folder = output_folder(
             out or (checkpoint.parent if checkpoint else Path("fairquant-audit")),

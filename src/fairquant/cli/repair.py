@@ -4,20 +4,52 @@ tolerance on the validation split, judged on the test split, written in the tool
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from fairquant.cli._app import app, console, fraction_or_count, print_line, user_errors
-from fairquant.options import CALIB_SIZE, DEFAULT_MAX_DROP, N_BOOTSTRAP, REPAIRABLE
+from fairquant.cli._app import (
+    DataOptions,
+    DataSeed,
+    Grayscale,
+    Group,
+    ImageSize,
+    Root,
+    Target,
+    app,
+    console,
+    fraction_or_count,
+    print_line,
+    user_errors,
+)
+from fairquant.cli.audit import (
+    Classes,
+    InChannels,
+    Mean,
+    ModelDataset,
+    ModelSourceOption,
+    Normalize,
+    NumClasses,
+    Std,
+    Weights,
+    load_from_options,
+    refuse_model_options,
+)
+from fairquant.errors import ConfigError
+from fairquant.options import (
+    CALIB_SIZE,
+    DATA_SEED,
+    DEFAULT_MAX_DROP,
+    N_BOOTSTRAP,
+    REPAIR_VAL_SIZE,
+    REPAIRABLE,
+)
 
 
 @app.command("repair")
 def repair_command(
-    checkpoint: Annotated[
-        Path, typer.Option(metavar="FILE", help="Checkpoint written by `fairquant train`.")
-    ],
+    ctx: typer.Context,
     precision: Annotated[
         str, typer.Option(metavar="NAME", help=f"The deployed precision: {REPAIRABLE}.")
     ],
@@ -26,9 +58,29 @@ def repair_command(
         typer.Option(
             metavar="DIR",
             help="New folder: the repaired model (model.onnx, or model.xml + model.bin), "
-            "verdict.json, verdict.junit.xml and candidates.csv.",
+            "verdict.json, verdict.junit.xml and candidates.csv (candidates.csv alone when no "
+            "candidate is within tolerance).",
         ),
     ],
+    checkpoint: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Checkpoint written by `fairquant train`.")
+    ] = None,
+    model: ModelSourceOption = None,
+    weights: Weights = None,
+    num_classes: NumClasses = None,
+    in_channels: InChannels = None,
+    dataset: ModelDataset = None,
+    root: Root = None,
+    target: Target = None,
+    group: Group = None,
+    image_size: ImageSize = None,
+    grayscale: Grayscale = None,
+    option: DataOptions = None,
+    data_seed: DataSeed = DATA_SEED,
+    mean: Mean = None,
+    std: Std = None,
+    normalize: Normalize = None,
+    classes: Classes = None,
     max_drop: Annotated[
         list[str] | None,
         typer.Option(
@@ -45,12 +97,14 @@ def repair_command(
         typer.Option(
             min=0,
             metavar="FRACTION|N",
-            help="For a checkpoint trained without --val-size: the validation split to carve "
-            "from its training split (a fraction or a count; it says the model saw it).",
+            help="For a model without a validation split (a --model, a checkpoint trained "
+            "without --val-size): the validation split to carve from the training split (a "
+            f"fraction or a count; default {REPAIR_VAL_SIZE:g}; it says the model may have "
+            "seen it).",
         ),
     ] = None,
     calib_size: Annotated[
-        int, typer.Option(metavar="N", help="Calibration samples per candidate.")
+        int, typer.Option(min=1, metavar="N", help="Calibration samples per candidate.")
     ] = CALIB_SIZE,
     seed: Annotated[int, typer.Option(metavar="N", help="Seed of the calibration samples.")] = 0,
     bootstrap: Annotated[
@@ -63,32 +117,72 @@ def repair_command(
         bool, typer.Option(help="Exit 0 if the test verdict passes, 3 if it fails, 4 if not sure.")
     ] = False,
 ) -> None:
-    """Repair a deployed precision (calibration set, calibrator, per-channel, layers kept in
-    float), cheapest first, until every group is within tolerance on the validation split."""
+    """Repair a deployed precision (calibration set, calibrator, per-channel, logit offsets,
+    layers kept in float), cheapest first, until every group is within tolerance on the
+    validation split.
+
+    The model is a checkpoint of `fairquant train` or one trained elsewhere (--model, with the
+    data options of `fairquant audit`)."""
     from fairquant.metrics.verdict import Tolerance
-    from fairquant.mitigate.repair import repair
-    from fairquant.report.repair import check_folder, write_repair
+    from fairquant.mitigate.repair import RepairUnreachable, repair
+    from fairquant.report.repair import check_folder, write_candidates, write_repair
     from fairquant.report.verdict import exit_code
-    from fairquant.train import load_with_data
 
     with user_errors():
         check_folder(out)
-        ckpt, dataset = load_with_data(checkpoint)
+        what, data, preprocess = _load(ctx)
         tolerance = Tolerance.parse(max_drop or [str(DEFAULT_MAX_DROP)], max_phi)
-        result = repair(
-            ckpt,
-            dataset,
-            precision,
-            tolerance=tolerance,
-            val_size=None if val_size is None else fraction_or_count(val_size),
-            calib_size=calib_size,
-            random_state=seed,
-            n_bootstrap=bootstrap,
-        )
+        size = None if val_size is None else fraction_or_count(val_size)
+        try:
+            result = repair(
+                what,
+                data,
+                precision,
+                tolerance=tolerance,
+                val_size=size,
+                preprocess=preprocess,
+                calib_size=calib_size,
+                random_state=seed,
+                n_bootstrap=bootstrap,
+            )
+        except RepairUnreachable as e:  # the table shows how close each candidate came
+            path = write_candidates(e, out)
+            raise ConfigError(f"{e}; every candidate tried is in {path}") from None
         write_repair(result, out)
     _render(result, out)
     if gate:
         raise typer.Exit(exit_code(result.verdict))
+
+
+def _load(ctx: typer.Context) -> tuple[Any, Any, Any]:
+    """The checkpoint itself (its validation split is rebuilt from it), or the model from
+    elsewhere as ``audit`` loads it, with its data and input preprocessing."""
+    checkpoint = ctx.params["checkpoint"]
+    if checkpoint is None:
+        target_ = load_from_options(ctx)
+        return target_.model, target_.data, target_.preprocess
+    from fairquant.train import load_with_data
+
+    refuse_model_options(ctx)
+    ckpt, data = load_with_data(checkpoint)
+    return ckpt, data, None
+
+
+#: The candidates table's columns on the terminal: header, and the cell of a row of
+#: :meth:`RepairResult.table` (the groups' drops follow the first five).
+_COLUMNS = (
+    ("tier", lambda r: r["tier"]),
+    ("precision", lambda r: r["precision"]),
+    ("calibration", lambda r: r["calibration_set"]),
+    ("float", lambda r: str(r["n_float_layers"])),
+    ("correction", lambda r: r["correction"] or "-"),
+)
+_AFTER = (
+    ("KiB", lambda r: f"{r['size_bytes'] / 1024:.1f}"),
+    ("ms", lambda r: f"{r['latency_ms']:.3f}"),
+    ("evals", lambda r: str(r["evaluations_total"])),
+    ("within", lambda r: ("[bold]chosen[/]" if r["chosen"] else "yes") if r["within"] else "no"),
+)
 
 
 def _render(result, out: Path) -> None:
@@ -97,21 +191,13 @@ def _render(result, out: Path) -> None:
 
     for note in result.notes:
         print_line(console, "note", "yellow", note)
+    groups = tuple((a, lambda r, a=a: f"{r[f'drop[{a}]']:+.2f}") for a in result.group_names)
+    columns = (*_COLUMNS, *groups, *_AFTER)
     table = Table(title="candidates: validation drop (points) per group")
-    for column in ("tier", "precision", "calibration", "float", "KiB", "ms", *result.group_names):
-        table.add_column(column, justify="left" if column in ("tier", "precision") else "right")
-    table.add_column("within")
+    for header, _ in columns:
+        table.add_column(header, justify="left" if header in ("tier", "precision") else "right")
     for row in result.table().to_dict("records"):
-        table.add_row(
-            row["tier"],
-            row["precision"],
-            row["calibration_set"],
-            str(row["n_float_layers"]),
-            f"{row['size_bytes'] / 1024:.1f}",
-            f"{row['latency_ms']:.3f}",
-            *(f"{row[f'drop[{a}]']:+.2f}" for a in result.group_names),
-            ("[bold]chosen[/]" if row["chosen"] else "yes") if row["within"] else "no",
-        )
+        table.add_row(*(cell(row) for _, cell in columns))
     console.print(table)
     console.print(
         f"chosen: {result.chosen.label} ({result.chosen.tier}), after {result.evaluations} "

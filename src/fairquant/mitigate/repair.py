@@ -7,26 +7,35 @@ candidate is **within tolerance** when every group's validation accuracy drop ag
 ``drop(a) = 100 (acc_fp32(a) - acc_q(a))`` on the same validation samples, is at most that group's
 tolerance (the verdict's :class:`~fairquant.metrics.verdict.Tolerance`: ``max_drop``, per-group
 overrides, and ``max_phi`` on φ = max_a G(a) - min_a G(a), G(a) the group's mean excess
-cross-entropy). Candidates are tried cheapest first, and the search stops at the first tier with
-a passing candidate (within a tier: the smallest file, then the largest slack):
+cross-entropy). Candidates are tried cheapest first, and the search stops at the **first**
+candidate within tolerance:
 
 1. ``as given``: the precision as the audit builds it (calibration: ``calib_size`` training
    samples drawn at random, seeded, as ``fairquant audit`` draws them);
 2. ``calibration set``: group-stratified (each group's share of the training split) or
    group-balanced (equal per group) samples instead;
 3. ``calibrator``: ONNX Runtime's MinMax / Entropy / Percentile; NNCF's ``performance`` or
-   ``mixed`` preset (symmetric or asymmetric activations), on each calibration set;
-4. ``per-channel``: per-output-channel weight scales (ONNX Runtime ``-pc``); NNCF's OpenVINO
-   weights are per channel already, so this tier is skipped there;
-5. ``layers in float``: starting from the best candidate so far (smallest worst-group margin),
-   each weight layer is kept in float alone and every group's validation drop measured (one
-   evaluation per layer); layers are ordered by how much of the groups' total excess over their
-   tolerance keeping them in float removes, and kept in float in that order until every group is
-   within tolerance (ONNX Runtime ``nodes_to_exclude``, NNCF ``ignored_scope``). The file grows.
+   ``mixed`` preset (symmetric or asymmetric activations), on the best calibration set so far;
+4. ``per-channel``: per-output-channel weight scales (ONNX Runtime ``-pc``) on the best candidate
+   so far; NNCF's OpenVINO weights are per channel already, so this tier is skipped there;
+5. ``logit offsets``: on the best candidate so far (the smallest total excess of the groups over
+   their tolerance), a vector added to its logits by one last ``Add`` in its own file, no weight
+   retrained: first the last layer's bias correction (:func:`bias_correction`, the mean fp32 -
+   quantized logits on the calibration set, no labels), then per-class offsets fitted on the
+   validation split (:func:`fit_logit_offsets`). The file grows by K floats;
+6. ``layers in float``: starting from the best uncorrected candidate so far, each weight layer is
+   kept in float alone and every group's validation drop measured (one evaluation per layer,
+   stopping at one that is within); layers are ordered by how much of the groups' total excess
+   over their tolerance keeping them in float removes, and kept in float in that order until
+   every group is within tolerance (ONNX Runtime ``nodes_to_exclude``, NNCF ``ignored_scope``).
+   The file grows by the float weights.
 
 Every candidate is one build on the toolchain and one evaluation of the validation split
-(``evaluations`` counts them, the fp32 reference pass included). The test split is read once, at
-the end, for the chosen candidate's verdict (:func:`fairquant.metrics.verdict.verdict`).
+(``evaluations`` counts them, the fp32 reference pass included; the bias correction's passes of
+the calibration set are not validation passes). The test split is read once, at the end, for the
+chosen candidate's verdict (:func:`fairquant.metrics.verdict.verdict`). Offsets fitted on the
+validation split and selected on it are judged optimistically there: the test verdict is the one
+to trust.
 """
 
 from __future__ import annotations
@@ -45,28 +54,47 @@ import torch
 from torch import Tensor, nn
 
 from fairquant.data.base import GroupedDataset, Split
+from fairquant.data.preprocess import Preprocess
 from fairquant.data.split import validation_indices, validation_split
 from fairquant.errors import ConfigError
 from fairquant.metrics.functional import per_sample_loss
 from fairquant.metrics.samples import PerSample
 from fairquant.metrics.verdict import Tolerance, Verdict, verdict
 from fairquant.mitigate.allocate import ToleranceUnreachable
-from fairquant.options import REPAIRABLE
-from fairquant.quant.artifact import Quantized
+from fairquant.models.onnx import OnnxModel
+from fairquant.options import REPAIR_VAL_SIZE, REPAIRABLE
+from fairquant.quant.artifact import Quantized, file_saver
 from fairquant.quant.build import quantize
 from fairquant.quant.calibrate import calibration_indices
 from fairquant.quant.configs import DeployedPrecision
-from fairquant.quant.openvino import OpenVinoConfig, weight_layers
+from fairquant.quant.openvino import OpenVinoConfig, OpenVinoModel, weight_layers
+from fairquant.quant.openvino import append_logit_offsets as append_openvino_offsets
 from fairquant.quant.ort import ORT_CALIBRATIONS, OrtStaticConfig, export_onnx, weight_nodes
+from fairquant.quant.ort import append_logit_offsets as append_onnx_offsets
 from fairquant.quant.precision import parse_precision
 
-__all__ = ["REPAIRABLE", "Candidate", "RepairResult", "repair"]
+__all__ = [
+    "REPAIRABLE",
+    "Candidate",
+    "RepairResult",
+    "RepairUnreachable",
+    "candidates_table",
+    "repair",
+]
 
-#: The deployed precisions :func:`repair` can repair.
 #: How the calibration samples are drawn from the training split.
 CALIBRATION_SETS = ("random", "stratified", "balanced")
 #: The repairs, cheapest first.
-TIERS = ("as given", "calibration set", "calibrator", "per-channel", "layers in float")
+TIERS = (
+    "as given",
+    "calibration set",
+    "calibrator",
+    "per-channel",
+    "logit offsets",
+    "layers in float",
+)
+#: The post-hoc corrections of the ``logit offsets`` tier, cheapest first.
+CORRECTIONS = ("bias correction", "logit offsets")
 _BATCH = 256
 
 
@@ -88,12 +116,19 @@ class Candidate:
     within: bool
     seconds: float
     deployed: Quantized = field(repr=False)
+    correction: str = ""
+    """``""``, ``"bias correction"`` or ``"logit offsets"`` (:data:`CORRECTIONS`)."""
+    offsets: tuple[float, ...] = ()
+    """The vector added to the logits by the artifact's last operation (a correction's)."""
+    evaluations: int = 1
+    """Validation passes this candidate cost."""
 
     @property
     def label(self) -> str:
         """e.g. ``ort:int8-pc-percentile, balanced calibration, 2 layers in float``."""
         floats = f", {len(self.float_layers)} layers in float" if self.float_layers else ""
-        return f"{self.precision.name}, {self.calibration_set} calibration{floats}"
+        fixed = f", {self.correction}" if self.correction else ""
+        return f"{self.precision.name}, {self.calibration_set} calibration{floats}{fixed}"
 
 
 @dataclass
@@ -115,27 +150,55 @@ class RepairResult:
     _workdir: Any = field(default=None, repr=False)
 
     def table(self) -> pd.DataFrame:
-        """One row per candidate: tier, precision, calibration set, layers in float, size,
-        latency, validation drop per group (``drop[group]``), φ, within, chosen, seconds."""
-        rows = []
-        for c in self.candidates:
-            rows.append(
-                {
-                    "tier": c.tier,
-                    "precision": c.precision.name,
-                    "calibration_set": c.calibration_set,
-                    "float_layers": " ".join(c.float_layers),
-                    "n_float_layers": len(c.float_layers),
-                    "size_bytes": c.size_bytes,
-                    "latency_ms": round(c.latency_ms, 4),
-                    **{f"drop[{a}]": round(float(c.drop[a]), 4) for a in self.group_names},
-                    "phi": round(c.phi, 6),
-                    "within": c.within,
-                    "chosen": c is self.chosen,
-                    "seconds": round(c.seconds, 3),
-                }
-            )
-        return pd.DataFrame(rows)
+        """One row per candidate (:func:`candidates_table`)."""
+        return candidates_table(self.candidates, self.group_names, self.chosen)
+
+
+def candidates_table(
+    candidates: list[Candidate], group_names: list[str], chosen: Candidate | None = None
+) -> pd.DataFrame:
+    """One row per candidate, in the order tried: tier, precision, calibration set, layers in
+    float, size, latency, validation drop per group (``drop[group]``), φ, within, chosen
+    (``chosen`` is that candidate; ``None``: none was), the validation passes it cost
+    (``evaluations``) and all passes so far, fp32's reference pass included
+    (``evaluations_total``), seconds."""
+    rows, total = [], 1
+    for c in candidates:
+        rows.append(
+            {
+                "tier": c.tier,
+                "precision": c.precision.name,
+                "calibration_set": c.calibration_set,
+                "float_layers": " ".join(c.float_layers),
+                "n_float_layers": len(c.float_layers),
+                "size_bytes": c.size_bytes,
+                "latency_ms": round(c.latency_ms, 4),
+                **{f"drop[{a}]": round(float(c.drop[a]), 4) for a in group_names},
+                "correction": c.correction,
+                "offsets": " ".join(f"{b:.6g}" for b in c.offsets),
+                "phi": round(c.phi, 6),
+                "within": c.within,
+                "chosen": c is chosen,
+                "evaluations": c.evaluations,
+                "evaluations_total": total + c.evaluations,
+                "seconds": round(c.seconds, 3),
+            }
+        )
+        total += c.evaluations
+    return pd.DataFrame(rows)
+
+
+class RepairUnreachable(ToleranceUnreachable):
+    """No candidate is within tolerance on the validation split: ``group``, ``limit`` and
+    ``reachable`` as :class:`~fairquant.mitigate.allocate.ToleranceUnreachable` (the smallest
+    value any candidate reached), and ``candidates``, the table of every candidate tried
+    (:func:`candidates_table`), for the user to see how close each came."""
+
+    def __init__(
+        self, message: str, *, group: str, limit: float, reachable: float, candidates: pd.DataFrame
+    ) -> None:
+        super().__init__(message, group=group, limit=limit, reachable=reachable)
+        self.candidates = candidates
 
 
 def _repairable(precision: str | DeployedPrecision) -> DeployedPrecision:
@@ -185,11 +248,13 @@ class _Bench:
         self.names, self.tolerance, self.options = names, tolerance, options
         self.workdir = Path(options["workdir"])
         self.k = len(names)
-        ref, _ = _logits(_torch_predict(model), validation.x)
+        self.fp32 = _fp32(model)
+        ref, _ = _logits(self.fp32, validation.x)
         self.acc_ref, self.loss_ref = _group_stats(ref, validation, self.k)
         self.evaluations = 1
         self.tried: dict[tuple, Candidate] = {}
         self.order: list[Candidate] = []
+        self.logits: dict[int, Tensor] = {}  # each candidate's validation logits
         self._calib: dict[str, Tensor] = {}
 
     def calibration(self, kind: str) -> Tensor:
@@ -219,32 +284,71 @@ class _Bench:
         folder = self.workdir / f"candidate-{len(self.order):03d}"
         calibration = self.calibration(calib)
         built = quantize(self.source, precision, calibration=calibration, workdir=folder)
+        config = precision.config
+        floats = getattr(config, "nodes_to_exclude", None) or getattr(config, "ignored_scope", ())
+        fields = {"tier": tier, "precision": precision, "calibration_set": calib}
+        candidate = self.measure(built, start, **fields, float_layers=tuple(floats))
+        self.tried[key] = candidate
+        return candidate
+
+    def measure(self, built: Quantized, start: float, **fields: Any) -> Candidate:
+        """One pass of the validation split through ``built``: its candidate, recorded."""
         logits, per_sample = _logits(built.predict, self.validation.x)
         self.evaluations += 1
         acc, loss = _group_stats(logits, self.validation, self.k)
         drop = pd.Series(self.acc_ref - acc, index=self.names)
         excess = loss - self.loss_ref
         phi = float(excess.max() - excess.min())
-        config = precision.config
-        floats = getattr(config, "nodes_to_exclude", None) or getattr(config, "ignored_scope", ())
         ok = bool((drop.to_numpy() <= [self.tolerance.for_group(a) for a in self.names]).all())
         ok = ok and (self.tolerance.max_phi is None or phi <= self.tolerance.max_phi)
         candidate = Candidate(
-            tier,
-            precision,
-            calib,
-            tuple(floats),
-            built.size_bytes,
-            1000 * per_sample,
-            drop,
-            phi,
-            ok,
-            time.perf_counter() - start,
-            built,
+            **fields,
+            size_bytes=built.size_bytes,
+            latency_ms=1000 * per_sample,
+            drop=drop,
+            phi=phi,
+            within=ok,
+            seconds=time.perf_counter() - start,
+            deployed=built,
         )
-        self.tried[key] = candidate
+        self.logits[id(candidate)] = logits
         self.order.append(candidate)
         return candidate
+
+    def correct(self, base: Candidate, correction: str) -> Candidate:
+        """``base`` with a vector added to its logits by one last operation in its own file: the
+        bias correction (:func:`bias_correction`, on the calibration set) or the logit offsets
+        (:func:`fit_logit_offsets`, on the validation split's labels)."""
+        start = time.perf_counter()
+        if correction == "bias correction":
+            x = self.calibration(base.calibration_set)
+            ref, _ = _logits(self.fp32, x)
+            offsets = bias_correction(ref, _logits(base.deployed.predict, x)[0])
+        else:
+            offsets = fit_logit_offsets(self.logits[id(base)], self.validation.y)
+        folder = self.workdir / f"candidate-{len(self.order):03d}"
+        folder.mkdir(parents=True)
+        source = base.deployed.artifact
+        assert source is not None  # ort: and openvino: precisions write their file
+        note = (*base.deployed.notes, f"{correction} added to the logits: {offsets.tolist()}")
+        if source.suffix == ".xml":
+            path = append_openvino_offsets(source, offsets, folder / "model.xml")
+            hint = getattr(base.precision.config, "inference_precision", "f32")
+            ir = OpenVinoModel(path, inference_precision=hint)
+            built = Quantized(base.precision, ir.size_bytes, note, ir.predict, ir.save, path)
+        else:
+            path = append_onnx_offsets(source, offsets, folder / "model.onnx")
+            size, run, save = path.stat().st_size, OnnxModel(path).predict, file_saver(path)
+            built = Quantized(base.precision, size, note, run, save, path)
+        fields = {k: getattr(base, k) for k in ("precision", "calibration_set", "float_layers")}
+        return self.measure(
+            built,
+            start,
+            tier=TIERS[4],
+            **fields,
+            correction=correction,
+            offsets=tuple(float(b) for b in offsets),
+        )
 
 
 def _variant(precision: DeployedPrecision, **changes: Any) -> DeployedPrecision:
@@ -273,43 +377,96 @@ def _best(candidates: list[Candidate], bench: _Bench) -> Candidate:
     return min(candidates, key=bench.excess)
 
 
-def _tier_candidates(tier: str, base: DeployedPrecision, sets: list[str], bench: _Bench):
-    """The candidates of one of the first four tiers."""
+def fit_logit_offsets(logits: Tensor, y: Tensor, *, ridge: float = 1e-4) -> np.ndarray:
+    """The per-class offsets ``b`` that minimise the mean cross-entropy of ``logits + b`` on the
+    labels ``y`` (the validation split's), with a small ridge that makes ``b`` unique:
+
+        L(b) = (1/n) Σ_i [log Σ_k exp(z_ik + b_k) - z_{i,y_i} - b_{y_i}] + (ridge/2) ||b||².
+
+    L is convex; its gradient is ``mean_i p_i - π + ridge b`` (``p_i`` the softmax of
+    ``z_i + b``, ``π`` the classes' shares of ``y``), so at the minimum the quantized model's mean
+    predicted probability of each class matches how often the class occurs, up to the ridge:
+    quantization that shifts a class's logits (a collapsed row of weights) is undone where the
+    shift is the same for every sample. Solved by Newton's method in float64 (Hessian
+    ``mean_i (diag p_i - p_i p_iᵀ) + ridge I``) with a halving line search. A class absent
+    from ``y`` keeps ``b_k = 0`` (its share of 0 would push it to -∞). Fitted on labels, and the
+    repair then selects on the same split: its validation drop is optimistic, which is why the
+    verdict judges on the test split.
+    """
+    z = logits.double().numpy()
+    labels = y.numpy()
+    n, k = z.shape
+    share = np.bincount(labels, minlength=k) / n
+    free = share > 0
+
+    def loss(b: np.ndarray) -> float:
+        shifted = z + b
+        top = shifted.max(1, keepdims=True)
+        lse = top[:, 0] + np.log(np.exp(shifted - top).sum(1))
+        return float((lse - shifted[np.arange(n), labels]).mean() + ridge / 2 * b @ b)
+
+    b = np.zeros(k)
+    for _ in range(100):
+        shifted = z + b
+        p = np.exp(shifted - shifted.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        grad = np.where(free, p.mean(0) - share + ridge * b, 0.0)
+        if np.abs(grad).max() < 1e-12:
+            break
+        hess = np.diag(p.mean(0)) - p.T @ p / n + ridge * np.eye(k)
+        step = np.zeros(k)
+        step[free] = np.linalg.solve(hess[np.ix_(free, free)], -grad[free])
+        t, now = 1.0, loss(b)
+        while loss(b + t * step) > now and t > 1e-8:
+            t /= 2
+        b = b + t * step
+    return b
+
+
+def bias_correction(fp32: Tensor, quantized: Tensor) -> np.ndarray:
+    """The last layer's bias correction: the mean difference of the fp32 and the quantized
+    model's logits, ``b = (1/n) Σ_i (z_fp32,i - z_q,i)``, on the calibration samples (no labels);
+    added to the quantized logits it removes their mean shift (NNCF's and Nagel et al.'s bias
+    correction, here for the output layer alone)."""
+    return (fp32.double() - quantized.double()).mean(0).numpy()
+
+
+def _tier_variants(tier: str, base: DeployedPrecision, sets: list[str], bench: _Bench):
+    """The (precision, calibration set) pairs of one of the first three tiers, cheapest first;
+    the calibrators run on the best calibration set so far."""
     config = base.config
     if tier == "as given":
-        return [bench.evaluate(tier, base, "random")]
+        return [(base, "random")]
     if tier == "calibration set":
-        return [bench.evaluate(tier, base, s) for s in sets if s != "random"]
-    if tier == "calibrator":
-        if isinstance(config, OrtStaticConfig):
-            others = [c for c in ORT_CALIBRATIONS if c != config.calibration]
-            variants = [_variant(base, calibration=c) for c in others]
-        else:
-            other = "mixed" if config.preset == "performance" else "performance"
-            variants = [_variant(base, preset=other)]
-        return [bench.evaluate(tier, v, s) for v in variants for s in sets]
-    return []
+        return [(base, s) for s in sets if s != "random"]
+    calib = _best(bench.order, bench).calibration_set
+    if isinstance(config, OrtStaticConfig):
+        others = [c for c in ORT_CALIBRATIONS if c != config.calibration]
+        return [(_variant(base, calibration=c), calib) for c in others]
+    other = "mixed" if config.preset == "performance" else "performance"
+    return [(_variant(base, preset=other), calib)]
 
 
-def _float_layers(start: Candidate, layers: list[str], bench: _Bench) -> list[Candidate]:
-    """Greedy: measure each layer kept in float alone, then keep the most harmful in float, in
-    order, until every group is within tolerance (at most all layers but one)."""
-    tier, base = "layers in float", start.precision
+def _float_layers(start: Candidate, layers: list[str], bench: _Bench) -> None:
+    """Greedy: measure each layer kept in float alone (stopping at one that passes), then keep
+    the most harmful in float, in order, until every group is within tolerance (at most all
+    layers but one)."""
+    tier, base = TIERS[5], start.precision
     field_name = "nodes_to_exclude" if isinstance(base.config, OrtStaticConfig) else "ignored_scope"
 
     def kept(names: tuple[str, ...]) -> Candidate:
         variant = _variant(base, **{field_name: names})
         return bench.evaluate(tier, variant, start.calibration_set)
 
-    singles = {layer: kept((layer,)) for layer in layers}
-    tried = list(singles.values())
+    singles = {}
+    for layer in layers:
+        singles[layer] = kept((layer,))
+        if singles[layer].within:
+            return
     order = sorted(layers, key=lambda layer: bench.excess(singles[layer]))
-    for n in range(1, len(order)):
-        c = kept(tuple(order[:n]))
-        tried.append(c)
-        if c.within:
-            break
-    return tried
+    for n in range(2, len(order)):
+        if kept(tuple(order[:n])).within:
+            return
 
 
 def _layer_names(bench: _Bench, precision: DeployedPrecision) -> list[str]:
@@ -321,31 +478,48 @@ def _layer_names(bench: _Bench, precision: DeployedPrecision) -> list[str]:
     return weight_layers(ov.Core().read_model(str(bench.source.path)))
 
 
-def _search(bench: _Bench, base: DeployedPrecision, sets: list[str], notes: list[str]):
-    """Run the tiers cheapest first; stop at the first with a passing candidate."""
+def _search(bench: _Bench, base: DeployedPrecision, sets: list[str], notes: list[str]) -> None:
+    """Run the tiers cheapest first; stop at the first candidate within tolerance."""
     for tier in TIERS[:3]:
-        if _best(_tier_candidates(tier, base, sets, bench), bench).within:
-            return
+        for precision, calib in _tier_variants(tier, base, sets, bench):
+            if bench.evaluate(tier, precision, calib).within:
+                return
     best = _best(bench.order, bench)
     if isinstance(base.config, OrtStaticConfig) and best.precision.config.per_channel:
         notes.append(f"per-channel: {base.name} quantizes weights per channel already")
     elif isinstance(base.config, OrtStaticConfig):
         pc = _variant(best.precision, per_channel=True)
-        if bench.evaluate("per-channel", pc, best.calibration_set).within:
+        if bench.evaluate(TIERS[3], pc, best.calibration_set).within:
             return
     else:
         notes.append("per-channel: NNCF quantizes OpenVINO weights per channel already")
     best = _best(bench.order, bench)
+    for correction in CORRECTIONS:
+        if bench.correct(best, correction).within:
+            return
     layers = _layer_names(bench, base)
     if len(layers) < 2:
         notes.append(f"layers in float: the model has {len(layers)} weight layer(s); skipped")
         return
-    _float_layers(best, layers, bench)
+    _float_layers(_best([c for c in bench.order if not c.correction], bench), layers, bench)
 
 
-def _unreachable(bench: _Bench) -> ToleranceUnreachable:
+def _unreachable(bench: _Bench) -> RepairUnreachable:
     """The error when no candidate is within tolerance: the group that none keeps within its
-    tolerance (largest margin of its smallest drop), else the best candidate's worst group."""
+    tolerance (largest margin of its smallest drop), else the best candidate's worst group, else
+    φ; with the table of every candidate."""
+    error = _unreachable_limit(bench)
+    table = candidates_table(bench.order, bench.names)
+    return RepairUnreachable(
+        str(error),
+        group=error.group,
+        limit=error.limit,
+        reachable=error.reachable,
+        candidates=table,
+    )
+
+
+def _unreachable_limit(bench: _Bench) -> ToleranceUnreachable:
     drops = pd.DataFrame([c.drop for c in bench.order])
     limits = pd.Series([bench.tolerance.for_group(a) for a in bench.names], index=bench.names)
     reached = drops.min()
@@ -382,21 +556,45 @@ def _unreachable(bench: _Bench) -> ToleranceUnreachable:
     )
 
 
-def _validation(model, data: GroupedDataset, validation, val_size) -> tuple[nn.Module, Split, str]:
+def _unwrap(model: Any, notes: list[str]) -> Any:
+    """The checkpoint, module or ONNX model inside ``model`` (a :class:`LoadedModel`'s notes,
+    e.g. how it is normalized, join ``notes``)."""
+    from fairquant.models.load import LoadedModel
+    from fairquant.train.checkpoint import Checkpoint
+
+    if isinstance(model, LoadedModel):
+        notes.extend(model.notes)
+        model = model.model
+    if not isinstance(model, Checkpoint | nn.Module | OnnxModel):
+        raise ConfigError(
+            "repair takes an nn.Module, a Checkpoint, an OnnxModel or a LoadedModel; got "
+            f"{type(model).__name__}"
+        )
+    return model
+
+
+def _validation(model, data: GroupedDataset, validation, val_size) -> tuple[Any, Split, str]:
     from fairquant.train.checkpoint import Checkpoint, held_out_validation
 
+    if validation is not None and val_size is not None:
+        raise ConfigError(
+            f"repair got validation= ({len(validation)} samples) and val_size={val_size!r}; "
+            "give one: the split to select on, or the size of one to carve"
+        )
     if isinstance(model, Checkpoint):
-        split, note = held_out_validation(model, data, size=val_size)
+        if validation is not None:
+            raise ConfigError(
+                "repair of a Checkpoint rebuilds its own validation split (or carves one of "
+                "val_size); validation= is for a model"
+            )
+        held = model.train_config is not None and model.train_config.val_size
+        size = val_size if held or val_size is not None else REPAIR_VAL_SIZE
+        split, note = held_out_validation(model, data, size=size)
         return model.model, split, note
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"repair takes an nn.Module or a Checkpoint; got {type(model).__name__}")
     if validation is not None:
         return model, validation, f"the given validation split ({len(validation)} samples)"
-    if val_size is None:
-        raise ConfigError(
-            "repair selects on a validation split: give validation=Split or val_size to carve one"
-        )
-    _, split = validation_split(data.train, val_size, seed=data.spec.seed)
+    size = REPAIR_VAL_SIZE if val_size is None else val_size
+    _, split = validation_split(data.train, size, seed=data.spec.seed)
     return (
         model,
         split,
@@ -408,9 +606,21 @@ def _validation(model, data: GroupedDataset, validation, val_size) -> tuple[nn.M
     )
 
 
-def _judge(model: nn.Module, chosen: Candidate, data: GroupedDataset, tolerance, n_bootstrap):
-    test, name = data.test, chosen.precision.name
-    ref, _ = _logits(_torch_predict(model), test.x)
+def _ready(split: Split, preprocess: Preprocess | None, data: GroupedDataset) -> Split:
+    """``split`` with its inputs as the model takes them (``preprocess``, as the audit applies
+    it), so the repaired artifact takes what the audited one takes."""
+    if preprocess is None:
+        return split
+    return Split(preprocess.transform(data.mean, data.std)(split.x), split.y, split.g)
+
+
+def _fp32(model: nn.Module | OnnxModel) -> Callable[[Tensor], Tensor]:
+    return model.predict if isinstance(model, OnnxModel) else _torch_predict(model.eval())
+
+
+def _judge(model, chosen: Candidate, test: Split, names, tolerance, n_bootstrap) -> Verdict:
+    name = chosen.precision.name
+    ref, _ = _logits(_fp32(model), test.x)
     got, _ = _logits(chosen.deployed.predict, test.x)
     samples = PerSample(
         y=test.y.numpy(),
@@ -421,7 +631,7 @@ def _judge(model: nn.Module, chosen: Candidate, data: GroupedDataset, tolerance,
             name: per_sample_loss(got, test.y).numpy(),
         },
     )
-    return verdict(samples, tolerance, group_names=data.group_names, n_bootstrap=n_bootstrap)
+    return verdict(samples, tolerance, group_names=names, n_bootstrap=n_bootstrap)
 
 
 def repair(
@@ -432,6 +642,7 @@ def repair(
     tolerance: Tolerance | None = None,
     validation: Split | None = None,
     val_size: float | int | None = None,
+    preprocess: Preprocess | None = None,
     calib_size: int = 256,
     random_state: int = 0,
     n_bootstrap: int = 1000,
@@ -440,12 +651,19 @@ def repair(
     """The cheapest repair of ``precision`` that keeps every group within ``tolerance`` on the
     validation split (module docstring), judged on ``data.test``.
 
-    ``model``: an ``nn.Module`` or a :class:`~fairquant.train.Checkpoint` (its validation split
-    rebuilt exactly, :func:`~fairquant.train.held_out_validation`). For a module, ``validation``
-    is the split to select on, or ``val_size`` (fraction or count) carves one from
-    ``data.train``, and the result's ``validation`` sentence says the model may have seen it.
+    ``model``: an ``nn.Module``, an ONNX model (:class:`~fairquant.models.onnx.OnnxModel`), a
+    :class:`~fairquant.models.load.LoadedModel` (what ``audit --model`` loads:
+    :func:`fairquant._audit.load_target`) or a :class:`~fairquant.train.Checkpoint` (its
+    validation split rebuilt exactly, :func:`~fairquant.train.held_out_validation`).
+    ``validation`` is the split to select on, or ``val_size`` (fraction or count) carves one from
+    ``data.train``. A model without a validation split (a module given none, a checkpoint trained
+    without ``val_size``) has one carved from ``data.train``, ``val_size`` or else
+    :data:`~fairquant.options.REPAIR_VAL_SIZE` of it, and the result's ``validation`` sentence
+    (its first note) says so and that the model may have been trained on it. ``preprocess``: the
+    input the model expects, applied to every split as the audit applies it (the artifact takes
+    its output).
     Calibration samples (``calib_size``, seeded by ``random_state``) come from ``data.train``.
-    ``tolerance``: default 2 points for every group. Raises :class:`ToleranceUnreachable`
+    ``tolerance``: default 2 points for every group. Raises :class:`RepairUnreachable`
     naming the group and the smallest drop reached when no candidate is within tolerance.
     """
     start = time.perf_counter()
@@ -457,20 +675,25 @@ def repair(
     tolerance = Tolerance() if tolerance is None else tolerance
     names = [str(a) for a in data.group_names]
     tolerance.check_groups(names)
-    module, split, note = _validation(model, data, validation, val_size)
-    module = module.eval()
-    notes = [f"selected on {note}"]
-    sets = _calibration_sets(data.train, calib_size, notes)
+    loaded: list[str] = []
+    module, split, note = _validation(_unwrap(model, loaded), data, validation, val_size)
+    notes = [f"selected on {note}", *loaded]
+    train, test, split = (_ready(s, preprocess, data) for s in (data.train, data.test, split))
+    sets = _calibration_sets(train, calib_size, notes)
     own = tempfile.TemporaryDirectory(prefix="fairquant-repair-") if workdir is None else None
     folder = Path(own.name if own is not None else workdir)
-    source = export_onnx(module, data.train.x[:8], folder / "fp32.onnx")
+    source = (
+        module
+        if isinstance(module, OnnxModel)
+        else export_onnx(module.eval(), train.x[:8], folder / "fp32.onnx")
+    )
     options = {"workdir": folder, "calib_size": calib_size, "seed": random_state}
-    bench = _Bench(module, source, data.train, split, names, tolerance, options)
+    bench = _Bench(module, source, train, split, names, tolerance, options)
     _search(bench, base, sets, notes)
     chosen = _best(bench.order, bench)
     if not chosen.within:
         raise _unreachable(bench)
-    judged = _judge(module, chosen, data, tolerance, n_bootstrap)
+    judged = _judge(module, chosen, test, names, tolerance, n_bootstrap)
     return RepairResult(
         precision=base.name,
         chosen=chosen,

@@ -243,3 +243,20 @@ def _quiet() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
+
+
+def append_logit_offsets(source: Path, offsets: Any, path: Path) -> Path:
+    """Write the IR ``source`` to ``path`` (``.xml`` and ``.bin``) with ``offsets`` (one float per
+    class) added to its first output by an ``Add`` operation before its result, so a bare
+    OpenVINO compile of ``path`` gives ``logits + offsets``."""
+    ov = require("openvino", what="logit offsets on an OpenVINO model")
+    from openvino import opset13
+
+    model = ov.Core().read_model(str(source))
+    result = model.get_results()[0]
+    logits = result.input_value(0)
+    constant = opset13.constant(np.asarray(offsets, dtype=np.float32), name="logit_offsets")
+    added = opset13.add(logits, constant, name="logit_offsets_add")
+    result.input(0).replace_source_output(added.output(0))
+    ov.save_model(model, str(path), compress_to_fp16=False)
+    return Path(path)

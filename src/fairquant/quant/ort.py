@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -257,3 +258,24 @@ def weight_layer_counts(graph: Any) -> tuple[int, int]:
             elif node.input[1] in stored:
                 counts["float"] += 1
     return counts["int"], counts["int"] + counts["float"]
+
+
+def append_logit_offsets(source: Path, offsets: Any, path: Path) -> Path:
+    """Write ``source`` (an ONNX model) to ``path`` with ``offsets`` (one float per class) added
+    to its first output by an ``Add`` node at the end of the graph: the output keeps its name,
+    so a bare ``onnxruntime.InferenceSession`` of ``path`` gives ``logits + offsets``."""
+    onnx = require("onnx", what="logit offsets on an ONNX model")
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    output = graph.output[0].name
+    raw = f"{output}_before_offsets"
+    for node in graph.node:
+        node.output[:] = [raw if o == output else o for o in node.output]
+        node.input[:] = [raw if i == output else i for i in node.input]
+    values = numpy_helper.from_array(np.asarray(offsets, dtype=np.float32), "logit_offsets")
+    graph.initializer.append(values)
+    graph.node.append(helper.make_node("Add", [raw, "logit_offsets"], [output], "logit_offsets"))
+    onnx.save(model, str(path))
+    return path

@@ -6,14 +6,20 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+import pandas as pd
 
 from fairquant._io import atomic_write
 from fairquant.errors import ConfigError
-from fairquant.mitigate.repair import RepairResult
+from fairquant.mitigate.repair import RepairResult, RepairUnreachable
 from fairquant.report.verdict import VERDICT_JSON, VERDICT_JUNIT, write_junit, write_verdict_json
 
-__all__ = ["check_folder", "write_repair"]
+__all__ = ["CANDIDATES", "check_folder", "write_candidates", "write_repair"]
+
+#: The table of every candidate tried.
+CANDIDATES = "candidates.csv"
 
 
 def check_folder(folder: str | os.PathLike) -> Path:
@@ -30,18 +36,37 @@ def write_repair(result: RepairResult, folder: str | os.PathLike) -> list[Path]:
     ``openvino:``), ``verdict.json``, ``verdict.junit.xml`` and ``candidates.csv`` into ``folder``
     (new or empty), all at once: built beside it and renamed into place, so the folder appears
     complete or not at all. Returns its files."""
-    folder = check_folder(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         source = result.chosen.deployed.artifact
         parts = [source, *([source.with_suffix(".bin")] if source.suffix == ".xml" else [])]
         for part in parts:
             shutil.copyfile(part, tmp / f"model{part.suffix}")
         write_verdict_json(result.verdict, tmp / VERDICT_JSON)
         write_junit(result.verdict, tmp / VERDICT_JUNIT)
-        table = result.table()
-        atomic_write(tmp / "candidates.csv", lambda p: table.to_csv(p, index=False))
+        _write_table(result.table(), tmp)
+
+    return _write_folder(folder, write)
+
+
+def write_candidates(error: RepairUnreachable, folder: str | os.PathLike) -> Path:
+    """When no candidate is within tolerance: ``folder`` (new or empty) holds ``candidates.csv``
+    alone, every candidate tried, and no model (none passes, so none is there to ship) and no
+    verdict. Returns the table's path."""
+    return _write_folder(folder, lambda tmp: _write_table(error.candidates, tmp))[0]
+
+
+def _write_table(table: pd.DataFrame, folder: Path) -> None:
+    atomic_write(folder / CANDIDATES, lambda p: table.to_csv(p, index=False))
+
+
+def _write_folder(folder: str | os.PathLike, write: Callable[[Path], None]) -> list[Path]:
+    """Run ``write`` on a fresh folder beside ``folder`` and rename it into place."""
+    folder = check_folder(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        write(tmp)
         os.chmod(tmp, 0o777 & ~_umask())
         if folder.exists():
             folder.rmdir()
