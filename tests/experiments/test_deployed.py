@@ -170,3 +170,35 @@ def test_run_trains_once_audits_six_precisions_per_seed_and_reports_them(
     html = (run_dir / "report.html").read_text()
     assert "precisions (torchao)" in html and "agrees with fp32" in html
     assert "Notes of the audits" in html and "torchao quantized 1 of 5 weight layers" in html
+
+
+def test_a_mitigation_comparison_audits_deployed_precisions_with_ptq_only():
+    from fairquant.experiments.mitigation import MitigationComparison, _notes, mitigation_config
+    from fairquant.models import ModelSpec
+    from fairquant.train import TrainConfig
+
+    data = parse_config(TINY).datasets[0].spec(Path("."))
+    spec, train = ModelSpec("cnn", 2), TrainConfig(epochs=1)
+    with pytest.raises(ConfigError, match=r"precisions \['ort:int8'\] are deployed.*'ptq'\] only"):
+        mitigation_config(data, spec, train, precisions="int8,ort:int8")
+    config = mitigation_config(
+        data,
+        spec,
+        train,
+        precisions="int8,ort:int8",
+        methods=["ptq"],
+        mitigations="none,balanced-calib",
+    )
+    comparison = MitigationComparison(
+        config, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), Path()
+    )
+    requested = [(method, p.name) for method, p in comparison.requested()]
+    assert requested == [
+        ("none", "fp32"),
+        ("ptq", "int8"),
+        ("ort", "ort:int8"),  # its rows' method: the toolchain
+        ("ptq", "int8-a8"),
+        ("ptq", "int4-a8"),
+    ]
+    notes = _notes(config)
+    assert any("the deployed ort:int8 are built from the same group-balanced" in n for n in notes)
