@@ -409,6 +409,8 @@ EXCLUDED = {
     ("docs/commands/run.md", "fairquant run preset:liu2025"): SHARED,
     ("docs/commands/run.md", "fairquant run CONFIG --backend ray"): "starts a Ray runtime (extra "
     "ray)",
+    ("docs/commands/run.md", "fairquant run examples/deployed.yaml"): "runs, with the report "
+    "after it, in tests/experiments/test_deployed.py (it needs the onnx and torchao extras)",
     ("docs/commands/datasets.md", "fairquant datasets --dataset utkface"): SHARED_TINY,
     ("docs/commands/train.md", "fairquant train --out vit.pt --dataset cifar10"): SHARED,
     ("docs/models.md", "fairquant train --out vit.pt --dataset cifar10"): SHARED,

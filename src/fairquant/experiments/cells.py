@@ -19,16 +19,22 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from torch import nn
 
-from fairquant._audit import audit_model
+from fairquant._audit import AuditResult, audit
 from fairquant.data.base import DataSpec, GroupedDataset
 from fairquant.data.registry import load_dataset
-from fairquant.experiments.config import DatasetConfig, ExperimentConfig, ModelConfig
+from fairquant.experiments.config import (
+    DatasetConfig,
+    ExperimentConfig,
+    MethodConfig,
+    ModelConfig,
+)
 from fairquant.mitigate.pipeline import (
     Mitigation,
     mitigated_quantizer,
@@ -131,11 +137,13 @@ def expand(config: ExperimentConfig) -> list[Cell]:
 
 @dataclass
 class CellOutput:
-    """What a finished cell hands back: its rows of ``results.csv`` and explain factors."""
+    """What a finished cell hands back: its rows of ``results.csv``, explain factors and the
+    audits' notes (what each toolchain quantized, how it was calibrated, ...)."""
 
     results: pd.DataFrame
     factors: pd.DataFrame | None
     trained: bool
+    notes: list[str] = field(default_factory=list)
 
 
 @functools.lru_cache(maxsize=2)
@@ -146,7 +154,8 @@ def _load(spec_json: str) -> GroupedDataset:
 
 def run_cell(cell: Cell, folder: str) -> CellOutput:
     """Train (or load the cached checkpoint of) ``cell``'s model, then audit every method (but
-    QAT where it is another mitigation's of the grid: :func:`qat_of_twin`).
+    QAT where it is another mitigation's of the grid: :func:`qat_of_twin`) at all its
+    precisions, simulated and deployed, in one audit per method.
 
     Writes the checkpoint to ``folder/model.pt`` atomically; the tables are returned for the
     runner to store, so a worker on another machine needs no shared disk.
@@ -170,32 +179,12 @@ def run_cell(cell: Cell, folder: str) -> CellOutput:
         )
     else:
         model = load_checkpoint(checkpoint).model
-    tables = []
+    tables, notes = [], []
     for method in exp.methods:
         if method.name == "qat" and qat_of_twin(mitigation, exp):
             continue
-        precisions = exp.method_precisions(method)
-        quantize = mitigated_quantizer(
-            mitigation,
-            method.name,
-            precisions,
-            data.train,
-            num_classes=data.num_classes,
-            qat_config=method.qat_config(cell.seed),
-            calib_size=method.calib_size,
-            seed=cell.seed,
-        )
-        audit = audit_model(
-            model,
-            data.test,
-            data.group_names,
-            mitigation.precisions(precisions),  # the table names what ran (FairQAT: -fl8)
-            method=method.name,
-            quantize=quantize,
-            show_progress=False,
-            n_bootstrap=exp.bootstrap,
-            random_state=cell.seed,
-        )
+        audit = _audit(cell, model, data, method, mitigation)
+        notes += [f"{method.name}: {note}" for note in audit.notes]
         table = audit.table
         if tables:  # the fp32 reference once per cell
             table = table[table.method != "none"]
@@ -222,7 +211,52 @@ def run_cell(cell: Cell, folder: str) -> CellOutput:
             show_progress=False,
         )
         factors = _with_keys(explained.factors, cell)
-    return CellOutput(results=results[RESULT_COLUMNS], factors=factors, trained=trained)
+    return CellOutput(
+        results=results[RESULT_COLUMNS],
+        factors=factors,
+        trained=trained,
+        notes=list(dict.fromkeys(notes)),
+    )
+
+
+def _audit(
+    cell: Cell, model: nn.Module, data: GroupedDataset, method: MethodConfig, mitigation: Mitigation
+) -> AuditResult:
+    """One :func:`fairquant.audit` of the cell's model at every precision of ``method``.
+
+    PTQ builds each precision with :func:`fairquant.quant.build.quantize`, simulated and
+    deployed alike, every one that calibrates (``-a<k>``, ``torch:int8``, static ``ort:``) on
+    the same ``calib_size`` training images (group-balanced with ``balanced-calib``, seeded by
+    the cell's seed); QAT fine-tunes each precision with the mitigation's data and loss."""
+    exp = cell.experiment
+    precisions = exp.method_precisions(method)
+    quantize = None
+    if method.name == "qat":
+        quantize = mitigated_quantizer(
+            mitigation,
+            method.name,
+            precisions,
+            data.train,
+            num_classes=data.num_classes,
+            qat_config=method.qat_config(cell.seed),
+            calib_size=method.calib_size,
+            seed=cell.seed,
+        )
+    return audit(
+        model,
+        data.test,
+        precisions=mitigation.precisions(precisions),  # the table names what ran (FairQAT: -fl8)
+        group_names=data.group_names,
+        calibration=data.train,
+        calib_size=method.calib_size,
+        calib_balanced=mitigation.balanced_calib,
+        calib_seed=cell.seed,
+        method=method.name,
+        quantize=quantize,
+        batch_size=512,
+        n_bootstrap=exp.bootstrap,
+        random_state=cell.seed,
+    )
 
 
 def qat_of_twin(mitigation: Mitigation, exp: ExperimentConfig) -> bool:

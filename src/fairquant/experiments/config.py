@@ -2,9 +2,12 @@
 
 An experiment is the product of its axes: ``datasets x models x mitigations x seeds`` cells, each
 trained once with ``training`` and then quantized and audited for every method in ``methods`` at
-its ``precisions``. The file is read with ``yaml.safe_load`` (plain data only: nothing in it is
-ever executed) and checked key by key; an error names the key's path (``datasets[1].image_size``),
-what is wrong with it and, where there is a fixed set, the allowed values.
+its ``precisions``: fairquant's simulated ones (``int4``, ``int8-a8``, ``@spec.json``) and the
+toolchains people deploy with (``torch:int8``, ``ort:int8``, ``torchao:int8dq``, ...), any
+spelling :func:`~fairquant.quant.precision.parse_precision` reads. The file is read with
+``yaml.safe_load`` (plain data only: nothing in it is ever executed) and checked key by key; an
+error names the key's path (``datasets[1].image_size``), what is wrong with it and, where there
+is a fixed set, the allowed values.
 
 A file may carry ``scales:``, a mapping from a scale name (``tiny``, ``cpu``, ``gpu``) to
 overrides merged into the document when that scale is asked for (mappings merge key by key, any
@@ -18,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -42,7 +46,7 @@ from fairquant.metrics.uncertainty import check_bootstrap
 from fairquant.mitigate.pipeline import parse_mitigation
 from fairquant.models.registry import MODELS, ModelSpec
 from fairquant.quant.methods import METHODS, make_quantizer
-from fairquant.quant.precision import Precision, parse_precision
+from fairquant.quant.precision import AnyPrecision, parse_precision
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG
 from fairquant.schema import label_problem
 from fairquant.train.loop import TrainConfig
@@ -325,16 +329,52 @@ class ExperimentConfig(_Strict):
                         raise ValueError(f"{axis}: the key {key!r} {problem}")
         return self
 
-    def method_precisions(self, method: MethodConfig) -> list[Precision]:
+    @model_validator(mode="after")
+    def _deployed(self) -> ExperimentConfig:
+        """A deployed precision is the toolchain's own post-training quantization: refused
+        where fairquant would have to change how it is quantized (QAT, FairQAT's 8-bit first
+        and last layers below 8 bits) or to differentiate it (explain)."""
+        for i, method in enumerate(self.methods):
+            key = f"methods[{i}].precisions" if method.precisions is not None else "precisions"
+            names = method.precisions or self.precisions
+            for j, name in enumerate(names):
+                p = parse_precision(name)
+                if method.name == "qat" and p.deployed:
+                    raise ValueError(
+                        f"{key}[{j}]: {name!r} is {p.toolchain}'s own post-training "
+                        f"quantization; methods[{i}] (qat) fine-tunes fairquant's simulated "
+                        "weights and cannot build it: give qat its own `precisions:` without "
+                        "deployed ones (methods: [ptq, {name: qat, precisions: [int8, int4]}])"
+                    )
+                for k, mitigation in enumerate(self.mitigations):
+                    edge = parse_mitigation(mitigation).edge_bits
+                    if p.deployed and edge is not None and p.bits < edge:
+                        raise ValueError(
+                            f"mitigations[{k}]: {mitigation!r} keeps the first and last layers "
+                            f"at {edge} bits, which {name!r} ({key}[{j}]) cannot express (per "
+                            "layer it can only keep a layer in float); list it under another "
+                            "mitigation's run, or drop it"
+                        )
+        for j, name in enumerate(self.explain.precisions or []):
+            if parse_precision(name).deployed:
+                raise ValueError(
+                    f"explain.precisions[{j}]: {name!r} is a deployed precision; explain takes "
+                    "gradients through fairquant's simulated precisions only (its twin, e.g. "
+                    "int8-a8-bn for torch:int8, stands in for it)"
+                )
+        return self
+
+    def method_precisions(self, method: MethodConfig) -> list[AnyPrecision]:
         return [parse_precision(p) for p in (method.precisions or self.precisions)]
 
-    def explain_precisions(self) -> list[Precision]:
+    def explain_precisions(self) -> list[AnyPrecision]:
+        """``explain.precisions``, else PTQ's (else the experiment's) simulated precisions:
+        curvature takes gradients, which a deployed artifact has not."""
         if self.explain.precisions is not None:
             return [parse_precision(p) for p in self.explain.precisions]
         ptq = [m for m in self.methods if m.name == "ptq"]
-        return (
-            self.method_precisions(ptq[0]) if ptq else [parse_precision(p) for p in self.precisions]
-        )
+        names = (ptq[0].precisions or self.precisions) if ptq else self.precisions
+        return [p for p in map(parse_precision, names) if not p.deployed]
 
 
 def merge(base: Any, override: Any) -> Any:
@@ -359,12 +399,18 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+#: A whole-file check's message that starts with its key: ``methods[1].precisions[2]: ...``.
+_LOCATED = re.compile(r"^[a-z_]+(\[\d+\]|\.[a-z_]+)*: ")
+
+
 def _readable(error: ValidationError, source: str) -> ConfigError:
     lines = []
     for e in error.errors():
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         path = _path(loc) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
+        if not loc and _LOCATED.match(msg):  # a check across keys names the key it is about
+            path, _, msg = msg.partition(": ")
         if e["type"] == "extra_forbidden":
             model = _model_at(loc[:-1])
             allowed = ", ".join(model.model_fields) if model else "?"

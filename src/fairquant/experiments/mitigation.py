@@ -50,7 +50,7 @@ from fairquant.models.registry import ModelSpec
 from fairquant.options import DEFAULT_MITIGATIONS as DEFAULT_MITIGATIONS
 from fairquant.options import MITIGATION_METHODS, MITIGATION_PRECISIONS, MITIGATION_SEEDS
 from fairquant.quant.methods import METHODS
-from fairquant.quant.precision import Precision, parse_precision, parse_precisions
+from fairquant.quant.precision import AnyPrecision, Precision, parse_precision, parse_precisions
 from fairquant.quant.qat import DEFAULT_QAT_CONFIG
 from fairquant.schema import RESULT_COLUMNS
 from fairquant.train.loop import TrainConfig
@@ -80,12 +80,14 @@ class MitigationComparison:
         return list(self.config.mitigations)
 
     def requested(self) -> list[tuple[str, Precision]]:
-        """``(method, requested precision)`` in table order: fp32, then each method's."""
-        out: list[tuple[str, Precision]] = [("none", parse_precision("fp32"))]
+        """``(method, requested precision)`` in table order: fp32, then each method's (a
+        deployed precision's method is its toolchain, as in ``results.csv``)."""
+        out: list[tuple[str, AnyPrecision]] = [("none", parse_precision("fp32"))]
         for method in self.config.methods:
             for p in self.config.method_precisions(method):
-                if not p.is_reference and (method.name, p) not in out:
-                    out.append((method.name, p))
+                name = p.toolchain if p.deployed else method.name
+                if not p.is_reference and (name, p) not in out:
+                    out.append((name, p))
         return out
 
 
@@ -123,10 +125,18 @@ def mitigation_config(
             "act_precisions are the activation-quantized precisions for PTQ (int8-a8, int4-a8); "
             f"got {[p.name for p in act]}"
         )
+    deployed = [p.name for p in precs if p.deployed]
+    if "qat" in methods and deployed:
+        raise ConfigError(
+            f"precisions {deployed} are deployed: each is its toolchain's own post-training "
+            "quantization, which QAT cannot build; audit them with methods=['ptq'] only"
+        )
     weight_only = [
         p.name
         for p in precs
-        if not p.is_reference and (p.kind != "int" or p.act_bits is not None or p.fold_bn)
+        if not p.is_reference
+        and not p.deployed
+        and (p.kind != "int" or p.act_bits is not None or p.fold_bn)
     ]
     if "qat" in methods and weight_only:
         raise ConfigError(
@@ -207,7 +217,16 @@ def _notes(config: ExperimentConfig) -> list[str]:
                     "nothing); not run twice"
                 )
             else:
-                note = calibration_note(m, method.name, config.method_precisions(method))
+                precisions = config.method_precisions(method)
+                simulated = [p for p in precisions if not p.deployed]
+                note = calibration_note(m, method.name, simulated)
+                deployed = [p.name for p in precisions if p.deployed]
+                if m.balanced_calib and deployed:
+                    notes.append(
+                        f"{m.name}: the deployed {', '.join(deployed)} are built from the same "
+                        "group-balanced calibration images (those with static activation "
+                        "ranges calibrate on them)"
+                    )
             if note and note not in notes:
                 notes.append(note)
     return notes

@@ -7,6 +7,8 @@ The run directory (the contract shared with ``fairquant report``):
   (:mod:`fairquant.experiments.cells`);
 - ``results.csv``: the finished cells' rows, in grid order, columns
   :data:`~fairquant.schema.RESULT_COLUMNS`;
+- ``notes.csv``: the audits' notes (what each toolchain quantized and kept in float, ...), one
+  row per cell and note, with the cell keys (:data:`NOTES_COLUMNS`), when there are any;
 - ``explain/<dataset>__<model>__<mitigation>__seed<k>.csv`` (each cell's factor table) and
   ``explain/curvature.csv`` (all of them, with the key columns) when explain is on.
 
@@ -36,6 +38,8 @@ from fairquant.schema import CELL_KEYS, RESULT_COLUMNS
 
 RESULTS = "results.csv"
 CONFIG = "config.yaml"
+NOTES = "notes.csv"
+NOTES_COLUMNS = [*CELL_KEYS, "note"]
 
 
 @dataclass
@@ -62,6 +66,10 @@ def factors_path(run_dir: Path, cell: Cell) -> Path:
     return cell_folder(run_dir, cell) / f"explain-{cell.eval_key}.csv"
 
 
+def notes_path(run_dir: Path, cell: Cell) -> Path:
+    return cell_folder(run_dir, cell) / f"notes-{cell.eval_key}.json"
+
+
 def is_finished(run_dir: Path, cell: Cell) -> bool:
     return results_path(run_dir, cell).exists()
 
@@ -74,12 +82,14 @@ def store(run_dir: Path, cell: Cell, output: CellOutput) -> None:
     """Write a finished cell's tables; the results table last, as the mark that it is done."""
     if output.factors is not None:
         _write_csv(factors_path(run_dir, cell), output.factors)
+    text = json.dumps(output.notes, indent=1)
+    atomic_write(notes_path(run_dir, cell), lambda tmp: tmp.write_text(text + "\n"))
     _write_csv(results_path(run_dir, cell), output.results)
 
 
 def collect(run_dir: Path, cells: list[Cell]) -> pd.DataFrame:
     """The finished cells' rows, in grid order, rebuilt into ``results.csv`` atomically; their
-    explain tables into ``explain/``."""
+    notes into ``notes.csv`` and their explain tables into ``explain/``."""
     finished = [c for c in cells if is_finished(run_dir, c)]
     frames = [
         pd.read_csv(results_path(run_dir, c), keep_default_na=False, na_values=[""])
@@ -87,6 +97,14 @@ def collect(run_dir: Path, cells: list[Cell]) -> pd.DataFrame:
     ]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
     _write_csv(run_dir / RESULTS, table)
+    notes = [
+        (*c.keys.values(), note)
+        for c in finished
+        if notes_path(run_dir, c).exists()
+        for note in json.loads(notes_path(run_dir, c).read_text())
+    ]
+    if notes:
+        _write_csv(run_dir / NOTES, pd.DataFrame(notes, columns=NOTES_COLUMNS))
     explained = [c for c in finished if factors_path(run_dir, c).exists()]
     if explained:
         factors = []

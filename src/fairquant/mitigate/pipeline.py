@@ -127,6 +127,7 @@ class Mitigation:
         p = precision
         if (
             self.edge_bits is None
+            or p.deployed  # a toolchain's own quantization, as it builds it
             or p.kind != "int"
             or p.bits >= self.edge_bits
             or p.edge_bits is not None

@@ -40,6 +40,9 @@ FORMATS = ("html", "md", "tex")
 #: Digits shown per metric (accuracy-type numbers are in %).
 DIGITS = {"phi": 3, "accuracy": 1, "worst_group_accuracy": 1, "accuracy_gap": 1}
 _DPI = 100
+#: A deployed precision's rows of its accuracy table: the share of test samples (%) whose
+#: predicted class equals fp32's, and its simulated twin's where the twin was audited too.
+AGREEMENT = {"agreement_fp32": "agrees with fp32", "agreement_twin": "agrees with twin"}
 _INTERVAL_WORDS = {
     "seeds": f"mean over seeds, {CONFIDENCE:.0%} Student-t interval across seeds",
     "bootstrap": (
@@ -173,6 +176,10 @@ def _accuracy_block(
     ):
         rows.append([(words, ""), *(_cell(key(p, ALL, metric), DIGITS[metric]) for p in names)])
         flags.append(True)
+    for metric, words in AGREEMENT.items():  # a deployed precision's: fp32 has none
+        if any(key(p, ALL, metric) is not None for p in names):
+            rows.append([(words, ""), *(_cell(key(p, ALL, metric), 1) for p in names)])
+            flags.append(True)
     title = f"{dataset} · {model} · mitigation {mitigation} · {method}"
     table = Table(
         title=title,
@@ -596,6 +603,7 @@ def write_report(
             ),
             setup=_setup(run),
             setup_files=run.setup,
+            run_notes=run.notes,
             accuracy=accuracy,
             phi=phi,
             mitigation=mitigation,

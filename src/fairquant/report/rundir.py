@@ -5,7 +5,8 @@ A run directory (written by ``fairquant run``, ``fairquant mitigate`` or ``fairq
 (:data:`fairquant.schema.COLUMNS`) and the cell keys ``dataset, model, mitigation, seed``;
 ``config.yaml`` or ``run.json`` (the setup, shown as written); and optionally ``explain/`` with
 one factor table per cell, ``<dataset>__<model>__<mitigation>__seed<k>.csv`` (the ``factors``
-of :class:`fairquant.ExplainResult`), and further CSV tables such as ``curvature.csv``.
+of :class:`fairquant.ExplainResult`), and further CSV tables such as ``curvature.csv``; and
+optionally ``notes.csv``, the audits' notes per cell (``fairquant run``).
 An audit's ``results.csv`` has no cell keys: each missing key is taken as single-valued.
 """
 
@@ -19,6 +20,7 @@ import pandas as pd
 
 from fairquant._audit import AUDIT_JSON, read_audit_json
 from fairquant.errors import ConfigError
+from fairquant.experiments.runner import NOTES, NOTES_COLUMNS
 from fairquant.schema import (
     CELL_KEYS,
     COLUMNS,
@@ -40,7 +42,8 @@ class RunDir:
     ``results``: :data:`RESULT_COLUMNS`, every key filled (``defaults`` names the keys that
     ``results.csv`` lacked and the value each was given). ``setup``: ``{file name: text}``.
     ``factors``: ``{(dataset, model, mitigation, seed): factor table}``. ``tables``: other CSV
-    tables of ``explain/`` by file stem.
+    tables of ``explain/`` by file stem. ``notes``: each distinct note of ``notes.csv`` once,
+    with the cells that have it when not every cell does.
     """
 
     path: Path
@@ -49,6 +52,7 @@ class RunDir:
     factors: dict[tuple[str, str, str, int], pd.DataFrame] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     defaults: dict[str, object] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def read_results(
@@ -181,4 +185,23 @@ def load_run(path: str | Path) -> RunDir:
                 f"{explain}: not reported (only CSV tables are): {', '.join(others)}",
                 stacklevel=2,
             )
-    return RunDir(path, results, setup, factors, tables, defaults)
+    notes = read_notes(path / NOTES, results) if (path / NOTES).is_file() else []
+    return RunDir(path, results, setup, factors, tables, defaults, notes)
+
+
+def read_notes(path: Path, results: pd.DataFrame) -> list[str]:
+    """Each distinct note of the ``notes.csv`` at ``path`` once, in order, followed by the cells
+    that have it (``digits · cnn · none · seed 1``) unless every cell of ``results`` does."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(table.columns) != NOTES_COLUMNS:
+        raise ConfigError(
+            f"{path}: expected the columns {NOTES_COLUMNS}; got {list(table.columns)}"
+        )
+    cells = len(results[CELL_KEYS].drop_duplicates())
+    out = []
+    for note, part in table.groupby("note", sort=False):
+        labels = [
+            f"{d} · {m} · {g} · seed {s}" for d, m, g, s in part[CELL_KEYS].itertuples(index=False)
+        ]
+        out.append(str(note) if len(labels) == cells else f"{note} ({'; '.join(labels)})")
+    return out
