@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fairquant.data.base import DataSpec, GroupedDataset, Split
+from fairquant.data.base import DataSpec, GroupedDataset
 from fairquant.data.catalog import COMBINE, Attribute, Catalog
 from fairquant.data.files import require_root
 from fairquant.data.split import plan_splits
@@ -191,19 +191,4 @@ def load_table(spec: DataSpec) -> GroupedDataset:
         m, s = train_x.mean(0), train_x.std(0).nan_to_num(1.0).clamp_min(1e-8)
         train_x, test_x = (train_x - m) / s, (test_x - m) / s
         mean, std = tuple(m.tolist()), tuple(s.tolist())
-
-    def tensor(codes: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(codes, dtype=np.int64))
-
-    return GroupedDataset(
-        spec=spec,
-        train=Split(train_x, tensor(plan.y.codes[plan.train]), tensor(plan.g.codes[plan.train])),
-        test=Split(test_x, tensor(plan.y.codes[plan.test]), tensor(plan.g.codes[plan.test])),
-        classes=list(plan.y.names),
-        group_names=list(plan.g.names),
-        target=plan.target,
-        group=plan.group,
-        mean=mean,
-        std=std,
-        features=list(features),
-    )
+    return plan.dataset(spec, train_x, test_x, mean=mean, std=std, features=list(features))
