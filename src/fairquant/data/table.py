@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fairquant._extras import require
 from fairquant.data.base import DataSpec, GroupedDataset
 from fairquant.data.catalog import COMBINE, Attribute, Catalog
 from fairquant.data.files import require_root
@@ -39,19 +40,12 @@ OPTIONS = {
     "drop_bad_rows": "leave out rows with an empty, non-numeric or infinite feature value (a "
     "warning counts them), default false: such a cell is an error",
 }
-#: Install hint for Parquet files.
-PARQUET_EXTRA = "pip install 'fairquant[parquet]'"
 
 
 def read_table(path: Path, required: list[str]) -> pd.DataFrame:
     """The table at ``path`` (CSV or Parquet) with its ``required`` columns checked."""
     if path.suffix.lower() == ".parquet":
-        try:
-            import pyarrow  # noqa: F401  (pandas reads Parquet through it)
-        except ImportError:
-            raise ConfigError(
-                f"reading {path} needs pyarrow; install it with: {PARQUET_EXTRA}"
-            ) from None
+        require("pyarrow", what=f"reading {path}")  # pandas reads Parquet through it
         try:
             frame = pd.read_parquet(path)
         except (OSError, ValueError) as e:
