@@ -14,7 +14,15 @@ EXTRAS = {
     "torchao": "torchao",
     "openvino": "openvino",
     "nncf": "openvino",
+    "timm": "timm",
+    "safetensors": "safetensors",
+    "pyarrow": "parquet",
 }
+
+
+def install_hint(module: str) -> str:
+    """The pip command that installs the extra of ``module`` (a package or one of its modules)."""
+    return f"pip install 'fairquant[{EXTRAS[module.partition('.')[0]]}]'"
 
 
 def require(module: str, *, what: str) -> ModuleType:
@@ -23,7 +31,6 @@ def require(module: str, *, what: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        extra = EXTRAS[module.partition(".")[0]]
         raise ConfigError(
-            f"{what} needs {module} ({e}); install it with: pip install 'fairquant[{extra}]'"
+            f"{what} needs {module} ({e}); install it with: {install_hint(module)}"
         ) from None

@@ -15,13 +15,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import Tensor
 
 from fairquant.data.base import (
     DataSpec,
     GroupedDataset,
-    Split,
     cell_counts,
     coding,
     standardize_,
@@ -31,7 +29,7 @@ from fairquant.data.cache import cached
 from fairquant.data.catalog import Catalog
 from fairquant.data.files import FileTree, file_fingerprint, require_root
 from fairquant.data.images import decode_files, to_float
-from fairquant.data.split import Plan, plan_splits
+from fairquant.data.split import Plan, as_int64, plan_splits
 from fairquant.data.tabular import parse_pixels, read_csv
 from fairquant.errors import ConfigError
 
@@ -179,29 +177,10 @@ class ImageSource(ABC):
             "grayscale": bool(self.option(spec, "grayscale")),
             "center_crop": bool(self.option(spec, "center_crop")),
         }
-        train_x = to_float(images, _tensor(position[plan.train]), **kwargs)
-        test_x = to_float(images, _tensor(position[plan.test]), **kwargs)
+        train_x = to_float(images, as_int64(position[plan.train]), **kwargs)
+        test_x = to_float(images, as_int64(position[plan.test]), **kwargs)
         train_x, test_x, mean, std = standardize_(train_x, test_x)
-
-        def split(x: Tensor, idx: np.ndarray) -> Split:
-            return Split(x, _tensor(plan.y.codes[idx]), _tensor(plan.g.codes[idx]))
-
-        return GroupedDataset(
-            spec=spec,
-            train=split(train_x, plan.train),
-            test=split(test_x, plan.test),
-            classes=list(plan.y.names),
-            group_names=list(plan.g.names),
-            target=plan.target,
-            group=plan.group,
-            mean=mean,
-            std=std,
-            flip_ok=self.flips(spec),
-        )
-
-
-def _tensor(codes: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(codes, dtype=np.int64))
+        return plan.dataset(spec, train_x, test_x, mean=mean, std=std, flip_ok=self.flips(spec))
 
 
 class PixelTableOrFiles(ImageSource):

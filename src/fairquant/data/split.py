@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from fairquant.data.base import DataSpec, Split
+from fairquant.data.base import DataSpec, GroupedDataset, Split
 from fairquant.data.catalog import Attribute, Catalog
 from fairquant.data.imbalance import imbalance_indices
 from fairquant.errors import ConfigError, DataError
@@ -34,6 +35,32 @@ class Plan:
     def rows(self) -> np.ndarray:
         """Every catalog row either split uses, sorted."""
         return np.union1d(self.train, self.test)
+
+    def dataset(
+        self, spec: DataSpec, train_x: torch.Tensor, test_x: torch.Tensor, **fields: Any
+    ) -> GroupedDataset:
+        """The dataset of ``spec`` with the samples ``train_x`` and ``test_x`` (in the order of
+        :attr:`train` and :attr:`test`), their targets, groups and names from this plan; ``fields``:
+        the rest of :class:`~fairquant.data.base.GroupedDataset` (``mean``, ``std`` ...)."""
+
+        def split(x: torch.Tensor, idx: np.ndarray) -> Split:
+            return Split(x, as_int64(self.y.codes[idx]), as_int64(self.g.codes[idx]))
+
+        return GroupedDataset(
+            spec=spec,
+            train=split(train_x, self.train),
+            test=split(test_x, self.test),
+            classes=list(self.y.names),
+            group_names=list(self.g.names),
+            target=self.target,
+            group=self.group,
+            **fields,
+        )
+
+
+def as_int64(codes: np.ndarray) -> torch.Tensor:
+    """``codes`` (targets, groups or indices) as a contiguous int64 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(codes, dtype=np.int64))
 
 
 def plan_splits(

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fairquant.data.base import DataSpec, GroupedDataset, Split
+from fairquant._extras import require
+from fairquant.data.base import DataSpec, GroupedDataset
 from fairquant.data.catalog import COMBINE, Attribute, Catalog
 from fairquant.data.files import require_root
 from fairquant.data.split import plan_splits
@@ -39,19 +40,12 @@ OPTIONS = {
     "drop_bad_rows": "leave out rows with an empty, non-numeric or infinite feature value (a "
     "warning counts them), default false: such a cell is an error",
 }
-#: Install hint for Parquet files.
-PARQUET_EXTRA = "pip install 'fairquant[parquet]'"
 
 
 def read_table(path: Path, required: list[str]) -> pd.DataFrame:
     """The table at ``path`` (CSV or Parquet) with its ``required`` columns checked."""
     if path.suffix.lower() == ".parquet":
-        try:
-            import pyarrow  # noqa: F401  (pandas reads Parquet through it)
-        except ImportError:
-            raise ConfigError(
-                f"reading {path} needs pyarrow; install it with: {PARQUET_EXTRA}"
-            ) from None
+        require("pyarrow", what=f"reading {path}")  # pandas reads Parquet through it
         try:
             frame = pd.read_parquet(path)
         except (OSError, ValueError) as e:
@@ -191,19 +185,4 @@ def load_table(spec: DataSpec) -> GroupedDataset:
         m, s = train_x.mean(0), train_x.std(0).nan_to_num(1.0).clamp_min(1e-8)
         train_x, test_x = (train_x - m) / s, (test_x - m) / s
         mean, std = tuple(m.tolist()), tuple(s.tolist())
-
-    def tensor(codes: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(codes, dtype=np.int64))
-
-    return GroupedDataset(
-        spec=spec,
-        train=Split(train_x, tensor(plan.y.codes[plan.train]), tensor(plan.g.codes[plan.train])),
-        test=Split(test_x, tensor(plan.y.codes[plan.test]), tensor(plan.g.codes[plan.test])),
-        classes=list(plan.y.names),
-        group_names=list(plan.g.names),
-        target=plan.target,
-        group=plan.group,
-        mean=mean,
-        std=std,
-        features=list(features),
-    )
+    return plan.dataset(spec, train_x, test_x, mean=mean, std=std, features=list(features))

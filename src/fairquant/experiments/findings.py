@@ -77,8 +77,18 @@ _WORDS = {
     "phi": "φ(D)",
     "accuracy": "overall accuracy",
     "worst_group_accuracy": "worst-group accuracy",
-    "accuracy_gap": "accuracy gap between groups",
+    "accuracy_gap": "accuracy gap",
 }
+#: Where a sentence names a metric at more length than a table or a headline does.
+_SENTENCE_WORDS = {"accuracy_gap": "accuracy gap between groups"}
+
+
+def metric_words(metric: str, *, sentence: bool = False) -> str:
+    """How ``metric`` is named in words (``phi`` -> ``φ(D)``): in a table or a headline, or at
+    more length in a ``sentence`` (the finding's ``text``)."""
+    if sentence and metric in _SENTENCE_WORDS:
+        return _SENTENCE_WORDS[metric]
+    return _WORDS.get(metric, metric)
 
 
 def _fmt(v: float) -> str:
@@ -151,7 +161,7 @@ def _compare(
     # one seed in common: only the bootstrap intervals of the two numbers are at hand
     ra = a[a.seed == seeds[0]].iloc[0] if seeds else a.iloc[0]
     rb = b[b.seed == seeds[0]].iloc[0] if seeds else b.iloc[0]
-    words = _WORDS.get(metric, metric)
+    words = metric_words(metric, sentence=True)
     level = f"{CONFIDENCE:.0%}"
     if np.isnan([ra.ci_low, ra.ci_high, rb.ci_low, rb.ci_high]).any():
         verdict = "not assessed"
@@ -271,7 +281,7 @@ def _comparisons(results: pd.DataFrame) -> Iterator[dict | None]:
 
 
 def _tested_text(r: pd.Series, verdict: str, family: int) -> str:
-    words = _WORDS.get(r.metric, r.metric)
+    words = metric_words(r.metric, sentence=True)
     return (
         f"Does {words} differ between {r.candidate} and {r.baseline}? {_fmt(r.mean_candidate)} "
         f"vs {_fmt(r.mean_baseline)}, difference {r.difference:+.3g} ({CONFIDENCE:.0%} CI "

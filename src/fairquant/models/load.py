@@ -43,6 +43,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from fairquant._extras import install_hint, require
 from fairquant._io import sha256_file
 from fairquant.data.preprocess import Preprocess
 from fairquant.errors import CheckpointError, ConfigError, torch_load_error
@@ -50,12 +51,6 @@ from fairquant.models.registry import TORCHVISION_INSTALL
 
 Kind = Literal["checkpoint", "torchvision", "timm", "factory", "onnx"]
 
-#: What to install for each optional model source.
-EXTRAS = {
-    "timm": "pip install 'fairquant[timm]'",
-    "safetensors": "pip install 'fairquant[safetensors]'",
-    "onnx": "pip install 'fairquant[onnx]'",
-}
 FORMS = (
     "torchvision:NAME, timm:NAME (with --weights FILE), package.module:function "
     "(imports and runs that code) or a FILE.onnx"
@@ -168,12 +163,7 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise ConfigError(f"--weights {path} does not exist")
     if path.suffix.lower() == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise ConfigError(
-                f"reading {path} needs safetensors; install it with: {EXTRAS['safetensors']}"
-            ) from None
+        load_file = require("safetensors.torch", what=f"reading {path}").load_file
         try:
             return dict(load_file(str(path)))
         except Exception as e:  # safetensors raises its own SafetensorError and OSError
@@ -297,12 +287,7 @@ def adapt_first_conv(model: nn.Module, in_channels: int) -> str:
 
 
 def _timm(name: str, num_classes: int, in_channels: int) -> nn.Module:
-    try:
-        import timm
-    except ImportError:
-        raise ConfigError(
-            f"--model timm:{name} needs timm; install it with: {EXTRAS['timm']}"
-        ) from None
+    timm = require("timm", what=f"--model timm:{name}")
     if not timm.is_model(name):
         raise ConfigError(
             f"--model timm:{name}: timm has no model {name!r} (timm.list_models() lists them)"
@@ -384,6 +369,7 @@ def _onnx(path: str) -> Any:
         from fairquant.models.onnx import OnnxModel
     except ImportError as e:
         raise ConfigError(
-            f"--model {path} needs ONNX Runtime ({e}); install it with: {EXTRAS['onnx']}"
+            f"--model {path} needs ONNX Runtime ({e}); install it with: "
+            + install_hint("onnxruntime")
         ) from None
     return OnnxModel(path)

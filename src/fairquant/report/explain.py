@@ -13,20 +13,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from rich import box
 from rich.table import Table
 
 from fairquant._explain import ExplainResult
-from fairquant._io import atomic_write
-
-
-def _save(fig, path: str | Path) -> Path:
-    if fig.get_layout_engine() is None:
-        fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+from fairquant.report.figures import save_png
+from fairquant.report.tables import terminal_table
 
 
 def plot_factor_proportions(result: ExplainResult, path: str | Path) -> Path:
@@ -57,7 +48,7 @@ def plot_factor_shares(
     ax.set_title(f"Curvature factors vs group size at {reference} (cf. Liu et al. Fig. 2)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_output_distributions(result: ExplainResult, path: str | Path) -> Path:
@@ -89,7 +80,7 @@ def plot_output_distributions(result: ExplainResult, path: str | Path) -> Path:
     axes[0].set_yscale("log")
     axes[1].set_xlabel("group")
     axes[0].set_title("Logit variance and distance to the decision boundary (cf. Bellam & Kim)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_curvature_accuracy(result: ExplainResult, path: str | Path) -> Path:
@@ -132,7 +123,7 @@ def plot_curvature_scatter(
         ax.grid(alpha=0.3)
     fig.colorbar(sc, ax=axes[0].tolist(), label="test accuracy (%)")
     fig.suptitle("Gradient norm vs λ_max vs accuracy per group (cf. Bellam & Kim Fig. 6)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_weight_stats(result: ExplainResult, path: str | Path) -> Path:
@@ -160,7 +151,7 @@ def plot_weight_stats(result: ExplainResult, path: str | Path) -> Path:
         ax.set_xlabel("precision")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("What quantization does to the weights (cf. Bellam & Kim Fig. 2)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_explanation(result: ExplainResult, folder: str | Path) -> list[Path]:
@@ -178,14 +169,10 @@ def factor_table(result: ExplainResult, *, title: str | None = None) -> Table:
     """Per precision and group: size, accuracy, G(a), ||g_a||, Tr(H_a) ± se, λ_max, bound terms."""
     f = result.factors
     bound = "bound" in f
-    table = Table(
-        title=title or "Curvature factors per group",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
+    table = terminal_table(
+        title or "Curvature factors per group",
         caption="G(a): excess loss over fp32; bound: Liu et al. Thm 4.1 at fp32 curvature; "
         "taylor: g·δ + ½δᵀHδ at the actual δ",
-        caption_justify="left",
     )
     cols = [
         "precision",

@@ -7,9 +7,21 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from fairquant._audit import AuditResult
 from fairquant._io import atomic_write
+
+
+def save_png(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` as PNG, atomically (laid out tightly unless it has a layout
+    engine of its own), and close it."""
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def plot_group_accuracy(
@@ -75,8 +87,4 @@ def plot_accuracy_lines(
     ax.legend(
         fontsize=7, title="group", title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)
     )
-    fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+    return save_png(fig, path)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from fairquant._io import atomic_write
 from fairquant.errors import ConfigError
-from fairquant.experiments.findings import SEED_TESTED, findings
+from fairquant.experiments.findings import SEED_TESTED, findings, metric_words
 from fairquant.metrics.frame import ALL
 from fairquant.metrics.policy import ALPHA, CONFIDENCE
 from fairquant.metrics.uncertainty import across_seeds
@@ -33,7 +33,7 @@ from fairquant.report.export import to_latex, to_markdown
 from fairquant.report.figures import plot_accuracy_lines
 from fairquant.report.pareto import plot_pareto
 from fairquant.report.rundir import RunDir, load_run
-from fairquant.report.summary import CELL, describe_tests, headlines, summary_words
+from fairquant.report.summary import CELL, describe_tests, headlines
 from fairquant.report.verdict import VERDICT_JSON, read_verdict_json
 
 FORMATS = ("html", "md", "tex")
@@ -484,7 +484,7 @@ def _findings(results: pd.DataFrame, summary: pd.DataFrame, seeded: bool = True)
                 [
                     (r.comparison, ""),
                     (r.mitigation, ""),
-                    (summary_words(r.metric), ""),
+                    (metric_words(r.metric), ""),
                     (f"{r.candidate} vs {r.baseline}", ""),
                     (r.verdict, ""),
                     (f"{r.difference:+.3g}", ci),

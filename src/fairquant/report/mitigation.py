@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from rich import box
 from rich.table import Table
 
 from fairquant.experiments.findings import SEED_TESTED
@@ -17,6 +16,7 @@ from fairquant.experiments.mitigation import (
 )
 from fairquant.metrics.policy import CONFIDENCE, CORRECTION
 from fairquant.report import pareto
+from fairquant.report.tables import terminal_table
 
 
 def _cell(value: float, low: float, high: float, *, digits: int = 1) -> str:
@@ -41,12 +41,9 @@ def mitigation_tables(comparison: MitigationComparison) -> list[Table]:
         wide = comparison_table(comparison, method, precision.name)
         if wide.empty:
             continue
-        table = Table(
-            title=f"{method.upper() if method != 'none' else 'full precision'} {precision.name}: "
-            f"{_title(n_seeds)}",
-            title_justify="left",
-            box=box.SIMPLE_HEAD,
-            pad_edge=False,
+        table = terminal_table(
+            f"{method.upper() if method != 'none' else 'full precision'} {precision.name}: "
+            f"{_title(n_seeds)}"
         )
         table.add_column("mitigation", style="bold", no_wrap=True)
         table.add_column("ran as", no_wrap=True)
@@ -76,17 +73,13 @@ def paired_tests_table(comparison: MitigationComparison) -> Table | None:
     rows = tested[tested.comparison == tested.mitigation + " vs none"]
     if rows.empty:
         return None
-    table = Table(
-        title="Paired tests across seeds, mitigation minus none (two-sided)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
+    table = terminal_table(
+        "Paired tests across seeds, mitigation minus none (two-sided)",
         caption=f"difference: mean ± {CONFIDENCE:.0%} Student-t interval across seeds; p: paired "
         f"t-test across {int(rows.n_seeds.max())} seeds (the sign-flip p where every seed gave "
         f"the same difference); p {CORRECTION}: adjusted over the "
         f"{family} tested comparisons in tests.csv; sign-flip: exact sign-flip p (floor "
         f"2^(1-n)); d: Cohen's d_z. Bold: significant ({CORRECTION} p < α).",
-        caption_justify="left",
     )
     columns = ("mitigation", "method", "precision", "metric", "difference", "p", f"p {CORRECTION}")
     for column in (*columns, "sign-flip", "d"):

@@ -8,9 +8,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from fairquant._io import atomic_write
 from fairquant.errors import ConfigError
 from fairquant.metrics.functional import pareto_front
+from fairquant.report.figures import save_png
 
 _MARKERS = "osD^vP*X"
 
@@ -88,8 +88,4 @@ def plot_pareto(summary: pd.DataFrame, path: str | Path, *, title: str | None = 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_title(title or "Accuracy vs φ(D) by mitigation")
-    fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+    return save_png(fig, path)

@@ -12,24 +12,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fairquant.experiments.findings import INTERVAL_TEST, SEED_TESTED
+from fairquant.experiments.findings import INTERVAL_TEST, SEED_TESTED, metric_words
 from fairquant.metrics.policy import ALPHA, CONFIDENCE, CORRECTION
 
 #: Keys of one audited model (fp32 and its quantized copies).
 CELL = ["dataset", "model", "mitigation"]
 
 _WORSE = {"greater": "larger", "less": "smaller"}
-_METRIC_WORDS = {
-    "phi": "φ(D)",
-    "worst_group_accuracy": "worst-group accuracy",
-    "accuracy_gap": "accuracy gap",
-    "accuracy": "overall accuracy",
-}
-
-
-def summary_words(metric: str) -> str:
-    """How a metric is named in sentences (``phi`` -> ``φ(D)``)."""
-    return _METRIC_WORDS.get(metric, metric)
 
 
 def headlines(table: pd.DataFrame, *, seeded: bool = True) -> list[str]:
@@ -60,7 +49,7 @@ def headlines(table: pd.DataFrame, *, seeded: bool = True) -> list[str]:
                 else f"no paired test: one {'seed' if seeded else 'audited model'}"
             )
         )
-        words = summary_words(metric)
+        words = metric_words(metric)
         if alternative in _WORSE:
             worse = int((d > 0).sum() if alternative == "greater" else (d < 0).sum())
             lines.append(

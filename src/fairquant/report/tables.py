@@ -8,6 +8,19 @@ from rich.table import Table
 from fairquant._audit import AuditResult
 
 
+def terminal_table(title: str, *, caption: str | None = None) -> Table:
+    """A rich table as fairquant prints them: title and caption on the left, a rule under the
+    header, no padding at the edges."""
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        caption=caption,
+        caption_justify="left",
+    )
+
+
 def _drop_style(drop: float) -> str:
     if drop >= 10:
         return "bold red"
@@ -24,14 +37,10 @@ def accuracy_table(
     drop = result.by_group("accuracy_drop")
     n_test = result.by_group("n")
     overall = result.overall()
-    table = Table(
-        title=title or "Per-group test accuracy (%) by precision",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
+    table = terminal_table(
+        title or "Per-group test accuracy (%) by precision",
         caption="train/test: samples per group; red: >=10 points below fp32, yellow: >=3; "
         "95% CI: group-stratified bootstrap over test samples",
-        caption_justify="left",
     )
     table.add_column("group", style="bold", no_wrap=True, min_width=6)
     if train_counts is not None:
