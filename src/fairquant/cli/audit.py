@@ -16,8 +16,8 @@ from fairquant.cli._app import (
     FIGURE,
     RESULTS,
     Bootstrap,
-    DataOptions,
     DataSeed,
+    DatasetOption,
     Grayscale,
     Group,
     ImageSize,
@@ -28,8 +28,8 @@ from fairquant.cli._app import (
     app,
     choice,
     command_line,
+    config_of,
     console,
-    data_spec,
     print_line,
     refuse_given,
     user_errors,
@@ -45,6 +45,7 @@ from fairquant.options import (
     N_BOOTSTRAP,
     NONFINITE,
     QUANT_METHODS,
+    DataOptions,
     TrainConfig,
 )
 
@@ -324,7 +325,7 @@ def audit(
     group: Group = None,
     image_size: ImageSize = None,
     grayscale: Grayscale = None,
-    option: DataOptions = None,
+    option: DatasetOption = None,
     data_seed: DataSeed = DATA_SEED,
     mean: Annotated[
         str | None,
@@ -422,7 +423,7 @@ def audit(
     {precisions}
     """
     from fairquant._audit import load_target
-    from fairquant.data.base import parse_class_order
+    from fairquant.data.base import DataSpec, parse_class_order
     from fairquant.data.preprocess import parse_floats
     from fairquant.metrics.verdict import Tolerance
     from fairquant.report.verdict import exit_code
@@ -440,16 +441,8 @@ def audit(
             raise ConfigError("--gate needs a tolerance to judge against: --max-drop POINTS")
         spec = None
         if dataset is not None:
-            spec = data_spec(
-                dataset,
-                root=root,
-                target=target,
-                group=group,
-                imbalance="none",
-                seed=data_seed,
-                option=option,
-                grayscale=grayscale,
-                image_size=image_size,
+            spec = DataSpec.from_options(
+                config_of(DataOptions, ctx, seed=data_seed, options=tuple(option or ()))
             )
         target_ = load_target(
             checkpoint=checkpoint,
