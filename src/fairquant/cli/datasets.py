@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -31,6 +31,9 @@ TrainingImbalance = Annotated[
     typer.Option(metavar="RATIOS", help="'paper', 'none' or ratios per class (training split)."),
 ]
 
+#: The data options but --dataset: they describe the dataset whose samples to count.
+DATA_NAMES = {name for field, (name, _) in DATA_OPTIONS.items() if field != "dataset"}
+
 
 @app.command()
 @data_options(
@@ -56,10 +59,6 @@ def datasets(ctx: typer.Context, data: DataOptions | None = None) -> None:
         show_counts(data, counts, coding)
 
 
-#: The data options but --dataset: what counts a dataset's samples.
-DATA_NAMES = {name for field, (name, _) in DATA_OPTIONS.items() if field != "dataset"}
-
-
 def show_catalogue(rows: list[tuple[str, ...]]) -> None:
     table = Table(title="Datasets (fairquant datasets --dataset NAME --root PATH)")
     for column in ("name", "reads", "attributes", "default target"):
@@ -69,7 +68,7 @@ def show_catalogue(rows: list[tuple[str, ...]]) -> None:
     console.print(table)
 
 
-def show_counts(data: DataOptions, counts: pd.DataFrame, coding: dict) -> None:
+def show_counts(data: DataOptions, counts: pd.DataFrame, coding: dict[str, Any]) -> None:
     """The samples per split x target x group, then the coding of classes and groups."""
     table = Table(
         title=f"{data.dataset}{f' at {data.root}' if data.root else ''}: samples per split x "
