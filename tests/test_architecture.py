@@ -14,9 +14,7 @@ MOST = 30
 #: The functions still longer, each at most as long as it is now; the list only shrinks (an entry
 #: whose function is back within MOST, or gone, must leave it).
 LONGER = {
-    "allocate.py:allocate_command": 57,
-    "allocate.py:_search_mode": 74,
-    "audit.py:audit_and_report": 58,
+    "audit.py:audit_and_report": 32,
     "audit.py:quickstart": 47,
     "audit.py:audit": 63,
 }
@@ -60,4 +58,4 @@ def test_no_function_under_cli_is_longer_than_thirty_lines():
     assert not grown, f"allowed long functions grew (now, allowed): {grown}"
     done = [k for k in LONGER if lengths.get(k, 0) <= MOST]
     assert not done, f"within {MOST} lines now or gone: take them off LONGER: {done}"
-    assert {k.split(":")[0] for k in LONGER} <= {"audit.py", "allocate.py"}
+    assert {k.split(":")[0] for k in LONGER} <= {"audit.py"}
