@@ -11,7 +11,15 @@ class FairquantError(Exception):
 
 
 class ConfigError(FairquantError, ValueError):
-    """An option has a value fairquant cannot use."""
+    """An option has a value fairquant cannot use.
+
+    ``parameter``, where given, is the library's name of that option and the message's first
+    word, so that a front end can spell it its own way (the command line: its flag).
+    """
+
+    def __init__(self, *args: object, parameter: str | None = None) -> None:
+        super().__init__(*args)
+        self.parameter = parameter
 
 
 class DataError(FairquantError, ValueError):

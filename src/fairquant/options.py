@@ -19,6 +19,31 @@ from fairquant.errors import ConfigError
 #: The seed of a dataset's train/test split unless one is given (``DataSpec.seed``).
 DATA_SEED = 0
 
+
+@dataclass(frozen=True)
+class DataOptions:
+    """The data options as a user gives them, as text: what ``fairquant train``, ``audit``,
+    ``datasets`` and ``mitigate`` read their data from.
+
+    ``dataset`` is a registered dataset's name, with its ``root``, ``target`` and ``group``
+    attributes, ``image_size`` (a side in pixels) and ``grayscale``; ``seed`` seeds the train/test
+    split; ``imbalance`` is ``'paper'``, ``'none'`` or comma-separated ratios per class (training
+    split only); ``options`` are the dataset's own settings as ``KEY=VALUE`` items, VALUE read as
+    JSON when it parses, else as text. :meth:`fairquant.data.DataSpec.from_options` reads them;
+    its errors name the field (``ConfigError.parameter``).
+    """
+
+    dataset: str = "digits"
+    root: str | None = None
+    target: str | None = None
+    group: str | None = None
+    image_size: int | None = None
+    imbalance: str = "none"
+    seed: int = DATA_SEED
+    grayscale: bool | None = None
+    options: tuple[str, ...] = ()
+
+
 # --- training (train/loop.py) --------------------------------------------------------------------
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["cosine", "step", "constant"]

@@ -104,6 +104,9 @@ def test_train_then_audit(tmp_path):
         (["train", "--out", "x.pt", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
         (["train", "--out", "x.pt", "--model", "vgg99"], "unknown model 'vgg99'"),
         (["train", "--out", "x.pt", "--imbalance", "a,b"], "--imbalance 'a,b'"),
+        (["train", "--out", "x.pt", "-o", "bad"], "--option 'bad': expected KEY=VALUE"),
+        (["datasets", "--dataset", "digits", "-o", "=1"], "--option '=1': expected KEY=VALUE"),
+        (["mitigate", "--out", "o", "--imbalance", "zz"], "--imbalance 'zz': expected 'paper'"),
         (["audit", "--checkpoint", "missing.pt"], "missing.pt does not exist"),
     ],
 )
@@ -113,6 +116,29 @@ def test_clear_errors(tmp_path, monkeypatch, args, message):
     assert r.exit_code == 2
     assert message in " ".join(r.output.split())
     assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["train", "--out", "x.pt"], "--seed"),  # train's --seed seeds the split too
+        (["mitigate", "--out", "o"], "--data-seed"),
+        (["datasets", "--dataset", "digits"], "--data-seed"),
+    ],
+)
+def test_a_library_error_names_the_commands_flag(tmp_path, monkeypatch, args, flag):
+    """An error naming a data option's library parameter shows the command's own flag."""
+    from fairquant.data import DataSpec
+    from fairquant.errors import ConfigError
+
+    def refuse(options):
+        raise ConfigError(f"seed {options.seed}: expected an odd split seed", parameter="seed")
+
+    monkeypatch.setattr(DataSpec, "from_options", refuse)
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and f"error: {flag} 0: expected an odd split seed" in r.output
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("precision", ["int1", "int17"])

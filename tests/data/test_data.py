@@ -83,3 +83,56 @@ def test_split_validation():
             torch.zeros(2, dtype=torch.long),
             torch.zeros(3, dtype=torch.long),
         )
+
+
+def test_data_options_read_into_a_spec():
+    from fairquant.data import DataOptions
+
+    spec = DataSpec.from_options(
+        DataOptions(
+            "utkface",
+            root="faces",
+            target="gender",
+            group="race",
+            image_size=32,
+            imbalance="paper",
+            seed=3,
+            grayscale=False,
+            options=("age_buckets=[18,40,60]", "split=random", " limit =5", "note=a=b"),
+        )
+    )
+    assert spec == DataSpec(
+        name="utkface",
+        root="faces",
+        target="gender",
+        group="race",
+        image_size=32,
+        imbalance=PAPER_RATIO,
+        seed=3,
+        options={
+            "age_buckets": [18, 40, 60],
+            "split": "random",
+            "limit": 5,
+            "note": "a=b",
+            "grayscale": False,
+        },
+    )
+    assert DataSpec.from_options(DataOptions()) == DataSpec(name="digits")
+    assert DataSpec.from_options(DataOptions(imbalance="2,1")).imbalance == (2.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "parameter", "message"),
+    [
+        ({"imbalance": "a,b"}, "imbalance", "imbalance 'a,b': expected 'paper', 'none' or comma"),
+        ({"options": ("bad",)}, "options", "options 'bad': expected KEY=VALUE"),
+        ({"options": ("=1",)}, "options", "options '=1': expected KEY=VALUE"),
+    ],
+)
+def test_data_option_errors_name_the_parameter(options, parameter, message):
+    """The library names its parameter, first in the message: a front end spells it its way."""
+    from fairquant.data import DataOptions
+
+    with pytest.raises(ConfigError) as error:
+        DataSpec.from_options(DataOptions(**options))
+    assert error.value.parameter == parameter and str(error.value).startswith(message)

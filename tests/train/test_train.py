@@ -153,3 +153,18 @@ def test_the_held_out_validation_split_is_rebuilt_from_the_checkpoint(tiny_datas
         held_out_validation(ckpt, tiny_dataset)
     carved, note = held_out_validation(ckpt, tiny_dataset, size=10)
     assert len(carved) == 10 and "trained on them" in note
+
+
+def test_fit_checkpoint_sizes_trains_and_writes(tiny_dataset, tmp_path):
+    from fairquant.train import fit_checkpoint
+
+    config = TrainConfig(epochs=1, batch_size=8)
+    path, history = fit_checkpoint(
+        tmp_path / "ck.pt", tiny_dataset, ModelSpec("vit_small", 8), config, show_progress=False
+    )
+    ck = load_checkpoint(path)
+    assert ck.model_spec.image_size == 8  # sized for the data, so the checkpoint rebuilds it
+    assert ck.train_config == config and ck.history["epoch_loss"] == history.epoch_loss
+    model, _ = fit(tiny_dataset, ck.model_spec, config, show_progress=False)
+    x = tiny_dataset.test.x
+    assert torch.equal(predict_logits(ck.model, x), predict_logits(model, x))

@@ -7,25 +7,25 @@ defaults come from the torch-free :mod:`fairquant.options`: ``fairquant --help``
 
 from __future__ import annotations
 
+import functools
 import inspect
-import json
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, get_args
+from dataclasses import fields
+from enum import Enum, StrEnum
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from fairquant.errors import ConfigError, FairquantError
-from fairquant.options import BACKENDS
+from fairquant.options import BACKENDS, DataOptions
 from fairquant.schema import FIGURE as FIGURE
 from fairquant.schema import RESULTS_CSV
 
-if TYPE_CHECKING:
-    from fairquant.data import DataSpec
+T = TypeVar("T")
 
 app = typer.Typer(
     help="Audit who pays when a neural network is quantized: per-group accuracy, loss, "
@@ -122,8 +122,31 @@ def user_errors() -> Iterator[None]:
             warnings.showwarning = show_warning
             yield
     except FairquantError as e:
-        print_line(err_console, "error", "bold red", e)
+        print_line(err_console, "error", "bold red", spelled(e))
         raise typer.Exit(2) from None
+
+
+def spelled(error: FairquantError) -> str:
+    """The error's message, the library parameter it names first (``ConfigError.parameter``)
+    spelled as the running command's flag: a data option's by :data:`DATA_OPTIONS`, any other
+    parameter's by its own name."""
+    message, parameter = str(error), getattr(error, "parameter", None)
+    ctx = current_context()
+    if parameter is None or ctx is None or not message.startswith(parameter):
+        return message
+    flags = {p.name: max(p.opts, key=len) for p in ctx.command.params}
+    names = [DATA_OPTIONS[parameter][0]] if parameter in DATA_OPTIONS else []
+    flag = next((flags[n] for n in [*names, parameter] if n in flags), parameter)
+    return flag + message.removeprefix(parameter)
+
+
+def current_context() -> Any:
+    """The running command's click context, or None outside one."""
+    try:  # typer's own copy of click (recent typer), else click
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click import get_current_context
+    return get_current_context(silent=True)
 
 
 def given(ctx: typer.Context, names: Iterable[str]) -> list[str]:
@@ -169,23 +192,7 @@ def fraction_or_count(value: float) -> float | int:
     return int(value) if value >= 1 else value
 
 
-def parse_imbalance(text: str) -> tuple[float, ...] | None:
-    from fairquant.data import PAPER_RATIO
-
-    if text == "none":
-        return None
-    if text == "paper":
-        return PAPER_RATIO
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(
-            f"--imbalance {text!r}: expected 'paper', 'none' or comma-separated ratios "
-            "like '16,16,8,8,4,4,2,2,1,1'"
-        ) from None
-
-
-DataOptions = Annotated[
+DatasetOption = Annotated[
     list[str] | None,
     typer.Option(
         "--option",
@@ -196,47 +203,85 @@ DataOptions = Annotated[
     ),
 ]
 
+#: Each :class:`~fairquant.options.DataOptions` field's command-line parameter and its option,
+#: in the help's order: the one place the data options are spelled, and where an error naming a
+#: field finds its flag (:func:`spelled`).
+DATA_OPTIONS: dict[str, tuple[str, Any]] = {
+    "dataset": ("dataset", Dataset),
+    "root": ("root", Root),
+    "target": ("target", Target),
+    "group": ("group", Group),
+    "image_size": ("image_size", ImageSize),
+    "imbalance": ("imbalance", Imbalance),
+    "seed": ("data_seed", DataSeed),
+    "grayscale": ("grayscale", Grayscale),
+    "options": ("option", DatasetOption),
+}
 
-def parse_option(item: str) -> tuple[str, object]:
-    """``KEY=VALUE`` -> (key, value), the value parsed as a JSON literal (never evaluated)."""
-    key, sep, text = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--option {item!r}: expected KEY=VALUE, e.g. age_buckets=[18,40,60]")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = text
-    return key.strip(), value
+
+#: What a command's parameter ``data`` defaults to in its signature: :func:`data_options`
+#: replaces the parameter by the data options.
+DATA = DataOptions()
 
 
-def data_spec(
-    dataset: str,
-    *,
-    root: str | None,
-    target: str | None,
-    group: str | None,
-    imbalance: str,
-    seed: int,
-    option: list[str] | None,
-    grayscale: bool | None = None,
-    image_size: int | None = None,
-) -> DataSpec:
-    """The dataset spec of the shared data options (``train``, ``datasets``, ``mitigate``)."""
-    from fairquant.data import DataSpec
+def data_options(
+    *, leave_out: Iterable[str] = (), seed: str | None = None, **options: tuple[Any, Any]
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Give a command the data options as one :class:`~fairquant.options.DataOptions`: its
+    parameter ``data`` stands for the options of :data:`DATA_OPTIONS` (their defaults the
+    dataclass's), but the fields in ``leave_out`` (left at their defaults).
 
-    options = dict(parse_option(item) for item in option or [])
-    if grayscale is not None:
-        options["grayscale"] = grayscale
-    return DataSpec(
-        name=dataset,
-        root=root,
-        target=target,
-        group=group,
-        image_size=image_size,
-        imbalance=parse_imbalance(imbalance),
-        seed=seed,
-        options=options,
-    )
+    ``seed`` names the command's own parameter that seeds the split too (train's ``--seed``);
+    ``options`` give a field another ``(option, default)``. ``data`` is None where ``--dataset``
+    has no default and is not given.
+    """
+    defaults = {f.name: f.default for f in fields(DataOptions)} | {"options": None}
+    names = {
+        field: name
+        for field, (name, _) in DATA_OPTIONS.items()
+        if field not in leave_out and not (seed and field == "seed")
+    }
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    added = []
+    for field, name in names.items():
+        option, default = options.get(field, (DATA_OPTIONS[field][1], defaults[field]))
+        added.append(inspect.Parameter(name, kind, annotation=option, default=default))
+
+    def decorate(command: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(command)
+        def with_data(**kwargs: Any) -> T:
+            values = {field: kwargs.pop(name) for field, name in names.items()}
+            values["options"] = tuple(values.get("options") or ())
+            if seed:
+                values["seed"] = kwargs[seed]
+            data = None if values.get("dataset") is None else DataOptions(**values)
+            return command(**kwargs, data=data)
+
+        return replace_parameter(with_data, "data", added)
+
+    return decorate
+
+
+def replace_parameter(
+    function: Callable[..., T], name: str, parameters: list[inspect.Parameter]
+) -> Callable[..., T]:
+    """``function`` (a wrapper) with its parameter ``name`` replaced by ``parameters`` in the
+    signature and annotations typer reads."""
+    signature = inspect.signature(function, eval_str=True)
+    params = list(signature.parameters.values())
+    at = [p.name for p in params].index(name)
+    params[at : at + 1] = parameters
+    function.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    function.__annotations__ = {p.name: p.annotation for p in params}
+    return function
+
+
+def config_of(cls: type[T], ctx: typer.Context, **values: Any) -> T:
+    """A config dataclass of the command's parameters that carry its fields' names (a choice as
+    its value), ``values`` given instead."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    given = {k: v.value if isinstance(v, Enum) else v for k, v in ctx.params.items()}
+    return cls(**{k: v for k, v in given.items() if k in names} | values)
 
 
 def command_line() -> list[str]:

@@ -16,8 +16,8 @@ from fairquant.cli._app import (
     FIGURE,
     RESULTS,
     Bootstrap,
-    DataOptions,
     DataSeed,
+    DatasetOption,
     Grayscale,
     Group,
     ImageSize,
@@ -28,8 +28,8 @@ from fairquant.cli._app import (
     app,
     choice,
     command_line,
+    config_of,
     console,
-    data_spec,
     print_line,
     refuse_given,
     user_errors,
@@ -45,6 +45,7 @@ from fairquant.options import (
     N_BOOTSTRAP,
     NONFINITE,
     QUANT_METHODS,
+    DataOptions,
     TrainConfig,
 )
 
@@ -371,7 +372,7 @@ def load_from_options(ctx: typer.Context) -> AuditTarget:
     """The model and data that a command's --checkpoint or --model and data options name
     (``ctx.params``, spelled as ``audit`` spells them): :func:`fairquant._audit.load_target`."""
     from fairquant._audit import load_target
-    from fairquant.data.base import parse_class_order
+    from fairquant.data.base import DataSpec, parse_class_order
     from fairquant.data.preprocess import parse_floats
 
     p = ctx.params
@@ -379,8 +380,8 @@ def load_from_options(ctx: typer.Context) -> AuditTarget:
         refuse_model_options(ctx)
     spec = None
     if p["dataset"] is not None:
-        data = {k: p[k] for k in ("root", "target", "group", "option", "grayscale", "image_size")}
-        spec = data_spec(p["dataset"], imbalance="none", seed=p["data_seed"], **data)
+        options = config_of(DataOptions, ctx, seed=p["data_seed"], options=tuple(p["option"] or ()))
+        spec = DataSpec.from_options(options)
     return load_target(
         checkpoint=p["checkpoint"],
         model=p["model"],
@@ -411,7 +412,7 @@ def audit(
     group: Group = None,
     image_size: ImageSize = None,
     grayscale: Grayscale = None,
-    option: DataOptions = None,
+    option: DatasetOption = None,
     data_seed: DataSeed = DATA_SEED,
     mean: Mean = None,
     std: Std = None,

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fairquant._io import locked_folder
 from fairquant.cli._app import Quiet, app, choice, console, print_line, user_errors
 from fairquant.options import Curvature
+
+if TYPE_CHECKING:
+    from fairquant._explain import ExplainResult
 
 CurvatureChoice = choice("CurvatureChoice", Curvature)
 
@@ -62,10 +65,10 @@ def explain(
     """Explain the disparity: impact flow and curvature factors per group and precision."""
     from fairquant._explain import explain_model
     from fairquant.quant import parse_precisions
-    from fairquant.report.explain import factor_table, plot_explanation
     from fairquant.train import load_with_data
 
-    with user_errors(), locked_folder(out or checkpoint.parent):  # checked before any compute
+    folder = out or checkpoint.parent
+    with user_errors(), locked_folder(folder):  # checked before any compute
         ckpt, dataset = load_with_data(checkpoint)
         start = time.perf_counter()
         result = explain_model(
@@ -82,18 +85,23 @@ def explain(
             seed=seed,
             show_progress=not quiet,
         )
-        folder = out or checkpoint.parent
-        paths = [*result.to_csv(folder), *plot_explanation(result, folder)]
-        console.print(factor_table(result, title=f"{ckpt.data_spec.name}: factors by {ckpt.group}"))
-        rho = result.correlations
-        for _, row in rho.iterrows():
-            console.print(
-                f"spearman {row.factor}@{row.precision} vs {row.against}: rho={row.rho:+.2f} "
-                f"(p={row.p_value:.2g}, {row.groups} groups)"
-            )
-        for note in result.notes:
-            print_line(console, "note", "yellow", note)
+        show_explanation(result, folder, f"{ckpt.data_spec.name}: factors by {ckpt.group}", start)
+
+
+def show_explanation(result: ExplainResult, folder: Path, title: str, start: float) -> None:
+    """The factors and their correlations, the tables and figures written to ``folder``."""
+    from fairquant.report.explain import factor_table, plot_explanation
+
+    paths = [*result.to_csv(folder), *plot_explanation(result, folder)]
+    console.print(factor_table(result, title=title))
+    for _, row in result.correlations.iterrows():
         console.print(
-            f"wrote {', '.join(p.name for p in paths)} to {folder} in "
-            f"{time.perf_counter() - start:.0f}s"
+            f"spearman {row.factor}@{row.precision} vs {row.against}: rho={row.rho:+.2f} "
+            f"(p={row.p_value:.2g}, {row.groups} groups)"
         )
+    for note in result.notes:
+        print_line(console, "note", "yellow", note)
+    console.print(
+        f"wrote {', '.join(p.name for p in paths)} to {folder} in "
+        f"{time.perf_counter() - start:.0f}s"
+    )

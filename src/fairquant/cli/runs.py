@@ -6,32 +6,25 @@ import time
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fairquant._io import locked_folder
 from fairquant.cli._app import (
+    DATA,
     Backend,
     BatchSize,
     Bootstrap,
-    DataOptions,
-    DataSeed,
-    Dataset,
     Epochs,
-    Grayscale,
-    Group,
-    ImageSize,
-    Imbalance,
     LearningRate,
     Model,
     Quiet,
-    Root,
-    Target,
     Workers,
     app,
+    config_of,
     console,
-    data_spec,
+    data_options,
     parse_ints,
     print_line,
     refuse_given,
@@ -41,7 +34,6 @@ from fairquant.errors import ConfigError
 from fairquant.options import (
     BACKENDS,
     CALIB_SIZE,
-    DATA_SEED,
     DEFAULT_MITIGATIONS,
     DEFAULT_QAT_CONFIG,
     MITIGATION_METHODS,
@@ -51,8 +43,12 @@ from fairquant.options import (
     PRESET_DATA,
     PRESET_PREFIX,
     PRESET_SCALE,
+    DataOptions,
     TrainConfig,
 )
+
+if TYPE_CHECKING:
+    from fairquant.experiments.mitigation import MitigationComparison
 
 #: Where cells run unless --backend says otherwise: the runner's default.
 BACKEND = BACKENDS[0]
@@ -134,8 +130,7 @@ def run(
     from fairquant.experiments.presets import default_run_dir, load_experiment
 
     with user_errors():
-        if backend.value == "local":
-            refuse_given(ctx, ("workers",), "with --backend local: it runs one cell after another")
+        refuse_workers(ctx, backend.value)
         if preset is not None and config is not None:
             raise ConfigError("give either CONFIG or --preset, not both")
         if preset is None and config is None:
@@ -159,6 +154,7 @@ def run(
 
 
 @app.command()
+@data_options()
 def mitigate(
     ctx: typer.Context,
     out: Annotated[
@@ -173,12 +169,7 @@ def mitigate(
             metavar="LIST",
         ),
     ] = ",".join(DEFAULT_MITIGATIONS),
-    dataset: Dataset = "digits",
-    root: Root = None,
-    target: Target = None,
-    group: Group = None,
-    image_size: ImageSize = None,
-    imbalance: Imbalance = "none",
+    data: DataOptions = DATA,
     model: Model = "resnet18",
     width: Annotated[int | None, typer.Option(help="Model width.", metavar="N")] = None,
     epochs: Epochs = TrainConfig.epochs,
@@ -187,7 +178,6 @@ def mitigate(
     seeds: Annotated[
         str, typer.Option(help="Comma-separated training seeds.", metavar="LIST")
     ] = ",".join(map(str, MITIGATION_SEEDS)),
-    data_seed: DataSeed = DATA_SEED,
     precisions: Annotated[
         str, typer.Option(help="Comma-separated weight precisions (PTQ and QAT).", metavar="LIST")
     ] = ",".join(MITIGATION_PRECISIONS),
@@ -221,52 +211,30 @@ def mitigate(
     backend: Backend = BACKEND,
     workers: Workers = None,
     quiet: Quiet = False,
-    grayscale: Grayscale = None,
-    option: DataOptions = None,
 ) -> None:
     """Compare mitigations on the same data and seeds, quantized with PTQ and QAT: per-group,
     overall and worst-group accuracy and phi(D) with intervals across seeds, paired tests against
     `none`, and a Pareto figure of accuracy against phi(D)."""
+    from fairquant.data import DataSpec
     from fairquant.experiments.mitigation import compare_mitigations, summarize
     from fairquant.models import ModelSpec
-    from fairquant.report.mitigation import mitigation_tables, paired_tests_table, plot_pareto
 
     with user_errors(), ExitStack() as stack:
-        if report_only:
-            keep = {"out", "report_only", "quiet"}
-            refuse_given(
-                ctx,
-                [p.name for p in ctx.command.params if p.name not in keep],
-                "with --report-only: it only summarises what --out holds, as that run was set up",
-            )
-        elif backend.value == "local":
-            refuse_given(ctx, ("workers",), "with --backend local: it runs one cell after another")
-        if not report_only:  # refused options first: nothing is created for a refused command
-            stack.enter_context(locked_folder(out))
+        refuse_unused(ctx, report_only=report_only, backend=backend.value)
         start = time.perf_counter()
-        spec = data_spec(
-            dataset,
-            root=root,
-            target=target,
-            group=group,
-            imbalance=imbalance,
-            seed=data_seed,
-            option=option,
-            grayscale=grayscale,
-            image_size=image_size,
-        )
-        result = (
-            summarize(out)
-            if report_only
-            else compare_mitigations(
-                spec,
+        if report_only:
+            result = summarize(out)
+        else:  # refused options first: nothing is created for a refused command
+            stack.enter_context(locked_folder(out))
+            result = compare_mitigations(
+                DataSpec.from_options(data),
                 ModelSpec(model, width),
-                TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr),
+                config_of(TrainConfig, ctx),
                 out,
                 mitigations=mitigations,
                 precisions=precisions,
                 act_precisions=act_precisions,
-                methods=[m.strip() for m in methods.split(",") if m.strip()],
+                methods=methods,
                 seeds=parse_ints(seeds, "--seeds"),
                 qat=replace(DEFAULT_QAT_CONFIG, epochs=qat_epochs, lr=qat_lr),
                 calib_size=calib_size,
@@ -275,22 +243,48 @@ def mitigate(
                 workers=workers,
                 show_progress=not quiet,
             )
+        show_comparison(result, out, start)
+
+
+def refuse_unused(ctx: typer.Context, *, report_only: bool, backend: str) -> None:
+    """Every option but --out and --quiet with --report-only, and --workers with the local
+    backend, are errors."""
+    if report_only:
+        keep = {"out", "report_only", "quiet"}
+        refuse_given(
+            ctx,
+            [p.name for p in ctx.command.params if p.name not in keep],
+            "with --report-only: it only summarises what --out holds, as that run was set up",
         )
-        if result.run is not None:
-            run = result.run
-            console.print(
-                f"{run.cells} cells: {run.ran} run now ({run.trained} trained), {run.skipped} "
-                "already done"
-            )
-        for table in mitigation_tables(result):
-            console.print(table)
-        tests = paired_tests_table(result)
-        if tests is not None:
-            console.print(tests)
-        for note in result.notes:
-            print_line(console, "note", "yellow", note)
-        png = plot_pareto(result, out / "pareto.png")
+    else:
+        refuse_workers(ctx, backend)
+
+
+def refuse_workers(ctx: typer.Context, backend: str) -> None:
+    """--workers with the local backend is an error."""
+    if backend == "local":
+        refuse_given(ctx, ("workers",), "with --backend local: it runs one cell after another")
+
+
+def show_comparison(result: MitigationComparison, out: Path, start: float) -> None:
+    """The comparison's tables, tests and notes, its Pareto figure written to ``out``."""
+    from fairquant.report.mitigation import mitigation_tables, paired_tests_table, plot_pareto
+
+    if result.run is not None:
+        run = result.run
         console.print(
-            f"wrote results.csv, summary.csv, tests.csv, config.yaml and {png.name} to {out} in "
-            f"{time.perf_counter() - start:.0f}s"
+            f"{run.cells} cells: {run.ran} run now ({run.trained} trained), {run.skipped} "
+            "already done"
         )
+    for table in mitigation_tables(result):
+        console.print(table)
+    tests = paired_tests_table(result)
+    if tests is not None:
+        console.print(tests)
+    for note in result.notes:
+        print_line(console, "note", "yellow", note)
+    png = plot_pareto(result, out / "pareto.png")
+    console.print(
+        f"wrote results.csv, summary.csv, tests.csv, config.yaml and {png.name} to {out} in "
+        f"{time.perf_counter() - start:.0f}s"
+    )

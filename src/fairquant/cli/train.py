@@ -3,34 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fairquant._io import checked_file
 from fairquant.cli._app import (
+    DATA,
     BatchSize,
-    DataOptions,
-    Dataset,
     Epochs,
-    Grayscale,
-    Group,
-    ImageSize,
-    Imbalance,
     LearningRate,
     Model,
     Quiet,
-    Root,
-    Target,
     app,
     choice,
+    config_of,
     console,
-    data_spec,
+    data_options,
     fraction_or_count,
     refuse_given,
     user_errors,
 )
-from fairquant.options import Optimizer, Schedule, Select, SelectMetric, TrainConfig
+from fairquant.options import (
+    DataOptions,
+    Optimizer,
+    Schedule,
+    Select,
+    SelectMetric,
+    TrainConfig,
+)
+
+if TYPE_CHECKING:
+    from fairquant.data import GroupedDataset
+    from fairquant.train import TrainHistory
 
 OptimizerChoice = choice("OptimizerChoice", Optimizer)
 ScheduleChoice = choice("ScheduleChoice", Schedule)
@@ -39,15 +44,11 @@ SelectMetricChoice = choice("SelectMetricChoice", SelectMetric)
 
 
 @app.command()
+@data_options(seed="seed")
 def train(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(metavar="FILE", help="Checkpoint file to write.")],
-    dataset: Dataset = "digits",
-    root: Root = None,
-    target: Target = None,
-    group: Group = None,
-    image_size: ImageSize = None,
-    imbalance: Imbalance = "none",
+    data: DataOptions = DATA,
     model: Model = "resnet18",
     width: Annotated[
         int | None,
@@ -120,79 +121,60 @@ def train(
         ),
     ] = TrainConfig.patience,
     quiet: Quiet = False,
-    grayscale: Grayscale = None,
-    option: DataOptions = None,
 ) -> None:
     """Train a full-precision model; its checkpoint holds all `audit` needs to rebuild it."""
-    from fairquant.data import load_dataset
+    from fairquant.data import DataSpec, load_dataset
     from fairquant.models import ModelSpec
-    from fairquant.models.registry import sized_for
-    from fairquant.train import fit, save_checkpoint
+    from fairquant.train import fit_checkpoint
 
     with user_errors():
         checked_file(out)  # before any compute
-        if not augment:
-            refuse_given(
-                ctx, ("crop_padding", "flip"), "with --no-augment: they shape the augmentation"
-            )
-        if select.value == "last" and patience is None:
-            refuse_given(
-                ctx,
-                ("select_metric",),
-                "without --select best or --patience: it is what they watch on the validation "
-                "split",
-            )
-        config = TrainConfig(
-            epochs=epochs,
-            batch_size=batch_size,
-            optimizer=optimizer.value,
-            lr=lr,
-            weight_decay=weight_decay,
-            schedule=schedule.value,
-            seed=seed,
-            augment=augment,
-            crop_padding=crop_padding,
-            flip=flip,
-            val_size=fraction_or_count(val_size),
-            select=select.value,
-            select_metric=select_metric.value,
-            patience=patience,
-        )
-        spec = data_spec(
-            dataset,
-            root=root,
-            target=target,
-            group=group,
-            imbalance=imbalance,
-            seed=seed,
-            option=option,
-            grayscale=grayscale,
-            image_size=image_size,
-        )
-        data = load_dataset(spec)
-        model_spec = sized_for(ModelSpec(model, width, depth, patch_size), data.image_size[0])
-        counts = data.counts()
-        console.print(
-            f"[bold]{dataset}[/]: target {data.target!r} ({data.num_classes} classes), group "
-            f"{data.group!r}; train {counts['train']}, test {counts['test']}"
-        )
-        net, history = fit(data, model_spec, config, show_progress=not quiet)
-        path = save_checkpoint(
+        refuse_unused(ctx, augment=augment, select=select.value, patience=patience)
+        config = config_of(TrainConfig, ctx, val_size=fraction_or_count(val_size))
+        dataset = load_dataset(DataSpec.from_options(data))
+        show_data(dataset)
+        path, history = fit_checkpoint(
             out,
-            model=net,
-            model_spec=model_spec,
-            dataset=data,
-            train_config=config,
-            history=history,
+            dataset,
+            ModelSpec(model, width, depth, patch_size),
+            config,
+            show_progress=not quiet,
         )
-        if history.val_accuracy:
-            best = history.selected_epoch - 1
-            console.print(
-                f"validation: epoch {history.selected_epoch} kept, accuracy "
-                f"{history.val_accuracy[best]:.1f}%, worst group "
-                f"{history.val_worst_group_accuracy[best]:.1f}%"
-            )
+        show_history(history, path)
+
+
+def refuse_unused(ctx: typer.Context, *, augment: bool, select: str, patience: int | None) -> None:
+    """The augmentation's options without augmentation, and the metric watched on the validation
+    split where nothing watches it, are errors."""
+    if not augment:
+        refuse_given(
+            ctx, ("crop_padding", "flip"), "with --no-augment: they shape the augmentation"
+        )
+    if select == "last" and patience is None:
+        refuse_given(
+            ctx,
+            ("select_metric",),
+            "without --select best or --patience: it is what they watch on the validation split",
+        )
+
+
+def show_data(data: GroupedDataset) -> None:
+    counts = data.counts()
+    console.print(
+        f"[bold]{data.spec.name}[/]: target {data.target!r} ({data.num_classes} classes), group "
+        f"{data.group!r}; train {counts['train']}, test {counts['test']}"
+    )
+
+
+def show_history(history: TrainHistory, path: Path) -> None:
+    if history.val_accuracy:
+        best = history.selected_epoch - 1
         console.print(
-            f"trained in {history.seconds:.1f}s ({history.images_per_second:.0f} img/s), final "
-            f"loss {history.epoch_loss[-1]:.3f}; wrote {path}"
+            f"validation: epoch {history.selected_epoch} kept, accuracy "
+            f"{history.val_accuracy[best]:.1f}%, worst group "
+            f"{history.val_worst_group_accuracy[best]:.1f}%"
         )
+    console.print(
+        f"trained in {history.seconds:.1f}s ({history.images_per_second:.0f} img/s), final "
+        f"loss {history.epoch_loss[-1]:.3f}; wrote {path}"
+    )

@@ -13,11 +13,13 @@ from fairquant.data.registry import (
 )
 from fairquant.data.source import ImageSource
 from fairquant.data.split import validation_split
+from fairquant.options import DataOptions
 
 __all__ = [
     "DATASETS",
     "PAPER_RATIO",
     "SOURCES",
+    "DataOptions",
     "DataSpec",
     "GroupedDataset",
     "ImageSource",

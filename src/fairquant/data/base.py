@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -12,8 +13,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from fairquant.data.imbalance import PAPER_RATIO
 from fairquant.errors import ConfigError, DataError
-from fairquant.options import DATA_SEED
+from fairquant.options import DATA_SEED, DataOptions
 
 #: The one rule for small cells: a class or a group with fewer test samples than this is named in
 #: a warning that the audit's notes and the CLI summary repeat (one sample moves its accuracy by
@@ -61,6 +63,55 @@ class DataSpec:
         if d.get("imbalance") is not None:
             d["imbalance"] = tuple(float(r) for r in d["imbalance"])
         return cls(**d)
+
+    @classmethod
+    def from_options(cls, options: DataOptions) -> DataSpec:
+        """The spec of the data options as a user gives them (:class:`DataOptions`): the
+        imbalance and ``KEY=VALUE`` items read, ``grayscale`` (where given) an option too."""
+        settings = dict(_key_value(item) for item in options.options)
+        if options.grayscale is not None:
+            settings["grayscale"] = options.grayscale
+        return cls(
+            name=options.dataset,
+            root=options.root,
+            target=options.target,
+            group=options.group,
+            image_size=options.image_size,
+            imbalance=_imbalance(options.imbalance),
+            seed=options.seed,
+            options=settings,
+        )
+
+
+def _key_value(item: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (key, value), the value parsed as a JSON literal (never evaluated)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(
+            f"options {item!r}: expected KEY=VALUE, e.g. age_buckets=[18,40,60]",
+            parameter="options",
+        )
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    return key.strip(), value
+
+
+def _imbalance(text: str) -> tuple[float, ...] | None:
+    """``'none'``, ``'paper'`` (:data:`PAPER_RATIO`) or comma-separated ratios per class."""
+    if text == "none":
+        return None
+    if text == "paper":
+        return PAPER_RATIO
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"imbalance {text!r}: expected 'paper', 'none' or comma-separated ratios "
+            "like '16,16,8,8,4,4,2,2,1,1'",
+            parameter="imbalance",
+        ) from None
 
 
 @dataclass

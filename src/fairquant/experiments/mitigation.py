@@ -99,7 +99,7 @@ def mitigation_config(
     mitigations: Sequence[str] | str = DEFAULT_MITIGATIONS,
     precisions: Sequence[str] | str = MITIGATION_PRECISIONS,
     act_precisions: Sequence[str] | str | None = None,
-    methods: Sequence[str] = MITIGATION_METHODS,
+    methods: Sequence[str] | str = MITIGATION_METHODS,
     seeds: Sequence[int] = MITIGATION_SEEDS,
     qat: TrainConfig = DEFAULT_QAT_CONFIG,
     calib_size: int = MethodConfig.model_fields["calib_size"].default,
@@ -116,7 +116,7 @@ def mitigation_config(
         act_precisions = DEFAULT_ACT_PRECISIONS if any(m.balanced_calib for m in mits) else ()
     precs = parse_precisions(_names(precisions))
     act = parse_precisions(_names(act_precisions)) if _names(act_precisions) else []
-    methods = list(methods)
+    methods = _names(methods)
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ConfigError(f"methods must be some of {METHODS}; got {methods}")

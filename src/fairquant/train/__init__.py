@@ -7,7 +7,7 @@ from fairquant.train.checkpoint import (
     load_with_data,
     save_checkpoint,
 )
-from fairquant.train.fit import fit
+from fairquant.train.fit import fit, fit_checkpoint
 from fairquant.train.loop import TrainConfig, TrainHistory, train_model
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "TrainConfig",
     "TrainHistory",
     "fit",
+    "fit_checkpoint",
     "held_out_validation",
     "load_checkpoint",
     "load_with_data",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -10,7 +11,8 @@ from torch import Tensor, nn
 from fairquant.data.base import GroupedDataset, Split
 from fairquant.data.split import validation_split
 from fairquant.errors import ConfigError
-from fairquant.models.registry import ModelSpec, build_model
+from fairquant.models.registry import ModelSpec, build_model, sized_for
+from fairquant.train.checkpoint import save_checkpoint
 from fairquant.train.loop import TrainConfig, TrainHistory, train_model
 
 
@@ -60,3 +62,26 @@ def fit(
         show_progress=show_progress,
     )
     return model, history
+
+
+def fit_checkpoint(
+    path: str | Path,
+    dataset: GroupedDataset,
+    model_spec: ModelSpec,
+    config: TrainConfig,
+    *,
+    show_progress: bool = True,
+) -> tuple[Path, TrainHistory]:
+    """:func:`fit` a model of ``model_spec`` sized for ``dataset`` (:func:`sized_for`: a ViT's
+    image side) and write its checkpoint atomically to ``path``: the path and the history."""
+    spec = sized_for(model_spec, dataset.image_size[0])
+    model, history = fit(dataset, spec, config, show_progress=show_progress)
+    written = save_checkpoint(
+        path,
+        model=model,
+        model_spec=spec,
+        dataset=dataset,
+        train_config=config,
+        history=history,
+    )
+    return written, history
