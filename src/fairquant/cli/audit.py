@@ -170,9 +170,7 @@ def audit_and_report(
             show_progress=not quiet,
             **options,
         )
-    source = result.record.get("model") or {}
-    if str(source.get("name", "")).startswith(str(out.stage)):  # quickstart's own checkpoint
-        source["name"] = str(out.final(Path(source["name"])))
+    _final_source(result, out)
     written = write_audit(
         result,
         out.stage,
@@ -184,6 +182,14 @@ def audit_and_report(
     )
     _print_audit(result, written, dataset, title, out)
     return result, written.verdict
+
+
+def _final_source(result: AuditResult, out: RunFolder) -> None:
+    """A model source inside the staged run folder (quickstart's own checkpoint) is recorded at
+    the path it will have once the folder is in place."""
+    source = result.record.get("model") or {}
+    if str(source.get("name", "")).startswith(str(out.stage)):
+        source["name"] = str(out.final(Path(source["name"])))
 
 
 def _print_audit(result: AuditResult, written, dataset: GroupedDataset, title: str, out: RunFolder):
@@ -493,13 +499,9 @@ def audit(
             raise ConfigError("--gate needs a tolerance to judge against: --max-drop POINTS")
         target_ = load_from_options(ctx)
         data = target_.data
-        folder = output_folder(
-            out or (checkpoint.parent if checkpoint else Path("fairquant-audit")),
-            tolerance,
-            precisions,
-            data.group_names,
-            keep=[p for p in (checkpoint, model, weights) if p is not None],
-        )
+        out = out or (checkpoint.parent if checkpoint else Path("fairquant-audit"))
+        keep = [p for p in (checkpoint, model, weights) if p is not None]
+        folder = output_folder(out, tolerance, precisions, data.group_names, keep)
     with user_errors(), folder as run:
         _, judged = audit_and_report(
             target_.model,
@@ -507,20 +509,28 @@ def audit(
             precisions,
             run,
             quiet=quiet,
-            method=method.value,
-            qat_config=replace(DEFAULT_QAT_CONFIG, epochs=qat_epochs, lr=qat_lr),
-            lsq=qat_lsq,
-            calibration_method=calibration.value,
-            calib_size=calib_size,
-            calib_balanced=calib_balanced,
             title=f"{data.spec.name}, {target_.label}: test accuracy (%) by {data.group}",
             n_bootstrap=bootstrap,
             preprocess=target_.preprocess,
             tolerance=tolerance,
-            nonfinite=nonfinite.value,
+            **_audit_options(ctx),
         )
     if gate and judged is not None:
         raise typer.Exit(exit_code(judged))
+
+
+def _audit_options(ctx: typer.Context) -> dict:
+    """:func:`fairquant.audit`'s options of the method and calibration, as ``audit`` takes them."""
+    p = ctx.params
+    return {
+        "method": p["method"].value,
+        "qat_config": replace(DEFAULT_QAT_CONFIG, epochs=p["qat_epochs"], lr=p["qat_lr"]),
+        "lsq": p["qat_lsq"],
+        "calibration_method": p["calibration"].value,
+        "calib_size": p["calib_size"],
+        "calib_balanced": p["calib_balanced"],
+        "nonfinite": p["nonfinite"].value,
+    }
 
 
 if audit.__doc__:  # the spellings, kept whole in the help (PRECISIONS_BLOCK)
