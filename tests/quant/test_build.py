@@ -122,3 +122,40 @@ def test_the_saved_onnx_predicts_what_the_audit_reports(tmp_path):
     session = ort.InferenceSession(str(q.save(tmp_path / "m.onnx")))
     (logits,) = session.run(None, {session.get_inputs()[0].name: X.numpy()})
     np.testing.assert_array_equal(logits.argmax(1), result.samples.predictions["ort:int8"])
+
+
+def _bare_torchscript(path):
+    with pytest.warns(FutureWarning):  # torch announces TorchScript's deprecation
+        return torch.jit.load(str(path))
+
+
+def _bare_state_dict(path):
+    fresh = _model()
+    fresh.load_state_dict(torch.load(path, weights_only=True), assign=True)
+    return fresh
+
+
+@pytest.mark.parametrize(
+    ("precision", "load"),
+    [
+        ("torch:int8", _bare_torchscript),
+        pytest.param(
+            "torchao:int8dq",
+            _bare_state_dict,
+            marks=pytest.mark.skipif(not has_torchao, reason="needs torchao (the torchao extra)"),
+        ),
+    ],
+)
+def test_pytorch_and_torchao_files_predict_what_the_audit_reports(tmp_path, precision, load):
+    """Saved the toolchain's own way and loaded without fairquant, the model's predicted classes
+    equal the audit's, sample by sample."""
+    from fairquant.data.base import Split
+
+    model = _model()
+    test = Split(X, model(X).argmax(1).detach(), torch.arange(len(X)) % 2)
+    result = fairquant.audit(model, test, precisions=precision, calibration=X[:16], n_bootstrap=0)
+    q = fairquant.quantize(model, precision, calibration=X[:16])
+    bare = load(q.save(tmp_path / "model.pt"))
+    with torch.inference_mode():
+        got = bare(X).float().argmax(1).numpy()
+    np.testing.assert_array_equal(got, result.samples.predictions[precision])
