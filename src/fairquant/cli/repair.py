@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from fairquant.cli._app import (
-    DataOptions,
     DataSeed,
+    DatasetOption,
     Grayscale,
     Group,
     ImageSize,
@@ -75,7 +75,7 @@ def repair_command(
     group: Group = None,
     image_size: ImageSize = None,
     grayscale: Grayscale = None,
-    option: DataOptions = None,
+    option: DatasetOption = None,
     data_seed: DataSeed = DATA_SEED,
     mean: Mean = None,
     std: Std = None,

@@ -62,7 +62,7 @@ def quantize(
     >>> import torch
     >>> q = quantize(torch.nn.Linear(4, 2), "int4")
     >>> q.size_bytes, q.predict(torch.ones(1, 4)).shape
-    (12, torch.Size([1, 2]))
+    (16, torch.Size([1, 2]))
     """
     p = parse_precision(precision) if isinstance(precision, str) else precision
     if layers is not None:
