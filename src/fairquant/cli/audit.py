@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -32,6 +35,7 @@ from fairquant.cli._app import (
     console,
     print_line,
     refuse_given,
+    replace_parameter,
     user_errors,
 )
 from fairquant.errors import ConfigError
@@ -54,6 +58,7 @@ if TYPE_CHECKING:
     from fairquant.data import GroupedDataset
     from fairquant.metrics.verdict import Tolerance, Verdict
 
+T = TypeVar("T")
 MethodChoice = choice("MethodChoice", QUANT_METHODS)
 CalibrationChoice = choice("CalibrationChoice", CALIBRATIONS)
 NonfiniteChoice = choice("NonfiniteChoice", NONFINITE)
@@ -365,6 +370,50 @@ Classes = Annotated[
 ]
 
 
+Checkpoint = Annotated[
+    Path | None, typer.Option(metavar="FILE", help="Checkpoint written by `fairquant train`.")
+]
+
+#: The options that name the model and its data (``audit``, ``repair``), in the help's order:
+#: :func:`load_from_options` reads them from the command's context.
+MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "checkpoint": (Checkpoint, None),
+    "model": (ModelSourceOption, None),
+    "weights": (Weights, None),
+    "num_classes": (NumClasses, None),
+    "in_channels": (InChannels, None),
+    "dataset": (ModelDataset, None),
+    "root": (Root, None),
+    "target": (Target, None),
+    "group": (Group, None),
+    "image_size": (ImageSize, None),
+    "grayscale": (Grayscale, None),
+    "option": (DatasetOption, None),
+    "data_seed": (DataSeed, DATA_SEED),
+    "mean": (Mean, None),
+    "std": (Std, None),
+    "normalize": (Normalize, None),
+    "classes": (Classes, None),
+}
+
+
+def model_options(command: Callable[..., T]) -> Callable[..., T]:
+    """Give a command the options of :data:`MODEL_OPTIONS` where its parameter ``source``
+    stands; it reads them with :func:`load_from_options` (``source`` is their values, by name)."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    added = [
+        inspect.Parameter(name, kind, annotation=option, default=default)
+        for name, (option, default) in MODEL_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def with_source(**kwargs: Any) -> T:
+        source = {name: kwargs.pop(name) for name in MODEL_OPTIONS}
+        return command(**kwargs, source=source)
+
+    return replace_parameter(with_source, "source", added)
+
+
 def refuse_model_options(ctx: typer.Context) -> None:
     """With --checkpoint, the options of a model from elsewhere and its data are an error."""
     refuse_given(
@@ -403,27 +452,10 @@ def load_from_options(ctx: typer.Context) -> AuditTarget:
 
 
 @app.command()
+@model_options
 def audit(
     ctx: typer.Context,
-    checkpoint: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="Checkpoint written by `fairquant train`.")
-    ] = None,
-    model: ModelSourceOption = None,
-    weights: Weights = None,
-    num_classes: NumClasses = None,
-    in_channels: InChannels = None,
-    dataset: ModelDataset = None,
-    root: Root = None,
-    target: Target = None,
-    group: Group = None,
-    image_size: ImageSize = None,
-    grayscale: Grayscale = None,
-    option: DatasetOption = None,
-    data_seed: DataSeed = DATA_SEED,
-    mean: Mean = None,
-    std: Std = None,
-    normalize: Normalize = None,
-    classes: Classes = None,
+    source: dict[str, Any] | None = None,
     precisions: Annotated[str, typer.Option(metavar="LIST", help=PRECISIONS_HELP)] = ",".join(
         DEFAULT_PRECISIONS
     ),
@@ -499,8 +531,10 @@ def audit(
             raise ConfigError("--gate needs a tolerance to judge against: --max-drop POINTS")
         target_ = load_from_options(ctx)
         data = target_.data
+        assert source is not None  # model_options passes the options' values
+        checkpoint = source["checkpoint"]
         out = out or (checkpoint.parent if checkpoint else Path("fairquant-audit"))
-        keep = [p for p in (checkpoint, model, weights) if p is not None]
+        keep = [source[k] for k in ("checkpoint", "model", "weights") if source[k] is not None]
         folder = output_folder(out, tolerance, precisions, data.group_names, keep)
     with user_errors(), folder as run:
         _, judged = audit_and_report(

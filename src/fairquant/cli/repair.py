@@ -10,13 +10,6 @@ import typer
 from rich.table import Table
 
 from fairquant.cli._app import (
-    DataSeed,
-    DatasetOption,
-    Grayscale,
-    Group,
-    ImageSize,
-    Root,
-    Target,
     app,
     console,
     fraction_or_count,
@@ -24,22 +17,13 @@ from fairquant.cli._app import (
     user_errors,
 )
 from fairquant.cli.audit import (
-    Classes,
-    InChannels,
-    Mean,
-    ModelDataset,
-    ModelSourceOption,
-    Normalize,
-    NumClasses,
-    Std,
-    Weights,
     load_from_options,
+    model_options,
     refuse_model_options,
 )
 from fairquant.errors import ConfigError
 from fairquant.options import (
     CALIB_SIZE,
-    DATA_SEED,
     DEFAULT_MAX_DROP,
     N_BOOTSTRAP,
     REPAIR_VAL_SIZE,
@@ -48,6 +32,7 @@ from fairquant.options import (
 
 
 @app.command("repair")
+@model_options
 def repair_command(
     ctx: typer.Context,
     precision: Annotated[
@@ -62,25 +47,7 @@ def repair_command(
             "candidate is within tolerance).",
         ),
     ],
-    checkpoint: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="Checkpoint written by `fairquant train`.")
-    ] = None,
-    model: ModelSourceOption = None,
-    weights: Weights = None,
-    num_classes: NumClasses = None,
-    in_channels: InChannels = None,
-    dataset: ModelDataset = None,
-    root: Root = None,
-    target: Target = None,
-    group: Group = None,
-    image_size: ImageSize = None,
-    grayscale: Grayscale = None,
-    option: DatasetOption = None,
-    data_seed: DataSeed = DATA_SEED,
-    mean: Mean = None,
-    std: Std = None,
-    normalize: Normalize = None,
-    classes: Classes = None,
+    source: dict[str, Any] | None = None,
     max_drop: Annotated[
         list[str] | None,
         typer.Option(
