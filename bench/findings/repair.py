@@ -48,7 +48,8 @@ def study_rows(root: Path) -> list[dict[str, object]]:
         table = pd.read_csv(path).set_index("method")
         for precision in ("openvino:int8", "ort:int8"):
             given = _row(table, f"fairquant as given: {precision},")
-            chosen = _row(table, f"fairquant repair (chosen): {precision},")
+            toolchain = precision.split(":")[0]  # the choice may change the spelling's suffixes
+            chosen = _row(table, f"fairquant repair (chosen): {toolchain}:")
             ov = "openvino" in precision  # NNCF's accuracy control runs on OpenVINO
             nncf = _row(table, "NNCF accuracy control (overall") if ov else None
             worst = _row(table, "NNCF accuracy control (worst") if ov else None
@@ -121,6 +122,20 @@ def values(root: Path) -> dict[str, str]:
         if 2 * len(failing) < len(rows)
         else "",
         "study_nncf_left": str(len(nncf_left)),
+        "study_nncf_cases": "; ".join(
+            f"{r['data']} {r['model']} seed {r['seed']}: NNCF {r['_nncf'].val_worst_drop:g} "
+            f"points on {r['_nncf'].val_worst_group}, fairquant "
+            + (
+                f"within ({r['_chosen'].val_worst_drop:g}) with {r['repair']}, "
+                f"{r['_chosen'].size_bytes / r['_nncf'].size_bytes:.2f}x NNCF's file size, "
+                f"{r['_chosen'].evaluations} passes against NNCF's "
+                f"{_passes(r['_nncf'].evaluations):g}"
+                if r["_chosen"] is not None and r["_chosen"].val_within
+                else "not within either"
+            )
+            for r in nncf_left
+        )
+        or "none",
         "study_paired": str(len(paired)),
         "study_fewer": str(len(fewer)),
         "cnn_table": table("digits-cnn-w4.csv"),
