@@ -201,24 +201,6 @@ class RepairUnreachable(ToleranceUnreachable):
         self.candidates = candidates
 
 
-def _cold(built: Quantized) -> Quantized:
-    """``built`` without its loaded runtime, reopened from its file when it is used again: a
-    repair measures many candidates, and holding each one's ONNX Runtime session or compiled
-    OpenVINO model held each one's memory (11.5 GB after a MobileNetV2's candidates)."""
-    path, loaded = built.artifact, []
-    assert path is not None  # ort: and openvino: precisions write their file
-
-    def model() -> Any:
-        if not loaded:
-            hint = getattr(built.precision.config, "inference_precision", "f32")
-            xml = path.suffix == ".xml"
-            loaded.append(OpenVinoModel(path, inference_precision=hint) if xml else OnnxModel(path))
-        return loaded[0]
-
-    saver = (lambda to: model().save(to)) if path.suffix == ".xml" else file_saver(path)
-    return replace(built, run=lambda x: model().predict(x), saver=saver)
-
-
 def _repairable(precision: str | DeployedPrecision) -> DeployedPrecision:
     parsed = parse_precision(precision) if isinstance(precision, str) else precision
     if not parsed.deployed or not isinstance(parsed.config, OrtStaticConfig | OpenVinoConfig):
@@ -327,7 +309,7 @@ class _Bench:
             phi=phi,
             within=ok,
             seconds=time.perf_counter() - start,
-            deployed=_cold(built),
+            deployed=built,
         )
         self.logits[id(candidate)] = logits
         self.order.append(candidate)
