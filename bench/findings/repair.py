@@ -104,6 +104,11 @@ def values(root: Path) -> dict[str, str]:
     return {
         "study_table": shown.to_markdown(index=False),
         "study_models": str(len(models)),
+        "study_archs": ", ".join(sorted({r["model"] for r in rows})),
+        "study_seeds": ", ".join(
+            f"{d} {m}: {len({x[2] for x in models if x[:2] == (d, m)})}"
+            for d, m in sorted({x[:2] for x in models})
+        ),
         "study_pairs": str(len(rows)),
         "study_failing": str(len(failing)),
         "study_failing_list": ", ".join(
