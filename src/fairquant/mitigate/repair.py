@@ -201,6 +201,24 @@ class RepairUnreachable(ToleranceUnreachable):
         self.candidates = candidates
 
 
+def _cold(built: Quantized) -> Quantized:
+    """``built`` without its loaded runtime, reopened from its file when it is used again: a
+    repair measures one candidate per layer and more, and holding each one's ONNX Runtime
+    session or compiled OpenVINO model held each one's memory to the end."""
+    path, hint, loaded = built.artifact, built.precision.config, []
+    hint = getattr(hint, "inference_precision", "f32")  # nothing here refers to `built`
+    assert path is not None  # ort: and openvino: precisions write their file
+
+    def model() -> Any:
+        if not loaded:
+            xml = path.suffix == ".xml"
+            loaded.append(OpenVinoModel(path, inference_precision=hint) if xml else OnnxModel(path))
+        return loaded[0]
+
+    saver = (lambda to: model().save(to)) if path.suffix == ".xml" else file_saver(path)
+    return replace(built, run=lambda x: model().predict(x), saver=saver)
+
+
 def _repairable(precision: str | DeployedPrecision) -> DeployedPrecision:
     parsed = parse_precision(precision) if isinstance(precision, str) else precision
     if not parsed.deployed or not isinstance(parsed.config, OrtStaticConfig | OpenVinoConfig):
@@ -309,7 +327,7 @@ class _Bench:
             phi=phi,
             within=ok,
             seconds=time.perf_counter() - start,
-            deployed=built,
+            deployed=_cold(built),
         )
         self.logits[id(candidate)] = logits
         self.order.append(candidate)
