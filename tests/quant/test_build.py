@@ -109,7 +109,8 @@ def test_torchao_saves_a_state_dict_loaded_with_assign(tmp_path):
 @pytest.mark.skipif(not has_ort, reason="needs onnxruntime (the ort extra)")
 def test_the_saved_onnx_predicts_what_the_audit_reports(tmp_path):
     """The file fairquant.quantize saves is the model the audit measured: a bare ONNX Runtime
-    session's predicted classes equal the audit's, sample by sample."""
+    session's predicted classes equal the audit's, sample by sample, with a layer kept in float
+    (the audit takes the precision quantize returns, its nodes_to_exclude included)."""
     import onnxruntime as ort
 
     from fairquant.data.base import Split
@@ -117,11 +118,15 @@ def test_the_saved_onnx_predicts_what_the_audit_reports(tmp_path):
     model = _model()
     y = model(X).argmax(1).detach()
     test = Split(X, y, torch.arange(len(X)) % 2)
-    result = fairquant.audit(model, test, precisions="ort:int8", calibration=X[:16], n_bootstrap=0)
-    q = fairquant.quantize(model, "ort:int8", calibration=X[:16])
+    q = fairquant.quantize(model, "ort:int8", calibration=X[:16], layers={"3": None})
+    assert q.precision.config.nodes_to_exclude == ("/3/Gemm",)
+    result = fairquant.audit(
+        model, test, precisions=[q.precision], calibration=X[:16], n_bootstrap=0
+    )
     session = ort.InferenceSession(str(q.save(tmp_path / "m.onnx")))
     (logits,) = session.run(None, {session.get_inputs()[0].name: X.numpy()})
     np.testing.assert_array_equal(logits.argmax(1), result.samples.predictions["ort:int8"])
+    assert any("kept in float" in note for note in result.notes)
 
 
 def _bare_torchscript(path):
