@@ -49,9 +49,9 @@ from fairquant.options import (
     TrainConfig,
 )
 from fairquant.quant import build
-from fairquant.quant.artifact import Quantized, module_predictor, state_dict_saver
+from fairquant.quant.artifact import Quantized
 from fairquant.quant.calibrate import calibration_inputs
-from fairquant.quant.methods import make_quantizer
+from fairquant.quant.methods import Quantizer, make_quantizer
 from fairquant.quant.precision import (
     DEFAULT_PRECISIONS,
     AnyPrecision,
@@ -59,9 +59,6 @@ from fairquant.quant.precision import (
     check_unique,
     parse_precision,
 )
-from fairquant.quant.size import packed_size_bytes
-
-Quantizer = Callable[[nn.Module, Precision], nn.Module]
 
 
 def audit(
@@ -371,15 +368,7 @@ def _build(
     """``precision`` built by :func:`fairquant.quant.build.quantize`, or, for a simulated
     precision with a ``method`` (QAT), the module ``method(model, precision)`` returns."""
     if method is not None and isinstance(precision, Precision) and not precision.is_reference:
-        module = method(model, precision)
-        return Quantized(
-            precision,
-            packed_size_bytes(model, precision),
-            (),
-            module_predictor(module),
-            state_dict_saver(module),
-            module=module,
-        )
+        return build.simulated(model, precision, method(model, precision))
     return build.quantize(
         model,
         precision,

@@ -91,13 +91,19 @@ def quantize(
             "inputs are a dict of tensors"
         )
     copy = quantize_model(model, p, calibration=calibration, calibration_method=calibration_method)
+    return simulated(model, p, copy)
+
+
+def simulated(model: nn.Module, precision: Precision, module: nn.Module) -> Quantized:
+    """``module``, ``model`` quantized to the simulated ``precision`` (by PTQ here, or by QAT),
+    as a :class:`Quantized`: its packed size, its predictions, its ``state_dict`` when saved."""
     return Quantized(
-        p,
-        packed_size_bytes(model, p),
+        precision,
+        packed_size_bytes(model, precision),
         (),
-        module_predictor(copy),
-        state_dict_saver(copy),
-        module=copy,
+        module_predictor(module),
+        state_dict_saver(module),
+        module=module,
     )
 
 
