@@ -496,3 +496,48 @@ def test_ort_refuses_a_node_to_exclude_it_does_not_have(tmp_path):
     _, notes = quantize_onnx(OrtStaticConfig(nodes_to_exclude=("/0/Gemm",)), source, x, tmp_path)
     assert "ONNX Runtime quantized 1 of 2 weight layers" in notes[0]
     assert "kept in float (nodes_to_exclude): /0/Gemm" in notes
+
+
+def _calibrations(monkeypatch) -> list[torch.Tensor]:
+    """Every calibration set the repair builds a candidate from (``quantize`` recorded)."""
+    import fairquant.mitigate.repair as module
+
+    seen, build = [], module.quantize
+
+    def recorded(source, precision, *, calibration, **kwargs):
+        seen.append(calibration.clone())
+        return build(source, precision, calibration=calibration, **kwargs)
+
+    monkeypatch.setattr(module, "quantize", recorded)
+    return seen
+
+
+def _shared_rows(a: torch.Tensor, b: torch.Tensor) -> int:
+    """How many rows of ``a`` are rows of ``b``."""
+    distance = torch.cdist(a.flatten(1).double(), b.flatten(1).double())
+    return int((distance.min(1).values == 0).sum())
+
+
+def test_calibration_never_draws_the_validation_split(data, checkpoint, monkeypatch):
+    """Calibration samples come from the training samples outside the validation split: the
+    checkpoint's held-out split, or a carved one (they overlapped: the calibration draw read the
+    whole training split)."""
+    seen = _calibrations(monkeypatch)
+    ckpt, digits = fairquant.load_with_data(checkpoint)
+    validation, _ = fairquant.held_out_validation(ckpt, digits)
+    fairquant.repair(ckpt, digits, "ort:int8", tolerance=Tolerance(99.0), n_bootstrap=0)
+    assert seen and all(_shared_rows(c, validation.x) == 0 for c in seen)
+    seen.clear()
+    fairquant.repair(
+        _model(1),
+        data,
+        "ort:int8",
+        val_size=0.5,
+        calib_size=140,
+        n_bootstrap=0,
+        tolerance=Tolerance(99.0),
+    )
+    from fairquant.data.split import validation_split
+
+    _, carved = validation_split(data.train, 0.5, seed=data.spec.seed)
+    assert seen and all(_shared_rows(c, carved.x) == 0 for c in seen)

@@ -11,7 +11,9 @@ cross-entropy). Candidates are tried cheapest first, and the search stops at the
 candidate within tolerance:
 
 1. ``as given``: the precision as the audit builds it (calibration: ``calib_size`` training
-   samples drawn at random, seeded, as ``fairquant audit`` draws them);
+   samples drawn at random, seeded, as ``fairquant audit`` draws them, but only from the
+   training samples outside the validation split, so that no candidate is calibrated on what it
+   is selected on);
 2. ``calibration set``: group-stratified (each group's share of the training split) or
    group-balanced (equal per group) samples instead;
 3. ``calibrator``: ONNX Runtime's MinMax / Entropy / Percentile; NNCF's ``performance`` or
@@ -591,8 +593,11 @@ def _unwrap(model: Any, notes: list[str]) -> Any:
     return model
 
 
-def _validation(model, data: GroupedDataset, validation, val_size) -> tuple[Any, Split, str]:
-    from fairquant.train.checkpoint import Checkpoint, held_out_validation
+def _validation(model, data: GroupedDataset, validation, val_size) -> tuple[Any, Split, Split, str]:
+    """``(model, pool, validation, note)``: the split to select on and the training samples
+    outside it, which calibration draws from (the whole training split where the user gives the
+    validation split)."""
+    from fairquant.train.checkpoint import Checkpoint, held_out_splits
 
     if validation is not None and val_size is not None:
         raise ConfigError(
@@ -607,14 +612,16 @@ def _validation(model, data: GroupedDataset, validation, val_size) -> tuple[Any,
             )
         held = model.train_config is not None and model.train_config.val_size
         size = val_size if held or val_size is not None else REPAIR_VAL_SIZE
-        split, note = held_out_validation(model, data, size=size)
-        return model.model, split, note
+        pool, split, note = held_out_splits(model, data, size=size)
+        return model.model, pool, split, note
     if validation is not None:
-        return model, validation, f"the given validation split ({len(validation)} samples)"
+        given = f"the given validation split ({len(validation)} samples)"
+        return model, data.train, validation, given
     size = REPAIR_VAL_SIZE if val_size is None else val_size
-    _, split = validation_split(data.train, size, seed=data.spec.seed)
+    pool, split = validation_split(data.train, size, seed=data.spec.seed)
     return (
         model,
+        pool,
         split,
         (
             f"a validation split of {len(split)} samples carved from the training split (seed "
@@ -680,7 +687,8 @@ def repair(
     (its first note) says so and that the model may have been trained on it. ``preprocess``: the
     input the model expects, applied to every split as the audit applies it (the artifact takes
     its output).
-    Calibration samples (``calib_size``, seeded by ``random_state``) come from ``data.train``.
+    Calibration samples (``calib_size``, seeded by ``random_state``) come from ``data.train``
+    outside the validation split (all of it where ``validation`` is given).
     ``tolerance``: default 2 points for every group. Raises :class:`RepairUnreachable`
     naming the group and the smallest drop reached when no candidate is within tolerance.
     """
@@ -694,9 +702,9 @@ def repair(
     names = [str(a) for a in data.group_names]
     tolerance.check_groups(names)
     loaded: list[str] = []
-    module, split, note = _validation(_unwrap(model, loaded), data, validation, val_size)
+    module, pool, split, note = _validation(_unwrap(model, loaded), data, validation, val_size)
     notes = [f"selected on {note}", *loaded]
-    train, test, split = (_ready(s, preprocess, data) for s in (data.train, data.test, split))
+    train, test, split = (_ready(s, preprocess, data) for s in (pool, data.test, split))
     sets = _calibration_sets(train, calib_size, notes)
     own = tempfile.TemporaryDirectory(prefix="fairquant-repair-") if workdir is None else None
     folder = Path(own.name if own is not None else workdir)

@@ -148,7 +148,18 @@ def load_with_data(path: str | Path) -> tuple[Checkpoint, GroupedDataset]:
 def held_out_validation(
     checkpoint: Checkpoint, dataset: GroupedDataset, *, size: float | int | None = None
 ) -> tuple[Split, str]:
-    """The validation split of ``checkpoint``'s training, rebuilt, and a sentence saying what it is.
+    """The validation split of ``checkpoint``'s training and its sentence
+    (:func:`held_out_splits` without the rest of the training split)."""
+    _, validation, note = held_out_splits(checkpoint, dataset, size=size)
+    return validation, note
+
+
+def held_out_splits(
+    checkpoint: Checkpoint, dataset: GroupedDataset, *, size: float | int | None = None
+) -> tuple[Split, Split, str]:
+    """``(rest, validation, note)``: the validation split of ``checkpoint``'s training, rebuilt,
+    the training samples outside it (what calibration may draw without touching validation), and
+    a sentence saying what the validation split is.
 
     A model trained with ``TrainConfig.val_size`` never saw that split
     (:func:`~fairquant.train.fit.fit` holds it out with the config's seed), so it is rebuilt
@@ -164,19 +175,27 @@ def held_out_validation(
                 f"the checkpoint holds out a validation split of val_size={held}; a size of "
                 f"{size} would differ from it (omit the size to use the checkpoint's)"
             )
-        _, validation = validation_split(dataset.train, held, seed=config.seed)
-        return validation, (
-            f"the checkpoint's validation split ({len(validation)} training images held out of "
-            f"training, val_size={held}, seed {config.seed})"
+        rest, validation = validation_split(dataset.train, held, seed=config.seed)
+        return (
+            rest,
+            validation,
+            (
+                f"the checkpoint's validation split ({len(validation)} training images held out of "
+                f"training, val_size={held}, seed {config.seed})"
+            ),
         )
     if size is None:
         raise ConfigError(
             "the checkpoint was trained without a validation split (train with --val-size); give "
             "a validation size to carve one from its training split"
         )
-    _, validation = validation_split(dataset.train, size, seed=dataset.spec.seed)
-    return validation, (
-        f"a validation split of {len(validation)} images carved from the training split (seed "
-        f"{dataset.spec.seed}): the model was trained on them, so what is selected on them is "
-        "judged optimistically; train with --val-size to hold one out"
+    rest, validation = validation_split(dataset.train, size, seed=dataset.spec.seed)
+    return (
+        rest,
+        validation,
+        (
+            f"a validation split of {len(validation)} images carved from the training split (seed "
+            f"{dataset.spec.seed}): the model was trained on them, so what is selected on them is "
+            "judged optimistically; train with --val-size to hold one out"
+        ),
     )
