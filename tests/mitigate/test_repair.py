@@ -541,3 +541,43 @@ def test_calibration_never_draws_the_validation_split(data, checkpoint, monkeypa
 
     _, carved = validation_split(data.train, 0.5, seed=data.spec.seed)
     assert seen and all(_shared_rows(c, carved.x) == 0 for c in seen)
+
+
+@pytest.mark.parametrize("top", [1, 2, 3, 5, 8, 13, 52])
+def test_shortest_prefix_finds_the_first_passing_length_in_few_calls(top):
+    """Against a linear scan, for every threshold of a monotone test (and none passing): the
+    same answer, in at most 2 ceil(log2 n*) + 1 calls (one when n* = 1; log2(top) + 2 when none
+    passes)."""
+    from fairquant.mitigate.repair import shortest_prefix
+
+    for threshold in [*range(1, top + 1), None]:
+        calls = []
+
+        def within(n, threshold=threshold, calls=calls):
+            calls.append(n)
+            return threshold is not None and n >= threshold
+
+        got = shortest_prefix(top, within)
+        assert got == threshold
+        assert all(1 <= n <= top for n in calls) and len(set(calls)) == len(calls)
+        bound = 2 * np.ceil(np.log2(threshold)) + 1 if threshold else np.ceil(np.log2(top)) + 2
+        assert len(calls) <= bound, (top, threshold, calls)
+
+
+def test_layers_are_ranked_without_a_validation_pass(layered, tmp_path):
+    """The float tier ranks every layer on training samples outside validation (its builds are
+    not validation passes), the harmful layer first, and validates only prefixes of the ranking:
+    here one (a 2-layer model keeps at most 1 in float); the ranking is written beside the
+    candidates."""
+    from fairquant.report.repair import RANKING, write_repair
+
+    ranking = layered.ranking
+    assert list(ranking.layer) == ["/0/Gemm", "/2/Gemm"]
+    assert ranking.score.iloc[0] > ranking.score.iloc[1]
+    assert {"kl[b]", "kl[c]"} <= set(ranking.columns) and "kl[a]" not in ranking  # b, c fail
+    table = layered.table()
+    assert (table.tier == "layers in float").sum() == 1
+    assert any(n.startswith("layers in float: 2 layers ranked") for n in layered.notes)
+    files = write_repair(layered, tmp_path / "out")
+    written = pd.read_csv(tmp_path / "out" / RANKING)
+    assert tmp_path / "out" / RANKING in files and list(written.layer) == list(ranking.layer)

@@ -26,15 +26,18 @@ candidate within tolerance:
    quantized logits on the calibration set, no labels), then per-class offsets fitted on the
    validation split (:func:`fit_logit_offsets`). The file grows by K floats;
 6. ``layers in float``: starting from the best uncorrected candidate so far, each weight layer is
-   kept in float alone and every group's validation drop measured (one evaluation per layer,
-   stopping at one that is within); layers are ordered by how much of the groups' total excess
-   over their tolerance keeping them in float removes, and kept in float in that order until
-   every group is within tolerance (ONNX Runtime ``nodes_to_exclude``, NNCF ``ignored_scope``).
-   The file grows by the float weights.
+   kept in float alone and ranked, without a validation pass, by how far that brings the logits
+   of the groups over tolerance back to fp32's on training samples outside the validation split
+   (:func:`_rank_layers`, as NNCF ranks its quantizers); then the shortest prefix of the ranking
+   that keeps every group within tolerance, found by a galloping search over its length
+   (:func:`_float_layers`: about 2 log2(k) validation passes for k layers), stays in float
+   (ONNX Runtime ``nodes_to_exclude``, NNCF ``ignored_scope``). The file grows by the float
+   weights.
 
 Every candidate is one build on the toolchain and one evaluation of the validation split
 (``evaluations`` counts them, the fp32 reference pass included; the bias correction's passes of
-the calibration set are not validation passes). The test split is read once, at the end, for the
+the calibration set and the ranking's builds and passes of training samples are not validation
+passes). The test split is read once, at the end, for the
 chosen candidate's verdict (:func:`fairquant.metrics.verdict.verdict`). Offsets fitted on the
 validation split and selected on it are judged optimistically there: the test verdict is the one
 to trust.
@@ -98,6 +101,9 @@ TIERS = (
 #: The post-hoc corrections of the ``logit offsets`` tier, cheapest first.
 CORRECTIONS = ("bias correction", "logit offsets")
 _BATCH = 256
+#: Training samples (outside the validation split) that rank the layers for the float tier, as
+#: NNCF's ``ranking_subset_size``.
+RANKING_SAMPLES = 300
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,8 @@ class RepairResult:
     evaluations: int
     seconds: float
     notes: list[str]
+    ranking: pd.DataFrame | None = None
+    """The float tier's ranking of the layers (:func:`_rank_layers`), when that tier ran."""
     _workdir: Any = field(default=None, repr=False)
 
     def table(self) -> pd.DataFrame:
@@ -276,6 +284,20 @@ class _Bench:
         self.order: list[Candidate] = []
         self.logits: dict[int, Tensor] = {}  # each candidate's validation logits
         self._calib: dict[str, Tensor] = {}
+        self.ranking: list[tuple[str, ...]] = []  # the layer sets built to rank layers
+        self.ranking_table: pd.DataFrame | None = None
+
+    def ranking_set(self, groups: list[int]) -> tuple[Tensor, Tensor]:
+        """Up to :data:`RANKING_SAMPLES` training samples (outside the validation split) of
+        ``groups``, an equal share each, drawn at random (seeded): inputs and groups."""
+        gen = torch.Generator().manual_seed(self.options["seed"])
+        share = RANKING_SAMPLES // max(len(groups), 1)
+        index = []
+        for a in groups:
+            members = torch.nonzero(self.pool.g == a).flatten()
+            index.append(members[torch.randperm(len(members), generator=gen)[:share]])
+        chosen = torch.cat(index).sort().values if index else torch.zeros(0, dtype=torch.long)
+        return self.pool.x[chosen], self.pool.g[chosen]
 
     def calibration(self, kind: str) -> Tensor:
         if kind not in self._calib:
@@ -467,26 +489,106 @@ def _tier_variants(tier: str, base: DeployedPrecision, sets: list[str], bench: _
     return [(_variant(base, preset=other), calib)]
 
 
-def _float_layers(start: Candidate, layers: list[str], bench: _Bench) -> None:
-    """Greedy: measure each layer kept in float alone (stopping at one that passes), then keep
-    the most harmful in float, in order, until every group is within tolerance (at most all
-    layers but one)."""
-    tier, base = TIERS[5], start.precision
+def _divergence(logits: Tensor, ref: Tensor, g: Tensor, groups: list[int]) -> np.ndarray:
+    """Each group's mean KL(p_fp32 || p_q) of the softmax of ``logits`` from ``ref``'s."""
+    log_p, log_q = ref.double().log_softmax(1), logits.double().log_softmax(1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(1)
+    return np.array([float(kl[g == a].mean()) for a in groups])
+
+
+def _rank_layers(
+    start: Candidate, layers: list[str], bench: _Bench, kept: Callable[[tuple[str, ...]], Any]
+) -> tuple[pd.DataFrame, int]:
+    """Every layer scored by how much keeping it alone in float brings the groups over
+    tolerance back to fp32, on training samples outside the validation split (no labels, no
+    validation pass): for each such group ``a``, ``D_a`` the mean KL divergence of the
+    candidate's softmax from fp32's on up to :data:`RANKING_SAMPLES` / (number of such groups) of
+    its samples, and ``score = Σ_a excess_a (D_a(start) - D_a(layer)) / D_a(start)``, weighted by
+    the group's excess over its tolerance on validation (every group alike when φ alone is over
+    its limit; groups without training samples outside validation are left out). NNCF's ranker
+    does the same with the normalized MSE of the outputs on the validation items they most
+    change. Returns the table, best first, and the number of samples it was measured on."""
+    margins = bench.margins(start)
+    failing = [a for a in range(bench.k) if margins[a] > 0]
+    excess = margins[failing] if failing else np.ones(bench.k)  # φ alone: every group alike
+    failing = failing or list(range(bench.k))
+    x, g = bench.ranking_set(failing)
+    present = [i for i, a in enumerate(failing) if bool((g == a).any())]
+    failing, excess = [failing[i] for i in present], excess[present]
+    ref, _ = _logits(bench.fp32, x)
+    before = _divergence(_logits(start.deployed.predict, x)[0], ref, g, failing)
+    weight = excess / np.maximum(before, 1e-12)
+    rows = []
+    for layer in layers:
+        began = time.perf_counter()
+        after = _divergence(_logits(kept((layer,)).predict, x)[0], ref, g, failing)
+        rows.append(
+            {
+                "layer": layer,
+                "score": float(weight @ (before - after)),
+                **{f"kl[{bench.names[a]}]": float(d) for a, d in zip(failing, after, strict=True)},
+                "seconds": round(time.perf_counter() - began, 3),
+            }
+        )
+    table = pd.DataFrame(rows).sort_values("score", ascending=False, kind="stable")
+    return table.reset_index(drop=True), len(x)
+
+
+def _float_layers(start: Candidate, layers: list[str], bench: _Bench, notes: list[str]) -> None:
+    """Rank the layers (:func:`_rank_layers`), then find the shortest prefix of the ranking that,
+    kept in float, is within tolerance on validation: a galloping search over the prefix length
+    (1, 2, 4, ... until one passes, then bisection between the last that failed and it), about
+    2 log2(k) validation passes for a prefix of k layers instead of one per layer. The shortest
+    passing prefix is the smallest file along the ranking when the drops do not grow as layers
+    return to float, which the ranking assumes; at most all layers but one."""
+    tier, base, calib = TIERS[5], start.precision, start.calibration_set
     field_name = "nodes_to_exclude" if isinstance(base.config, OrtStaticConfig) else "ignored_scope"
 
-    def kept(names: tuple[str, ...]) -> Candidate:
-        variant = _variant(base, **{field_name: names})
-        return bench.evaluate(tier, variant, start.calibration_set)
+    def variant(names: tuple[str, ...]) -> DeployedPrecision:
+        return _variant(base, **{field_name: names})
 
-    singles = {}
-    for layer in layers:
-        singles[layer] = kept((layer,))
-        if singles[layer].within:
-            return
-    order = sorted(layers, key=lambda layer: bench.excess(singles[layer]))
-    for n in range(2, len(order)):
-        if kept(tuple(order[:n])).within:
-            return
+    def build(names: tuple[str, ...]) -> Quantized:
+        folder = bench.workdir / f"ranking-{len(bench.ranking):03d}"
+        bench.ranking.append(names)
+        return quantize(
+            bench.source, variant(names), calibration=bench.calibration(calib), workdir=folder
+        )
+
+    ranking, n_samples = _rank_layers(start, layers, bench, build)
+    bench.ranking_table = ranking
+    order = list(ranking.layer)
+    notes.append(
+        f"layers in float: {len(order)} layers ranked by how much keeping each alone in float "
+        f"brings the groups over tolerance back to fp32 (KL divergence on {n_samples} training "
+        "samples outside the validation split, no validation pass: ranking.csv)"
+    )
+
+    def within(n: int) -> bool:
+        return bench.evaluate(tier, variant(tuple(order[:n])), calib).within
+
+    shortest_prefix(len(order) - 1, within)
+
+
+def shortest_prefix(top: int, within: Callable[[int], bool]) -> int | None:
+    """The smallest ``n`` in ``1..top`` with ``within(n)``, for ``within`` that stays true once
+    true (else some ``n`` where it turns true), or ``None`` when ``within(top)`` is false.
+    Galloping search: ``n = 1, 2, 4, ...`` until one passes, then bisection between the last that
+    failed and it: at most ``2 ceil(log2 n*) + 1`` calls for the answer ``n*``, one when it is 1
+    (Bentley & Yao, "An almost optimal algorithm for unbounded searching", 1976)."""
+    failed, n = 0, 1
+    while not within(n):
+        failed = n
+        if n >= top:
+            return None
+        n = min(2 * n, top)
+    passed = n
+    while passed - failed > 1:
+        mid = (failed + passed) // 2
+        if within(mid):
+            passed = mid
+        else:
+            failed = mid
+    return passed
 
 
 def _layer_names(bench: _Bench, precision: DeployedPrecision) -> list[str]:
@@ -521,7 +623,7 @@ def _search(bench: _Bench, base: DeployedPrecision, sets: list[str], notes: list
     if len(layers) < 2:
         notes.append(f"layers in float: the model has {len(layers)} weight layer(s); skipped")
         return
-    _float_layers(_best([c for c in bench.order if not c.correction], bench), layers, bench)
+    _float_layers(_best([c for c in bench.order if not c.correction], bench), layers, bench, notes)
 
 
 def _unreachable(bench: _Bench) -> RepairUnreachable:
@@ -731,6 +833,7 @@ def repair(
         evaluations=bench.evaluations,
         seconds=time.perf_counter() - start,
         notes=notes,
+        ranking=bench.ranking_table,
         _workdir=own,
     )
 

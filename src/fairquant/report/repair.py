@@ -16,10 +16,12 @@ from fairquant.errors import ConfigError
 from fairquant.mitigate.repair import RepairResult, RepairUnreachable
 from fairquant.report.verdict import VERDICT_JSON, VERDICT_JUNIT, write_junit, write_verdict_json
 
-__all__ = ["CANDIDATES", "check_folder", "write_candidates", "write_repair"]
+__all__ = ["CANDIDATES", "RANKING", "check_folder", "write_candidates", "write_repair"]
 
 #: The table of every candidate tried.
 CANDIDATES = "candidates.csv"
+#: The float tier's ranking of the layers, when that tier ran.
+RANKING = "ranking.csv"
 
 
 def check_folder(folder: str | os.PathLike) -> Path:
@@ -33,9 +35,9 @@ def check_folder(folder: str | os.PathLike) -> Path:
 
 def write_repair(result: RepairResult, folder: str | os.PathLike) -> list[Path]:
     """Write the chosen artifact (``model.onnx`` for ``ort:``, ``model.xml`` + ``model.bin`` for
-    ``openvino:``), ``verdict.json``, ``verdict.junit.xml`` and ``candidates.csv`` into ``folder``
-    (new or empty), all at once: built beside it and renamed into place, so the folder appears
-    complete or not at all. Returns its files."""
+    ``openvino:``), ``verdict.json``, ``verdict.junit.xml``, ``candidates.csv`` and, when layers
+    were ranked, ``ranking.csv`` into ``folder`` (new or empty), all at once: built beside it and
+    renamed into place, so the folder appears complete or not at all. Returns its files."""
 
     def write(tmp: Path) -> None:
         source = result.chosen.deployed.artifact
@@ -45,6 +47,8 @@ def write_repair(result: RepairResult, folder: str | os.PathLike) -> list[Path]:
         write_verdict_json(result.verdict, tmp / VERDICT_JSON)
         write_junit(result.verdict, tmp / VERDICT_JUNIT)
         _write_table(result.table(), tmp)
+        if result.ranking is not None:
+            atomic_write(tmp / RANKING, lambda p: result.ranking.to_csv(p, index=False))
 
     return _write_folder(folder, write)
 
