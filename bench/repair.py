@@ -1,5 +1,6 @@
-"""Repair side by side: NNCF's accuracy control (its default metric, overall accuracy, and
-worst-group accuracy as ``validation_fn``) against ``fairquant.repair`` on the same model, the same
+"""Repair side by side: NNCF's accuracy control (its default metric, overall accuracy;
+worst-group accuracy as ``validation_fn``; and every group's drop over its tolerance as
+``validation_fn``, the job fairquant does) against ``fairquant.repair`` on the same model, the same
 tolerance, the same validation split and calibration samples, on OpenVINO's CPU kernels.
 
 For every result: each group's validation drop, whether every group is within tolerance on
@@ -13,6 +14,13 @@ passed, the one with the smallest worst-group drop.
 
     python bench/repair.py --checkpoint /tmp/qs.pt --train-quickstart 0.3 --max-drop 2 \
         --out examples/repair/digits-resnet18-w8.csv
+
+A model from elsewhere, as ``fairquant audit --model`` takes it (a validation split of
+``--val-size`` carved from its training split, which the model may have seen):
+
+    python bench/repair.py --model torchvision:shufflenet_v2_x0_5 --weights shufflenet.pt \
+        --dataset utkface --root ../shared/data/UTKFace.tar.gz --image-size 48 --mean 0.5 \
+        --std 0.5 --val-size 0.2 --out examples/repair/utkface-shufflenet.csv
 """
 
 from __future__ import annotations
@@ -66,8 +74,8 @@ def _row(method, predict, size, floats, evaluations, seconds, ctx) -> dict:
     """One result: validation drop per group, within, test verdict and test drops."""
     data, validation, tolerance, names = ctx["data"], ctx["validation"], ctx["tol"], ctx["names"]
     k = len(names)
-    val = ctx["val_ref"] - _accuracy(_logits(predict, validation.x), validation, k)
-    test_logits = _logits(predict, data.test.x)
+    val = ctx["val_ref"] - _accuracy(_logits(predict, ctx["val_x"]), validation, k)
+    test_logits = _logits(predict, ctx["test_x"])
     judged = _judge(method, test_logits, ctx["test_ref"], data, tolerance)
     test = judged.table.set_index("group").loc[names]
     limits = np.array([tolerance.for_group(a) for a in names])
@@ -86,16 +94,17 @@ def _row(method, predict, size, floats, evaluations, seconds, ctx) -> dict:
     }
 
 
-def _fairquant_rows(ckpt, data, precision, tolerance, calib_size, ctx) -> list[dict]:
+def _fairquant_rows(what, data, precision, tolerance, calib_size, ctx) -> list[dict]:
     start = time.perf_counter()
     result = fairquant.repair(
-        ckpt,
+        what,
         data,
         precision,
         tolerance=tolerance,
         calib_size=calib_size,
         n_bootstrap=0,
         val_size=ctx["val_size"],
+        preprocess=ctx["preprocess"],
     )
     seconds = time.perf_counter() - start
     rows = []
@@ -129,42 +138,62 @@ def _fairquant_rows(ckpt, data, precision, tolerance, calib_size, ctx) -> list[d
     return rows
 
 
-def _nncf_rows(ckpt, data, validation, tolerance, calib_size, ctx) -> list[dict]:
+def _metric(name: str, ctx: dict):
+    """NNCF's ``validation_fn`` metric of items ``(x, y, group, fp32 correct)`` from their
+    correctness: overall accuracy; worst-group accuracy; or ``per-group drop``, 1 minus the
+    largest excess of a group's drop over its tolerance against fp32 on the same items (as a
+    fraction; 1 when every group is within, so NNCF stops exactly when fairquant's criterion
+    holds, with max_drop 0)."""
+    k, limits = len(ctx["names"]), np.array([ctx["tol"].for_group(a) for a in ctx["names"]])
+
+    def value(correct: np.ndarray, groups: np.ndarray, ref: np.ndarray) -> float:
+        present = [a for a in range(k) if (groups == a).any()]
+        if name == "overall accuracy":
+            return float(correct.mean())
+        if name == "worst-group accuracy":
+            return float(min(correct[groups == a].mean() for a in present))
+        drops = [100 * (ref[groups == a].mean() - correct[groups == a].mean()) for a in present]
+        excess = max(0.0, *(d - limits[a] for d, a in zip(drops, present, strict=True)))
+        return 1.0 - excess / 100  # 1 for fp32 (NNCF divides by it, so never 0)
+
+    return value
+
+
+def _nncf_rows(module, data, validation, pool, tolerance, calib_size, ctx) -> list[dict]:
     import nncf
     import openvino as ov
 
-    k = len(ctx["names"])
-    rows = []
+    ready, rows = ctx["ready"], []
     with tempfile.TemporaryDirectory() as tmp:
-        source = export_onnx(ckpt.model.eval(), data.train.x[:8], Path(tmp) / "fp32.onnx")
+        source = export_onnx(module.eval(), ready(pool.x[:8]), Path(tmp) / "fp32.onnx")
         name = source.inputs[0].name
-        index = calibration_indices(data.train, calib_size, balanced=False, seed=0)
-        calib = [{name: data.train.x[i : i + 1].numpy()} for i in index.tolist()]
+        index = calibration_indices(pool, calib_size, balanced=False, seed=0)
+        calib = [{name: ready(pool.x[i : i + 1]).numpy()} for i in index.tolist()]
+        x = ready(validation.x)
+        ref = (ctx["val_ref_logits"].argmax(1) == validation.y).numpy()
         items = [
-            (validation.x[i : i + 1].numpy(), int(validation.y[i]), int(validation.g[i]))
+            (x[i : i + 1].numpy(), int(validation.y[i]), int(validation.g[i]), float(ref[i]))
             for i in range(len(validation))
         ]
 
-        def make_fn(metric: str, counter: dict):
+        def make_fn(value, counter: dict):
             def validate(compiled, data_items) -> float:
-                correct, groups = [], []
+                correct, groups, refs = [], [], []
                 output = compiled.output(0)
-                for x, y, g in data_items:
+                for x, y, g, r in data_items:
                     correct.append(float(compiled({name: x})[output].argmax() == y))
                     groups.append(g)
+                    refs.append(r)
                 counter["calls"] += 1
                 counter["items"] += len(correct)
-                correct, groups = np.array(correct), np.array(groups)
-                if metric == "overall accuracy":
-                    return float(correct.mean())
-                present = [correct[groups == a].mean() for a in range(k) if (groups == a).any()]
-                return float(min(present))
+                return value(np.array(correct), np.array(groups), np.array(refs))
 
             return validate
 
-        for metric in ("overall accuracy", "worst-group accuracy"):
+        for metric in ("overall accuracy", "worst-group accuracy", "per-group drop"):
             counter = {"calls": 0, "items": 0}
             model = ov.Core().read_model(str(source.path))
+            per_group = metric == "per-group drop"
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -172,8 +201,8 @@ def _nncf_rows(ckpt, data, validation, tolerance, calib_size, ctx) -> list[dict]
                     model,
                     nncf.Dataset(calib),
                     nncf.Dataset(items, lambda item: {name: item[0]}),
-                    make_fn(metric, counter),
-                    max_drop=tolerance.max_drop / 100,
+                    make_fn(_metric(metric, ctx), counter),
+                    max_drop=0.0 if per_group else tolerance.max_drop / 100,
                     drop_type=nncf.DropType.ABSOLUTE,
                     subset_size=len(calib),
                 )
@@ -213,9 +242,40 @@ def train_quickstart(path: Path, *, val_size: float, epochs: int = 30, seed: int
     )
 
 
+def _load(args) -> tuple:
+    """``(what to repair, module, data, validation, pool, preprocess, note)``: a checkpoint with
+    its held-out validation split, or a model from elsewhere as ``fairquant audit --model`` loads
+    it, with a split of ``--val-size`` carved from its training split as ``fairquant.repair``
+    carves it; ``pool`` is the rest of the training split, which calibration draws from."""
+    if args.checkpoint is not None:
+        if args.train_quickstart is not None:
+            train_quickstart(args.checkpoint, val_size=args.train_quickstart)
+        ckpt, data = fairquant.load_with_data(args.checkpoint)
+        size = None if args.val_size is None else _size(args.val_size)
+        pool, validation, note = fairquant.train.held_out_splits(ckpt, data, size=size)
+        return ckpt, ckpt.model.eval(), data, validation, pool, None, note, size
+    spec = fairquant.DataSpec(
+        name=args.dataset, root=args.root, target=args.target, image_size=args.image_size
+    )
+    data = fairquant.load_dataset(spec)
+    source = fairquant.parse_model_source(args.model, weights=args.weights)
+    loaded = fairquant.load_model(
+        source, num_classes=len(data.classes), in_channels=data.train.x.shape[1]
+    )
+    preprocess = fairquant.Preprocess(mean=(args.mean,) * 3, std=(args.std,) * 3)
+    size = _size(args.val_size if args.val_size is not None else 0.2)
+    pool, validation = fairquant.data.validation_split(data.train, size, seed=data.spec.seed)
+    note = f"{len(validation)} training images carved (the model may have been trained on them)"
+    return loaded, loaded.model.eval(), data, validation, pool, preprocess, note, size
+
+
+def _size(value: float) -> float | int:
+    return value if value < 1 else int(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument(
         "--train-quickstart",
         type=float,
@@ -223,6 +283,14 @@ def main() -> None:
         metavar="VAL_SIZE",
         help="first train the quickstart's model into --checkpoint, VAL_SIZE held out",
     )
+    parser.add_argument("--model", default=None, help="a model source, as audit --model takes")
+    parser.add_argument("--weights", type=Path, default=None)
+    parser.add_argument("--dataset", default="utkface")
+    parser.add_argument("--root", default=None)
+    parser.add_argument("--target", default=None)
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--mean", type=float, default=0.5, help="the model's input mean (--model)")
+    parser.add_argument("--std", type=float, default=0.5, help="the model's input std (--model)")
     parser.add_argument("--max-drop", type=float, default=2.0)
     parser.add_argument("--calib-size", type=int, default=256)
     parser.add_argument("--val-size", type=float, default=None)
@@ -230,36 +298,39 @@ def main() -> None:
     parser.add_argument("--no-nncf", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="CSV of the table")
     args = parser.parse_args()
+    if (args.checkpoint is None) == (args.model is None):
+        parser.error("give --checkpoint or --model")
     warnings.simplefilter("ignore")
-    if args.train_quickstart is not None:
-        train_quickstart(args.checkpoint, val_size=args.train_quickstart)
-    ckpt, data = fairquant.load_with_data(args.checkpoint)
-    size = (
-        None
-        if args.val_size is None
-        else (args.val_size if args.val_size < 1 else int(args.val_size))
-    )
-    validation, note = fairquant.held_out_validation(ckpt, data, size=size)
+    what, module, data, validation, pool, preprocess, note, size = _load(args)
     tolerance = fairquant.Tolerance(args.max_drop)
     names = [str(a) for a in data.group_names]
-    model = ckpt.model.eval()
+
+    def ready(x: torch.Tensor) -> torch.Tensor:
+        return x if preprocess is None else preprocess.transform(data.mean, data.std)(x)
+
+    val_x, test_x = ready(validation.x), ready(data.test.x)
     with torch.inference_mode():
-        val_ref, test_ref = _logits(model, validation.x), _logits(model, data.test.x)
+        val_ref, test_ref = _logits(module, val_x), _logits(module, test_x)
     ctx = {
         "data": data,
         "validation": validation,
+        "val_x": val_x,
+        "test_x": test_x,
+        "ready": ready,
+        "preprocess": preprocess,
         "tol": tolerance,
         "names": names,
         "val_ref": _accuracy(val_ref, validation, len(names)),
+        "val_ref_logits": val_ref,
         "test_ref": test_ref,
-        "val_size": size,
+        "val_size": size if args.model is not None else (None if args.val_size is None else size),
     }
     print(f"selecting on {note}; test split {len(data.test)} samples; max drop {args.max_drop:g}")
     rows = []
     if not args.no_nncf:
-        rows += _nncf_rows(ckpt, data, validation, tolerance, args.calib_size, ctx)
+        rows += _nncf_rows(module, data, validation, pool, tolerance, args.calib_size, ctx)
     for precision in args.precisions.split(","):
-        rows += _fairquant_rows(ckpt, data, precision, tolerance, args.calib_size, ctx)
+        rows += _fairquant_rows(what, data, precision, tolerance, args.calib_size, ctx)
     table = pd.DataFrame(rows)
     print(table.to_markdown(index=False))
     if args.out is not None:

@@ -15,6 +15,7 @@ from fairquant.mitigate.pipeline import (
     parse_mitigations,
     train_mitigated,
 )
+from fairquant.mitigate.repair import CALIBRATION_SETS, calibration_set
 from fairquant.mitigate.resample import resample_indices
 from fairquant.mitigate.search import METHODS as SEARCH_METHODS
 from fairquant.mitigate.search import Evaluator
@@ -38,3 +39,5 @@ __all__ = [
 ]
 # mixed precision: the integer programs and the measured search's shared evaluations
 __all__ += ["SEARCH_METHODS", "Evaluator", "allocate_bits", "allocate_precision", "smallest_bits"]
+# repair: the calibration sets it tries
+__all__ += ["CALIBRATION_SETS", "calibration_set"]

@@ -2,6 +2,7 @@
 
 from fairquant.train.checkpoint import (
     Checkpoint,
+    held_out_splits,
     held_out_validation,
     load_checkpoint,
     load_with_data,
@@ -16,6 +17,7 @@ __all__ = [
     "TrainHistory",
     "fit",
     "fit_checkpoint",
+    "held_out_splits",
     "held_out_validation",
     "load_checkpoint",
     "load_with_data",
