@@ -8,7 +8,7 @@ logit corrections are left out (they add K floats to a candidate and are fitted 
 Exhaustive means 2^L subsets per configuration: a model of a handful of weight layers.
 
     python bench/repair_exhaustive.py --checkpoint m.pt --precision openvino:int8 --max-drop 2 \
-        --out examples/repair/exhaustive-digits-cnn-w4-openvino.csv
+        --out examples/repair/exhaustive/digits-cnn-w4-openvino.csv
 """
 
 from __future__ import annotations

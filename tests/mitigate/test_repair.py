@@ -581,3 +581,20 @@ def test_layers_are_ranked_without_a_validation_pass(layered, tmp_path):
     files = write_repair(layered, tmp_path / "out")
     written = pd.read_csv(tmp_path / "out" / RANKING)
     assert tmp_path / "out" / RANKING in files and list(written.layer) == list(ranking.layer)
+
+
+def test_calibration_sets_draw_what_they_say():
+    """random: as the audit draws; stratified: each group's share (largest remainder);
+    balanced: equal per group; anything else is refused by name."""
+    from fairquant.mitigate import CALIBRATION_SETS, calibration_set
+    from fairquant.quant import calibration_indices
+
+    g = torch.tensor([0] * 70 + [1] * 20 + [2] * 10)
+    pool = Split(torch.arange(100.0)[:, None], g, g)
+    assert CALIBRATION_SETS == ("random", "stratified", "balanced")
+    random = calibration_set(pool, "random", size=30, seed=0)
+    assert torch.equal(random, calibration_indices(pool, 30, balanced=False, seed=0))
+    assert g[calibration_set(pool, "stratified", size=30, seed=0)].bincount().tolist() == [21, 6, 3]
+    assert g[calibration_set(pool, "balanced", size=30, seed=0)].bincount().tolist() == [10, 10, 10]
+    with pytest.raises(ConfigError, match="calibration set 'first'"):
+        calibration_set(pool, "first", size=30, seed=0)
