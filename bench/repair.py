@@ -9,8 +9,8 @@ size, weight layers kept in float, validation evaluations and seconds. NNCF's ev
 its ``validation_fn`` calls (some on subsets while it ranks) and the validation samples they
 read, in passes of the whole split; fairquant's are whole-split passes (a tier's row: its
 candidate's own; the chosen row: all of them, fp32's included). fairquant's search stops at the
-first candidate within tolerance, so a tier's row is its first passing candidate or, where none
-passed, the one with the smallest worst-group drop.
+first tier with a candidate within tolerance, so a tier's row is its smallest passing candidate
+or, where none passed, the one with the smallest worst-group drop.
 
     python bench/repair.py --checkpoint /tmp/qs.pt --train-quickstart 0.3 --max-drop 2 \
         --out examples/repair/digits-resnet18-w8.csv
@@ -94,6 +94,11 @@ def _row(method, predict, size, floats, evaluations, seconds, ctx) -> dict:
     }
 
 
+def _tier_key(c) -> tuple[bool, float]:
+    """Passing first, the smallest file; else the smallest worst-group drop."""
+    return (not c.within, c.size_bytes if c.within else float(c.drop.max()))
+
+
 def _fairquant_rows(what, data, precision, tolerance, calib_size, ctx) -> list[dict]:
     start = time.perf_counter()
     result = fairquant.repair(
@@ -110,7 +115,7 @@ def _fairquant_rows(what, data, precision, tolerance, calib_size, ctx) -> list[d
     rows = []
     for tier in dict.fromkeys(c.tier for c in result.candidates):
         in_tier = [c for c in result.candidates if c.tier == tier]
-        best = min(in_tier, key=lambda c: (not c.within, c.drop.max()))
+        best = min(in_tier, key=_tier_key)
         label = f"fairquant {tier}: {best.label}"
         rows.append(
             _row(

@@ -7,8 +7,9 @@ candidate is **within tolerance** when every group's validation accuracy drop ag
 ``drop(a) = 100 (acc_fp32(a) - acc_q(a))`` on the same validation samples, is at most that group's
 tolerance (the verdict's :class:`~fairquant.metrics.verdict.Tolerance`: ``max_drop``, per-group
 overrides, and ``max_phi`` on φ = max_a G(a) - min_a G(a), G(a) the group's mean excess
-cross-entropy). Candidates are tried cheapest first, and the search stops at the **first**
-candidate within tolerance:
+cross-entropy). Candidates are tried cheapest first, and the search stops at the **first tier**
+with a candidate within tolerance (in the float tier, at the shortest passing prefix of its
+ranking); the smallest file within tolerance is chosen:
 
 1. ``as given``: the precision as the audit builds it (calibration: ``calib_size`` training
    samples drawn at random, seeded, as ``fairquant audit`` draws them, but only from the
@@ -626,7 +627,8 @@ def _layer_names(bench: _Bench, precision: DeployedPrecision) -> list[str]:
 
 
 def _search(bench: _Bench, base: DeployedPrecision, sets: list[str], notes: list[str]) -> None:
-    """Run the tiers cheapest first; stop at the first candidate within tolerance."""
+    """Run the tiers cheapest first; stop at the first tier with a candidate within
+    tolerance."""
     for tier in TIERS[:3]:
         for precision, calib in _tier_variants(tier, base, sets, bench):
             if bench.evaluate(tier, precision, calib).within:
