@@ -598,3 +598,30 @@ def test_calibration_sets_draw_what_they_say():
     assert g[calibration_set(pool, "balanced", size=30, seed=0)].bincount().tolist() == [10, 10, 10]
     with pytest.raises(ConfigError, match="calibration set 'first'"):
         calibration_set(pool, "first", size=30, seed=0)
+
+
+def test_a_ranking_whose_prefixes_all_fail_falls_back_to_measuring_each_layer(data, monkeypatch):
+    """Where no prefix of the ranking is within tolerance (here the ranking is turned upside
+    down, the harmless layer first), each layer alone is measured on validation and the harmful
+    one found: the note says so."""
+    import fairquant.mitigate.repair as module
+
+    rank = module._rank_layers
+
+    def upside_down(*args, **kwargs):
+        table, n = rank(*args, **kwargs)
+        return table.iloc[::-1].reset_index(drop=True), n
+
+    monkeypatch.setattr(module, "_rank_layers", upside_down)
+    result = fairquant.repair(
+        _model(1, rows=(1, 2)),
+        data,
+        "ort:int8",
+        tolerance=Tolerance(2.0),
+        validation=_split(150, 2),
+        n_bootstrap=0,
+    )
+    floats = result.table()[lambda t: t.tier == "layers in float"].float_layers.tolist()
+    assert floats == ["/2/Gemm", "/0/Gemm"]  # the prefix of 1 failed; then /0/Gemm alone passed
+    assert result.chosen.float_layers == ("/0/Gemm",) and result.chosen.within
+    assert any("no prefix of the ranking was within tolerance" in n for n in result.notes)

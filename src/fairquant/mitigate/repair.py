@@ -32,8 +32,9 @@ ranking); the smallest file within tolerance is chosen:
    (:func:`_rank_layers`, as NNCF ranks its quantizers); then the shortest prefix of the ranking
    that keeps every group within tolerance, found by a galloping search over its length
    (:func:`_float_layers`: about 2 log2(k) validation passes for k layers), stays in float
-   (ONNX Runtime ``nodes_to_exclude``, NNCF ``ignored_scope``). The file grows by the float
-   weights.
+   (ONNX Runtime ``nodes_to_exclude``, NNCF ``ignored_scope``); where no prefix passes, each
+   layer alone is measured on validation and the search runs again on that order. The file grows
+   by the float weights.
 
 Every candidate is one build on the toolchain and one evaluation of the validation split
 (``evaluations`` counts them, the fp32 reference pass included; the bias correction's passes of
@@ -566,7 +567,11 @@ def _float_layers(start: Candidate, layers: list[str], bench: _Bench, notes: lis
     (1, 2, 4, ... until one passes, then bisection between the last that failed and it), about
     2 log2(k) validation passes for a prefix of k layers instead of one per layer. The shortest
     passing prefix is the smallest file along the ranking when the drops do not grow as layers
-    return to float, which the ranking assumes; at most all layers but one."""
+    return to float, which the ranking assumes; at most all layers but one. Where no prefix
+    passes (the drops did not fall along the ranking: near the tolerance one image either way
+    decides), each layer is kept in float alone and measured on validation (one pass each,
+    stopping at one within tolerance), and the shortest prefix of the order of those measurements
+    is searched the same way."""
     tier, base, calib = TIERS[5], start.precision, start.calibration_set
     field_name = "nodes_to_exclude" if isinstance(base.config, OrtStaticConfig) else "ignored_scope"
 
@@ -589,10 +594,23 @@ def _float_layers(start: Candidate, layers: list[str], bench: _Bench, notes: lis
         "samples outside the validation split, no validation pass: ranking.csv)"
     )
 
-    def within(n: int) -> bool:
-        return bench.evaluate(tier, variant(tuple(order[:n])), calib).within
+    def kept(names: tuple[str, ...]) -> Candidate:
+        return bench.evaluate(tier, variant(names), calib)
 
-    shortest_prefix(len(order) - 1, within)
+    if shortest_prefix(len(order) - 1, lambda n: kept(tuple(order[:n])).within) is not None:
+        return
+    notes.append(
+        "layers in float: no prefix of the ranking was within tolerance on validation (the drops "
+        "did not fall along it), so each layer was then kept in float alone and measured on "
+        "validation, and the shortest prefix of that order searched again"
+    )
+    singles = {}
+    for layer in layers:
+        singles[layer] = kept((layer,))
+        if singles[layer].within:
+            return
+    measured = sorted(layers, key=lambda layer: bench.excess(singles[layer]))
+    shortest_prefix(len(measured) - 1, lambda n: kept(tuple(measured[:n])).within)
 
 
 def shortest_prefix(top: int, within: Callable[[int], bool]) -> int | None:
