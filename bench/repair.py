@@ -135,7 +135,7 @@ def _fairquant_rows(what, data, precision, tolerance, calib_size, ctx) -> list[d
             c.deployed.predict,
             c.size_bytes,
             len(c.float_layers),
-            result.evaluations,
+            round(result.evaluations, 2),
             seconds,
             ctx,
         )

@@ -602,8 +602,8 @@ def test_calibration_sets_draw_what_they_say():
 
 def test_a_ranking_whose_prefixes_all_fail_falls_back_to_measuring_each_layer(data, monkeypatch):
     """Where no prefix of the ranking is within tolerance (here the ranking is turned upside
-    down, the harmless layer first), each layer alone is measured on validation and the harmful
-    one found: the note says so."""
+    down, the harmless layer first), each layer alone is measured on the validation samples of
+    the groups over tolerance and the harmful one found: the note says so."""
     import fairquant.mitigate.repair as module
 
     rank = module._rank_layers
@@ -625,3 +625,9 @@ def test_a_ranking_whose_prefixes_all_fail_falls_back_to_measuring_each_layer(da
     assert floats == ["/2/Gemm", "/0/Gemm"]  # the prefix of 1 failed; then /0/Gemm alone passed
     assert result.chosen.float_layers == ("/0/Gemm",) and result.chosen.within
     assert any("no prefix of the ranking was within tolerance" in n for n in result.notes)
+    # each layer measured on the samples of groups b and c alone: a fraction of a pass each
+    validation = _split(150, 2)
+    share = float(torch.isin(validation.g, torch.tensor([1, 2])).float().mean())
+    assert result.evaluations == pytest.approx(len(result.table()) + 1 + 2 * share)
+    excess = result.ranking.set_index("layer").val_excess
+    assert excess["/0/Gemm"] == 0 and excess["/2/Gemm"] > 0

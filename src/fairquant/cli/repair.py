@@ -167,7 +167,7 @@ def _render(result, out: Path) -> None:
         table.add_row(*(cell(row) for _, cell in columns))
     console.print(table)
     console.print(
-        f"chosen: {result.chosen.label} ({result.chosen.tier}), after {result.evaluations} "
+        f"chosen: {result.chosen.label} ({result.chosen.tier}), after {result.evaluations:g} "
         f"evaluations of the validation split in {result.seconds:.1f} s",
         markup=False,
         highlight=False,

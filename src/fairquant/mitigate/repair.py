@@ -33,13 +33,14 @@ ranking); the smallest file within tolerance is chosen:
    that keeps every group within tolerance, found by a galloping search over its length
    (:func:`_float_layers`: about 2 log2(k) validation passes for k layers), stays in float
    (ONNX Runtime ``nodes_to_exclude``, NNCF ``ignored_scope``); where no prefix passes, each
-   layer alone is measured on validation and the search runs again on that order. The file grows
-   by the float weights.
+   layer alone is measured on the validation samples of the groups over tolerance and the search
+   runs again on that order. The file grows by the float weights.
 
 Every candidate is one build on the toolchain and one evaluation of the validation split
 (``evaluations`` counts them, the fp32 reference pass included; the bias correction's passes of
 the calibration set and the ranking's builds and passes of training samples are not validation
-passes). The test split is read once, at the end, for the
+passes; the float tier's fallback measures layers on part of the split, counted as that
+fraction of a pass). The test split is read once, at the end, for the
 chosen candidate's verdict (:func:`fairquant.metrics.verdict.verdict`). Offsets fitted on the
 validation split and selected on it are judged optimistically there: the test verdict is the one
 to trust.
@@ -147,8 +148,10 @@ class Candidate:
 @dataclass
 class RepairResult:
     """What :func:`repair` tried and chose. ``verdict``: the chosen candidate judged on the test
-    split against fp32; ``evaluations``: validation passes; ``validation``: what the validation
-    split is (a sentence). :func:`fairquant.report.repair.write_repair` writes it to a folder."""
+    split against fp32; ``evaluations``: validation passes (the float tier's fallback adds
+    fractions of a pass, which the candidates table's ``evaluations_total`` leaves out);
+    ``validation``: what the validation split is (a sentence).
+    :func:`fairquant.report.repair.write_repair` writes it to a folder."""
 
     precision: str
     chosen: Candidate
@@ -157,7 +160,7 @@ class RepairResult:
     verdict: Verdict
     group_names: list[str]
     validation: str
-    evaluations: int
+    evaluations: float
     seconds: float
     notes: list[str]
     ranking: pd.DataFrame | None = None
@@ -296,7 +299,7 @@ class _Bench:
         self.fp32 = _fp32(model)
         ref, _ = _logits(self.fp32, validation.x)
         self.acc_ref, self.loss_ref = _group_stats(ref, validation, self.k)
-        self.evaluations = 1
+        self.evaluations: float = 1  # passes of the validation split
         self.tried: dict[tuple, Candidate] = {}
         self.order: list[Candidate] = []
         self.logits: dict[int, Tensor] = {}  # each candidate's validation logits
@@ -569,9 +572,9 @@ def _float_layers(start: Candidate, layers: list[str], bench: _Bench, notes: lis
     passing prefix is the smallest file along the ranking when the drops do not grow as layers
     return to float, which the ranking assumes; at most all layers but one. Where no prefix
     passes (the drops did not fall along the ranking: near the tolerance one image either way
-    decides), each layer is kept in float alone and measured on validation (one pass each,
-    stopping at one within tolerance), and the shortest prefix of the order of those measurements
-    is searched the same way."""
+    decides), each layer kept in float alone is measured on the validation samples of the groups
+    over tolerance (:func:`_screen`, a fraction of a pass each), and the shortest prefix of the
+    order of those measurements is searched the same way."""
     tier, base, calib = TIERS[5], start.precision, start.calibration_set
     field_name = "nodes_to_exclude" if isinstance(base.config, OrtStaticConfig) else "ignored_scope"
 
@@ -599,18 +602,39 @@ def _float_layers(start: Candidate, layers: list[str], bench: _Bench, notes: lis
 
     if shortest_prefix(len(order) - 1, lambda n: kept(tuple(order[:n])).within) is not None:
         return
+    excess, passes = _screen(start, layers, bench, build)
+    ranking["val_excess"] = ranking.layer.map(excess)
     notes.append(
         "layers in float: no prefix of the ranking was within tolerance on validation (the drops "
-        "did not fall along it), so each layer was then kept in float alone and measured on "
-        "validation, and the shortest prefix of that order searched again"
+        "did not fall along it), so each layer kept in float alone was measured on the validation "
+        f"samples of the groups over tolerance ({passes:.2f} passes of the split in all; "
+        "ranking.csv's val_excess), and the shortest prefix of that order searched again"
     )
-    singles = {}
-    for layer in layers:
-        singles[layer] = kept((layer,))
-        if singles[layer].within:
-            return
-    measured = sorted(layers, key=lambda layer: bench.excess(singles[layer]))
+    measured = sorted(layers, key=lambda layer: excess[layer])
     shortest_prefix(len(measured) - 1, lambda n: kept(tuple(measured[:n])).within)
+
+
+def _screen(
+    start: Candidate, layers: list[str], bench: _Bench, build: Callable[[tuple[str, ...]], Any]
+) -> tuple[dict[str, float], float]:
+    """Each layer kept in float alone, measured on the validation samples of the groups over
+    tolerance in ``start`` (every group when φ alone is over): the sum of those groups' drops
+    above their tolerance. A fraction of a pass each (those samples' share of the split), added
+    to the bench's evaluations; returns the excess by layer and the passes it cost."""
+    margins = bench.margins(start)
+    failing = [a for a in range(bench.k) if margins[a] > 0] or list(range(bench.k))
+    split = bench.validation
+    mask = torch.isin(split.g, torch.tensor(failing))
+    subset = Split(split.x[mask], split.y[mask], split.g[mask])
+    limits = np.array([bench.tolerance.for_group(bench.names[a]) for a in failing])
+    share = float(mask.float().mean())
+    excess = {}
+    for layer in layers:
+        acc, _ = _group_stats(_logits(build((layer,)).predict, subset.x)[0], subset, bench.k)
+        drop = bench.acc_ref[failing] - acc[failing]
+        excess[layer] = float(np.clip(drop - limits, 0, None).sum())
+        bench.evaluations += share
+    return excess, share * len(layers)
 
 
 def shortest_prefix(top: int, within: Callable[[int], bool]) -> int | None:
