@@ -34,7 +34,11 @@ ranking); the smallest file within tolerance is chosen:
    (:func:`_float_layers`: about 2 log2(k) validation passes for k layers), stays in float
    (ONNX Runtime ``nodes_to_exclude``, NNCF ``ignored_scope``); where no prefix passes, each
    layer alone is measured on the validation samples of the groups over tolerance and the search
-   runs again on that order. The file grows by the float weights.
+   runs again on that order. The file grows by the float weights;
+7. ``smaller file``: after the choice, where keeping layers in float makes the file *smaller*
+   (a small model, whose int8 weights with their scales and quantize/dequantize nodes take more
+   bytes than float weights: one build tells), the chosen candidate with those layers in float
+   too, if it is within tolerance (:func:`_smaller_file`).
 
 Every candidate is one build on the toolchain and one evaluation of the validation split
 (``evaluations`` counts them, the fp32 reference pass included; the bias correction's passes of
@@ -103,6 +107,7 @@ TIERS = (
     "per-channel",
     "logit offsets",
     "layers in float",
+    "smaller file",
 )
 #: The post-hoc corrections of the ``logit offsets`` tier, cheapest first.
 CORRECTIONS = ("bias correction", "logit offsets")
@@ -304,7 +309,7 @@ class _Bench:
         self.order: list[Candidate] = []
         self.logits: dict[int, Tensor] = {}  # each candidate's validation logits
         self._calib: dict[str, Tensor] = {}
-        self.ranking: list[tuple[str, ...]] = []  # the layer sets built to rank layers
+        self.builds = 0  # builds not measured on validation (ranking, size probes)
         self.ranking_table: pd.DataFrame | None = None
 
     def ranking_set(self, groups: list[int]) -> tuple[Tensor, Tensor]:
@@ -318,6 +323,13 @@ class _Bench:
             index.append(members[torch.randperm(len(members), generator=gen)[:share]])
         chosen = torch.cat(index).sort().values if index else torch.zeros(0, dtype=torch.long)
         return self.pool.x[chosen], self.pool.g[chosen]
+
+    def build(self, precision: DeployedPrecision, calib: str) -> Quantized:
+        """``precision`` built on ``calib``'s samples, not measured on validation (a ranking's
+        or a size probe's build)."""
+        folder = self.workdir / f"build-{self.builds:03d}"
+        self.builds += 1
+        return quantize(self.source, precision, calibration=self.calibration(calib), workdir=folder)
 
     def calibration(self, kind: str) -> Tensor:
         if kind not in self._calib:
@@ -576,17 +588,12 @@ def _float_layers(start: Candidate, layers: list[str], bench: _Bench, notes: lis
     over tolerance (:func:`_screen`, a fraction of a pass each), and the shortest prefix of the
     order of those measurements is searched the same way."""
     tier, base, calib = TIERS[5], start.precision, start.calibration_set
-    field_name = "nodes_to_exclude" if isinstance(base.config, OrtStaticConfig) else "ignored_scope"
 
     def variant(names: tuple[str, ...]) -> DeployedPrecision:
-        return _variant(base, **{field_name: names})
+        return _with_floats(base, names)
 
     def build(names: tuple[str, ...]) -> Quantized:
-        folder = bench.workdir / f"ranking-{len(bench.ranking):03d}"
-        bench.ranking.append(names)
-        return quantize(
-            bench.source, variant(names), calibration=bench.calibration(calib), workdir=folder
-        )
+        return bench.build(variant(names), calib)
 
     ranking, n_samples = _rank_layers(start, layers, bench, build)
     bench.ranking_table = ranking
@@ -657,6 +664,59 @@ def shortest_prefix(top: int, within: Callable[[int], bool]) -> int | None:
         else:
             failed = mid
     return passed
+
+
+def _floats(precision: DeployedPrecision) -> tuple[str, ...]:
+    config = precision.config
+    return config.nodes_to_exclude if isinstance(config, OrtStaticConfig) else config.ignored_scope
+
+
+def _with_floats(precision: DeployedPrecision, names: tuple[str, ...]) -> DeployedPrecision:
+    """``precision`` with the layers ``names`` (graph nodes) kept in float."""
+    field_name = "nodes_to_exclude" if isinstance(precision.config, OrtStaticConfig) else (
+        "ignored_scope"
+    )
+    return _variant(precision, **{field_name: names})
+
+
+def _smaller_file(chosen: Candidate, bench: _Bench, notes: list[str]) -> None:
+    """Tier ``smaller file``: on a small model a layer's float weights can take fewer bytes
+    than its int8 weights with their scales and quantize/dequantize nodes, so keeping it in float
+    shrinks the file. One build tells: the chosen candidate with every layer but one in float.
+    Only where that file is smaller than the chosen one, each other layer is built in float
+    alone, and the chosen candidate with all those that shrink its file kept in float (but the
+    one that shrinks it least, where that would leave nothing quantized) is measured on
+    validation (one pass); the smallest file within tolerance is then chosen. A corrected
+    candidate (logit offsets) is left as it is."""
+    if chosen.correction:
+        return
+    base, calib = chosen.precision, chosen.calibration_set
+    have = _floats(base)
+    others = [layer for layer in _layer_names(bench, base) if layer not in have]
+    if len(have) + len(others) < 2 or not others:
+        return
+
+    def size(names: tuple[str, ...]) -> float:
+        try:
+            return bench.build(_with_floats(base, names), calib).size_bytes
+        except ConfigError:  # the toolchain quantizes nothing then: no candidate
+            return float("inf")
+
+    if size(have + tuple(others[:-1])) >= chosen.size_bytes:
+        return
+    sizes = {layer: size((*have, layer)) for layer in others}
+    shrink = sorted((layer for layer in others if sizes[layer] < chosen.size_bytes), key=sizes.get)
+    if len(have) + len(shrink) == len(have) + len(others):  # one layer stays quantized
+        shrink.pop()
+    if not shrink:
+        return
+    smaller = bench.evaluate(TIERS[6], _with_floats(base, have + tuple(shrink)), calib)
+    notes.append(
+        f"smaller file: keeping {len(shrink)} more layer(s) in float shrinks the file of "
+        f"{chosen.label} from {chosen.size_bytes:,} to {smaller.size_bytes:,} bytes (their int8 "
+        "weights with scales and quantize/dequantize nodes outweigh their float weights); "
+        + ("within tolerance, so chosen" if smaller.within else "not within tolerance")
+    )
 
 
 def _layer_names(bench: _Bench, precision: DeployedPrecision) -> list[str]:
@@ -890,6 +950,8 @@ def repair(
     chosen = _best(bench.order, bench)
     if not chosen.within:
         raise _unreachable(bench)
+    _smaller_file(chosen, bench, notes)
+    chosen = _best(bench.order, bench)
     judged = _judge(module, chosen, test, names, tolerance, n_bootstrap)
     return RepairResult(
         precision=base.name,
