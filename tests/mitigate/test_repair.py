@@ -86,8 +86,7 @@ def repaired(data):
     )
 
 
-@pytest.fixture(scope="module")
-def layered(data):
+def _repair_layered(data):
     """Groups b and c collapsed at int8: only the first layer in float repairs it."""
     return fairquant.repair(
         _model(1, rows=(1, 2)),
@@ -97,6 +96,11 @@ def layered(data):
         validation=_split(150, 2),
         n_bootstrap=0,
     )
+
+
+@pytest.fixture(scope="module")
+def layered(data):
+    return _repair_layered(data)
 
 
 def test_repair_keeps_the_harmful_layer_in_float(layered):
@@ -620,14 +624,7 @@ def test_a_ranking_whose_prefixes_all_fail_falls_back_to_measuring_each_layer(da
         return table.iloc[::-1].reset_index(drop=True), n
 
     monkeypatch.setattr(module, "_rank_layers", upside_down)
-    result = fairquant.repair(
-        _model(1, rows=(1, 2)),
-        data,
-        "ort:int8",
-        tolerance=Tolerance(2.0),
-        validation=_split(150, 2),
-        n_bootstrap=0,
-    )
+    result = _repair_layered(data)
     floats = result.table()[lambda t: t.tier == "layers in float"].float_layers.tolist()
     assert floats == ["/2/Gemm", "/0/Gemm"]  # the prefix of 1 failed; then /0/Gemm alone passed
     assert result.chosen.float_layers == ("/0/Gemm",) and result.chosen.within
