@@ -110,3 +110,31 @@ def test_precision_belongs_to_the_search(checkpoint, tmp_path):
     args = ["allocate", "--checkpoint", str(checkpoint), "--out", str(out), "--budget", "4bits"]
     r = runner.invoke(app, [*args, "--precision", "ort:int8"])
     assert r.exit_code == 2 and "--precision does not apply without --max-drop" in r.output
+
+
+def test_the_search_never_calibrates_on_its_validation_split(checkpoint, monkeypatch, tmp_path):
+    """`allocate --max-drop --precision ort:int8` selects on the checkpoint's validation split:
+    the candidates' calibration samples come from the training samples outside it (they were
+    drawn from the whole training split, so a candidate could be calibrated on what it was
+    selected on)."""
+    import fairquant
+
+    seen, real = [], search.compare_searches
+
+    def keep(*args, calibration=None, **kwargs):
+        seen.append(calibration)
+        return real(*args, calibration=calibration, **kwargs)
+
+    monkeypatch.setattr(search, "compare_searches", keep)
+    ckpt, data = load_with_data(checkpoint)
+    config = search.SearchConfig(
+        base=fairquant.parse_precision("ort:int8"), max_rounds=2, samples_per_group=4
+    )
+    search.smallest_within(
+        ckpt, data, fairquant.Tolerance(50.0), tmp_path / "m.onnx", config=config, n_bootstrap=0,
+        calib_size=64,
+    )
+    validation, _ = fairquant.held_out_validation(ckpt, data)
+    calibration = seen[0].flatten(1).double()
+    distance = torch.cdist(calibration, validation.x.flatten(1).double())
+    assert len(calibration) == 64 and int((distance.min(1).values == 0).sum()) == 0

@@ -89,7 +89,7 @@ from fairquant.quant.mixed import layer_precision, layer_size_costs
 from fairquant.quant.model import quantized_layers
 from fairquant.quant.precision import FLOAT_BITS, AnyPrecision, Precision, parse_precision
 from fairquant.quant.size import packed_size_bytes
-from fairquant.train import Checkpoint, held_out_validation
+from fairquant.train import Checkpoint, held_out_splits
 
 #: The methods of :func:`compare_searches`, in the order of its table.
 SearchMethod = Literal["fairquant", "measured", "uniform", "loss-only", "hawq"]
@@ -1169,19 +1169,19 @@ def smallest_within(
     ``config.sensitivity``). ``out`` gets the ``@spec.json`` (named after its stem); with a
     deployed ``config.base``, the chosen model in its toolchain's own format (``.onnx`` for
     ``ort:``), built from ``calib_size`` training samples drawn as ``fairquant audit`` draws
-    them (seed ``config.random_state``) by every candidate and by the audit, so the file written
-    predicts what the audit reports."""
+    them (seed ``config.random_state``), but from outside the validation split, by every
+    candidate and by the audit, so the file written predicts what the audit reports."""
     if baselines and config.base is not None:
         raise ConfigError(
             f"baselines=True compares fairquant's simulated widths; a search on "
             f"{config.base.name} runs alone"
         )
-    validation, note = held_out_validation(checkpoint, dataset, size=val_size)
+    rest, validation, note = held_out_splits(checkpoint, dataset, size=val_size)
     methods = tuple(m for m in METHODS if m != config.sensitivity) if baselines else ("fairquant",)
     calibration = None
-    if config.base is not None:
+    if config.base is not None:  # never the samples it selects on
         calibration, _, _ = calibration_inputs(
-            None, data=dataset, size=calib_size, balanced=False, seed=config.random_state
+            rest, size=calib_size, balanced=False, seed=config.random_state
         )
     model, names = checkpoint.model, dataset.group_names
     results, table = compare_searches(
