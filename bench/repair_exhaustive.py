@@ -54,6 +54,14 @@ def main() -> None:
     parser.add_argument("--max-drop", type=float, default=2.0)
     parser.add_argument("--calib-size", type=int, default=256)
     parser.add_argument("--max-layers", type=int, default=8, help="refuse larger models")
+    parser.add_argument(
+        "--configs", default=None, help="comma-separated precisions to enumerate (default: all)"
+    )
+    parser.add_argument(
+        "--calibration-sets",
+        default=",".join(CALIBRATION_SETS),
+        help="comma-separated calibration sets to enumerate",
+    )
     parser.add_argument("--out", type=Path, default=None, help="CSV of every candidate")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -74,13 +82,14 @@ def main() -> None:
     repair_seconds = time.perf_counter() - start
 
     toolchain = args.precision.split(":")[0]
+    configs = CONFIGS[toolchain] if args.configs is None else args.configs.split(",")
     rows = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in CALIBRATION_SETS:
+        for kind in args.calibration_sets.split(","):
             index = calibration_set(pool, kind, size=args.calib_size, seed=0)
             calibration = pool.x[index]
-            for config in CONFIGS[toolchain]:
+            for config in configs:
                 precision = fairquant.parse_precision(config)
                 for n in range(len(layers)):
                     for subset in itertools.combinations(layers, n):

@@ -684,9 +684,10 @@ def _smaller_file(chosen: Candidate, bench: _Bench, notes: list[str]) -> None:
     than its int8 weights with their scales and quantize/dequantize nodes, so keeping it in float
     shrinks the file. One build tells: the chosen candidate with every layer but one in float.
     Only where that file is smaller than the chosen one, each other layer is built in float
-    alone, and the chosen candidate with all those that shrink its file kept in float (but the
-    one that shrinks it least, where that would leave nothing quantized) is measured on
-    validation (one pass); the smallest file within tolerance is then chosen. A corrected
+    alone, and the chosen candidate with all those that shrink its file kept in float (where
+    that would leave nothing quantized, all but one: the one whose file is then smallest, one
+    build each) is measured on validation (one pass); the smallest file within tolerance is then
+    chosen. A corrected
     candidate (logit offsets) is left as it is."""
     if chosen.correction:
         return
@@ -704,10 +705,12 @@ def _smaller_file(chosen: Candidate, bench: _Bench, notes: list[str]) -> None:
 
     if size(have + tuple(others[:-1])) >= chosen.size_bytes:
         return
-    sizes = {layer: size((*have, layer)) for layer in others}
-    shrink = sorted((layer for layer in others if sizes[layer] < chosen.size_bytes), key=sizes.get)
-    if len(have) + len(shrink) == len(have) + len(others):  # one layer stays quantized
-        shrink.pop()
+    shrink = [layer for layer in others if size((*have, layer)) < chosen.size_bytes]
+    if len(shrink) == len(others):  # one stays quantized: the one whose file is smallest
+        shrink = min(
+            ([other for other in shrink if other != kept] for kept in shrink),
+            key=lambda rest: size((*have, *rest)),
+        )
     if not shrink:
         return
     smaller = bench.evaluate(TIERS[6], _with_floats(base, have + tuple(shrink)), calib)
