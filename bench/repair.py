@@ -36,14 +36,9 @@ import pandas as pd
 import torch
 
 import fairquant
-from fairquant.metrics import per_sample_loss
-from fairquant.quant import (
-    OpenVinoModel,
-    calibration_indices,
-    export_onnx,
-    int8_weight_layers,
-    weight_layers,
-)
+from fairquant.metrics import group_mean, per_sample_loss
+from fairquant.mitigate import calibration_set
+from fairquant.quant import OpenVinoModel, export_onnx, int8_weight_layers, weight_layers
 
 
 def _logits(predict, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
@@ -51,9 +46,7 @@ def _logits(predict, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
 
 
 def _accuracy(logits: torch.Tensor, split, k: int) -> np.ndarray:
-    correct = (logits.argmax(1) == split.y).numpy().astype(float)
-    g = split.g.numpy()
-    return 100 * np.bincount(g, correct, minlength=k) / np.bincount(g, minlength=k)
+    return 100 * group_mean((logits.argmax(1) == split.y).double(), split.g, k).numpy()
 
 
 def _judge(name, logits, ref, data, tolerance) -> fairquant.Verdict:
@@ -172,9 +165,10 @@ def _nncf_rows(module, data, validation, pool, tolerance, calib_size, ctx) -> li
     with tempfile.TemporaryDirectory() as tmp:
         source = export_onnx(module.eval(), ready(pool.x[:8]), Path(tmp) / "fp32.onnx")
         name = source.inputs[0].name
-        index = calibration_indices(pool, calib_size, balanced=False, seed=0)
-        calib = [{name: ready(pool.x[i : i + 1]).numpy()} for i in index.tolist()]
-        x = ready(validation.x)
+        index = calibration_set(pool, "random", size=calib_size, seed=0)  # repair's "as given"
+        inputs = ready(pool.x[index])
+        calib = [{name: inputs[i : i + 1].numpy()} for i in range(len(inputs))]
+        x = ctx["val_x"]
         ref = (ctx["val_ref_logits"].argmax(1) == validation.y).numpy()
         items = [
             (x[i : i + 1].numpy(), int(validation.y[i]), int(validation.g[i]), float(ref[i]))

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 import fairquant
+from fairquant.metrics import group_mean
 from fairquant.mitigate import CALIBRATION_SETS, calibration_set
 
 #: The configurations the repair's calibrator and per-channel tiers try, by toolchain.
@@ -37,9 +38,7 @@ CONFIGS = {
 
 def _accuracy(predict, split, k: int) -> np.ndarray:
     logits = torch.cat([predict(split.x[i : i + 256]) for i in range(0, len(split), 256)])
-    correct = (logits.argmax(1) == split.y).numpy().astype(float)
-    g = split.g.numpy()
-    return 100 * np.bincount(g, correct, minlength=k) / np.bincount(g, minlength=k)
+    return 100 * group_mean((logits.argmax(1) == split.y).double(), split.g, k).numpy()
 
 
 def weight_modules(model: nn.Module) -> list[str]:

@@ -143,14 +143,7 @@ def test_candidates_hold_their_files_not_their_sessions(data):
         return sum(isinstance(o, OnnxModel) for o in gc.get_objects())
 
     before = sessions()  # other tests' results may hold theirs
-    result = fairquant.repair(
-        _model(1, rows=(1, 2)),
-        data,
-        "ort:int8",
-        tolerance=Tolerance(2.0),
-        validation=_split(150, 2),
-        n_bootstrap=0,
-    )
+    result = _repair_layered(data)
     tried, live = len(result.table()), sessions() - before
     assert tried > 5 and live <= 2  # the chosen one's (it predicted on test), fp32's at most
     assert result.chosen.deployed.predict(data.test.x[:4]).shape == (4, 3)

@@ -52,6 +52,7 @@ to trust.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
@@ -324,12 +325,13 @@ class _Bench:
         chosen = torch.cat(index).sort().values if index else torch.zeros(0, dtype=torch.long)
         return self.pool.x[chosen], self.pool.g[chosen]
 
-    def build(self, precision: DeployedPrecision, calib: str) -> Quantized:
-        """``precision`` built on ``calib``'s samples, not measured on validation (a ranking's
-        or a size probe's build)."""
-        folder = self.workdir / f"build-{self.builds:03d}"
-        self.builds += 1
-        return quantize(self.source, precision, calibration=self.calibration(calib), workdir=folder)
+    def build(self, precision: DeployedPrecision, calib: str, folder: str = "") -> Quantized:
+        """``precision`` built on ``calib``'s samples into ``workdir/folder`` (by default a
+        numbered ``build-NNN``: a ranking's or a size probe's build, not a candidate)."""
+        if not folder:
+            folder, self.builds = f"build-{self.builds:03d}", self.builds + 1
+        calibration, workdir = self.calibration(calib), self.workdir / folder
+        return quantize(self.source, precision, calibration=calibration, workdir=workdir)
 
     def calibration(self, kind: str) -> Tensor:
         if kind not in self._calib:
@@ -341,6 +343,13 @@ class _Bench:
     def margins(self, c: Candidate) -> np.ndarray:
         return c.drop.to_numpy() - [self.tolerance.for_group(a) for a in self.names]
 
+    def over_tolerance(self, c: Candidate) -> tuple[list[int], np.ndarray]:
+        """The groups ``c`` leaves over their tolerance and by how much (points); every group,
+        each weighing 1, when φ alone is over its limit."""
+        margins = self.margins(c)
+        over = [a for a in range(self.k) if margins[a] > 0]
+        return (over, margins[over]) if over else (list(range(self.k)), np.ones(self.k))
+
     def excess(self, c: Candidate) -> tuple[float, float]:
         """(sum of the groups' drops above their tolerance, the largest margin)."""
         margins = self.margins(c)
@@ -351,13 +360,9 @@ class _Bench:
         if key in self.tried:
             return self.tried[key]
         start = time.perf_counter()
-        folder = self.workdir / f"candidate-{len(self.order):03d}"
-        calibration = self.calibration(calib)
-        built = quantize(self.source, precision, calibration=calibration, workdir=folder)
-        config = precision.config
-        floats = getattr(config, "nodes_to_exclude", None) or getattr(config, "ignored_scope", ())
+        built = self.build(precision, calib, folder=f"candidate-{len(self.order):03d}")
         fields = {"tier": tier, "precision": precision, "calibration_set": calib}
-        candidate = self.measure(built, start, **fields, float_layers=tuple(floats))
+        candidate = self.measure(built, start, **fields, float_layers=_floats(precision.config))
         self.tried[key] = candidate
         return candidate
 
@@ -429,11 +434,10 @@ def _variant(precision: DeployedPrecision, **changes: Any) -> DeployedPrecision:
         calibrator = "" if config.calibration == "minmax" else f"-{config.calibration}"
         flags = ("-pc" if config.per_channel else "") + calibrator
         name = f"ort:int8{flags}{'-rr' if config.reduce_range else ''}"
-        floats = config.nodes_to_exclude
     else:
         mixed = "-mixed" if config.preset == "mixed" else ""
         name = f"openvino:int8{mixed}{'' if config.fast_bias_correction else '-bc'}"
-        floats = config.ignored_scope
+    floats = _floats(config)
     name += f" +{len(floats)} float" if floats else ""
     return replace(precision, name=name, config=config)
 
@@ -539,10 +543,7 @@ def _rank_layers(
     file grows by when they alone stay in float (``extra_bytes``, measured on the toolchain's
     file; at least 1 byte), the greedy order of a knapsack; those that do not help follow, by
     score. Returns the table, best first, and the number of samples it was measured on."""
-    margins = bench.margins(start)
-    failing = [a for a in range(bench.k) if margins[a] > 0]
-    excess = margins[failing] if failing else np.ones(bench.k)  # φ alone: every group alike
-    failing = failing or list(range(bench.k))
+    failing, excess = bench.over_tolerance(start)
     x, g = bench.ranking_set(failing)
     present = [i for i, a in enumerate(failing) if bool((g == a).any())]
     failing, excess = [failing[i] for i in present], excess[present]
@@ -628,8 +629,7 @@ def _screen(
     tolerance in ``start`` (every group when φ alone is over): the sum of those groups' drops
     above their tolerance. A fraction of a pass each (those samples' share of the split), added
     to the bench's evaluations; returns the excess by layer and the passes it cost."""
-    margins = bench.margins(start)
-    failing = [a for a in range(bench.k) if margins[a] > 0] or list(range(bench.k))
+    failing, _ = bench.over_tolerance(start)
     split = bench.validation
     mask = torch.isin(split.g, torch.tensor(failing))
     subset = Split(split.x[mask], split.y[mask], split.g[mask])
@@ -666,17 +666,19 @@ def shortest_prefix(top: int, within: Callable[[int], bool]) -> int | None:
     return passed
 
 
-def _floats(precision: DeployedPrecision) -> tuple[str, ...]:
-    config = precision.config
-    return config.nodes_to_exclude if isinstance(config, OrtStaticConfig) else config.ignored_scope
+def _float_field(config: OrtStaticConfig | OpenVinoConfig) -> str:
+    """The config's field of the layers kept in float: ONNX Runtime's ``nodes_to_exclude``,
+    NNCF's ``ignored_scope``."""
+    return "nodes_to_exclude" if isinstance(config, OrtStaticConfig) else "ignored_scope"
+
+
+def _floats(config: OrtStaticConfig | OpenVinoConfig) -> tuple[str, ...]:
+    return tuple(getattr(config, _float_field(config)))
 
 
 def _with_floats(precision: DeployedPrecision, names: tuple[str, ...]) -> DeployedPrecision:
     """``precision`` with the layers ``names`` (graph nodes) kept in float."""
-    field_name = "nodes_to_exclude" if isinstance(precision.config, OrtStaticConfig) else (
-        "ignored_scope"
-    )
-    return _variant(precision, **{field_name: names})
+    return _variant(precision, **{_float_field(precision.config): names})
 
 
 def _smaller_file(chosen: Candidate, bench: _Bench, notes: list[str]) -> None:
@@ -687,16 +689,16 @@ def _smaller_file(chosen: Candidate, bench: _Bench, notes: list[str]) -> None:
     alone, and the chosen candidate with all those that shrink its file kept in float (where
     that would leave nothing quantized, all but one: the one whose file is then smallest, one
     build each) is measured on validation (one pass); the smallest file within tolerance is then
-    chosen. A corrected
-    candidate (logit offsets) is left as it is."""
+    chosen. A corrected candidate (logit offsets) is left as it is."""
     if chosen.correction:
         return
     base, calib = chosen.precision, chosen.calibration_set
-    have = _floats(base)
+    have = _floats(base.config)
     others = [layer for layer in _layer_names(bench, base) if layer not in have]
     if len(have) + len(others) < 2 or not others:
         return
 
+    @functools.cache  # the probe is also one of the all-but-one sets
     def size(names: tuple[str, ...]) -> float:
         try:
             return bench.build(_with_floats(base, names), calib).size_bytes
